@@ -84,10 +84,14 @@ class DataConfig:
                     f"Data mean has {len(self.mean)} values and std has {len(self.std)}; "
                     "give one value per channel in each."
                 )
-            if not all(np.isfinite(v) for v in self.mean + self.std) or any(s <= 0 for s in self.std):
+            try:
+                mean, std = tuple(float(v) for v in self.mean), tuple(float(v) for v in self.std)
+            except (TypeError, ValueError):
+                raise ConfigError(f"Data mean {self.mean} and std {self.std} must be numbers.") from None
+            if not all(np.isfinite(mean + std)) or any(s <= 0 for s in std):
                 raise ConfigError(f"Data std {self.std} must be positive and mean {self.mean} finite.")
-            object.__setattr__(self, "mean", tuple(float(v) for v in self.mean))
-            object.__setattr__(self, "std", tuple(float(v) for v in self.std))
+            object.__setattr__(self, "mean", mean)
+            object.__setattr__(self, "std", std)
         if self.size is not None:
             if len(self.size) != 2 or not all(isinstance(v, int) and not isinstance(v, bool) and v > 0
                                               for v in self.size):
@@ -229,7 +233,9 @@ def load_data(cfg: DataConfig) -> LabeledData:
     else:
         raw = _LOADERS[scheme](path, cfg.split)
         if len(raw.labels) == 0:
-            raise DataError(f"Data {raw.source} ({cfg.split} split) is empty; point the spec at a dataset with samples.")
+            raise DataError(
+                f"Data {raw.source} ({cfg.split} split) is empty; point the spec at a dataset with samples."
+            )
         chosen = _choose(len(raw.labels), cfg.limit, cfg.seed)
         if chosen is not None:
             raw.pixels, raw.labels = raw.pixels[chosen], raw.labels[chosen]
@@ -273,7 +279,9 @@ def _finish(raw: _RawImages, cfg: DataConfig) -> LabeledData:
         std = torch.tensor(cfg.std, dtype=torch.float32).view(1, -1, 1, 1)
         x = (x - mean) / std
         if not torch.isfinite(x).all():
-            raise DataError(f"Data {raw.source} overflows to Inf after normalization by std {cfg.std}; use a larger std.")
+            raise DataError(
+                f"Data {raw.source} overflows to Inf after normalization by std {cfg.std}; use a larger std."
+            )
     labels = torch.from_numpy(np.ascontiguousarray(raw.labels, dtype=np.int64))
     notes = "".join(f", {note}" for note in raw.notes)
     description = f"{raw.source} ({cfg.split} split, {len(labels)} samples{notes})"
@@ -307,7 +315,9 @@ def read_idx(path: Path) -> np.ndarray:
     if len(content) < 4 or content[0] != 0 or content[1] != 0:
         raise DataError(f"IDX file {path} has no IDX header; replace it with an intact copy.")
     if content[2] != _IDX_UBYTE:
-        raise DataError(f"IDX file {path} holds type code {content[2]:#04x}; only unsigned bytes (0x08) are supported.")
+        raise DataError(
+            f"IDX file {path} holds type code {content[2]:#04x}; only unsigned bytes (0x08) are supported."
+        )
     ndim = content[3]
     header_size = 4 + 4 * ndim
     if len(content) < header_size:
@@ -405,7 +415,9 @@ def _read_cifar_batch(path: Path, label_key: str) -> tuple[np.ndarray, np.ndarra
     except DataError:
         raise
     except Exception as exc:  # any malformed pickle: truncated, wrong opcodes, bad array state
-        raise DataError(f"CIFAR batch {path} cannot be unpickled ({exc}); replace it with an intact copy.") from exc
+        raise DataError(
+            f"CIFAR batch {path} cannot be unpickled ({exc}); replace it with an intact copy."
+        ) from exc
     if not isinstance(batch, dict):
         raise DataError(f"CIFAR batch {path} holds a {type(batch).__name__}, not a dict; replace it.")
     batch = {key.decode("latin1") if isinstance(key, bytes) else key: value for key, value in batch.items()}
@@ -454,7 +466,9 @@ def _images_from_npz(x: np.ndarray, source: str) -> np.ndarray:
             return x[:, None]
         if x.ndim == 4 and x.shape[3] <= 4:
             return np.ascontiguousarray(x.transpose(0, 3, 1, 2))
-        raise DataError(f"Data {source} has uint8 x of shape {x.shape}; store [N, H, W] or [N, H, W, C] with C <= 4.")
+        raise DataError(
+            f"Data {source} has uint8 x of shape {x.shape}; store [N, H, W] or [N, H, W, C] with C <= 4."
+        )
     if np.issubdtype(x.dtype, np.floating):
         if x.ndim == 3:
             return x[:, None].astype(np.float32)

@@ -487,6 +487,10 @@ def test_unknown_scheme_lists_the_valid_ones():
     ({"spec": "builtin", "mean": (0.5,), "std": (0.2, 0.2)}, "1 values and std has 2"),
     ({"spec": "builtin", "mean": (0.5,)}, "both mean and std"),
     ({"spec": "builtin", "mean": (0.5,), "std": (0.0,)}, "positive"),
+    ({"spec": "builtin", "mean": ("a",), "std": (1.0,)}, "must be numbers"),
+    ({"spec": "builtin", "mean": (float("nan"),), "std": (1.0,)}, "finite"),
+    ({"spec": "builtin", "seed": "1"}, "seed"),
+    ({"spec": 3}, "must be a string"),
     ({"spec": "builtin", "size": (28,)}, "two positive integers"),
     ({"spec": "builtin", "size": (0, 28)}, "two positive integers"),
 ])

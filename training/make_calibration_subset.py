@@ -1,4 +1,4 @@
-"""Build calibration_data/fashion_mnist_subset.npz: a small class-balanced Fashion-MNIST subset shipped with snnconv.
+"""Build calibration_data/fashion_mnist_subset.npz, the class-balanced Fashion-MNIST subset snnconv ships.
 
     python training/make_calibration_subset.py --data-dir /path/to/fashion-mnist \
         --out calibration_data/fashion_mnist_subset.npz

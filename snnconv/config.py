@@ -1,0 +1,96 @@
+"""Typed, frozen configuration for each stage, validated on construction.
+
+Every option has exactly one type; per-layer overrides are keyed by the layer's node name. ``to_dict``
+and ``from_dict`` give the plain data stored in artifact manifests and printed in reports.
+"""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field, fields
+
+from .errors import ConfigError
+
+BALANCE_METHODS = ("max", "percentile", "mse")
+GRANULARITIES = ("layer", "channel")
+CALIBRATIONS = ("none", "light", "advanced")
+MAXPOOL_MODES = ("gate", "avg")
+
+
+class _Plain:
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict):
+        known = {f.name for f in fields(cls)}
+        unknown = set(data) - known
+        if unknown:
+            raise ConfigError(f"Unknown {cls.__name__} option(s): {', '.join(sorted(unknown))}.")
+        values = {}
+        for f in fields(cls):
+            if f.name not in data:
+                continue
+            value = data[f.name]
+            sub = _NESTED.get((cls.__name__, f.name))
+            values[f.name] = sub.from_dict(value) if sub is not None and isinstance(value, dict) else value
+        return cls(**values)
+
+
+@dataclass(frozen=True)
+class BalanceConfig(_Plain):
+    """How thresholds are chosen. ``time_steps`` is the T the MSE quantizer targets."""
+
+    method: str = "mse"
+    percentile: float = 99.99
+    granularity: str = "channel"
+    time_steps: int = 32
+    overrides: dict = field(default_factory=dict)  # node name -> threshold (activation units)
+
+    def __post_init__(self):
+        if self.method not in BALANCE_METHODS:
+            raise ConfigError(f"--balance must be one of {', '.join(BALANCE_METHODS)}, got '{self.method}'.")
+        if self.granularity not in GRANULARITIES:
+            raise ConfigError(f"--granularity must be one of {', '.join(GRANULARITIES)}, got '{self.granularity}'.")
+        if not 0 < self.percentile <= 100:
+            raise ConfigError(f"--percentile must be in (0, 100], got {self.percentile}.")
+        if self.time_steps <= 0:
+            raise ConfigError(f"Balancing time steps must be positive, got {self.time_steps}.")
+
+
+@dataclass(frozen=True)
+class ConvertConfig(_Plain):
+    """The whole conversion pipeline: balance, neuron options, max pooling, calibration."""
+
+    balance: BalanceConfig = field(default_factory=BalanceConfig)
+    half_init: bool = True  # initial membrane potential theta/2
+    maxpool: str = "gate"
+    calibrate: str = "none"
+    calibration_samples: int = 256  # samples of the calibration set used by light/advanced calibration
+    time_steps: int = 32  # the T conversion and calibration target
+
+    def __post_init__(self):
+        if self.maxpool not in MAXPOOL_MODES:
+            raise ConfigError(f"--maxpool must be one of {', '.join(MAXPOOL_MODES)}, got '{self.maxpool}'.")
+        if self.calibrate not in CALIBRATIONS:
+            raise ConfigError(f"--calibrate must be one of {', '.join(CALIBRATIONS)}, got '{self.calibrate}'.")
+        if self.time_steps <= 0:
+            raise ConfigError(f"Time steps T must be positive, got {self.time_steps}.")
+        if self.calibration_samples <= 0:
+            raise ConfigError(f"Calibration samples must be positive, got {self.calibration_samples}.")
+
+
+@dataclass(frozen=True)
+class SimulationConfig(_Plain):
+    """How the time engine runs: the steps to simulate, chunking, batching, device."""
+
+    time_steps: int = 32
+    chunk_steps: int = 8
+    batch_size: int = 256
+    device: str = "cpu"
+
+    def __post_init__(self):
+        for name in ("time_steps", "chunk_steps", "batch_size"):
+            if getattr(self, name) <= 0:
+                raise ConfigError(f"{name.replace('_', ' ')} must be positive, got {getattr(self, name)}.")
+
+
+_NESTED = {("ConvertConfig", "balance"): BalanceConfig}

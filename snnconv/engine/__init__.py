@@ -1,0 +1,5 @@
+"""The time engine: chunked streaming over time, per-sample early exit, per-layer statistics."""
+from .program import Program, compile_program
+from .simulate import Engine, ExitPolicy, TimePlan
+
+__all__ = ["Engine", "ExitPolicy", "TimePlan", "Program", "compile_program"]

@@ -1,0 +1,324 @@
+"""The time engine: chunked streaming simulation of a converted network (ALGORITHMS.md section 6.1).
+
+Time is cut into chunks of ``chunk_steps`` steps. Per batch, the static prefix (everything before the
+first neuron) is computed once; in each chunk, stateless layers run once on the chunk's steps folded
+into the batch dimension (row index = step * batch + sample), and only neurons and max-pool gates
+loop over the steps. Membrane potentials live across chunks; activations live for one chunk. Memory
+is therefore bounded by the chunk, not by T.
+
+The readout accumulates the output layer over steps (the membrane of a non-spiking output layer);
+the prediction after step t is the argmax of that sum, recorded for every t in the same pass.
+
+Early exit: an :class:`ExitPolicy` is asked at every chunk boundary which samples may stop. Those
+samples leave the batch: their rows are dropped from every state tensor and cached value, so later
+chunks cost less.
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Callable, Iterable, Protocol
+
+import numpy as np
+import torch
+from torch.fx.node import map_arg
+
+from ..errors import ConfigError, UnsupportedLayerError
+from ..handlers import describe_target
+from ..neurons import if_step, maxpool_gate_step
+from ..results import NeuronLayerStats, SimulationResult, SynapticLayerStats
+from .fanout import dense_macs, input_fanout
+from .program import Op, Program, compile_program
+
+
+class ExitPolicy(Protocol):
+    def should_exit(self, accumulated_output: torch.Tensor, step: int) -> torch.Tensor:
+        """Bool mask [active samples]: which samples stop after ``step`` steps, given their summed output."""
+
+
+@dataclass(frozen=True)
+class TimePlan:
+    """How many steps to simulate and how they are cut into chunks."""
+
+    time_steps: int
+    chunk_steps: int = 8
+
+    def __post_init__(self):
+        if self.time_steps <= 0:
+            raise ConfigError(f"Time steps T must be positive, got {self.time_steps}.")
+        if self.chunk_steps <= 0:
+            raise ConfigError(f"--chunk-steps must be positive, got {self.chunk_steps}.")
+
+    def chunks(self) -> list[tuple[int, int]]:
+        """[start, stop) step ranges, 0-based."""
+        bounds = list(range(0, self.time_steps, self.chunk_steps)) + [self.time_steps]
+        return list(zip(bounds[:-1], bounds[1:]))
+
+
+ProgressFn = Callable[[int], None]  # called with the number of samples finished
+
+
+class _Counters:
+    """Per-layer statistics accumulated over batches, kept on the simulation device."""
+
+    def __init__(self, program: Program, time_steps: int, device: torch.device):
+        self.spikes = {op.name: torch.zeros(time_steps, dtype=torch.float64, device=device) for op in program.neuron_ops}
+        self.synops = {op.name: torch.zeros(time_steps, dtype=torch.float64, device=device) for op in program.synapse_ops}
+        self.correct = torch.zeros(time_steps, dtype=torch.int64, device=device)
+        self.neurons: dict[str, int] = {}
+        self.fanout: dict[str, torch.Tensor] = {}
+        self.input_elements: dict[str, int] = {}
+        self.dense_macs: dict[str, int] = {}
+
+
+class Engine:
+    """Runs one converted network; reusable across batches and evaluation sets."""
+
+    def __init__(self, graph: torch.fx.GraphModule, device: torch.device | str = "cpu"):
+        self.device = torch.device(device)
+        self.graph = graph.to(self.device).eval()
+        self.program = compile_program(self.graph)
+        self._batched_static = {op.name for op in self.program.ops if op.static and op.batched}
+
+    # ------------------------------------------------------------------ evaluation
+    def simulate(self, batches: Iterable[tuple[torch.Tensor, torch.Tensor]], plan: TimePlan, *,
+                 exit_policy: ExitPolicy | None = None, progress: ProgressFn | None = None) -> SimulationResult:
+        counters = _Counters(self.program, plan.time_steps, self.device)
+        exit_steps, first_correct, exit_correct = [], [], 0
+        samples = 0
+        start = time.perf_counter()
+        with torch.no_grad():
+            for x, y in batches:
+                outcome = self.run_batch(x.to(self.device), y.to(self.device), plan, counters, exit_policy)
+                samples += x.shape[0]
+                exit_steps.append(outcome["exit_step"])
+                first_correct.append(outcome["first_correct"])
+                exit_correct += outcome["exit_correct"]
+                if progress is not None:
+                    progress(x.shape[0])
+        wall = time.perf_counter() - start
+        return self._result(counters, plan, samples, wall, exit_policy is not None,
+                            np.concatenate(exit_steps) if exit_steps else np.zeros(0, dtype=np.int64),
+                            np.concatenate(first_correct) if first_correct else np.zeros(0, dtype=np.int64),
+                            exit_correct)
+
+    def _result(self, counters: _Counters, plan: TimePlan, samples: int, wall: float, exited: bool,
+                exit_steps: np.ndarray, first_correct: np.ndarray, exit_correct: int) -> SimulationResult:
+        neuron_layers = []
+        for op in self.program.neuron_ops:
+            module = op.module
+            threshold = float(module.threshold.float().mean()) if op.kind == "neuron" else float("nan")
+            neuron_layers.append(NeuronLayerStats(
+                name=op.name, kind=module.kind, neurons=counters.neurons.get(op.name, 0), threshold_mean=threshold,
+                time_steps=plan.time_steps, spikes_per_step=counters.spikes[op.name].cpu().numpy().round().astype(np.int64)))
+        synaptic_layers = []
+        for op in self.program.ops:
+            if op.role != "synapse" or op.name not in counters.dense_macs:
+                continue
+            ops_per_step = counters.synops[op.name].cpu().numpy() if op.name in counters.synops else np.zeros(plan.time_steps)
+            synaptic_layers.append(SynapticLayerStats(
+                name=op.name, kind="linear" if isinstance(op.module, torch.nn.Linear) else "conv",
+                spiking_input=not op.static, macs_per_sample_dense=counters.dense_macs[op.name],
+                input_elements=counters.input_elements[op.name], time_steps=plan.time_steps,
+                ops_per_step=ops_per_step.round().astype(np.int64)))
+        return SimulationResult(
+            samples=samples, time_steps=plan.time_steps, correct_per_step=counters.correct.cpu().numpy(),
+            neuron_layers=neuron_layers, synaptic_layers=synaptic_layers, wall_time_s=wall,
+            exit_steps=exit_steps if exited else None, exit_correct=exit_correct if exited else None,
+            oracle_exit_steps=first_correct)
+
+    # ------------------------------------------------------------------ one batch
+    def run_batch(self, x: torch.Tensor, y: torch.Tensor | None, plan: TimePlan, counters: _Counters | None = None,
+                  exit_policy: ExitPolicy | None = None, record: Iterable[str] = ()) -> dict:
+        """Simulate one batch for ``plan.time_steps`` steps.
+
+        ``record`` names neuron layers whose output is summed over all steps and returned (per sample),
+        for calibration. Returns a dict with the summed output, exit steps and recorded sums.
+        """
+        batch = x.shape[0]
+        labels = y
+        steps = plan.time_steps
+        record = set(record)
+        static: dict[str, object] = {}
+        state: dict[str, torch.Tensor] = {}
+        recorded: dict[str, torch.Tensor] = {}
+        accumulated = None
+        rows = torch.arange(batch, device=self.device)  # original index of each active row
+        exit_step = np.full(batch, steps, dtype=np.int64)
+        exit_pred = torch.zeros(batch, dtype=torch.int64, device=self.device)
+        first_correct = torch.full((batch,), steps, dtype=torch.int64, device=self.device)
+        summed_output = None
+
+        for chunk_index, (t0, t1) in enumerate(plan.chunks()):
+            c = t1 - t0
+            active = rows.shape[0]
+            env: dict[str, object] = {}
+            for op in self.program.ops:
+                if op.static:
+                    if chunk_index == 0:
+                        static[op.name] = self._eval_static(op, static, x)
+                        if op.role == "synapse" and counters is not None and op.name not in counters.dense_macs:
+                            self._describe_static_synapse(op, static, counters)
+                    continue
+                value = self._eval_temporal(op, env, static, state, c, active, t0, counters, record, recorded)
+                env[op.name] = value
+                for name in op.release:
+                    env.pop(name, None)
+            out = env[self.program.output.name]
+            out = out.view(c, active, *out.shape[1:])
+            running = torch.cumsum(out, dim=0)
+            if accumulated is not None:
+                running = running + accumulated
+            accumulated = running[-1]
+            if y is not None:
+                hits = running.argmax(-1) == y.unsqueeze(0)  # [c, active]
+                if counters is not None:
+                    counters.correct[t0:t1] += hits.sum(1)
+                step_index = torch.arange(t0 + 1, t1 + 1, device=self.device).unsqueeze(1).expand_as(hits)
+                first = torch.where(hits, step_index, torch.full_like(step_index, steps)).min(0).values
+                first_correct[rows] = torch.minimum(first_correct[rows], first)
+            if exit_policy is not None and t1 < steps:
+                leaving = exit_policy.should_exit(accumulated, t1).to(self.device)
+                if leaving.any():
+                    gone = rows[leaving]
+                    exit_step[gone.cpu().numpy()] = t1
+                    exit_pred[gone] = accumulated[leaving].argmax(-1)
+                    if y is not None and counters is not None:
+                        # an exited sample keeps its answer for the remaining steps of the curve
+                        counters.correct[t1:] += (accumulated[leaving].argmax(-1) == y[leaving]).sum()
+                    keep = ~leaving
+                    rows, accumulated = rows[keep], accumulated[keep]
+                    y = y[keep] if y is not None else None
+                    static = {k: v[keep] if k in self._batched_static else v for k, v in static.items()}
+                    state = {k: v[keep] for k, v in state.items()}
+                    recorded = {k: v[keep] for k, v in recorded.items()}
+                    if rows.numel() == 0:
+                        break
+        if rows.numel():
+            exit_pred[rows] = accumulated.argmax(-1)
+        exit_correct = int((exit_pred == labels).sum()) if labels is not None else 0
+        return {"exit_step": exit_step, "first_correct": first_correct.cpu().numpy(), "exit_correct": exit_correct,
+                "predictions": exit_pred, "recorded": recorded, "accumulated": accumulated}
+
+    # ------------------------------------------------------------------ ops
+    def _eval_static(self, op: Op, static: dict, x: torch.Tensor):
+        node = op.node
+        if op.kind == "input":
+            return x
+        if op.kind == "constant":
+            return _fetch_attr(self.graph, node.target)
+        args = map_arg(node.args, lambda n: static[n.name])
+        kwargs = map_arg(node.kwargs, lambda n: static[n.name])
+        return self._call(op, args, kwargs)
+
+    def _eval_temporal(self, op: Op, env: dict, static: dict, state: dict, c: int, active: int, t0: int,
+                       counters: _Counters | None, record: set, recorded: dict):
+        node = op.node
+        if op.kind == "output":
+            return map_arg(node.args[0], lambda n: _temporal(env, static, n.name, c))
+        if op.kind == "neuron":
+            return self._run_neuron(op, node.args[0], env, static, state, c, active, t0, counters, record, recorded)
+        if op.kind == "gate":
+            return self._run_gate(op, _temporal(env, static, node.args[0].name, c), state, c, active, t0, counters)
+        args = map_arg(node.args, lambda n: _temporal(env, static, n.name, c))
+        kwargs = map_arg(node.kwargs, lambda n: _temporal(env, static, n.name, c))
+        if op.role == "synapse" and counters is not None:
+            self._count_synaptic_ops(op, args[0], c, active, t0, counters)
+        return self._call(op, args, kwargs)
+
+    def _call(self, op: Op, args, kwargs):
+        node = op.node
+        try:
+            if node.op == "call_module":
+                return op.module(*args, **kwargs)
+            if node.op == "call_function":
+                return node.target(*args, **kwargs)
+            return getattr(args[0], node.target)(*args[1:], **kwargs)
+        except Exception as exc:
+            raise UnsupportedLayerError(
+                f"Layer '{node.name}' ({describe_target(node, self.graph)}) failed when time steps are folded into "
+                f"the batch dimension ({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}); it "
+                "probably depends on the batch size, e.g. a reshape to a fixed batch."
+            ) from exc
+
+    def _run_neuron(self, op: Op, source, env, static, state, c, active, t0, counters, record, recorded):
+        neuron = op.module
+        if source.name in static:  # constant input current: no need to expand it over the steps
+            current = static[source.name]
+            per_step = None
+        else:
+            per_step = env[source.name].view(c, active, *env[source.name].shape[1:])
+            current = per_step[0]
+        shape = current.shape[1:]
+        theta = neuron.broadcast(neuron.threshold, current.dim())
+        bias = neuron.broadcast(neuron.bias, current.dim())
+        if op.name not in state:
+            state[op.name] = neuron.initial_potential(shape, active)
+            if counters is not None:
+                counters.neurons[op.name] = int(shape.numel())
+        v = state[op.name]
+        spikes = torch.empty((c, *current.shape), dtype=current.dtype, device=current.device)
+        constant_current = current + bias if per_step is None else None
+        for i in range(c):
+            step_current = constant_current if per_step is None else per_step[i] + bias
+            spikes[i], v = if_step(step_current, v, theta)
+        state[op.name] = v
+        if counters is not None:
+            counters.spikes[op.name][t0:t0 + c] += spikes.view(c, -1).sum(1, dtype=torch.float64)
+        out = spikes * theta
+        if op.name in record:
+            summed = out.sum(0)
+            recorded[op.name] = recorded[op.name] + summed if op.name in recorded else summed
+        return out.view(c * active, *shape)
+
+    def _run_gate(self, op: Op, x: torch.Tensor, state, c, active, t0, counters):
+        gate = op.module
+        per_step = x.view(c, active, *x.shape[1:])
+        if op.name not in state:
+            state[op.name] = torch.zeros_like(per_step[0])
+        accumulated = state[op.name]
+        outputs = []
+        for i in range(c):
+            out, accumulated = maxpool_gate_step(per_step[i], accumulated, gate.pool)
+            outputs.append(out)
+        state[op.name] = accumulated
+        out = torch.stack(outputs)
+        if counters is not None:
+            counters.neurons[op.name] = int(out.shape[2:].numel())
+            counters.spikes[op.name][t0:t0 + c] += (out != 0).view(c, -1).sum(1, dtype=torch.float64)
+        return out.view(c * active, *out.shape[2:])
+
+    def _count_synaptic_ops(self, op: Op, x: torch.Tensor, c: int, active: int, t0: int, counters: _Counters):
+        shape = x.shape[1:]
+        if op.name not in counters.fanout:
+            counters.fanout[op.name] = input_fanout(op.module, shape).to(x.device)
+            counters.input_elements[op.name] = int(shape.numel())
+            with torch.no_grad():
+                out_shape = op.module(torch.zeros((1, *shape), device=x.device)).shape[1:]
+            counters.dense_macs[op.name] = dense_macs(op.module, out_shape)
+        nonzero = (x != 0).view(c, active, *shape).sum(1, dtype=torch.float32)  # [c, *shape]
+        counters.synops[op.name][t0:t0 + c] += (nonzero * counters.fanout[op.name]).view(c, -1).sum(1, dtype=torch.float64)
+
+    @staticmethod
+    def _describe_static_synapse(op: Op, static: dict, counters: _Counters):
+        """A weighted layer before the first neuron reads analog values once per sample: dense MACs."""
+        source = op.node.args[0]
+        counters.input_elements[op.name] = int(static[source.name].shape[1:].numel())
+        counters.dense_macs[op.name] = dense_macs(op.module, static[op.name].shape[1:])
+
+
+def _temporal(env: dict, static: dict, name: str, c: int):
+    """A value as the temporal ops need it: static tensors are repeated over the chunk's steps."""
+    if name in env:
+        return env[name]
+    value = static[name]
+    if isinstance(value, torch.Tensor) and value.dim() > 0:
+        return value.unsqueeze(0).expand(c, *value.shape).reshape(c * value.shape[0], *value.shape[1:])
+    return value
+
+
+def _fetch_attr(module, target: str):
+    obj = module
+    for part in target.split("."):
+        obj = getattr(obj, part)
+    return obj

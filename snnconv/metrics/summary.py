@@ -1,0 +1,160 @@
+"""Headline numbers, per-layer rows and the accuracy/cost sweep over t, as plain dicts for CSV and reports.
+
+Keys carry their unit (``_pct``, ``_pj_per_sample``, ``_per_sample``) and are stable: docs/metrics.md
+defines each one, and tests pin the lists. Counts are per evaluated sample; "steps 1..t" means the SNN
+read out after t time steps.
+"""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from ..results import AnnResult, NeuronLayerStats, SimulationResult
+from .energy import (NEUROMORPHIC_PLATFORMS, EnergyModel, check_time_step, energy_breakdown, layer_work,
+                     mean_active_steps, neuromorphic_energy)
+
+# Layers that forward spikes of an upstream neuron layer (they do not integrate a membrane); they get
+# their own per-layer rows but are left out of the network's neuron, spike and membrane-update totals.
+SPIKE_ROUTING_KINDS = frozenset({"maxpool_gate"})
+
+SUMMARY_KEYS = (
+    "samples", "ann_accuracy_pct", "snn_accuracy_pct", "accuracy_drop_points", "time_steps", "avg_time_steps",
+    "spikes_per_sample", "spikes_per_neuron", "neurons", "synaptic_ops_per_sample", "macs_per_sample_snn",
+    "zero_checks_per_sample", "macs_per_sample_ann", "energy_preset", "energy_pj_per_sample_snn",
+    "energy_pj_per_sample_ann", "energy_ratio_ann_over_snn", "membrane_updates_per_sample",
+    "activation_sparsity", "exit_accuracy_pct", "avg_exit_time_steps",
+)
+LAYER_COLUMNS = (
+    "layer", "type", "input", "neurons", "threshold", "time_steps", "firing_rate_spikes_per_neuron_per_step",
+    "spikes_per_sample", "synaptic_ops_per_sample", "macs_per_sample", "zero_checks_per_sample",
+    "energy_pj_per_sample",
+)
+SWEEP_COLUMNS = (
+    "time_steps", "snn_accuracy_pct", "ann_accuracy_pct", "spikes_per_sample", "synaptic_ops_per_sample",
+    "energy_pj_per_sample_snn", "energy_ratio_ann_over_snn",
+) + tuple(f"neuromorphic_energy_{platform}_rel_full_t" for platform in NEUROMORPHIC_PLATFORMS)
+
+
+def spiking_neuron_layers(sim: SimulationResult) -> list[NeuronLayerStats]:
+    """Neuron layers that integrate and fire (max-pool gates excluded, see SPIKE_ROUTING_KINDS)."""
+    return [layer for layer in sim.neuron_layers if layer.kind not in SPIKE_ROUTING_KINDS]
+
+
+def layer_spikes_per_sample(sim: SimulationResult, layer: NeuronLayerStats, t: int) -> float:
+    """Spikes one layer emitted during steps 1..t, per sample."""
+    return float(np.asarray(layer.spikes_per_step)[:t].sum()) / max(sim.samples, 1)
+
+
+def spikes_per_sample(sim: SimulationResult, t: int) -> float:
+    """Spikes of all integrate-and-fire layers during steps 1..t, per sample."""
+    return sum(layer_spikes_per_sample(sim, layer, t) for layer in spiking_neuron_layers(sim))
+
+
+def membrane_updates_per_sample(sim: SimulationResult, t: int) -> float:
+    """Neurons x steps each layer ran (dense simulation: every membrane is updated at every step)."""
+    return sum(layer.neurons * mean_active_steps(sim, t, layer.time_steps) for layer in spiking_neuron_layers(sim))
+
+
+def _ratio(numerator: float, denominator: float) -> float:
+    return numerator / denominator if denominator else math.nan
+
+
+def summarize(sim: SimulationResult, ann: AnnResult, model: EnergyModel, t: int | None = None) -> dict:
+    """The headline numbers of the SNN read out after ``t`` steps (default: all T), with the ANN beside it."""
+    t = check_time_step(sim, t)
+    energy = energy_breakdown(sim, ann, model, t)
+    layers = spiking_neuron_layers(sim)
+    neurons = sum(layer.neurons for layer in layers)
+    spikes = spikes_per_sample(sim, t)
+    updates = membrane_updates_per_sample(sim, t)
+    snn_accuracy = sim.accuracy_at(t)
+    exited = sim.exit_steps is not None and len(sim.exit_steps) > 0
+    return {
+        "samples": sim.samples,
+        "ann_accuracy_pct": ann.accuracy,
+        "snn_accuracy_pct": snn_accuracy,
+        "accuracy_drop_points": ann.accuracy - snn_accuracy,
+        "time_steps": t,
+        "avg_time_steps": (float(np.mean([mean_active_steps(sim, t, layer.time_steps) for layer in layers]))
+                           if layers else math.nan),
+        "spikes_per_sample": spikes,
+        "spikes_per_neuron": _ratio(spikes, neurons),
+        "neurons": neurons,
+        "synaptic_ops_per_sample": energy.acs_snn,
+        "macs_per_sample_snn": energy.macs_snn,
+        "zero_checks_per_sample": energy.zero_checks_snn,
+        "macs_per_sample_ann": energy.macs_ann,
+        "energy_preset": model.name,
+        "energy_pj_per_sample_snn": energy.energy_pj_snn,
+        "energy_pj_per_sample_ann": energy.energy_pj_ann,
+        "energy_ratio_ann_over_snn": energy.ratio_ann_over_snn,
+        "membrane_updates_per_sample": updates,
+        "activation_sparsity": 1.0 - _ratio(spikes, updates),
+        "exit_accuracy_pct": 100.0 * sim.exit_correct / sim.samples if exited and sim.exit_correct is not None else None,
+        "avg_exit_time_steps": float(np.minimum(np.asarray(sim.exit_steps), t).mean()) if exited else None,
+    }
+
+
+def layer_rows(sim: SimulationResult, ann: AnnResult, model: EnergyModel, t: int | None = None) -> list[dict]:
+    """One row per neuron layer, then one per weighted layer, each list in the simulation's order.
+
+    Empty cells (None) where a column does not apply: neurons and spikes for weighted layers,
+    operations and energy for neuron layers.
+    """
+    t = check_time_step(sim, t)
+    rows = []
+    for layer in sim.neuron_layers:
+        spikes = layer_spikes_per_sample(sim, layer, t)
+        steps = mean_active_steps(sim, t, layer.time_steps)
+        threshold = layer.threshold_mean
+        rows.append(_layer_row(
+            layer=layer.name, type=layer.kind, input="", neurons=layer.neurons,
+            threshold=None if threshold is None or not math.isfinite(threshold) else threshold,
+            time_steps=layer.time_steps,
+            firing_rate_spikes_per_neuron_per_step=_ratio(spikes, layer.neurons * steps) if layer.neurons else None,
+            spikes_per_sample=spikes))
+    energy = {row.name: row for row in energy_breakdown(sim, ann, model, t).layers}
+    for layer in sim.synaptic_layers:
+        macs, acs, zero_checks = layer_work(sim, layer, t)
+        rows.append(_layer_row(
+            layer=layer.name, type=layer.kind, input="spikes" if layer.spiking_input else "analog",
+            time_steps=layer.time_steps,
+            synaptic_ops_per_sample=acs if layer.spiking_input else None,
+            macs_per_sample=None if layer.spiking_input else macs,
+            zero_checks_per_sample=zero_checks if layer.spiking_input else None,
+            energy_pj_per_sample=energy[layer.name].energy_pj))
+    return rows
+
+
+def _layer_row(**values) -> dict:
+    return {column: values.get(column) for column in LAYER_COLUMNS}
+
+
+def sweep_rows(sim: SimulationResult, ann: AnnResult, model: EnergyModel) -> list[dict]:
+    """One row per t = 1..T: accuracy and cost of reading the SNN out after t steps.
+
+    The neuromorphic columns weigh spikes and steps run (mean exit step under an exit policy) against
+    the same network read out after all T steps (coefficients from Park et al. DAC 2019, arXiv 1809.03142, not re-verified).
+    """
+    full_spikes = spikes_per_sample(sim, sim.time_steps)
+    full_steps = mean_active_steps(sim, sim.time_steps, sim.time_steps)
+    rows = []
+    for t in range(1, sim.time_steps + 1):
+        energy = energy_breakdown(sim, ann, model, t)
+        spikes = spikes_per_sample(sim, t)
+        steps = mean_active_steps(sim, t, sim.time_steps)
+        row = {
+            "time_steps": t,
+            "snn_accuracy_pct": sim.accuracy_at(t),
+            "ann_accuracy_pct": ann.accuracy,
+            "spikes_per_sample": spikes,
+            "synaptic_ops_per_sample": energy.acs_snn,
+            "energy_pj_per_sample_snn": energy.energy_pj_snn,
+            "energy_ratio_ann_over_snn": energy.ratio_ann_over_snn,
+        }
+        for platform in NEUROMORPHIC_PLATFORMS:
+            row[f"neuromorphic_energy_{platform}_rel_full_t"] = (
+                neuromorphic_energy(spikes, steps, full_spikes, full_steps, platform) if full_spikes > 0 else None)
+        rows.append(row)
+    return rows

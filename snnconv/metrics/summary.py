@@ -82,9 +82,9 @@ def summarize(sim: SimulationResult, ann: AnnResult, model: EnergyModel, t: int 
         "spikes_per_neuron": _ratio(spikes, neurons),
         "neurons": neurons,
         "synaptic_ops_per_sample": energy.acs_snn,
-        "macs_per_sample_snn": energy.macs_snn,
+        "macs_per_sample_snn": round(energy.macs_snn),  # dense MACs: an integer count
         "zero_checks_per_sample": energy.zero_checks_snn,
-        "macs_per_sample_ann": energy.macs_ann,
+        "macs_per_sample_ann": round(energy.macs_ann),
         "energy_preset": model.name,
         "energy_pj_per_sample_snn": energy.energy_pj_snn,
         "energy_pj_per_sample_ann": energy.energy_pj_ann,
@@ -121,7 +121,7 @@ def layer_rows(sim: SimulationResult, ann: AnnResult, model: EnergyModel, t: int
             layer=layer.name, type=layer.kind, input="spikes" if layer.spiking_input else "analog",
             time_steps=layer.time_steps,
             synaptic_ops_per_sample=acs if layer.spiking_input else None,
-            macs_per_sample=None if layer.spiking_input else macs,
+            macs_per_sample=None if layer.spiking_input else round(macs),
             zero_checks_per_sample=zero_checks if layer.spiking_input else None,
             energy_pj_per_sample=energy[layer.name].energy_pj))
     return rows

@@ -47,12 +47,14 @@ def write_report(directory: Path, *, title: str, sim: SimulationResult, ann: Ann
     breakdown = energy_breakdown(sim, ann, energy_model, t)
 
     directory = Path(directory)
+    created = not directory.exists()
     try:
         directory.mkdir(parents=True, exist_ok=True)
         staging = Path(tempfile.mkdtemp(prefix=".report-", dir=directory))
     except OSError as exc:
         raise OutputError(f"Report directory '{directory}' cannot be written ({exc.strerror or exc}); "
                           "choose a writable location.") from None
+    completed = False
     try:
         import pandas as pd
 
@@ -83,11 +85,14 @@ def write_report(directory: Path, *, title: str, sim: SimulationResult, ann: Ann
         for name in names:
             os.replace(staging / name, directory / name)
             written[name] = directory / name
+        completed = True
     except OSError as exc:
         raise OutputError(f"Report directory '{directory}' cannot be written ({exc.strerror or exc}); "
                           "choose a writable location.") from None
     finally:
         shutil.rmtree(staging, ignore_errors=True)
+        if not completed and created:
+            shutil.rmtree(directory, ignore_errors=True)
     return written
 
 
@@ -213,7 +218,8 @@ def _markdown(*, title, sim, ann, model, t, sweep_steps, summary, layers, sweep,
 
     neuro_columns = [column for column in SWEEP_COLUMNS if column.startswith("neuromorphic_energy_")]
     if all(by_t[step][column] is not None for step in sweep_steps for column in neuro_columns):
-        platforms = [column.removeprefix("neuromorphic_energy_").removesuffix("_rel_full_t") for column in neuro_columns]
+        platforms = [column.removeprefix("neuromorphic_energy_").removesuffix("_rel_full_t")
+                     for column in neuro_columns]
         parts += ["## Normalized neuromorphic energy", "",
                   "E = a_dyn · spikes / spikes(T_max) + a_sta · steps / T_max, relative to this network read out "
                   f"after all T_max = {sim.time_steps} steps (1.0). Coefficients {NEUROMORPHIC_SOURCE}.", "",

@@ -289,7 +289,8 @@ def test_report_writes_every_file_with_the_tables(tmp_path):
         assert written[name].read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
     md = written["report.md"].read_text()
-    for text in ("# Tiny net", "## Summary", "| Quantity | ANN | SNN | Unit |", "| Top-1 accuracy | 100.00 | 100.00 | % |",
+    for text in ("# Tiny net", "## Summary", "| Quantity | ANN | SNN | Unit |",
+                 "| Top-1 accuracy | 100.00 | 100.00 | % |",
                  "## Accuracy and cost at each T", "| 1 | 50.00 | 50.00 |", "## Energy model", "13.32", "1.8", "0.05",
                  "Charged as MACs, once per sample (analog input): `conv1`", "## Layers", "| relu1 | if |",
                  "| conv2 | conv | spikes |", "## Coverage", "| relu1 | ReLU | converted | ReLU -> IF neuron |",
@@ -339,3 +340,19 @@ def test_plots_write_png_files(tmp_path):
              plots.plot_exit_histogram(sim, tmp_path / "x.png")]
     for path in paths:
         assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and path.stat().st_size > 1000
+
+
+def test_a_failure_while_writing_leaves_no_partial_report(tmp_path, monkeypatch):
+    def disk_full(*args, **kwargs):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(plots, "plot_energy", disk_full)
+    with pytest.raises(OutputError, match="No space left"):
+        report(tmp_path / "new")
+    assert not (tmp_path / "new").exists()
+    existing = tmp_path / "existing"
+    existing.mkdir()
+    (existing / "keep.txt").write_text("user file")
+    with pytest.raises(OutputError):
+        report(existing)
+    assert sorted(p.name for p in existing.iterdir()) == ["keep.txt"]

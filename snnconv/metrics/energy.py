@@ -222,7 +222,8 @@ def layer_work(sim: SimulationResult, layer: SynapticLayerStats, t: int) -> tupl
     return 0.0, acs, zero_checks
 
 
-def energy_breakdown(sim: SimulationResult, ann: AnnResult, model: EnergyModel, t: int | None = None) -> EnergyBreakdown:
+def energy_breakdown(sim: SimulationResult, ann: AnnResult, model: EnergyModel,
+                     t: int | None = None) -> EnergyBreakdown:
     """Energy per sample of the SNN over steps 1..t (default: all T) and of the ANN, under ``model``.
 
     SNN: ``E_MAC * MACs(analog-input layers) + E_AC * ACs(spiking-input layers) + E_zero * zero checks``,

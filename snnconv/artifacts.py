@@ -1,0 +1,302 @@
+"""Artifacts: a directory holding ``weights.pt`` (a state dict) and ``manifest.json`` (plain data).
+
+The manifest describes the spiking graph node by node (module types with their constructor
+arguments, function and method names from the handler table, arguments as JSON), the per-layer
+thresholds and time steps, the source model's hash, the input specification and the resolved
+configuration. Loading rebuilds the graph through the handler table and loads the weights with
+``torch.load(weights_only=True)``: nothing is unpickled. Writing goes to a temporary sibling
+directory that is renamed into place, so an interrupted run never leaves a half artifact that looks
+complete.
+"""
+from __future__ import annotations
+
+import json
+import os
+import platform
+import shutil
+import tempfile
+from pathlib import Path
+
+import torch
+import torch.fx
+from torch import nn
+
+from . import __version__
+from .config import ConvertConfig
+from .errors import ArtifactError, OutputError
+from .handlers import HANDLERS
+from .network import SpikingNetwork
+from .neurons import IFNeuron
+from .stages.convert import CoverageRow
+
+SCHEMA_VERSION = 1
+MANIFEST = "manifest.json"
+WEIGHTS = "weights.pt"
+CONSTANT_PREFIX = "__graph_constant__."
+
+
+# ---------------------------------------------------------------- graph <-> plain data
+def _encode(value):
+    if isinstance(value, torch.fx.Node):
+        return {"node": value.name}
+    if isinstance(value, tuple):
+        return {"tuple": [_encode(v) for v in value]}
+    if isinstance(value, list):
+        return [_encode(v) for v in value]
+    if isinstance(value, slice):
+        return {"slice": [_encode(value.start), _encode(value.stop), _encode(value.step)]}
+    if isinstance(value, dict):
+        return {"dict": {k: _encode(v) for k, v in value.items()}}
+    if value is Ellipsis:
+        return {"ellipsis": True}
+    if isinstance(value, torch.dtype):
+        return {"dtype": str(value).replace("torch.", "")}
+    if value is None or isinstance(value, (bool, int, float, str)):
+        return value
+    raise ArtifactError(f"Graph argument of type {type(value).__name__} cannot be stored in a manifest.")
+
+
+def _decode(value, nodes: dict[str, torch.fx.Node]):
+    if isinstance(value, list):
+        return [_decode(v, nodes) for v in value]
+    if isinstance(value, dict):
+        if "node" in value:
+            return nodes[value["node"]]
+        if "tuple" in value:
+            return tuple(_decode(v, nodes) for v in value["tuple"])
+        if "slice" in value:
+            return slice(*(_decode(v, nodes) for v in value["slice"]))
+        if "dict" in value:
+            return {k: _decode(v, nodes) for k, v in value["dict"].items()}
+        if "ellipsis" in value:
+            return Ellipsis
+        if "dtype" in value:
+            return getattr(torch, value["dtype"])
+    return value
+
+
+def graph_to_plain(gm: torch.fx.GraphModule) -> dict:
+    nodes, modules = [], {}
+    for node in gm.graph.nodes:
+        entry = {"name": node.name, "op": node.op, "args": _encode(node.args), "kwargs": _encode(dict(node.kwargs))}
+        if node.op == "call_module":
+            module = gm.get_submodule(node.target)
+            entry["target"] = node.target
+            modules[node.target] = {"type": type(module).__name__, "config": HANDLERS.module_config(module)}
+        elif node.op == "call_function":
+            entry["target"] = HANDLERS.function_name(node.target)
+        else:
+            entry["target"] = node.target
+        nodes.append(entry)
+    return {"nodes": nodes, "modules": modules}
+
+
+def _graph_constants(gm: torch.fx.GraphModule) -> dict[str, torch.Tensor]:
+    """Tensors reached by get_attr that are not parameters or buffers (fx's ``_tensor_constant``s)."""
+    in_state = set(gm.state_dict())
+    constants = {}
+    for node in gm.graph.nodes:
+        if node.op == "get_attr" and node.target not in in_state:
+            value = gm
+            for part in node.target.split("."):
+                value = getattr(value, part)
+            constants[CONSTANT_PREFIX + node.target] = value.detach().cpu()
+    return constants
+
+
+def plain_to_graph(plain: dict, state: dict[str, torch.Tensor]) -> torch.fx.GraphModule:
+    root = nn.Module()
+    for target, spec in plain["modules"].items():
+        try:
+            module = HANDLERS.build_module(spec["type"], _decode(spec["config"], {}))
+        except KeyError:
+            raise ArtifactError(f"Manifest names module type '{spec['type']}', which this snnconv version cannot build.") from None
+        _set_path(root, target, module)
+    graph = torch.fx.Graph()
+    nodes: dict[str, torch.fx.Node] = {}
+    for entry in plain["nodes"]:
+        args = _decode(entry["args"], nodes)
+        kwargs = _decode(entry["kwargs"], nodes)
+        op, target = entry["op"], entry.get("target")
+        if op == "placeholder":
+            node = graph.placeholder(target)
+        elif op == "get_attr":
+            key = CONSTANT_PREFIX + target
+            if key in state:
+                _set_path(root, target, state[key], as_tensor=True)
+            node = graph.get_attr(target)
+        elif op == "call_module":
+            node = graph.call_module(target, tuple(args), kwargs)
+        elif op == "call_function":
+            try:
+                node = graph.call_function(HANDLERS.function_by_name(target), tuple(args), kwargs)
+            except KeyError:
+                raise ArtifactError(f"Manifest names function '{target}', which this snnconv version does not know.") from None
+        elif op == "call_method":
+            node = graph.call_method(target, tuple(args), kwargs)
+        elif op == "output":
+            node = graph.output(args[0])
+        else:
+            raise ArtifactError(f"Manifest has a node of unknown kind '{op}'.")
+        node.name = entry["name"]
+        nodes[entry["name"]] = node
+    gm = torch.fx.GraphModule(root, graph)
+    _load_state(gm, {k: v for k, v in state.items() if not k.startswith(CONSTANT_PREFIX)})
+    return gm.eval()
+
+
+def _set_path(root: nn.Module, target: str, value, as_tensor: bool = False) -> None:
+    *parents, leaf = target.split(".")
+    module = root
+    for part in parents:
+        if not hasattr(module, part):
+            module.add_module(part, nn.Module())
+        module = getattr(module, part)
+    if as_tensor:
+        module.register_buffer(leaf, value, persistent=False)
+    else:
+        module.add_module(leaf, value)
+
+
+def _load_state(gm: torch.fx.GraphModule, state: dict[str, torch.Tensor]) -> None:
+    """Like load_state_dict, but buffers take the stored shape (calibration may have grown them)."""
+    expected = gm.state_dict()
+    missing = set(expected) - set(state)
+    unexpected = set(state) - set(expected)
+    if missing or unexpected:
+        raise ArtifactError(f"weights.pt does not match manifest.json (missing {sorted(missing)[:3]}, "
+                            f"unexpected {sorted(unexpected)[:3]}); the artifact is corrupt.")
+    for key, tensor in state.items():
+        owner_path, _, name = key.rpartition(".")
+        owner = gm.get_submodule(owner_path) if owner_path else gm
+        if name in owner._buffers:
+            owner._buffers[name] = tensor.clone()
+        elif tensor.shape != owner._parameters[name].shape:
+            raise ArtifactError(f"Parameter '{key}' in weights.pt has shape {tuple(tensor.shape)}, the manifest "
+                                f"expects {tuple(owner._parameters[name].shape)}; the artifact is corrupt.")
+        else:
+            with torch.no_grad():
+                owner._parameters[name].copy_(tensor)
+
+
+# ---------------------------------------------------------------- save / load
+def environment() -> dict:
+    return {"snnconv": __version__, "torch": torch.__version__, "python": platform.python_version(),
+            "platform": platform.platform()}
+
+
+def build_manifest(network: SpikingNetwork, extra: dict | None = None) -> dict:
+    layers = []
+    for name, neuron in network.neuron_layers():
+        threshold = neuron.threshold.detach().cpu()
+        layers.append({"name": name, "neuron": "if", "reset": "subtract", "half_init": neuron.half_init,
+                       "threshold": threshold.tolist(), "time_steps": network.time_steps})
+    return {
+        "schema_version": SCHEMA_VERSION,
+        "snnconv_version": __version__,
+        "source": network.source,
+        "input": {"shape": list(network.input_shape), "num_classes": network.num_classes,
+                  **network.input_normalization},
+        "time_steps": network.time_steps,
+        "layers": layers,
+        "coverage": [row.__dict__ for row in network.coverage],
+        "calibration": network.calibration_log,
+        "config": network.config.to_dict(),
+        "notes": {k: v for k, v in network.notes.items() if isinstance(v, (int, float, str, bool, list, dict))},
+        "graph": graph_to_plain(network.graph),
+        "environment": environment(),
+        **(extra or {}),
+    }
+
+
+def save(network: SpikingNetwork, directory: str | Path, extra_files: dict[str, Path] | None = None,
+         extra_manifest: dict | None = None) -> Path:
+    """Write the artifact atomically; ``extra_files`` (e.g. reports) are moved in with it."""
+    directory = Path(directory)
+    parent = directory.resolve().parent
+    try:
+        parent.mkdir(parents=True, exist_ok=True)
+        staging = Path(tempfile.mkdtemp(prefix=f".{directory.name}.", dir=parent))
+    except OSError as exc:
+        raise OutputError(f"Cannot write the artifact directory '{directory}': {exc.strerror}.") from None
+    try:
+        manifest = build_manifest(network, extra_manifest)
+        state = {k: v.detach().cpu() for k, v in network.graph.state_dict().items()}
+        state.update(_graph_constants(network.graph))
+        torch.save(state, staging / WEIGHTS)
+        (staging / MANIFEST).write_text(json.dumps(manifest, indent=2, default=_json_default))
+        for name, path in (extra_files or {}).items():
+            shutil.copy2(path, staging / name) if Path(path).is_file() else shutil.copytree(path, staging / name)
+        if directory.exists():
+            if not (directory / MANIFEST).is_file() and any(directory.iterdir()):
+                raise OutputError(f"'{directory}' exists and is not an snnconv artifact; choose another -o directory.")
+            backup = Path(tempfile.mkdtemp(prefix=f".{directory.name}.old.", dir=parent))
+            os.replace(directory, backup / "old")
+            os.replace(staging, directory)
+            shutil.rmtree(backup, ignore_errors=True)
+        else:
+            os.replace(staging, directory)
+    except OSError as exc:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise OutputError(f"Cannot write the artifact directory '{directory}': {exc.strerror or exc}.") from None
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    return directory
+
+
+def _json_default(value):
+    if isinstance(value, torch.Tensor):
+        return value.tolist()
+    if isinstance(value, tuple):
+        return list(value)
+    return str(value)
+
+
+def is_artifact(path: str | Path) -> bool:
+    return (Path(path) / MANIFEST).is_file()
+
+
+def read_manifest(directory: str | Path) -> dict:
+    path = Path(directory) / MANIFEST
+    try:
+        manifest = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise ArtifactError(f"'{directory}' is not an snnconv artifact (no {MANIFEST}).") from None
+    except (OSError, json.JSONDecodeError) as exc:
+        raise ArtifactError(f"'{path}' is corrupt ({exc}); re-create the artifact with snnconv convert.") from None
+    version = manifest.get("schema_version")
+    if not isinstance(version, int):
+        raise ArtifactError(f"'{path}' has no schema_version; it was not written by snnconv.")
+    if version > SCHEMA_VERSION:
+        raise ArtifactError(f"Artifact '{directory}' uses manifest schema {version}, newer than this snnconv's "
+                            f"{SCHEMA_VERSION}; upgrade snnconv to load it.")
+    return manifest
+
+
+def load(directory: str | Path) -> SpikingNetwork:
+    """Rebuild a SpikingNetwork from an artifact directory."""
+    directory = Path(directory)
+    manifest = read_manifest(directory)
+    try:
+        state = torch.load(directory / WEIGHTS, map_location="cpu", weights_only=True)
+    except FileNotFoundError:
+        raise ArtifactError(f"Artifact '{directory}' has no {WEIGHTS}.") from None
+    except Exception as exc:
+        raise ArtifactError(f"'{directory / WEIGHTS}' is corrupt ({type(exc).__name__}); re-create the artifact.") from None
+    try:
+        graph = plain_to_graph(manifest["graph"], state)
+        config = ConvertConfig.from_dict(manifest["config"])
+        inputs = manifest["input"]
+        coverage = [CoverageRow(**row) for row in manifest["coverage"]]
+    except (KeyError, TypeError) as exc:
+        raise ArtifactError(f"'{directory / MANIFEST}' lacks or mangles field {exc}; the artifact is corrupt.") from None
+    for name, neuron in ((n.name, graph.get_submodule(n.target)) for n in graph.graph.nodes if n.op == "call_module"):
+        if isinstance(neuron, IFNeuron):
+            neuron.half_init = bool(next(l["half_init"] for l in manifest["layers"] if l["name"] == name))
+    return SpikingNetwork(
+        graph=graph, input_shape=tuple(inputs["shape"]), time_steps=int(manifest["time_steps"]), config=config,
+        coverage=coverage, source=manifest["source"],
+        input_normalization={k: inputs.get(k) for k in ("mean", "std") if k in inputs},
+        num_classes=int(inputs["num_classes"]), calibration_log=manifest.get("calibration", []),
+        notes=manifest.get("notes", {}))

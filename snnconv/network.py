@@ -1,0 +1,39 @@
+"""The converted network: a spiking GraphModule plus everything needed to run, report and save it."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+import torch.fx
+
+from .config import ConvertConfig
+from .neurons import IFNeuron
+from .stages.convert import CoverageRow
+
+
+@dataclass
+class SpikingNetwork:
+    """``graph`` holds IF neurons and max-pool gates in place of ReLUs and max pools.
+
+    Called directly, ``graph`` computes the normalized ANN (neurons act as ReLU, gates as max pooling),
+    which is the reference the SNN is compared with. The time engine runs it as an SNN.
+    """
+
+    graph: torch.fx.GraphModule
+    input_shape: tuple[int, ...]  # per sample, e.g. (1, 28, 28)
+    time_steps: int  # the T conversion (balancing, calibration) targeted
+    config: ConvertConfig
+    coverage: list[CoverageRow]
+    source: dict  # {"source", "format", "sha256", "import_check"}
+    input_normalization: dict  # {"mean": [...] | None, "std": [...] | None}
+    num_classes: int
+    calibration_log: list[dict] = field(default_factory=list)
+    notes: dict = field(default_factory=dict)  # measured side facts, e.g. the ANN accuracy before a max->avg rewrite
+
+    def neuron_layers(self) -> list[tuple[str, IFNeuron]]:
+        return [(n.name, self.graph.get_submodule(n.target)) for n in self.graph.graph.nodes
+                if n.op == "call_module" and isinstance(self.graph.get_submodule(n.target), IFNeuron)]
+
+    def to(self, device: torch.device | str) -> "SpikingNetwork":
+        self.graph.to(device)
+        return self

@@ -1,0 +1,85 @@
+"""Post-conversion calibration of Li et al. 2021 ("A Free Lunch From ANN", ICML), layer by layer.
+
+Each neuron layer l, in network order, is simulated for T steps on a calibration batch with the
+layers before it already calibrated; its time-averaged output s_l = (sum_t theta s_l[t]) / T is
+compared with the ANN's activation a_l on the same batch.
+
+- light (bias calibration):  b_l <- b_l - (mean_c(s_l) - mean_c(a_l)), means per channel over samples
+  and positions; b_l is a current added to the neuron at every step, the same as shifting the bias of
+  the layer feeding it.
+- advanced (bias, then potential calibration): after the bias step, V_l(0) <- V_l(0) + T (mean_N(a_l) -
+  mean_N(s_l)) per neuron (means over samples only), which corrects the charge a neuron is missing
+  over the window.
+
+Both are tied to the T they were computed for; the manifest records it.
+"""
+from __future__ import annotations
+
+from typing import Callable
+
+import torch
+import torch.fx
+
+from ..engine import Engine, TimePlan
+from ..neurons import IFNeuron
+
+
+def _ann_activations(graph: torch.fx.GraphModule, x: torch.Tensor) -> dict[str, torch.Tensor]:
+    """The ANN activation at every IF layer (the graph called directly computes the ANN)."""
+    outputs: dict[str, torch.Tensor] = {}
+    handles = []
+    for node in graph.graph.nodes:
+        if node.op == "call_module" and isinstance(graph.get_submodule(node.target), IFNeuron):
+            handles.append(graph.get_submodule(node.target).register_forward_hook(
+                lambda _m, _i, out, name=node.name: outputs.__setitem__(name, out.detach())))
+    try:
+        with torch.no_grad():
+            graph(x)
+    finally:
+        for handle in handles:
+            handle.remove()
+    return outputs
+
+
+def _channel_mean(t: torch.Tensor) -> torch.Tensor:
+    dims = [0] + list(range(2, t.dim()))
+    return t.mean(dim=dims)
+
+
+def _channel_gap(rate: torch.Tensor, target: torch.Tensor) -> float:
+    """Mean over channels of |mean_c(SNN rate) - mean_c(ANN activation)|, in activation units."""
+    return float((_channel_mean(rate) - _channel_mean(target)).abs().mean())
+
+
+def _neuron_gap(rate: torch.Tensor, target: torch.Tensor) -> float:
+    """Mean over neurons of |mean over samples of (SNN rate - ANN activation)|, in activation units."""
+    return float((rate.mean(0) - target.mean(0)).abs().mean())
+
+
+def calibrate(engine: Engine, x: torch.Tensor, time_steps: int, mode: str, chunk_steps: int = 8,
+              progress: Callable[[int], None] | None = None) -> list[dict]:
+    """Calibrate the IF layers of ``engine.graph`` in place; returns per layer the channel gap before and after."""
+    x = x.to(engine.device)
+    plan = TimePlan(time_steps, chunk_steps)
+    ann = _ann_activations(engine.graph, x)
+    log = []
+    for op in engine.program.neuron_ops:
+        if op.kind != "neuron":
+            continue
+        neuron: IFNeuron = op.module
+        target = ann[op.name]
+        rate = engine.run_batch(x, None, plan, record=[op.name])["recorded"][op.name] / time_steps
+        before = (_channel_gap(rate, target), _neuron_gap(rate, target))
+        channels = target.shape[1]
+        if neuron.bias.dim() == 0 or neuron.bias.numel() != channels:
+            neuron.bias = neuron.bias.expand(channels).clone() if neuron.bias.dim() == 0 else neuron.bias
+        neuron.bias -= _channel_mean(rate) - _channel_mean(target)
+        if mode == "advanced":
+            rate = engine.run_batch(x, None, plan, record=[op.name])["recorded"][op.name] / time_steps
+            neuron.v_offset = neuron.v_offset + time_steps * (target.mean(0) - rate.mean(0))
+        rate = engine.run_batch(x, None, plan, record=[op.name])["recorded"][op.name] / time_steps
+        log.append({"layer": op.name, "channel_gap_before": before[0], "channel_gap_after": _channel_gap(rate, target),
+                    "neuron_gap_before": before[1], "neuron_gap_after": _neuron_gap(rate, target)})
+        if progress is not None:
+            progress(1)
+    return log

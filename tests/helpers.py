@@ -1,0 +1,29 @@
+"""Shared test plumbing: convert a module with fixed options and read the SNN's rate output."""
+from __future__ import annotations
+
+import torch
+
+from snnconv.config import BalanceConfig, ConvertConfig
+from snnconv.data import LabeledData
+from snnconv.engine import Engine, TimePlan
+import snnconv
+
+
+def as_data(x: torch.Tensor, model=None, num_classes: int = 10) -> LabeledData:
+    """Label images with the model's own ANN prediction (or zeros)."""
+    y = model(x).argmax(1) if model is not None else torch.zeros(len(x), dtype=torch.int64)
+    return LabeledData(x=x.float(), y=y.long(), description="test images", num_classes=num_classes)
+
+
+def convert(model, x: torch.Tensor, **options):
+    balance = options.pop("balance", BalanceConfig(method="max", granularity="layer"))
+    config = ConvertConfig(balance=balance, **options)
+    with torch.no_grad():
+        return snnconv.convert(model, as_data(x, model), config)
+
+
+def snn_rate_output(network, x: torch.Tensor, time_steps: int, chunk_steps: int = 16) -> torch.Tensor:
+    """Accumulated output layer divided by T: the SNN's estimate of the ANN's logits."""
+    engine = Engine(network.graph)
+    outcome = engine.run_batch(x, None, TimePlan(time_steps, chunk_steps))
+    return outcome["accumulated"] / time_steps

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import operator
 from importlib import resources
+from pathlib import Path
 
 import pytest
 import torch
@@ -86,3 +87,15 @@ def test_default_model_classifies_the_builtin_test_split():
             correct += int((model(x).argmax(1) == y).sum())
     accuracy = 100.0 * correct / len(data)
     assert accuracy > 85.0, f"default model reaches only {accuracy:.2f} % on the builtin test split"
+
+
+@pytest.mark.parametrize("arch", ["resnet", "maxpool"])
+def test_benchmark_weights_match_their_architecture(arch):
+    """The committed benchmark models load strictly into their zoo architecture and classify well."""
+    path = Path(__file__).resolve().parent.parent / "benchmarks" / "models" / f"fmnist_{arch}.pt"
+    model = zoo.ARCHITECTURES[arch]()
+    model.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
+    data = load_data(DataConfig("builtin", split="test"))
+    with torch.no_grad():
+        accuracy = 100.0 * float((model.eval()(data.x).argmax(1) == data.y).float().mean())
+    assert accuracy > 85.0, f"{path.name} reaches only {accuracy:.2f} % on the builtin test split"

@@ -25,12 +25,15 @@ import struct
 from dataclasses import asdict, dataclass, field
 from importlib import resources
 from pathlib import Path
-from typing import Iterator
+from typing import TYPE_CHECKING, Iterator
 
 import numpy as np
 import torch
 
 from snnconv.errors import ConfigError, DataError
+
+if TYPE_CHECKING:
+    from importlib.resources.abc import Traversable
 
 SCHEMES = ("builtin", "fashion-mnist", "mnist", "cifar10", "cifar100", "imagefolder", "npz")
 SPLITS = ("train", "test")
@@ -478,10 +481,10 @@ def _images_from_npz(x: np.ndarray, source: str) -> np.ndarray:
     raise DataError(f"Data {source} has x of dtype {x.dtype}; store uint8 pixels or floating-point values.")
 
 
-def _load_npz(path: Path, split: str, source: str | None = None) -> _RawImages:
+def _load_npz(path: Path | Traversable, split: str, source: str | None = None) -> _RawImages:
     source = source or f"npz:{path}"
     try:
-        with np.load(path, allow_pickle=False) as archive:
+        with path.open("rb") as stream, np.load(stream, allow_pickle=False) as archive:
             keys = set(archive.files)
             x_key, y_key = (f"x_{split}", f"y_{split}") if {f"x_{split}", f"y_{split}"} <= keys else ("x", "y")
             if not {x_key, y_key} <= keys:
@@ -509,13 +512,12 @@ def _load_npz(path: Path, split: str, source: str | None = None) -> _RawImages:
     return _RawImages(pixels, y.astype(np.int64), int(y.max()) + 1, source)
 
 
-def _builtin_file() -> Path:
+def _builtin_file() -> Path | Traversable:
     """Locate the shipped subset: the installed package first, else the source checkout's folder."""
     try:
         candidate = resources.files("snnconv._calibration_data") / BUILTIN_FILE
         if candidate.is_file():
-            with resources.as_file(candidate) as path:
-                return Path(path)
+            return candidate  # opened, not turned into a path, so a zipped install works too
     except ModuleNotFoundError:
         pass  # running from a source checkout that was not pip-installed
     checkout = Path(__file__).resolve().parent.parent / "calibration_data" / BUILTIN_FILE

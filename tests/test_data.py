@@ -174,6 +174,17 @@ def test_cifar_bytes_keys_as_in_python2_pickles(tmp_path):
     assert data.y.tolist() == batch["labels"]
 
 
+def test_cifar_pickle_naming_numpy_1_modules(tmp_path):
+    """The official batches were written by numpy 1, whose array globals live in numpy.core."""
+    batch = cifar_batch(2, "labels", 10, seed=8)
+    content = pickle.dumps(batch, protocol=2)  # protocol 2 names globals as plain text
+    legacy = content.replace(b"numpy._core.multiarray", b"numpy.core.multiarray")
+    assert legacy != content
+    (tmp_path / "test_batch").write_bytes(legacy)
+    data = load_data(DataConfig(f"cifar10:{tmp_path}"))
+    assert torch.equal(data.x, torch.from_numpy(batch["data"].reshape(2, 3, 32, 32)).float() / 255)
+
+
 def test_cifar100_uses_fine_labels(tmp_path):
     folder = tmp_path / "cifar-100-python"
     batch = cifar_batch(5, "fine_labels", 100, seed=4)

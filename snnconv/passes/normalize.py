@@ -35,6 +35,24 @@ def _replace_with_module(gm: torch.fx.GraphModule, node: torch.fx.Node, module: 
     return new
 
 
+def _redirect_later_reads(gm: torch.fx.GraphModule, mutated, result: torch.fx.Node) -> None:
+    """An in-place op changed ``mutated`` itself: once it is out of place, every node after it that
+    reads ``mutated`` must read ``result`` instead (``y.add_(z)`` or ``torch.relu_(y)`` as a statement
+    whose return value is discarded is common, and would otherwise simply vanish)."""
+    if not isinstance(mutated, torch.fx.Node):
+        return
+    order = {node: index for index, node in enumerate(gm.graph.nodes)}
+    mutated.replace_all_uses_with(result, delete_user_cb=lambda user: order[user] > order[result])
+
+
+def _is_inplace_relu(node: torch.fx.Node, gm: torch.fx.GraphModule) -> bool:
+    if node.op == "call_module":
+        return bool(gm.get_submodule(node.target).inplace)
+    if node.op == "call_method":
+        return node.target == "relu_"
+    return node.target is torch.relu_ or bool(node.kwargs.get("inplace")) or (len(node.args) > 1 and bool(node.args[1]))
+
+
 @register_pass("remove_dropout", preserves_computation=True, description="drop dropout (identity in eval mode)")
 def remove_dropout(gm: torch.fx.GraphModule) -> list[PassRecord]:
     records = []
@@ -63,7 +81,10 @@ def relu_to_modules(gm: torch.fx.GraphModule) -> list[PassRecord]:
         what = describe_target(node, gm)
         base = node.name if node.op != "call_module" else node.target.replace(".", "_")
         records.append(PassRecord(node.name, what, "rewritten", "given its own ReLU module"))
-        _replace_with_module(gm, node, nn.ReLU(), base, node.args[0])
+        inplace = _is_inplace_relu(node, gm)
+        new = _replace_with_module(gm, node, nn.ReLU(), base, node.args[0])
+        if inplace:
+            _redirect_later_reads(gm, new.args[0], new)
     gm.delete_all_unused_submodules()
     return records
 
@@ -83,6 +104,7 @@ def out_of_place(gm: torch.fx.GraphModule) -> list[PassRecord]:
             node.target = _OUT_OF_PLACE_METHODS[node.target]
         else:
             continue
+        _redirect_later_reads(gm, node.args[0], node)
         records.append(PassRecord(node.name, describe_target(node, gm), "rewritten", "made out of place"))
     return records
 

@@ -1,0 +1,139 @@
+"""``snnconv convert`` and ``snnconv evaluate``: parse options, make one library call, render the result."""
+from __future__ import annotations
+
+import sys
+import traceback
+from dataclasses import replace
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from snnconv.errors import GateFailed, SnnconvError
+
+from . import options as opt
+from . import render
+
+app = typer.Typer(add_completion=False, no_args_is_help=False, pretty_exceptions_enable=False,
+                  help="Convert trained CNNs into integrate-and-fire spiking networks and report what they cost.")
+
+# shared option declarations ---------------------------------------------------------------
+DATA = typer.Option(None, "--data", help="Evaluation data: builtin | fashion-mnist:DIR | mnist:DIR | cifar10:DIR | "
+                                         "cifar100:DIR | imagefolder:DIR | npz:FILE (test split). Default: builtin.")
+CALIB = typer.Option(None, "--calib-data", help="Calibration data spec (train split). Default: the --data spec.")
+CALIB_N = typer.Option(1000, "--calib-samples", help="Calibration samples (a seeded random subset).")
+LIMIT = typer.Option(None, "--limit", help="Evaluate on at most this many samples (a seeded random subset).")
+MEAN = typer.Option(None, "--mean", help="Per-channel input mean after scaling pixels to [0,1], e.g. 0.485,0.456,0.406.")
+STD = typer.Option(None, "--std", help="Per-channel input std, e.g. 0.229,0.224,0.225.")
+SIZE = typer.Option(None, "--size", help="Resize imagefolder images to HxW.")
+T = typer.Option(None, "-T", "--time-steps", help="Time steps: one value or a list (8,16,32); the largest is simulated "
+                                                  "and every step is recorded.")
+ENERGY = typer.Option("45nm", "--energy", help="Energy model: 45nm | fpga28 | a TOML/JSON file.")
+DEVICE = typer.Option("cpu", "--device", help="cpu | cuda | cuda:N | auto.")
+SEED = typer.Option(0, "--seed", help="Seed for data subsets and anything random.")
+BATCH = typer.Option(256, "--batch-size", help="Samples per batch.")
+CHUNK = typer.Option(8, "--chunk-steps", help="Time steps simulated together (memory grows with it, not with T).")
+QUIET = typer.Option(False, "--quiet", help="No progress bars, summary table only.")
+JSON = typer.Option(False, "--json", help="Print the summary as JSON.")
+DEBUG = typer.Option(False, "--debug", help="Show the full traceback on errors.")
+ARCH = typer.Option(None, "--arch", help="Architecture factory (pkg.module:fn or file.py:fn) for a state-dict MODEL.")
+PICKLE = typer.Option(False, "--allow-pickle", help="Allow loading a pickled nn.Module (runs code from the file).")
+BALANCE = typer.Option("mse", "--balance", help="Threshold balancing: max | percentile | mse.")
+GRANULARITY = typer.Option("channel", "--granularity", help="Thresholds per layer or per channel.")
+PERCENTILE = typer.Option(99.99, "--percentile", help="Percentile for --balance percentile.")
+HALF_INIT = typer.Option(True, "--half-init/--no-half-init", help="Initial membrane potential theta/2.")
+CALIBRATE = typer.Option("none", "--calibrate", help="Post-conversion calibration: none | light | advanced.")
+CALIBRATE_N = typer.Option(256, "--calibrate-samples", help="Samples used by light/advanced calibration.")
+MAXPOOL = typer.Option("gate", "--maxpool", help="Max pooling: gate (spiking gate) | avg (rewrite, changes the ANN).")
+
+
+def _run(job, debug: bool):
+    """Run a job; SnnconvErrors become one sentence on stderr and their exit code."""
+    try:
+        return job()
+    except GateFailed as exc:
+        render.errors.print(f"[bold red]{exc}[/bold red]")
+        raise typer.Exit(exc.exit_code)
+    except SnnconvError as exc:
+        if debug:
+            traceback.print_exc()
+        render.errors.print(f"[bold red]Error:[/bold red] {exc}")
+        raise typer.Exit(exc.exit_code)
+
+
+@app.command()
+def convert(
+    model: Optional[str] = typer.Argument(None, help="file.onnx | file.pt | pkg.module:fn | file.py:fn. "
+                                                      "Omit to convert the embedded Fashion-MNIST default."),
+    output: Path = typer.Option(Path("snnconv-out"), "-o", "--output", help="Artifact directory to write."),
+    data: Optional[str] = DATA, calib_data: Optional[str] = CALIB, calib_samples: int = CALIB_N,
+    limit: Optional[int] = LIMIT, mean: Optional[str] = MEAN, std: Optional[str] = STD, size: Optional[str] = SIZE,
+    time_steps: Optional[list[str]] = T, balance: str = BALANCE, granularity: str = GRANULARITY,
+    percentile: float = PERCENTILE, half_init: bool = HALF_INIT, calibrate: str = CALIBRATE,
+    calibrate_samples: int = CALIBRATE_N, maxpool: str = MAXPOOL, energy: str = ENERGY, arch: Optional[str] = ARCH,
+    allow_pickle: bool = PICKLE, device: str = DEVICE, seed: int = SEED, batch_size: int = BATCH,
+    chunk_steps: int = CHUNK, quiet: bool = QUIET, json: bool = JSON, debug: bool = DEBUG,
+):
+    """Import, balance, convert, (calibrate,) evaluate; write the artifact and its reports."""
+    from snnconv.workflows import run_convert
+
+    def job():
+        eval_cfg = opt.data_config(data or "builtin", "test", limit, seed, mean, std, size)
+        calib_cfg = opt.data_config(calib_data or eval_cfg.spec, "train", calib_samples, seed, mean, std, size)
+        config = opt.convert_config(balance, granularity, percentile, half_init, calibrate, maxpool, calibrate_samples)
+        steps = opt.parse_time_steps(time_steps, [32])
+        with render.progress_bars(quiet or json) as progress:
+            return run_convert(opt.model_argument(model), arch=arch, allow_pickle=allow_pickle, calib_data=calib_cfg,
+                               data=eval_cfg, config=config, time_steps=steps, output=output, energy=energy,
+                               batch_size=batch_size, chunk_steps=chunk_steps, device=device, seed=seed,
+                               progress=progress)
+
+    result = _run(job, debug)
+    render.show(result, "snnconv convert", json, quiet)
+
+
+@app.command()
+def evaluate(
+    target: Optional[str] = typer.Argument(None, help="An artifact directory, or a MODEL as for convert."),
+    report_dir: Optional[Path] = typer.Option(None, "--report-dir", help="Where reports go (default: ARTIFACT/reports "
+                                                                          "or ./snnconv-report)."),
+    data: Optional[str] = DATA, calib_data: Optional[str] = CALIB, calib_samples: int = CALIB_N,
+    limit: Optional[int] = LIMIT, mean: Optional[str] = MEAN, std: Optional[str] = STD, size: Optional[str] = SIZE,
+    time_steps: Optional[list[str]] = T, balance: str = BALANCE, granularity: str = GRANULARITY,
+    percentile: float = PERCENTILE, half_init: bool = HALF_INIT, calibrate: str = CALIBRATE,
+    calibrate_samples: int = CALIBRATE_N, maxpool: str = MAXPOOL, energy: str = ENERGY, arch: Optional[str] = ARCH,
+    allow_pickle: bool = PICKLE,
+    max_acc_drop: Optional[float] = typer.Option(None, "--max-acc-drop", help="Gate: fail if the SNN loses more "
+                                                                              "accuracy points than this vs the ANN."),
+    max_avg_t: Optional[float] = typer.Option(None, "--max-avg-t", help="Gate: fail if average time steps exceed this."),
+    min_energy_ratio: Optional[float] = typer.Option(None, "--min-energy-ratio", help="Gate: fail if ANN energy / SNN "
+                                                                                      "energy is below this."),
+    device: str = DEVICE, seed: int = SEED, batch_size: int = BATCH, chunk_steps: int = CHUNK, quiet: bool = QUIET,
+    json: bool = JSON, debug: bool = DEBUG,
+):
+    """Simulate an artifact (or a model, converted in memory), write reports, and apply CI gates."""
+    from snnconv.workflows import Gates, run_evaluate
+
+    def job():
+        eval_cfg = opt.data_config(data, "test", limit, seed, mean, std, size)
+        calib_spec = calib_data or (eval_cfg.spec if eval_cfg else None)
+        calib_cfg = opt.data_config(calib_spec, "train", calib_samples, seed, mean, std, size)
+        config = opt.convert_config(balance, granularity, percentile, half_init, calibrate, maxpool, calibrate_samples)
+        gates = Gates(max_acc_drop=max_acc_drop, max_avg_t=max_avg_t, min_energy_ratio=min_energy_ratio)
+        with render.progress_bars(quiet or json) as progress:
+            return run_evaluate(opt.model_argument(target), arch=arch, allow_pickle=allow_pickle, data=eval_cfg,
+                                calib_data=calib_cfg, config=config, time_steps=opt.parse_time_steps(time_steps, None),
+                                energy=energy, report_dir=report_dir, gates=gates, batch_size=batch_size,
+                                chunk_steps=chunk_steps, device=device, seed=seed, progress=progress)
+
+    result = _run(job, debug)
+    render.show(result, "snnconv evaluate", json, quiet)
+
+
+def run() -> None:
+    """Console-script entry point."""
+    app()
+
+
+if __name__ == "__main__":
+    run()

@@ -1,0 +1,70 @@
+"""Option parsing shared by the commands: turns strings into the library's typed configs."""
+from __future__ import annotations
+
+from pathlib import Path
+
+from snnconv.config import BalanceConfig, ConvertConfig
+from snnconv.data import DataConfig
+from snnconv.errors import ConfigError
+
+
+def parse_floats(text: str | None, option: str) -> tuple[float, ...] | None:
+    if text is None:
+        return None
+    try:
+        return tuple(float(v) for v in text.split(","))
+    except ValueError:
+        raise ConfigError(f"{option} takes comma-separated numbers, got '{text}'.") from None
+
+
+def parse_size(text: str | None) -> tuple[int, int] | None:
+    if text is None:
+        return None
+    parts = text.lower().replace("x", ",").split(",")
+    try:
+        values = tuple(int(p) for p in parts)
+    except ValueError:
+        raise ConfigError(f"--size takes HxW (e.g. 32x32), got '{text}'.") from None
+    if len(values) == 1:
+        values = values * 2
+    if len(values) != 2 or min(values) <= 0:
+        raise ConfigError(f"--size takes HxW with positive sides, got '{text}'.")
+    return values
+
+
+def parse_time_steps(values: list[str] | None, default: list[int] | None) -> list[int] | None:
+    """-T 32, -T 8,16,32 or -T 8 -T 16."""
+    if not values:
+        return default
+    steps = []
+    for value in values:
+        for part in str(value).split(","):
+            try:
+                steps.append(int(part))
+            except ValueError:
+                raise ConfigError(f"-T takes integers, got '{part}'.") from None
+    for t in steps:
+        if t <= 0:
+            raise ConfigError(f"-T must be positive, got {t}.")
+    return steps
+
+
+def data_config(spec: str | None, split: str, limit: int | None, seed: int, mean: str | None, std: str | None,
+                size: str | None) -> DataConfig | None:
+    if spec is None:
+        return None
+    return DataConfig(spec, split=split, limit=limit, seed=seed, mean=parse_floats(mean, "--mean"),
+                      std=parse_floats(std, "--std"), size=parse_size(size))
+
+
+def convert_config(balance: str, granularity: str, percentile: float, half_init: bool, calibrate: str,
+                   maxpool: str, calibration_samples: int) -> ConvertConfig:
+    return ConvertConfig(balance=BalanceConfig(method=balance, granularity=granularity, percentile=percentile),
+                         half_init=half_init, calibrate=calibrate, maxpool=maxpool,
+                         calibration_samples=calibration_samples)
+
+
+def model_argument(model: str | None) -> str | None:
+    if model is None:
+        return None
+    return str(Path(model)) if Path(model).exists() else model

@@ -1,0 +1,83 @@
+"""Everything the terminal shows: progress bars, the summary table, errors. The only place rich is used."""
+from __future__ import annotations
+
+import json
+from contextlib import contextmanager
+
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from snnconv.workflows import RunResult
+
+console = Console()
+errors = Console(stderr=True)
+
+
+@contextmanager
+def progress_bars(quiet: bool):
+    """Yields a ProgressFactory for the library (or None when quiet)."""
+    if quiet:
+        yield None
+        return
+    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                  console=errors, transient=False) as progress:
+        def factory(description: str, total: int):
+            task = progress.add_task(description, total=total)
+            return lambda n: progress.advance(task, n)
+
+        yield factory
+
+
+def _fmt(value, spec: str) -> str:
+    if value is None or value == "":
+        return "-"
+    return format(value, spec)
+
+
+def summary_table(result: RunResult, title: str) -> Table:
+    s = result.summary
+    table = Table(title=title, show_header=True, header_style="bold")
+    table.add_column("metric")
+    table.add_column("ANN", justify="right")
+    table.add_column(f"SNN (T={result.time_steps})", justify="right")
+    table.add_column("unit")
+    table.add_row("accuracy", _fmt(s["ann_accuracy_pct"], ".2f"), _fmt(s["snn_accuracy_pct"], ".2f"), "%")
+    table.add_row("accuracy drop", "", _fmt(s["accuracy_drop_points"], ".2f"), "points")
+    table.add_row("average time steps", "1", _fmt(s["avg_time_steps"], ".1f"), "steps")
+    table.add_row("spikes per sample", "", _fmt(s["spikes_per_sample"], ",.0f"), "spikes")
+    table.add_row("spikes per neuron", "", _fmt(s["spikes_per_neuron"], ".3f"), "spikes")
+    table.add_row("MACs per sample", _fmt(s["macs_per_sample_ann"], ",.0f"), _fmt(s["macs_per_sample_snn"], ",.0f"), "MAC")
+    table.add_row("ACs per sample (synaptic ops)", "", _fmt(s["synaptic_ops_per_sample"], ",.0f"), "AC")
+    table.add_row(f"energy per sample ({s['energy_preset']})", _fmt(s["energy_pj_per_sample_ann"] / 1e6, ".3f"),
+                  _fmt(s["energy_pj_per_sample_snn"] / 1e6, ".3f"), "µJ")
+    table.add_row("energy ratio ANN / SNN", "", _fmt(s["energy_ratio_ann_over_snn"], ".2f"), "x")
+    if "ann_accuracy_before_maxpool_rewrite_pct" in s:
+        table.add_row("ANN accuracy before max->avg rewrite", _fmt(s["ann_accuracy_before_maxpool_rewrite_pct"], ".2f"),
+                      "", "%")
+    return table
+
+
+def sweep_table(result: RunResult) -> Table:
+    table = Table(title="SNN accuracy vs time steps", header_style="bold")
+    table.add_column("T", justify="right")
+    table.add_column("accuracy (%)", justify="right")
+    table.add_column("drop vs ANN (points)", justify="right")
+    ann = result.summary["ann_accuracy_pct"]
+    for t, accuracy in result.sweep.items():
+        table.add_row(str(t), f"{accuracy:.2f}", f"{ann - accuracy:.2f}")
+    return table
+
+
+def show(result: RunResult, title: str, as_json: bool, quiet: bool) -> None:
+    if as_json:
+        payload = {"summary": result.summary, "sweep_accuracy_pct": {str(t): a for t, a in result.sweep.items()},
+                   "report_dir": str(result.report_dir), "artifact": str(result.artifact) if result.artifact else None}
+        print(json.dumps(payload, indent=2, default=str))
+        return
+    console.print(summary_table(result, title))
+    if not quiet:
+        console.print(sweep_table(result))
+    if result.artifact is not None:
+        console.print(f"Artifact: [bold]{result.artifact}[/bold]  (weights.pt + manifest.json)")
+    console.print(f"Reports:  [bold]{result.report_dir}[/bold]  (report.md, summary.csv, layers.csv, sweep.csv, plots)")

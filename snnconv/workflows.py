@@ -1,0 +1,234 @@
+"""The CLI's jobs as single library calls: convert (and report, and save) or evaluate (and gate).
+
+Each function resolves defaults (the embedded model and data), runs the pipeline, writes the
+reports and the artifact, and returns a :class:`RunResult`. Front ends only render it.
+"""
+from __future__ import annotations
+
+import shutil
+import tempfile
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+import torch
+
+from . import artifacts
+from .api import Evaluation, ProgressFactory, convert, evaluate, resolve_device
+from .config import ConvertConfig, SimulationConfig
+from .data import DataConfig, load_data
+from .errors import ConfigError, GateFailed, OutputError
+from .metrics import load_energy_model, summarize
+from .network import SpikingNetwork
+from .report import write_report
+
+DEFAULT_DATA = "builtin"
+
+
+@dataclass(frozen=True)
+class Gates:
+    """CI gates; None disables a gate."""
+
+    max_acc_drop: float | None = None  # points of accuracy lost vs the ANN
+    max_avg_t: float | None = None  # average time steps
+    min_energy_ratio: float | None = None  # ANN energy / SNN energy
+
+
+@dataclass
+class RunResult:
+    network: SpikingNetwork
+    evaluation: Evaluation
+    summary: dict
+    time_steps: int
+    sweep: dict[int, float]  # T -> SNN accuracy (%)
+    report_dir: Path
+    artifact: Path | None = None
+    files: dict[str, Path] = field(default_factory=dict)
+
+
+def sweep_steps(requested: list[int], limit: int) -> list[int]:
+    """Report steps: powers of two up to ``limit`` plus whatever the user asked for."""
+    powers = [2 ** k for k in range(0, 20) if 2 ** k <= limit]
+    return sorted(set(powers) | set(requested))
+
+
+def _check_time_steps(steps: list[int]) -> list[int]:
+    if not steps:
+        raise ConfigError("-T needs at least one value.")
+    for t in steps:
+        if t <= 0:
+            raise ConfigError(f"-T must be positive, got {t}.")
+    return sorted(set(steps))
+
+
+def _check_writable(path: Path, option: str) -> None:
+    """Fail before any work if ``path`` cannot be created: no partial output afterwards."""
+    parent = path.resolve().parent
+    probe_dir = parent
+    while not probe_dir.exists():
+        probe_dir = probe_dir.parent
+    if not probe_dir.is_dir() or not _can_write(probe_dir):
+        raise OutputError(f"{option} '{path}' cannot be written (no write permission in '{probe_dir}').")
+    if path.exists() and not path.is_dir():
+        raise OutputError(f"{option} '{path}' is a file, not a directory.")
+
+
+def _can_write(directory: Path) -> bool:
+    try:
+        with tempfile.TemporaryFile(dir=directory):
+            return True
+    except OSError:
+        return False
+
+
+def _environment(device: torch.device, seed: int) -> dict:
+    return {**artifacts.environment(), "device": str(device), "seed": seed, "threads": torch.get_num_threads()}
+
+
+def _report(directory: Path, title: str, network: SpikingNetwork, evaluation: Evaluation, energy: str, t: int,
+            steps: list[int], config: dict, device: torch.device, seed: int) -> tuple[dict, dict[str, Path]]:
+    model = load_energy_model(energy)
+    extra = {}
+    if evaluation.ann_before_rewrite is not None:
+        extra["ann_accuracy_before_maxpool_rewrite_pct"] = evaluation.ann_before_rewrite.accuracy
+    files = write_report(directory, title=title, sim=evaluation.simulation, ann=evaluation.ann, energy_model=model,
+                         time_steps=t, sweep_steps=[s for s in steps if s <= evaluation.simulation.time_steps],
+                         config=config, environment=_environment(device, seed),
+                         coverage=[{"node": r.node, "type": r.target, "status": r.status, "reason": r.reason}
+                                   for r in network.coverage], extra_summary=extra)
+    summary = {**summarize(evaluation.simulation, evaluation.ann, model, t), **extra}
+    return summary, files
+
+
+def run_convert(model: str | None, *, arch: str | None = None, allow_pickle: bool = False,
+                calib_data: DataConfig | None = None, data: DataConfig | None = None,
+                config: ConvertConfig = ConvertConfig(), time_steps: list[int] = (32,), output: Path = Path("snnconv-out"),
+                energy: str = "45nm", batch_size: int = 256, chunk_steps: int = 8, device: str = "cpu", seed: int = 0,
+                progress: ProgressFactory | None = None) -> RunResult:
+    """Convert ``model`` (the embedded default when None), evaluate it, write reports and the artifact."""
+    steps = _check_time_steps(list(time_steps))
+    load_energy_model(energy)  # an unknown preset fails before any work
+    _check_writable(output, "-o")
+    dev = resolve_device(device)
+    torch.manual_seed(seed)
+    data = data or DataConfig(DEFAULT_DATA, split="test")
+    calib_data = calib_data or replace(data, split="train", limit=None)
+    if model is None:
+        from .zoo import default_model
+        model_obj = default_model()
+        source_label = "embedded default (snnconv.zoo:default_model, Fashion-MNIST VGG-style CNN)"
+    else:
+        model_obj, source_label = model, str(model)
+    target_t = max(steps)
+    config = replace(config, time_steps=target_t, balance=replace(config.balance, time_steps=target_t))
+    calibration = load_data(calib_data)
+    evaluation_data = load_data(data)
+    network = convert(model_obj, calibration, config, arch=arch, allow_pickle=allow_pickle, device=str(dev),
+                      batch_size=batch_size, chunk_steps=chunk_steps, progress=progress)
+    if model is None:
+        network.source["source"] = source_label
+    network.input_normalization = {"mean": list(data.mean) if data.mean else None,
+                                   "std": list(data.std) if data.std else None}
+    simulation = SimulationConfig(time_steps=target_t, chunk_steps=chunk_steps, batch_size=batch_size, device=str(dev))
+    evaluation = evaluate(network, evaluation_data, simulation, progress=progress)
+    if evaluation.ann_before_rewrite is not None:
+        network.notes["ann_accuracy_before_maxpool_rewrite_pct"] = evaluation.ann_before_rewrite.accuracy
+    network.notes.pop("ann_source_graph", None)
+    resolved = {"model": source_label, "arch": arch, "calib_data": calib_data.to_dict(), "data": data.to_dict(),
+                "convert": config.to_dict(), "simulation": simulation.to_dict(), "energy": energy, "seed": seed,
+                "time_steps": steps}
+    staging = Path(tempfile.mkdtemp(prefix="snnconv-report-"))
+    try:
+        summary, files = _report(staging / "reports", f"snnconv convert: {source_label}", network, evaluation, energy,
+                                 target_t, sweep_steps(steps, target_t), resolved, dev, seed)
+        artifacts.save(network.to("cpu"), output, extra_files={"reports": staging / "reports"},
+                       extra_manifest={"run": resolved, "summary": summary})
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    report_dir = output / "reports"
+    return RunResult(network=network, evaluation=evaluation, summary=summary, time_steps=target_t,
+                     sweep={t: evaluation.simulation.accuracy_at(t) for t in sweep_steps(steps, target_t)},
+                     report_dir=report_dir, artifact=output,
+                     files={name: report_dir / Path(path).name for name, path in files.items()})
+
+
+def run_evaluate(target: str | None, *, arch: str | None = None, allow_pickle: bool = False,
+                 data: DataConfig | None = None, calib_data: DataConfig | None = None,
+                 config: ConvertConfig = ConvertConfig(), time_steps: list[int] | None = None, energy: str = "45nm",
+                 report_dir: Path | None = None, gates: Gates = Gates(), batch_size: int = 256, chunk_steps: int = 8,
+                 device: str = "cpu", seed: int = 0, progress: ProgressFactory | None = None) -> RunResult:
+    """Evaluate an artifact (or convert a model in memory first), write reports, then apply the gates.
+
+    A failed gate raises :class:`GateFailed` after the reports are written, so CI keeps the evidence.
+    """
+    load_energy_model(energy)
+    dev = resolve_device(device)
+    torch.manual_seed(seed)
+    if target is not None and artifacts.is_artifact(target):
+        network = artifacts.load(target)
+        report_dir = report_dir or Path(target) / "reports"
+        _check_writable(report_dir, "--report-dir")
+        if data is None:
+            data = DataConfig(DEFAULT_DATA, split="test")
+        norm = network.input_normalization
+        if data.mean is None and norm.get("mean"):
+            data = replace(data, mean=tuple(norm["mean"]), std=tuple(norm["std"]))
+        steps = _check_time_steps(list(time_steps or [network.time_steps]))
+        evaluation_data = load_data(data)
+        source_label = str(target)
+    else:
+        steps = _check_time_steps(list(time_steps or [32]))
+        report_dir = report_dir or Path("snnconv-report")
+        _check_writable(report_dir, "--report-dir")
+        data = data or DataConfig(DEFAULT_DATA, split="test")
+        calib_data = calib_data or replace(data, split="train", limit=None)
+        if target is None:
+            from .zoo import default_model
+            model_obj, source_label = default_model(), "embedded default"
+        else:
+            model_obj, source_label = target, str(target)
+        target_t = max(steps)
+        config = replace(config, time_steps=target_t, balance=replace(config.balance, time_steps=target_t))
+        calibration = load_data(calib_data)
+        evaluation_data = load_data(data)
+        network = convert(model_obj, calibration, config, arch=arch, allow_pickle=allow_pickle, device=str(dev),
+                          batch_size=batch_size, chunk_steps=chunk_steps, progress=progress)
+    target_t = max(steps)
+    simulation = SimulationConfig(time_steps=target_t, chunk_steps=chunk_steps, batch_size=batch_size, device=str(dev))
+    evaluation = evaluate(network, evaluation_data, simulation, progress=progress)
+    resolved = {"target": source_label, "data": data.to_dict(), "convert": network.config.to_dict(),
+                "simulation": simulation.to_dict(), "energy": energy, "seed": seed, "time_steps": steps,
+                "gates": gates.__dict__}
+    staging = Path(tempfile.mkdtemp(prefix="snnconv-report-"))
+    try:
+        summary, files = _report(staging / "reports", f"snnconv evaluate: {source_label}", network, evaluation, energy,
+                                 target_t, sweep_steps(steps, target_t), resolved, dev, seed)
+        _replace_directory(staging / "reports", report_dir)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    result = RunResult(network=network, evaluation=evaluation, summary=summary, time_steps=target_t,
+                       sweep={t: evaluation.simulation.accuracy_at(t) for t in sweep_steps(steps, target_t)},
+                       report_dir=report_dir, files={name: report_dir / Path(p).name for name, p in files.items()})
+    check_gates(summary, gates)
+    return result
+
+
+def _replace_directory(source: Path, destination: Path) -> None:
+    destination = Path(destination)
+    destination.parent.mkdir(parents=True, exist_ok=True)
+    if destination.exists():
+        shutil.rmtree(destination)
+    shutil.copytree(source, destination)
+
+
+def check_gates(summary: dict, gates: Gates) -> None:
+    """Raise GateFailed naming the first gate the summary does not meet."""
+    if gates.max_acc_drop is not None and summary["accuracy_drop_points"] > gates.max_acc_drop:
+        raise GateFailed("max-acc-drop", f"Gate --max-acc-drop failed: the SNN is {summary['accuracy_drop_points']:.2f} "
+                                         f"points below the ANN, more than the allowed {gates.max_acc_drop:g}.")
+    if gates.max_avg_t is not None and summary["avg_time_steps"] > gates.max_avg_t:
+        raise GateFailed("max-avg-t", f"Gate --max-avg-t failed: average time steps {summary['avg_time_steps']:.2f} "
+                                      f"exceed the allowed {gates.max_avg_t:g}.")
+    if gates.min_energy_ratio is not None and summary["energy_ratio_ann_over_snn"] < gates.min_energy_ratio:
+        raise GateFailed("min-energy-ratio", f"Gate --min-energy-ratio failed: the SNN saves "
+                                             f"{summary['energy_ratio_ann_over_snn']:.2f}x energy, less than the required "
+                                             f"{gates.min_energy_ratio:g}x.")

@@ -61,6 +61,18 @@ def _is_onnx2torch_wrapper(module: nn.Module) -> bool:
     return type(module).__module__.startswith("onnx2torch")
 
 
+def _call_wrapper(module: nn.Module, args, kwargs):
+    """Call an onnx2torch module while tracing. Its Div asks ``first.is_floating_point()``, which a traced
+    activation cannot answer; ONNX Div requires both operands to share one type, so a folded operand
+    answers for both (``x / 255`` or ``(x - mean) / std`` inside a model would otherwise fail to import)."""
+    if (type(module).__name__ == "OnnxBinaryMathOperation" and module.math_op_function.__name__ == "_onnx_div"
+            and not (module.broadcast == 1 and module.axis is not None) and not kwargs):
+        known = [a for a in args if isinstance(a, torch.Tensor)]  # traced activations are Proxies, not tensors
+        if known and known[0].is_floating_point():
+            return torch.div(*args)
+    return module(*args, **kwargs)
+
+
 class _Replay(nn.Module):
     """Re-runs an onnx2torch graph with folded constants; traced by fx to produce the lowered graph."""
 
@@ -88,7 +100,7 @@ class _Replay(nn.Module):
                 env[node.name] = remaining.pop(0)
             elif node.op == "call_module":
                 try:
-                    env[node.name] = self.get_submodule(node.target)(*args, **kwargs)
+                    env[node.name] = _call_wrapper(self.get_submodule(node.target), args, kwargs)
                 except torch.fx.proxy.TraceError as exc:
                     module = self.get_submodule(node.target)
                     raise UnsupportedLayerError(

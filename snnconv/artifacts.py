@@ -124,6 +124,10 @@ def plain_to_graph(plain: dict, state: dict[str, torch.Tensor]) -> torch.fx.Grap
             key = CONSTANT_PREFIX + target
             if key in state:
                 _set_path(root, target, state[key], as_tensor=True)
+            elif target in state and not _has_path(root, target):
+                # a parameter or buffer of a module no node calls (onnx2torch's Constant holds its value
+                # so): it is in the state dict, but no manifest module entry rebuilds its owner
+                _set_path(root, target, state[target], as_tensor=True, persistent=True)
             node = graph.get_attr(target)
         elif op == "call_module":
             node = graph.call_module(target, tuple(args), kwargs)
@@ -145,7 +149,7 @@ def plain_to_graph(plain: dict, state: dict[str, torch.Tensor]) -> torch.fx.Grap
     return gm.eval()
 
 
-def _set_path(root: nn.Module, target: str, value, as_tensor: bool = False) -> None:
+def _set_path(root: nn.Module, target: str, value, as_tensor: bool = False, persistent: bool = False) -> None:
     *parents, leaf = target.split(".")
     module = root
     for part in parents:
@@ -153,9 +157,18 @@ def _set_path(root: nn.Module, target: str, value, as_tensor: bool = False) -> N
             module.add_module(part, nn.Module())
         module = getattr(module, part)
     if as_tensor:
-        module.register_buffer(leaf, value, persistent=False)
+        module.register_buffer(leaf, value, persistent=persistent)
     else:
         module.add_module(leaf, value)
+
+
+def _has_path(root: nn.Module, target: str) -> bool:
+    value = root
+    for part in target.split("."):
+        if not hasattr(value, part):
+            return False
+        value = getattr(value, part)
+    return True
 
 
 def _load_state(gm: torch.fx.GraphModule, state: dict[str, torch.Tensor]) -> None:

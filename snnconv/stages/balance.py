@@ -37,15 +37,17 @@ def _percentile(counts: torch.Tensor, upper: float, percentile: float) -> torch.
 
 
 def _mse_threshold(counts: torch.Tensor, centers: torch.Tensor, maximum: torch.Tensor, time_steps: int,
-                   half_init: bool) -> torch.Tensor:
-    """MSE-optimal threshold per row of a [rows, bins] histogram."""
+                   half_init: bool, rows_per_block: int = 16) -> torch.Tensor:
+    """MSE-optimal threshold per row of a [rows, bins] histogram (rows evaluated in blocks to bound memory)."""
     shift = 0.5 if half_init else 0.0
     result = torch.empty(counts.shape[0], dtype=torch.float64)
-    for row in range(counts.shape[0]):
-        candidates = (maximum[row] * MSE_GRID).clamp(min=1e-12).unsqueeze(1)  # [95, 1]
-        quantized = torch.clamp(torch.floor(centers.unsqueeze(0) * time_steps / candidates + shift), 0, time_steps)
-        error = ((centers.unsqueeze(0) - quantized * candidates / time_steps) ** 2 * counts[row].unsqueeze(0)).sum(1)
-        result[row] = candidates[int(error.argmin()), 0]
+    values = centers.view(1, 1, -1)
+    for start in range(0, counts.shape[0], rows_per_block):
+        block = slice(start, start + rows_per_block)
+        candidates = (maximum[block].view(-1, 1, 1) * MSE_GRID.view(1, -1, 1)).clamp(min=1e-12)  # [rows, 95, 1]
+        quantized = torch.clamp(torch.floor(values * time_steps / candidates + shift), 0, time_steps)
+        error = ((values - quantized * candidates / time_steps) ** 2 * counts[block].unsqueeze(1)).sum(-1)
+        result[block] = candidates.squeeze(-1).gather(1, error.argmin(1, keepdim=True)).squeeze(1)
     return result
 
 

@@ -32,12 +32,13 @@ class LayerHistogram:
 
     def update(self, activation: torch.Tensor) -> None:
         """``activation``: [N, C, ...] or [N, C] post-ReLU values."""
-        values = activation.detach().transpose(0, 1).reshape(self.channels, -1).to(torch.float64)
+        values = activation.detach().transpose(0, 1).reshape(self.channels, -1).float()
         if self.counts is None:
             self.counts = torch.zeros(self.channels, self.bins, dtype=torch.float64, device=values.device)
             self.channel_max = torch.zeros(self.channels, dtype=torch.float64, device=values.device)
+        per_channel = values.shape[1]
         self.total += values.numel()
-        batch_max = values.max(dim=1).values
+        batch_max = values.max(dim=1).values.double()
         self.channel_max = torch.maximum(self.channel_max, batch_max)
         top = float(batch_max.max())
         if top <= 0:
@@ -49,11 +50,16 @@ class LayerHistogram:
             self.counts = torch.cat([self.counts.view(self.channels, self.bins // 2, 2).sum(-1),
                                      torch.zeros_like(self.counts[:, : self.bins // 2])], dim=1)
             self.upper *= 2
-        positive = values > 0
-        self.zeros += int((~positive).sum())
+        # Zeros land in bin 0 with the smallest positives; count them apart (float compare: fast on CPU)
+        positive = torch.empty_like(values)
+        torch.gt(values, 0, out=positive)
+        zeros = per_channel - positive.sum(1).double()
+        self.zeros += int(zeros.sum())
         index = (values * (self.bins / self.upper)).long().clamp_(0, self.bins - 1)
-        index = index + torch.arange(self.channels, device=values.device).unsqueeze(1) * self.bins
-        self.counts += torch.bincount(index[positive], minlength=self.channels * self.bins).view(self.channels, self.bins)
+        index += torch.arange(self.channels, device=values.device).unsqueeze(1) * self.bins
+        counts = torch.bincount(index.view(-1), minlength=self.channels * self.bins).view(self.channels, self.bins)
+        self.counts += counts
+        self.counts[:, 0] -= zeros
 
     @property
     def bin_centers(self) -> torch.Tensor:

@@ -57,7 +57,7 @@ class LayerHistogram:
         self.zeros += int(zeros.sum())
         index = (values * (self.bins / self.upper)).long().clamp_(0, self.bins - 1)
         index += torch.arange(self.channels, device=values.device).unsqueeze(1) * self.bins
-        counts = torch.bincount(index.view(-1), minlength=self.channels * self.bins).view(self.channels, self.bins)
+        counts = torch.bincount(index.reshape(-1), minlength=self.channels * self.bins).view(self.channels, self.bins)
         self.counts += counts
         self.counts[:, 0] -= zeros
 

@@ -1,0 +1,217 @@
+"""The time engine with a uniform T: early exit against brute force, statistics against hand counts.
+
+The oracle for early exit is the same network simulated for all T steps with every step's
+accumulated output recorded: a sample that leaves at step e must get exactly the prediction the
+full run had after e steps, although the engine dropped its rows from every tensor.
+"""
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+import snnconv
+from snnconv.config import ConvertConfig, SimulationConfig
+from snnconv.engine import Engine, TimePlan
+from snnconv.errors import ConfigError
+
+from helpers import as_data, convert
+from models import build
+
+T = 32
+ALPHA = 0.7  # exit when max softmax(accumulated / 8) exceeds this
+
+
+class NeverExit:
+    """Exits nobody, and records the accumulated output it is shown at every boundary."""
+
+    def __init__(self):
+        self.seen: list[tuple[int, torch.Tensor]] = []
+
+    def should_exit(self, accumulated, step):
+        self.seen.append((step, accumulated.clone()))
+        return torch.zeros(accumulated.shape[0], dtype=torch.bool)
+
+
+class ExitAll:
+    def should_exit(self, accumulated, step):
+        return torch.ones(accumulated.shape[0], dtype=torch.bool)
+
+
+class Confident:
+    def __init__(self, alpha: float):
+        self.alpha = alpha
+        self.batch_sizes: list[int] = []
+
+    def should_exit(self, accumulated, step):
+        self.batch_sizes.append(accumulated.shape[0])
+        return torch.softmax(accumulated / 8, dim=-1).max(-1).values > self.alpha
+
+
+@pytest.fixture(scope="module")
+def setup():
+    """The max-pool tiny model with its logits scaled up, so confidence grows over time and samples
+    leave at many different steps."""
+    torch.set_num_threads(1)
+    x = torch.rand(64, 1, 8, 8, generator=torch.Generator().manual_seed(1))
+    model = build("maxpool")
+    with torch.no_grad():
+        model.fc.weight.mul_(40)
+        model.fc.bias.mul_(40)
+        labels = model(x).argmax(1)
+    # labels disagree with the ANN for a few samples, so "correct" is not the same as "agrees"
+    labels[::7] = (labels[::7] + 1) % 10
+    network = convert(model, x)
+    return network, x, labels
+
+
+@pytest.fixture(scope="module")
+def every_step(setup):
+    """[T, N, classes]: the output accumulated over steps 1..t, from one run that exits nobody."""
+    network, x, labels = setup
+    recorder = NeverExit()
+    outcome = Engine(network.graph).run_batch(x, labels, TimePlan(T, 1), exit_policy=recorder)
+    assert [step for step, _ in recorder.seen] == list(range(1, T))
+    return torch.stack([acc for _, acc in recorder.seen] + [outcome["accumulated"]])
+
+
+def test_recorded_outputs_match_shorter_runs(setup, every_step):
+    """The brute-force table is what the engine computes when simply run for t steps."""
+    network, x, _ = setup
+    engine = Engine(network.graph)
+    for t in (1, 2, 7, 19, T):
+        assert torch.equal(engine.run_batch(x, None, TimePlan(t, 1))["accumulated"], every_step[t - 1])
+
+
+def test_policy_that_never_exits_changes_nothing(setup):
+    network, x, labels = setup
+    engine = Engine(network.graph)
+    plain = engine.simulate([(x, labels)], TimePlan(T, 4))
+    with_policy = engine.simulate([(x, labels)], TimePlan(T, 4), exit_policy=NeverExit())
+    assert plain.exit_steps is None
+    assert np.array_equal(plain.correct_per_step, with_policy.correct_per_step)
+    assert np.array_equal(with_policy.exit_steps, np.full(len(x), T))
+    for a, b in zip(plain.neuron_layers, with_policy.neuron_layers):
+        assert np.array_equal(a.spikes_per_step, b.spikes_per_step)
+    assert with_policy.exit_correct == plain.correct_per_step[-1]
+
+
+def test_policy_that_exits_everyone_at_once(setup, every_step):
+    network, x, labels = setup
+    result = Engine(network.graph).simulate([(x, labels)], TimePlan(T, 1), exit_policy=ExitAll())
+    assert np.array_equal(result.exit_steps, np.ones(len(x), dtype=np.int64))
+    after_one_step = int((every_step[0].argmax(-1) == labels).sum())
+    assert result.exit_correct == after_one_step
+    assert np.array_equal(result.correct_per_step, np.full(T, after_one_step))  # answers are kept
+    # nobody was simulated past step 1
+    for layer in result.neuron_layers:
+        assert layer.spikes_per_step[1:].sum() == 0
+
+
+@pytest.mark.parametrize("batch_size", [64, 24])
+def test_confidence_exit_equals_brute_force(setup, every_step, batch_size):
+    network, x, labels = setup
+    confidence = torch.softmax(every_step / 8, dim=-1).max(-1).values  # [T, N]
+    expected_exit = np.full(len(x), T)
+    for i in range(len(x)):
+        for t in range(1, T):  # the policy is asked after steps 1..T-1
+            if confidence[t - 1, i] > ALPHA:
+                expected_exit[i] = t
+                break
+    expected_pred = every_step[torch.as_tensor(expected_exit) - 1, torch.arange(len(x))].argmax(-1)
+    final_pred = every_step[-1].argmax(-1)
+    # the setup must make this comparison meaningful
+    assert 5 < (expected_exit < T).sum() < len(x) and len(set(expected_exit.tolist())) > 5
+    assert (expected_pred != final_pred).any(), "no sample's exit answer differs from its final one"
+
+    engine = Engine(network.graph)
+    policy = Confident(ALPHA)
+    batches = [(x[i:i + batch_size], labels[i:i + batch_size]) for i in range(0, len(x), batch_size)]
+    result = engine.simulate(batches, TimePlan(T, 1), exit_policy=policy)
+    assert np.array_equal(result.exit_steps, expected_exit)
+    assert result.exit_correct == int((expected_pred == labels).sum())
+    assert min(policy.batch_sizes) < batch_size  # exited rows really left the batch
+
+    predictions = torch.cat([engine.run_batch(xb, yb, TimePlan(T, 1), exit_policy=Confident(ALPHA))["predictions"]
+                             for xb, yb in batches])
+    assert torch.equal(predictions, expected_pred)
+
+    # the accuracy curve: a sample answers with its running prediction until it leaves, then keeps it
+    steps = torch.arange(1, T + 1).unsqueeze(1)
+    answer_step = torch.minimum(steps, torch.as_tensor(expected_exit).unsqueeze(0))  # [T, N]
+    answers = every_step[answer_step - 1, torch.arange(len(x)).unsqueeze(0)].argmax(-1)
+    assert np.array_equal(result.correct_per_step, (answers == labels).sum(1).numpy())
+
+
+def test_oracle_exit_steps_are_first_correct_steps(setup, every_step):
+    network, x, labels = setup
+    result = Engine(network.graph).simulate([(x[:40], labels[:40]), (x[40:], labels[40:])], TimePlan(T, 5))
+    correct = (every_step.argmax(-1) == labels).numpy()  # [T, N]
+    expected = np.array([next((t + 1 for t in range(T) if correct[t, i]), T) for i in range(len(x))])
+    assert np.array_equal(result.oracle_exit_steps, expected)
+    assert (expected < T).any() and (expected > 1).any()
+    assert np.array_equal(result.correct_per_step, correct.sum(1))
+
+
+@pytest.mark.parametrize("steps", [0, -1])
+def test_non_positive_time_steps_are_refused(steps):
+    with pytest.raises(ConfigError, match="positive"):
+        TimePlan(steps)
+    with pytest.raises(ConfigError, match="positive"):
+        SimulationConfig(time_steps=steps)
+    with pytest.raises(ConfigError, match="positive"):
+        ConvertConfig(time_steps=steps)
+    with pytest.raises(ConfigError, match="positive"):
+        TimePlan(8, chunk_steps=steps)
+
+
+def test_runs_are_deterministic(setup):
+    network, x, labels = setup
+    runs = []
+    for _ in range(2):
+        engine = Engine(network.graph)
+        result = engine.simulate([(x, labels)], TimePlan(T, 6), exit_policy=Confident(ALPHA))
+        runs.append((result, engine.run_batch(x, labels, TimePlan(T, 6))["accumulated"]))
+    (a, acc_a), (b, acc_b) = runs
+    assert torch.equal(acc_a, acc_b)
+    assert np.array_equal(a.correct_per_step, b.correct_per_step)
+    assert np.array_equal(a.exit_steps, b.exit_steps) and a.exit_correct == b.exit_correct
+    assert np.array_equal(a.oracle_exit_steps, b.oracle_exit_steps)
+    for x_layer, y_layer in zip(a.neuron_layers + a.synaptic_layers, b.neuron_layers + b.synaptic_layers):
+        counts = "spikes_per_step" if hasattr(x_layer, "spikes_per_step") else "ops_per_step"
+        assert np.array_equal(getattr(x_layer, counts), getattr(y_layer, counts))
+
+
+def test_analog_first_layer_is_not_spiking_input(images):
+    model = build("vgg")
+    network = convert(model, images)
+    result = Engine(network.graph).simulate([(images, torch.zeros(len(images), dtype=torch.int64))], TimePlan(8))
+    layers = {layer.name: layer for layer in result.synaptic_layers}
+    assert list(layers) == ["conv1", "conv2", "conv3", "head"]
+    assert [layer.spiking_input for layer in layers.values()] == [False, True, True, True]
+    assert layers["conv1"].synaptic_ops == 0  # analog input: counted as dense MACs, not events
+    assert layers["conv1"].macs_per_sample_dense == 8 * 8 * 8 * 9  # 8 out channels x 8x8 positions x 3x3x1 taps
+    assert all(layers[name].synaptic_ops > 0 for name in ("conv2", "conv3", "head"))
+
+
+def test_linear_after_one_if_layer_counts_by_hand():
+    """Input -> IF -> (flatten) -> Linear(4, 3): every spike reaches 3 synapses, so ops = 3 x spikes at every step.
+
+    Inputs are dyadic and theta = 1, so the IF counts floor(z T / theta + 1/2) are exact.
+    """
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.ReLU(), nn.Flatten(), nn.Linear(4, 3)).eval()
+    x = torch.tensor([[0.375, 0.625, 0.875, 0.25],
+                      [-1.0, 1.0, 0.125, 0.5],
+                      [0.0, 0.75, -0.25, 0.5625]]).view(3, 1, 1, 4)  # images of 1 x 1 x 4 pixels
+    network = snnconv.convert(model, as_data(x, model, num_classes=3), ConvertConfig(
+        balance=snnconv.BalanceConfig(method="max", granularity="layer")))
+    (_, neuron), = network.neuron_layers()
+    assert float(neuron.threshold) == 1.0
+    steps = 8
+    result = Engine(network.graph).simulate([(x, torch.zeros(3, dtype=torch.int64))], TimePlan(steps, 3))
+    (spikes,), (synapse,) = result.neuron_layers, result.synaptic_layers
+    assert synapse.spiking_input and synapse.kind == "linear"
+    assert np.array_equal(synapse.ops_per_step, spikes.spikes_per_step * 3)
+    expected = torch.clamp(torch.floor(x * steps / 1.0 + 0.5), 0, steps)
+    assert spikes.spikes == int(expected.sum()) == 41
+    assert spikes.neurons == 4

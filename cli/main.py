@@ -124,7 +124,7 @@ def evaluate(
             return run_evaluate(opt.model_argument(target), arch=arch, allow_pickle=allow_pickle, data=eval_cfg,
                                 calib_data=calib_cfg, config=config, time_steps=opt.parse_time_steps(time_steps, None),
                                 energy=energy, report_dir=report_dir, gates=gates, batch_size=batch_size,
-                                chunk_steps=chunk_steps, device=device, seed=seed, progress=progress)
+                                chunk_steps=chunk_steps, device=device, seed=seed, limit=limit, progress=progress)
 
     result = _run(job, debug)
     render.show(result, "snnconv evaluate", json, quiet)

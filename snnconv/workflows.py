@@ -155,10 +155,12 @@ def run_evaluate(target: str | None, *, arch: str | None = None, allow_pickle: b
                  data: DataConfig | None = None, calib_data: DataConfig | None = None,
                  config: ConvertConfig = ConvertConfig(), time_steps: list[int] | None = None, energy: str = "45nm",
                  report_dir: Path | None = None, gates: Gates = Gates(), batch_size: int = 256, chunk_steps: int = 8,
-                 device: str = "cpu", seed: int = 0, progress: ProgressFactory | None = None) -> RunResult:
+                 device: str = "cpu", seed: int = 0, limit: int | None = None,
+                 progress: ProgressFactory | None = None) -> RunResult:
     """Evaluate an artifact (or convert a model in memory first), write reports, then apply the gates.
 
     A failed gate raises :class:`GateFailed` after the reports are written, so CI keeps the evidence.
+    Without ``data``, an artifact is evaluated on the data its convert run used (``limit`` still applies).
     """
     load_energy_model(energy)
     dev = resolve_device(device)
@@ -168,7 +170,9 @@ def run_evaluate(target: str | None, *, arch: str | None = None, allow_pickle: b
         report_dir = report_dir or Path(target) / "reports"
         _check_writable(report_dir, "--report-dir")
         if data is None:
-            data = DataConfig(DEFAULT_DATA, split="test")
+            recorded = artifacts.read_manifest(target).get("run", {}).get("data")
+            data = DataConfig.from_dict(recorded) if recorded else DataConfig(DEFAULT_DATA, split="test")
+            data = replace(data, limit=limit, seed=seed)
         norm = network.input_normalization
         if data.mean is None and norm.get("mean"):
             data = replace(data, mean=tuple(norm["mean"]), std=tuple(norm["std"]))
@@ -179,7 +183,7 @@ def run_evaluate(target: str | None, *, arch: str | None = None, allow_pickle: b
         steps = _check_time_steps(list(time_steps or [32]))
         report_dir = report_dir or Path("snnconv-report")
         _check_writable(report_dir, "--report-dir")
-        data = data or DataConfig(DEFAULT_DATA, split="test")
+        data = data or DataConfig(DEFAULT_DATA, split="test", limit=limit, seed=seed)
         calib_data = calib_data or replace(data, split="train", limit=None)
         if target is None:
             from .zoo import default_model

@@ -176,13 +176,26 @@ def load_onnx(path: Path | None = None, data: bytes | None = None, source: str |
     return model
 
 
+FALLBACK_OPSET = 17  # onnx2torch lags new opsets (e.g. AveragePool-19); older versions of an op often convert
+
+
+def _default_opset(model) -> int:
+    return next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), 0)
+
+
 def onnx_to_graph(model, source: str) -> torch.fx.GraphModule:
+    import onnx
     import onnx2torch
 
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            gm = onnx2torch.convert(model)
+            try:
+                gm = onnx2torch.convert(model)
+            except NotImplementedError:
+                if _default_opset(model) <= FALLBACK_OPSET:
+                    raise
+                gm = onnx2torch.convert(onnx.version_converter.convert_version(model, FALLBACK_OPSET))
     except NotImplementedError as exc:
         raise UnsupportedLayerError(f"ONNX model '{source}' uses an operator with no conversion rule: {exc}.") from exc
     except Exception as exc:
@@ -216,7 +229,9 @@ def import_onnx(path: Path | None, example: torch.Tensor | None, *, data: bytes 
     source = source or str(path)
     model = load_onnx(path, data, source)
     model_bytes = model.SerializeToString()
-    graph = onnx_to_graph(model, source)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        graph = onnx_to_graph(model, source)
     check: dict = {}
     if example is not None:
         diff, scale = max_abs_difference_to_onnxruntime(model_bytes, graph, example)

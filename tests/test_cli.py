@@ -1,0 +1,244 @@
+"""The command line end to end, with real files the tests write: models, data, artifacts, bad input."""
+from __future__ import annotations
+
+import gzip
+import json
+import os
+import shutil
+import struct
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from typer.testing import CliRunner
+
+from snnconv.errors import GateFailed
+from snnconv_cli.main import app
+
+runner = CliRunner()
+FAST = ["--calib-samples", "200", "--limit", "200", "-T", "8", "--quiet"]
+SUMMARY_COLUMNS = ["samples", "ann_accuracy_pct", "snn_accuracy_pct", "accuracy_drop_points", "time_steps",
+                   "avg_time_steps", "spikes_per_sample", "spikes_per_neuron", "neurons", "synaptic_ops_per_sample",
+                   "macs_per_sample_snn", "zero_checks_per_sample", "macs_per_sample_ann", "energy_preset",
+                   "energy_pj_per_sample_snn", "energy_pj_per_sample_ann", "energy_ratio_ann_over_snn",
+                   "membrane_updates_per_sample", "activation_sparsity", "exit_accuracy_pct", "avg_exit_time_steps"]
+
+MODEL_SOURCE = '''
+import torch
+from torch import nn
+import torch.nn.functional as F
+
+class Small(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(1, 4, 3, padding=1)
+        self.fc = nn.Linear(4 * 14 * 14, 10)
+
+    def forward(self, x):
+        return self.fc(torch.flatten(F.avg_pool2d(F.relu(self.conv(x)), 2), 1))
+
+def small():
+    torch.manual_seed(0)
+    return Small().eval()
+
+class WithGelu(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.fc1, self.fc2 = nn.Linear(784, 16), nn.Linear(16, 10)
+
+    def forward(self, x):
+        return self.fc2(F.gelu(self.fc1(x.flatten(1))))
+
+def gelu():
+    return WithGelu().eval()
+
+def linear_only():
+    return nn.Sequential(nn.Flatten(), nn.Linear(784, 10)).eval()
+'''
+
+
+def invoke(*args):
+    return runner.invoke(app, [str(a) for a in args])
+
+
+@pytest.fixture(scope="module")
+def model_file(tmp_path_factory) -> Path:
+    path = tmp_path_factory.mktemp("models") / "small_models.py"
+    path.write_text(MODEL_SOURCE)
+    return path
+
+
+@pytest.fixture(scope="module")
+def default_artifact(tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("runs") / "default"
+    result = invoke("convert", "-o", out, *FAST)
+    assert result.exit_code == 0, result.output
+    return out
+
+
+def npz_file(path: Path, x: np.ndarray, y: np.ndarray) -> Path:
+    np.savez(path, x=x, y=y)
+    return path
+
+
+def test_convert_default_writes_artifact_and_reports(default_artifact):
+    for name in ("weights.pt", "manifest.json", "reports/report.md", "reports/summary.csv", "reports/layers.csv",
+                 "reports/sweep.csv"):
+        assert (default_artifact / name).is_file(), name
+    assert list((default_artifact / "reports").glob("*.png"))
+    summary = pd.read_csv(default_artifact / "reports/summary.csv")
+    assert list(summary.columns[: len(SUMMARY_COLUMNS)]) == SUMMARY_COLUMNS
+    assert summary.loc[0, "samples"] == 200 and summary.loc[0, "time_steps"] == 8
+    assert summary.loc[0, "ann_accuracy_pct"] > 80
+    sweep = pd.read_csv(default_artifact / "reports/sweep.csv")
+    assert list(sweep["time_steps"]) == list(range(1, 9))
+    manifest = json.loads((default_artifact / "manifest.json").read_text())
+    assert manifest["schema_version"] == 1 and manifest["input"]["shape"] == [1, 28, 28]
+    assert all(layer["time_steps"] == 8 for layer in manifest["layers"])
+    assert torch.load(default_artifact / "weights.pt", weights_only=True)
+
+
+def test_evaluate_artifact_reproduces_the_curve(default_artifact, tmp_path):
+    result = invoke("evaluate", default_artifact, "--report-dir", tmp_path / "rep", "--limit", "200", "--quiet",
+                    "--json")
+    assert result.exit_code == 0, result.output
+    payload = json.loads(result.output)
+    before = pd.read_csv(default_artifact / "reports/sweep.csv")
+    after = pd.read_csv(tmp_path / "rep/sweep.csv")
+    assert list(before["snn_accuracy_pct"]) == list(after["snn_accuracy_pct"])
+    assert payload["summary"]["time_steps"] == 8
+
+
+@pytest.mark.parametrize("gate,value,code", [("--max-acc-drop", "-1", GateFailed.GATE_EXIT_CODES["max-acc-drop"]),
+                                             ("--max-avg-t", "2", GateFailed.GATE_EXIT_CODES["max-avg-t"]),
+                                             ("--min-energy-ratio", "1000", GateFailed.GATE_EXIT_CODES["min-energy-ratio"])])
+def test_failed_gate_names_itself_and_exits_with_its_code(default_artifact, tmp_path, gate, value, code):
+    result = invoke("evaluate", default_artifact, "--report-dir", tmp_path / "r", "--limit", "100", "--quiet",
+                    gate, value)
+    assert result.exit_code == code
+    assert gate in result.output
+    passing = invoke("evaluate", default_artifact, "--report-dir", tmp_path / "r2", "--limit", "100", "--quiet",
+                     "--max-acc-drop", "100", "--max-avg-t", "8")
+    assert passing.exit_code == 0, passing.output
+
+
+def test_onnx_model_with_npz_data(tmp_path, model_file):
+    sys.path.insert(0, str(model_file.parent))
+    try:
+        from small_models import small
+    finally:
+        sys.path.remove(str(model_file.parent))
+    model = small()
+    onnx_path = tmp_path / "small.onnx"
+    torch.onnx.export(model, (torch.rand(2, 1, 28, 28),), onnx_path, dynamo=False, input_names=["input"],
+                      output_names=["logits"], dynamic_axes={"input": {0: "b"}, "logits": {0: "b"}})
+    rng = np.random.default_rng(0)
+    data = npz_file(tmp_path / "d.npz", rng.integers(0, 255, (64, 28, 28), dtype=np.uint8),
+                    rng.integers(0, 10, 64))
+    out = tmp_path / "onnx-artifact"
+    result = invoke("convert", onnx_path, "--data", f"npz:{data}", "-o", out, "-T", "4", "--quiet")
+    assert result.exit_code == 0, result.output
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["source"]["format"] == "onnx"
+    assert manifest["source"]["import_check"]["max_abs_diff"] < 1e-4
+
+
+def test_state_dict_with_arch_and_fashion_mnist_layout(tmp_path, model_file):
+    sys.path.insert(0, str(model_file.parent))
+    try:
+        from small_models import small
+    finally:
+        sys.path.remove(str(model_file.parent))
+    weights = tmp_path / "w.pt"
+    torch.save(small().state_dict(), weights)
+    raw = tmp_path / "fm" / "FashionMNIST" / "raw"
+    raw.mkdir(parents=True)
+    rng = np.random.default_rng(1)
+    for prefix, count in (("train", 40), ("t10k", 30)):
+        images = rng.integers(0, 255, (count, 28, 28), dtype=np.uint8)
+        labels = rng.integers(0, 10, count, dtype=np.uint8)
+        with gzip.open(raw / f"{prefix}-images-idx3-ubyte.gz", "wb") as f:
+            f.write(struct.pack(">IIII", 2051, count, 28, 28) + images.tobytes())
+        with gzip.open(raw / f"{prefix}-labels-idx1-ubyte.gz", "wb") as f:
+            f.write(struct.pack(">II", 2049, count) + labels.tobytes())
+    out = tmp_path / "sd"
+    result = invoke("convert", weights, "--arch", f"{model_file}:small", "--data", f"fashion-mnist:{tmp_path / 'fm'}",
+                    "-o", out, "-T", "4", "--quiet", "--json")
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.output)["summary"]["samples"] == 30
+
+
+# ---------------------------------------------------------------- bad input: one sentence, own code, no output
+def bad_input_cases(tmp: Path, model_file: Path, default_artifact: Path):
+    rng = np.random.default_rng(0)
+    corrupt = tmp / "corrupt.onnx"
+    corrupt.write_bytes(os.urandom(256))
+    pickled = tmp / "pickled.pt"
+    torch.save(torch.nn.Sequential(torch.nn.Linear(2, 2)), pickled)
+    wrong_shape = npz_file(tmp / "rgb.npz", rng.integers(0, 255, (8, 32, 32, 3), dtype=np.uint8), rng.integers(0, 10, 8))
+    nan = npz_file(tmp / "nan.npz", np.full((8, 1, 28, 28), np.nan, dtype=np.float32), rng.integers(0, 10, 8))
+    empty = npz_file(tmp / "empty.npz", np.zeros((0, 28, 28), dtype=np.uint8), np.zeros(0, dtype=np.int64))
+    a_file = tmp / "plain-file"
+    a_file.write_text("x")
+    newer = tmp / "newer"
+    shutil.copytree(default_artifact, newer)
+    manifest = json.loads((newer / "manifest.json").read_text())
+    manifest["schema_version"] = 99
+    (newer / "manifest.json").write_text(json.dumps(manifest))
+    return {
+        "missing model": (["convert", tmp / "nope.onnx"], 4, "nope.onnx"),
+        "corrupt model": (["convert", corrupt], 4, "corrupt.onnx"),
+        "unsupported node": (["convert", f"{model_file}:gelu"], 6, "gelu"),
+        "no relu": (["convert", f"{model_file}:linear_only"], 6, "no ReLU"),
+        "wrong shape": (["convert", "--data", f"npz:{wrong_shape}"], 8, "shape"),
+        "nan data": (["convert", "--data", f"npz:{nan}"], 8, "NaN"),
+        "empty data": (["convert", "--data", f"npz:{empty}"], 8, "empty"),
+        "T <= 0": (["convert", "-T", "0"], 3, "-T"),
+        "unknown preset": (["convert", "--energy", "7nm-dream"], 3, "7nm-dream"),
+        "unwritable output": (["convert", "-o", a_file / "out"], 9, "plain-file"),
+        "pickle without opt-in": (["convert", pickled], 5, "--allow-pickle"),
+        "newer schema": (["evaluate", newer], 10, "newer"),
+        "unknown balance": (["convert", "--balance", "median"], 3, "--balance"),
+    }
+
+
+CASES = ["missing model", "corrupt model", "unsupported node", "no relu", "wrong shape", "nan data", "empty data",
+         "T <= 0", "unknown preset", "unwritable output", "pickle without opt-in", "newer schema", "unknown balance"]
+
+
+@pytest.mark.parametrize("case", CASES)
+def test_bad_input(case, tmp_path, model_file, default_artifact, monkeypatch):
+    args, code, named = bad_input_cases(tmp_path, model_file, default_artifact)[case]
+    monkeypatch.chdir(tmp_path)
+    out = tmp_path / "should-not-exist"
+    extra = ["-o", out] if args[0] == "convert" and "-o" not in args else []
+    result = invoke(*args, *extra, "--calib-samples", "50", "--limit", "50", "--quiet")
+    assert result.exit_code == code, result.output
+    message = " ".join(result.output.split())
+    assert named in message
+    assert "Traceback" not in result.output
+    assert not out.exists()
+    assert not (tmp_path / "snnconv-out").exists()
+
+
+def test_debug_shows_traceback(tmp_path):
+    result = invoke("convert", tmp_path / "nope.onnx", "--debug", "-o", tmp_path / "o")
+    assert result.exit_code == 4
+    assert "Traceback" in result.output
+
+
+def test_installed_console_script_and_module(tmp_path):
+    script = Path(sys.executable).with_name("snnconv")
+    assert script.exists(), "the console script is installed with the package"
+    help_text = subprocess.run([script, "--help"], capture_output=True, text=True, check=True).stdout
+    assert "convert" in help_text and "evaluate" in help_text
+    out = tmp_path / "via-module"
+    run = subprocess.run([sys.executable, "-m", "snnconv", "convert", "-o", out, *FAST, "--json"],
+                         capture_output=True, text=True, cwd=tmp_path)
+    assert run.returncode == 0, run.stderr
+    assert json.loads(run.stdout)["summary"]["time_steps"] == 8
+    assert (out / "manifest.json").is_file()

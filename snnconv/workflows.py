@@ -15,7 +15,7 @@ import torch
 from . import artifacts
 from .api import Evaluation, ProgressFactory, convert, evaluate, resolve_device
 from .config import ConvertConfig, SimulationConfig
-from .data import DataConfig, load_data
+from .data import DataConfig, LabeledData, load_data
 from .errors import ConfigError, GateFailed, OutputError
 from .metrics import load_energy_model, summarize
 from .network import SpikingNetwork
@@ -99,6 +99,27 @@ def _report(directory: Path, title: str, network: SpikingNetwork, evaluation: Ev
     return summary, files
 
 
+DEFAULT_LABEL = "embedded default (snnconv.zoo:default_model, Fashion-MNIST VGG-style CNN)"
+
+
+def _convert_model(model: str | None, data: DataConfig, calib_data: DataConfig, config: ConvertConfig, target_t: int,
+                   **options) -> tuple[SpikingNetwork, LabeledData, str]:
+    """Load the data and convert ``model`` (the embedded default when None) for ``target_t`` steps."""
+    if model is None:
+        from .zoo import default_model
+        model_obj, source_label = default_model(), DEFAULT_LABEL
+    else:
+        model_obj, source_label = model, str(model)
+    config = replace(config, time_steps=target_t, balance=replace(config.balance, time_steps=target_t))
+    calibration = load_data(calib_data)
+    evaluation_data = load_data(data)
+    network = convert(model_obj, calibration, config, **options)
+    network.source["source"] = source_label if model is None else network.source["source"]
+    network.input_normalization = {"mean": list(data.mean) if data.mean else None,
+                                   "std": list(data.std) if data.std else None}
+    return network, evaluation_data, source_label
+
+
 def run_convert(model: str | None, *, arch: str | None = None, allow_pickle: bool = False,
                 calib_data: DataConfig | None = None, data: DataConfig | None = None,
                 config: ConvertConfig = ConvertConfig(), time_steps: list[int] = (32,), output: Path = Path("snnconv-out"),
@@ -112,22 +133,10 @@ def run_convert(model: str | None, *, arch: str | None = None, allow_pickle: boo
     torch.manual_seed(seed)
     data = data or DataConfig(DEFAULT_DATA, split="test")
     calib_data = calib_data or replace(data, split="train", limit=None)
-    if model is None:
-        from .zoo import default_model
-        model_obj = default_model()
-        source_label = "embedded default (snnconv.zoo:default_model, Fashion-MNIST VGG-style CNN)"
-    else:
-        model_obj, source_label = model, str(model)
     target_t = max(steps)
-    config = replace(config, time_steps=target_t, balance=replace(config.balance, time_steps=target_t))
-    calibration = load_data(calib_data)
-    evaluation_data = load_data(data)
-    network = convert(model_obj, calibration, config, arch=arch, allow_pickle=allow_pickle, device=str(dev),
-                      batch_size=batch_size, chunk_steps=chunk_steps, progress=progress)
-    if model is None:
-        network.source["source"] = source_label
-    network.input_normalization = {"mean": list(data.mean) if data.mean else None,
-                                   "std": list(data.std) if data.std else None}
+    network, evaluation_data, source_label = _convert_model(
+        model, data, calib_data, config, target_t, arch=arch, allow_pickle=allow_pickle, device=str(dev),
+        batch_size=batch_size, chunk_steps=chunk_steps, progress=progress)
     simulation = SimulationConfig(time_steps=target_t, chunk_steps=chunk_steps, batch_size=batch_size, device=str(dev))
     evaluation = evaluate(network, evaluation_data, simulation, progress=progress)
     if evaluation.ann_before_rewrite is not None:
@@ -185,17 +194,9 @@ def run_evaluate(target: str | None, *, arch: str | None = None, allow_pickle: b
         _check_writable(report_dir, "--report-dir")
         data = data or DataConfig(DEFAULT_DATA, split="test", limit=limit, seed=seed)
         calib_data = calib_data or replace(data, split="train", limit=None)
-        if target is None:
-            from .zoo import default_model
-            model_obj, source_label = default_model(), "embedded default"
-        else:
-            model_obj, source_label = target, str(target)
-        target_t = max(steps)
-        config = replace(config, time_steps=target_t, balance=replace(config.balance, time_steps=target_t))
-        calibration = load_data(calib_data)
-        evaluation_data = load_data(data)
-        network = convert(model_obj, calibration, config, arch=arch, allow_pickle=allow_pickle, device=str(dev),
-                          batch_size=batch_size, chunk_steps=chunk_steps, progress=progress)
+        network, evaluation_data, source_label = _convert_model(
+            target, data, calib_data, config, max(steps), arch=arch, allow_pickle=allow_pickle, device=str(dev),
+            batch_size=batch_size, chunk_steps=chunk_steps, progress=progress)
     target_t = max(steps)
     simulation = SimulationConfig(time_steps=target_t, chunk_steps=chunk_steps, batch_size=batch_size, device=str(dev))
     evaluation = evaluate(network, evaluation_data, simulation, progress=progress)

@@ -299,7 +299,9 @@ class Engine:
                 out_shape = op.module(torch.zeros((1, *shape), device=x.device)).shape[1:]
             counters.dense_macs[op.name] = dense_macs(op.module, out_shape)
         # nonzero inputs x fan-out, one matrix-vector product over all rows of the chunk
-        nonzero = (x.reshape(c * active, -1) != 0).to(x.dtype)
+        flat = x.reshape(c * active, -1)
+        nonzero = torch.empty_like(flat)
+        torch.ne(flat, 0, out=nonzero)  # compare straight into floats: no bool temporary
         per_row = torch.mv(nonzero, counters.fanout[op.name].reshape(-1))
         counters.synops[op.name][t0:t0 + c] += per_row.view(c, active).sum(1, dtype=torch.float64)
 

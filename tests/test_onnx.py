@@ -19,7 +19,7 @@ from conftest import SHARED
 from helpers import as_data, snn_rate_output
 from models import INPUT_SHAPE, build
 
-ONNX_MODELS = ("mlp", "residual", "maxpool", "concat")  # "vgg": see test_view_by_batch_size_imports
+ONNX_MODELS = ("mlp", "residual", "maxpool", "concat")  # "vgg" (view by batch size): its own test
 RESNETS = {name: SHARED / "models" / f"cifar10-{name}.onnx" for name in ("resnet20", "resnet32")}
 CIFAR_MEAN = torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1)
 CIFAR_STD = torch.tensor([0.229, 0.224, 0.225]).view(1, 3, 1, 1)
@@ -106,13 +106,15 @@ def test_onnx_division_by_a_constant_imports_and_converts(images, tmp_path):
     assert relative(snn_onnx, snn_torch) < 1e-3
 
 
-@pytest.mark.xfail(raises=UnsupportedLayerError, strict=True,
-                   reason="x.view(x.size(0), -1) with a dynamic batch exports Shape->Gather->Concat->Reshape, "
-                          "which the ONNX lowering cannot trace yet")
 def test_view_by_batch_size_imports(images, tmp_path):
-    path = export(build("vgg"), images[:2], tmp_path / "vgg.onnx")
+    """x.view(x.size(0), -1) exports Shape->Gather->Concat->Reshape; it imports and converts like a flatten."""
+    model = build("vgg")
+    path = export(model, images[:2], tmp_path / "vgg.onnx")
     imported = snnconv.load_model(path, example=images)
     assert np.abs(graph_output(imported.graph, images) - onnxruntime_output(path, images)).max() < 1e-4
+    from_onnx = snnconv.convert(path, as_data(images, model), CONFIG)
+    from_torch = snnconv.convert(model, as_data(images, model), CONFIG)
+    assert relative(snn_rate_output(from_onnx, images, 32), snn_rate_output(from_torch, images, 32)) < 1e-3
 
 
 def _mlp_with(activation: nn.Module) -> nn.Module:

@@ -221,6 +221,51 @@ def max_abs_difference_to_onnxruntime(model_bytes: bytes, graph: torch.fx.GraphM
     return float(np.abs(ours - reference).max()), float(np.abs(reference).max())
 
 
+def freeze_batch_dependent_reshapes(model, per_sample_shape: tuple[int, ...]):
+    """Replace Reshape targets computed from the input's shape by constants with a -1 batch entry.
+
+    ``x.view(x.size(0), -1)`` exports as Shape -> Gather -> Concat -> Reshape, whose target fx cannot trace.
+    onnxruntime runs the model at batch sizes 1 and 2; when only the leading entry of a target follows the
+    batch, the target becomes the constant [-1, *per-sample output shape]. The lowered graph then reshapes
+    by the live batch size, which also lets the time engine fold time steps into the batch.
+    """
+    import onnx
+    import onnxruntime
+    from onnx import helper, numpy_helper
+
+    constants = {init.name for init in model.graph.initializer}
+    constants |= {out for node in model.graph.node if node.op_type == "Constant" for out in node.output}
+    targets = [node for node in model.graph.node if node.op_type == "Reshape" and node.input[1] not in constants]
+    if not targets:
+        return model
+    inferred = onnx.shape_inference.infer_shapes(model)
+    elem_types = {vi.name: vi.type.tensor_type.elem_type for vi in inferred.graph.value_info}
+    probe = onnx.ModelProto()
+    probe.CopyFrom(model)
+    existing = {o.name for o in probe.graph.output}
+    wanted = {node.input[1]: onnx.TensorProto.INT64 for node in targets}
+    wanted.update({node.output[0]: elem_types.get(node.output[0], onnx.TensorProto.FLOAT) for node in targets})
+    for name, elem_type in wanted.items():
+        if name not in existing:
+            probe.graph.output.append(helper.make_tensor_value_info(name, elem_type, None))
+    options = onnxruntime.SessionOptions()
+    options.log_severity_level = 3
+    session = onnxruntime.InferenceSession(probe.SerializeToString(), options, providers=["CPUExecutionProvider"])
+    names = [o.name for o in session.get_outputs()]
+    feed = session.get_inputs()[0].name
+    runs = [dict(zip(names, session.run(None, {feed: np.zeros((batch, *per_sample_shape), np.float32)})))
+            for batch in (1, 2)]
+    for index, node in enumerate(targets):
+        one, two = runs[0][node.input[1]], runs[1][node.input[1]]
+        if one.shape != two.shape or not (np.count_nonzero(one != two) == 1 and one[0] == 1 and two[0] == 2):
+            continue  # only a leading batch entry is understood; anything else stays dynamic and is reported
+        frozen = np.array([-1, *runs[0][node.output[0]].shape[1:]], dtype=np.int64)
+        name = f"snnconv_frozen_reshape_{index}"
+        model.graph.initializer.append(numpy_helper.from_array(frozen, name))
+        node.input[1] = name
+    return model
+
+
 def import_onnx(path: Path | None, example: torch.Tensor | None, *, data: bytes | None = None, source: str | None = None,
                 tolerance: float = DEFAULT_TOLERANCE, source_format: str = "onnx", source_hash: str | None = None) -> ImportedModel:
     """Import an ONNX model and check it against onnxruntime on ``example`` (a calibration batch)."""
@@ -229,6 +274,9 @@ def import_onnx(path: Path | None, example: torch.Tensor | None, *, data: bytes 
     source = source or str(path)
     model = load_onnx(path, data, source)
     model_bytes = model.SerializeToString()
+    per_sample = _graph_input_shape(model) or (tuple(example.shape[1:]) if example is not None else None)
+    if per_sample is not None:
+        model = freeze_batch_dependent_reshapes(model, per_sample)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         graph = onnx_to_graph(model, source)

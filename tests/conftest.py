@@ -18,6 +18,6 @@ def _deterministic():
 
 @pytest.fixture
 def images():
-    """64 random 1x8x8 images in [0, 1) with placeholder labels."""
+    """64 random 1x8x8 images in [0, 1)."""
     generator = torch.Generator().manual_seed(1)
     return torch.rand(64, 1, 8, 8, generator=generator)

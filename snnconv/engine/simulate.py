@@ -129,11 +129,13 @@ class Engine:
 
     # ------------------------------------------------------------------ one batch
     def run_batch(self, x: torch.Tensor, y: torch.Tensor | None, plan: TimePlan, counters: _Counters | None = None,
-                  exit_policy: ExitPolicy | None = None, record: Iterable[str] = ()) -> dict:
+                  exit_policy: ExitPolicy | None = None, record: Iterable[str] = (), until: str | None = None) -> dict:
         """Simulate one batch for ``plan.time_steps`` steps.
 
         ``record`` names neuron layers whose output is summed over all steps and returned (per sample),
-        for calibration. Returns a dict with the summed output, exit steps and recorded sums.
+        for calibration; ``until`` stops every step after that layer (no readout), so calibrating an early
+        layer does not pay for the rest of the network. Returns a dict with the summed output, exit steps
+        and recorded sums.
         """
         batch = x.shape[0]
         labels = y
@@ -147,7 +149,6 @@ class Engine:
         exit_step = np.full(batch, steps, dtype=np.int64)
         exit_pred = torch.zeros(batch, dtype=torch.int64, device=self.device)
         first_correct = torch.full((batch,), steps, dtype=torch.int64, device=self.device)
-        summed_output = None
 
         for chunk_index, (t0, t1) in enumerate(plan.chunks()):
             c = t1 - t0
@@ -162,8 +163,12 @@ class Engine:
                     continue
                 value = self._eval_temporal(op, env, static, state, c, active, t0, counters, record, recorded)
                 env[op.name] = value
+                if op.name == until:
+                    break
                 for name in op.release:
                     env.pop(name, None)
+            if until is not None:
+                continue
             out = env[self.program.output.name]
             out = out.view(c, active, *out.shape[1:])
             running = torch.cumsum(out, dim=0)
@@ -194,7 +199,7 @@ class Engine:
                     recorded = {k: v[keep] for k, v in recorded.items()}
                     if rows.numel() == 0:
                         break
-        if rows.numel():
+        if rows.numel() and accumulated is not None:
             exit_pred[rows] = accumulated.argmax(-1)
         exit_correct = int((exit_pred == labels).sum()) if labels is not None else 0
         return {"exit_step": exit_step, "first_correct": first_correct.cpu().numpy(), "exit_correct": exit_correct,

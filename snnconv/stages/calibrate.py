@@ -62,24 +62,39 @@ def calibrate(engine: Engine, x: torch.Tensor, time_steps: int, mode: str, chunk
     x = x.to(engine.device)
     plan = TimePlan(time_steps, chunk_steps)
     ann = _ann_activations(engine.graph, x)
-    log = []
-    for op in engine.program.neuron_ops:
-        if op.kind != "neuron":
-            continue
+    layers = [op for op in engine.program.neuron_ops if op.kind == "neuron"]
+
+    def rates(*names: str) -> dict[str, torch.Tensor]:
+        recorded = engine.run_batch(x, None, plan, record=names, until=names[-1])["recorded"]
+        return {name: recorded[name] / time_steps for name in names}
+
+    log: list[dict] = []
+    for index, op in enumerate(layers):
         neuron: IFNeuron = op.module
         target = ann[op.name]
-        rate = engine.run_batch(x, None, plan, record=[op.name])["recorded"][op.name] / time_steps
-        before = (_channel_gap(rate, target), _neuron_gap(rate, target))
+        # one truncated run measures this layer before and the previous layer after its calibration
+        names = (layers[index - 1].name, op.name) if index else (op.name,)
+        measured = rates(*names)
+        if index:
+            _finish_entry(log[-1], measured[names[0]], ann[names[0]])
+        rate = measured[op.name]
+        log.append({"layer": op.name, "channel_gap_before": _channel_gap(rate, target),
+                    "neuron_gap_before": _neuron_gap(rate, target)})
         channels = target.shape[1]
         if neuron.bias.dim() == 0 or neuron.bias.numel() != channels:
             neuron.bias = neuron.bias.expand(channels).clone() if neuron.bias.dim() == 0 else neuron.bias
         neuron.bias -= _channel_mean(rate) - _channel_mean(target)
         if mode == "advanced":
-            rate = engine.run_batch(x, None, plan, record=[op.name])["recorded"][op.name] / time_steps
+            rate = rates(op.name)[op.name]
             neuron.v_offset = neuron.v_offset + time_steps * (target.mean(0) - rate.mean(0))
-        rate = engine.run_batch(x, None, plan, record=[op.name])["recorded"][op.name] / time_steps
-        log.append({"layer": op.name, "channel_gap_before": before[0], "channel_gap_after": _channel_gap(rate, target),
-                    "neuron_gap_before": before[1], "neuron_gap_after": _neuron_gap(rate, target)})
         if progress is not None:
             progress(1)
+    if layers:
+        last = layers[-1].name
+        _finish_entry(log[-1], rates(last)[last], ann[last])
     return log
+
+
+def _finish_entry(entry: dict, rate: torch.Tensor, target: torch.Tensor) -> None:
+    entry["channel_gap_after"] = _channel_gap(rate, target)
+    entry["neuron_gap_after"] = _neuron_gap(rate, target)

@@ -1,9 +1,7 @@
 """``snnconv convert`` and ``snnconv evaluate``: parse options, make one library call, render the result."""
 from __future__ import annotations
 
-import sys
 import traceback
-from dataclasses import replace
 from pathlib import Path
 from typing import Optional
 

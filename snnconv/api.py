@@ -5,7 +5,6 @@ layer over these.
 """
 from __future__ import annotations
 
-import math
 import time
 from dataclasses import dataclass
 from pathlib import Path

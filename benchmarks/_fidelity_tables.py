@@ -1,0 +1,148 @@
+"""Render the conversion-fidelity tables (snnconv and SpikingJelly rows side by side) into docs/benchmarks.md.
+
+Stdlib + benchmarks._common only: both fidelity.py (snnconv venv) and spikingjelly_compare.py (its own venv)
+call :func:`render` after each finished configuration, so the document always shows every row measured so far.
+"""
+from __future__ import annotations
+
+from _common import (ALL_MODELS, MODEL_TITLES, STEPS, accuracy, combine, csv_path, md_table, read_rows, update_doc)
+
+DEFAULT = "mse-channel-half-none"
+# SPEC section 5 bars: (T, allowed drop in points) per model family
+BARS = {"fmnist": ((32, 0.3), (16, 1.0)), "resnet20": ((32, 1.0), (64, 0.3))}
+
+FIDELITY_COMMAND = "/work/venv/bin/python benchmarks/fidelity.py"
+SJ_COMMAND = "/work/sjvenv/bin/python benchmarks/spikingjelly_compare.py"
+
+CONFIG_HELP = """Configuration names: `BALANCE-GRANULARITY-INIT-CALIBRATION`. BALANCE is `max`, `p99.99`
+(percentile of the positive activations) or `mse` (threshold minimizing the T=32 quantization error, Li et al.
+2021); GRANULARITY `layer` or `channel`; INIT `half` (V(0) = theta/2) or `zero`; CALIBRATION `none`, `light`
+(bias) or `advanced` (bias + initial potential), computed for T=32 on 256 of the calibration images (the
+library default `calibration_samples`). `mse-channel-half-none` is the library default (`ConvertConfig()`).
+SpikingJelly rows (`SJ ...`) are its `RateCodingRecipe` (the ann2snn Converter) with mode `max`, `99.9%`,
+`99.99%` or `0.5` (half of the maximum), layer-wise IF neurons with reset by subtraction and V(0) = 0 unless the
+name says `channel half` (its `channel_wise=True, half_threshold=True` options). Every toolkit gets the same
+1000 calibration images (first 1000 of the seeded permutation of the training split)."""
+
+
+def _fmt(value: float) -> str:
+    return f"{value:.2f}"
+
+
+def _delta(value: float) -> str:
+    return f"{value:+.2f}"
+
+
+def _family(model: str) -> str:
+    return "resnet20" if model == "resnet20" else "fmnist"
+
+
+def _rows(model: str) -> tuple[list[dict], list[dict]]:
+    ours = read_rows(csv_path("fidelity", model))
+    sj = read_rows(csv_path("spikingjelly", model))
+    return ours, sj
+
+
+def full_row(ours: list[dict], config: str = DEFAULT) -> dict | None:
+    """The evaluation-set row of a configuration: its grid-subset row plus its 'rest' row."""
+    grid = [r for r in ours if r["config"] == config and r["subset"] == "grid"]
+    rest = [r for r in ours if r["config"] == config and r["subset"] == "rest"]
+    if not grid or not rest:
+        return None
+    return combine([grid[0], rest[0]], "eval")
+
+
+def bar_lines(model: str, row: dict) -> list[str]:
+    ann = accuracy(row)
+    lines = []
+    for t, allowed in BARS[_family(model)]:
+        drop = ann - accuracy(row, t)
+        verdict = "holds" if drop <= allowed else "FAILS"
+        lines.append(f"T={t}: ANN - SNN = {drop:.2f} points (bar {allowed}): **{verdict}**")
+    return lines
+
+
+def _score(row: dict) -> float:
+    """Ranking score for 'best pipeline': mean accuracy over T = 4, 8, 16, 32."""
+    return sum(accuracy(row, t) for t in (4, 8, 16, 32)) / 4
+
+
+def model_section(model: str) -> str:
+    ours, sj = _rows(model)
+    if not ours and not sj:
+        return ""
+    out = [f"### {MODEL_TITLES[model]}", ""]
+    full = full_row(ours)
+    if full is not None:
+        header = ["pipeline", "images", "ANN"] + [f"T={t}" for t in STEPS] + [f"Δ{t}" for t, _ in BARS[_family(model)]]
+        ann = accuracy(full)
+        body = [[f"**{DEFAULT}** (default)", str(full["samples"]), _fmt(ann)]
+                + [_fmt(accuracy(full, t)) for t in STEPS]
+                + [_delta(accuracy(full, t) - ann) for t, _ in BARS[_family(model)]]]
+        for r in ours:
+            if r["subset"] == "rest" and r["config"] != DEFAULT:
+                extra = full_row(ours, r["config"])
+                if extra is not None:
+                    a = accuracy(extra)
+                    body.append([extra["config"], str(extra["samples"]), _fmt(a)]
+                                + [_fmt(accuracy(extra, t)) for t in STEPS]
+                                + [_delta(accuracy(extra, t) - a) for t, _ in BARS[_family(model)]])
+        out += [f"Evaluation set ({full['samples']} test images{'' if int(full['samples']) == 10000 else ', a seeded random sample'}):", "",
+                md_table(header, body), ""]
+        out += ["Bars (default pipeline): " + "; ".join(bar_lines(model, full)) + ".", ""]
+    grid = [r for r in ours if r["subset"] == "grid"] + [r for r in sj if r["subset"] == "grid"]
+    if grid:
+        n = grid[0]["samples"]
+        header = ["toolkit / pipeline", "ANN"] + [f"T={t}" for t in STEPS]
+        body = []
+        for r in grid:
+            name = r["config"] if r["toolkit"] == "snnconv" else f"SJ {r['config']}"
+            if r["toolkit"] == "snnconv" and r["config"] == DEFAULT:
+                name = f"**{name}**"
+            body.append([name, _fmt(accuracy(r))] + [_fmt(accuracy(r, t)) for t in STEPS])
+        out += [f"Grid on the first {n} images of the evaluation set (all rows on the same images):", "",
+                md_table(header, body), ""]
+        ours_grid = [r for r in grid if r["toolkit"] == "snnconv"]
+        if ours_grid:
+            best = max(ours_grid, key=_score)
+            best16 = max(ours_grid, key=lambda r: accuracy(r, 16))
+            best32 = max(ours_grid, key=lambda r: accuracy(r, 32))
+            out.append(f"Best snnconv pipeline by mean accuracy over T=4..32: `{best['config']}` "
+                       f"({_score(best):.2f}); best at T=16: `{best16['config']}` ({_fmt(accuracy(best16, 16))}); "
+                       f"best at T=32: `{best32['config']}` ({_fmt(accuracy(best32, 32))}).")
+            default = [r for r in ours_grid if r["config"] == DEFAULT]
+            sj_grid = [r for r in grid if r["toolkit"] == "spikingjelly"]
+            if default and sj_grid:
+                d = default[0]
+                parts = []
+                for t in (1, 2, 4, 8, 16):
+                    top = max(sj_grid, key=lambda r: accuracy(r, t))
+                    margin = accuracy(d, t) - accuracy(top, t)
+                    parts.append(f"T={t}: {margin:+.2f} vs SJ {top['config']}")
+                wins = sum(1 for t in (1, 2, 4, 8, 16)
+                           if accuracy(d, t) > max(accuracy(r, t) for r in sj_grid))
+                out.append(f"Default vs the best SpikingJelly mode at each T <= 16 (points): {'; '.join(parts)} "
+                           f"-> beats it at {wins} of 5.")
+            out.append("")
+    return "\n".join(out)
+
+
+def render() -> None:
+    sections = [s for s in (model_section(m) for m in ALL_MODELS) if s]
+    text = "\n".join([
+        "## 1. Conversion fidelity",
+        "",
+        f"Commands: `{FIDELITY_COMMAND}` (snnconv rows; resumable, skips configurations already in "
+        "`benchmarks/results/fidelity_*.csv`) and, for the SpikingJelly rows, "
+        f"`{SJ_COMMAND}` (see section 2). Tables are rewritten from the CSV files after every configuration.",
+        "",
+        CONFIG_HELP,
+        "",
+        "Fashion-MNIST: the default pipeline runs on the full 10,000-image test set (as the grid subset plus the "
+        "remaining images, counts summed); the full grid of pipelines and the SpikingJelly modes run on the first "
+        "1000 images of the seeded test permutation, to keep the compute on a shared 2-core machine reasonable. "
+        "CIFAR-10: the evaluation set is a seeded random sample of the test set (size given per table).",
+        "",
+        *sections,
+    ])
+    update_doc("fidelity", text)

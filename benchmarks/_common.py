@@ -155,6 +155,19 @@ def combine(rows: list[dict], subset: str) -> dict:
 
 
 # ---------------------------------------------------------------------------------------------------- docs
+def git_head() -> str:
+    """The snnconv commit the numbers were measured on (others commit while benchmarks run)."""
+    try:
+        import subprocess
+        out = subprocess.run(["git", "-C", str(REPO), "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
+                             check=True).stdout.strip()
+        dirty = subprocess.run(["git", "-C", str(REPO), "status", "--porcelain", "--", "snnconv"], capture_output=True,
+                               text=True, check=True).stdout.strip()
+        return out + ("+dirty" if dirty else "")
+    except Exception:
+        return "unknown"
+
+
 def today() -> str:
     return _dt.date.today().isoformat()
 

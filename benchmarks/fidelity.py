@@ -134,7 +134,7 @@ def run_model(model: str, args) -> None:
         sim = ev.simulation
         row = C.row_from_counts(model, "snnconv", spec["label"], subset, 0 if subset == "grid" else grid_n, len(data),
                                 ev.ann.correct, sim.correct_per_step, t1 - t0, t2 - t1,
-                                notes=f"maxpool={spec['config'].maxpool}")
+                                notes=f"maxpool={spec['config'].maxpool}; snnconv {C.git_head()}")
         C.append_row(path, row)
         accs = " ".join(f"T{t}={sim.accuracy_at(t):.2f}" for t in C.STEPS)
         print(f"[{model}] {spec['label']} on {subset} ({len(data)}): ANN {ev.ann.accuracy:.2f} | {accs} "

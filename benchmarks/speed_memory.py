@@ -1,0 +1,230 @@
+"""Simulation speed and memory (SPEC section 5): SNN wall time / (T x ANN wall time), and memory flat in T.
+
+Speed, per model, one process, on one batch of 256 test images, CPU, the default pipeline (``ConvertConfig()``):
+- ANN: T = 32 consecutive forward passes of the source network (PyTorch module; for the ONNX ResNet-20 the
+  imported torch.fx graph) on the batch, i.e. T x ANN wall time measured directly;
+- SNN: the time engine simulating the batch for T = 32 steps, as ``snnconv.evaluate`` runs it (with its
+  per-layer spike and synaptic-operation statistics), and bare (``Engine.run_batch`` without statistics).
+ANN and SNN alternate, ``--repeats`` times each after one warm-up; medians are reported and the ratio is
+median SNN / median (T x ANN).
+
+Memory, per model: a fresh child process converts the model, then resets its peak-RSS mark
+(``/proc/self/clear_refs``), simulates one batch of 256 for T = 32 or T = 512 steps, and reports the peak
+resident set during the simulation (VmHWM) and over its whole life (getrusage RUSAGE_SELF ru_maxrss). The
+ratio is T=512 / T=32.
+
+    /work/venv/bin/python benchmarks/speed_memory.py
+"""
+from __future__ import annotations
+
+import argparse
+import csv
+import gc
+import json
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import torch  # noqa: E402
+
+import _common as C  # noqa: E402
+
+COMMAND = "/work/venv/bin/python benchmarks/speed_memory.py"
+BATCH = 256
+T_SPEED = 32
+T_MEMORY = (32, 512)
+
+
+def build(model: str, threads: int):
+    """(source ANN module, converted default-pipeline network, one test batch x, y)."""
+    torch.set_num_threads(threads)
+    import snnconv
+    import snnconv.zoo
+    from snnconv.api import load_model
+    from snnconv.config import ConvertConfig
+    from snnconv.data import LabeledData
+    cal_x, cal_y = C.calibration_set(model)
+    cal = LabeledData(x=cal_x, y=cal_y, description=f"{model} calibration", num_classes=10)
+    if model == "resnet20":
+        imported = load_model(str(C.CIFAR_ONNX), example=cal_x)
+        ann = imported.graph.eval()
+        source = imported
+    else:
+        ann = getattr(snnconv.zoo, f"fmnist_{model}")()
+        ann.load_state_dict(torch.load(C.fmnist_weights(model), map_location="cpu", weights_only=True))
+        ann.eval()
+        source = ann
+    net = snnconv.convert(source, cal, ConvertConfig())
+    x, y = C.test_order(model)
+    return ann, net, x[:BATCH].contiguous(), y[:BATCH].contiguous()
+
+
+def measure_speed(model: str, repeats: int, threads: int) -> dict:
+    from snnconv.engine import Engine, TimePlan
+    ann, net, x, y = build(model, threads)
+    engine = Engine(net.graph, "cpu")
+    plan = TimePlan(T_SPEED, 8)
+
+    def run_ann():
+        with torch.no_grad():
+            for _ in range(T_SPEED):
+                ann(x)
+
+    def run_snn():
+        engine.simulate([(x, y)], plan)
+
+    def run_bare():
+        with torch.no_grad():
+            engine.run_batch(x, y, plan)
+
+    timings = {"ann": [], "snn": [], "bare": []}
+    for fn in (run_ann, run_snn, run_bare):  # warm-up
+        fn()
+    for _ in range(repeats):
+        for key, fn in (("ann", run_ann), ("snn", run_snn), ("bare", run_bare)):
+            gc.collect()
+            start = time.perf_counter()
+            fn()
+            timings[key].append(time.perf_counter() - start)
+    med = {k: statistics.median(v) for k, v in timings.items()}
+    return {"model": model, "T": T_SPEED, "batch": BATCH, "repeats": repeats,
+            "ann_T_forwards_s": med["ann"], "snn_s": med["snn"], "snn_bare_s": med["bare"],
+            "ratio": med["snn"] / med["ann"], "ratio_bare": med["bare"] / med["ann"],
+            "ann_runs": timings["ann"], "snn_runs": timings["snn"], "bare_runs": timings["bare"]}
+
+
+def _status_kb(field: str) -> int:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith(field + ":"):
+            return int(line.split()[1])
+    return -1
+
+
+def memory_child(model: str, steps: int, threads: int) -> None:
+    """Runs in a fresh process: prints one JSON line with the peak RSS of simulating ``steps`` steps."""
+    import resource
+    from snnconv.engine import Engine, TimePlan
+    _ann, net, x, y = build(model, threads)
+    engine = Engine(net.graph, "cpu")
+    gc.collect()
+    try:
+        Path("/proc/self/clear_refs").write_text("5")  # reset VmHWM to the current RSS
+        reset = True
+    except OSError:
+        reset = False
+    before = _status_kb("VmRSS")
+    start = time.perf_counter()
+    result = engine.simulate([(x, y)], TimePlan(steps, 8))
+    wall = time.perf_counter() - start
+    print(json.dumps({"model": model, "T": steps, "rss_before_kb": before, "hwm_kb": _status_kb("VmHWM"),
+                      "hwm_reset": reset, "maxrss_life_kb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss,
+                      "wall_s": wall, "accuracy": result.accuracy_at(steps)}))
+
+
+def measure_memory(model: str, threads: int) -> list[dict]:
+    out = []
+    for steps in T_MEMORY:
+        proc = subprocess.run([sys.executable, __file__, "--memory-child", model, "--steps", str(steps),
+                               "--threads", str(threads)], capture_output=True, text=True, check=True)
+        out.append(json.loads(proc.stdout.strip().splitlines()[-1]))
+    return out
+
+
+def render(speed: list[dict], memory: list[dict]) -> None:
+    rows = []
+    for s in speed:
+        rows.append([s["model"], f"{s['ann_T_forwards_s']:.2f}", f"{s['snn_s']:.2f}", f"**{s['ratio']:.2f}**",
+                     f"{s['snn_bare_s']:.2f}", f"{s['ratio_bare']:.2f}",
+                     "holds" if s["ratio"] <= 1.2 else "FAILS"])
+    speed_table = C.md_table(["model", "32 x ANN (s)", "SNN T=32 (s)", "ratio", "SNN bare (s)", "ratio bare",
+                              "bar <= 1.2"], rows, "lrrrrrl")
+    mrows = []
+    by_model: dict[str, dict[int, dict]] = {}
+    for m in memory:
+        by_model.setdefault(m["model"], {})[m["T"]] = m
+    for model, runs in by_model.items():
+        a, b = runs[T_MEMORY[0]], runs[T_MEMORY[1]]
+        ratio = b["hwm_kb"] / a["hwm_kb"]
+        growth_a, growth_b = a["hwm_kb"] - a["rss_before_kb"], b["hwm_kb"] - b["rss_before_kb"]
+        mrows.append([model, f"{a['rss_before_kb'] / 1024:.0f}", f"{a['hwm_kb'] / 1024:.0f}", f"{b['hwm_kb'] / 1024:.0f}",
+                      f"**{ratio:.3f}**", f"{growth_a / 1024:.0f} / {growth_b / 1024:.0f}",
+                      f"{a['maxrss_life_kb'] / 1024:.0f} / {b['maxrss_life_kb'] / 1024:.0f}",
+                      f"{b['wall_s'] / a['wall_s']:.1f}", "holds" if ratio <= 1.2 else "FAILS"])
+    memory_table = C.md_table(["model", "RSS before sim (MiB)", "peak T=32 (MiB)", "peak T=512 (MiB)", "ratio",
+                               "growth during sim 32 / 512 (MiB)", "life max RSS 32 / 512 (MiB)",
+                               "wall 512/32", "bar <= 1.2"], mrows, "lrrrrrrrl")
+    text = "\n".join([
+        "## 3. Simulation speed and memory",
+        "",
+        f"Command: `{COMMAND}`",
+        "",
+        f"Machine: {C.machine()}. Date {C.today()}, snnconv {C.git_head()}.",
+        "",
+        f"Speed: one batch of {BATCH} test images, CPU, default pipeline, T = {T_SPEED}; the ANN column times "
+        f"{T_SPEED} consecutive ANN forward passes of the source network (so the ratio is SNN / (T x ANN)); "
+        f"medians of {speed[0]['repeats'] if speed else '?'} alternating repetitions after a warm-up. `SNN` is the "
+        "engine as `snnconv.evaluate` runs it (with spike and synaptic-operation statistics); `bare` is "
+        "`Engine.run_batch` without statistics. Bar: ratio <= 1.2.",
+        "",
+        speed_table,
+        "",
+        f"Memory: a fresh process per run converts the model, resets its peak-RSS mark (`/proc/self/clear_refs`), "
+        f"simulates one batch of {BATCH} for T steps, and reports VmHWM (the peak during the simulation); ratio = "
+        f"peak at T={T_MEMORY[1]} / peak at T={T_MEMORY[0]}. `life max RSS` is getrusage(RUSAGE_SELF).ru_maxrss "
+        "of the whole child, conversion included. Bar: ratio <= 1.2.",
+        "",
+        memory_table,
+    ])
+    C.update_doc("speed_memory", text)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--models", default=",".join(C.ALL_MODELS))
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--memory-child", default=None, help=argparse.SUPPRESS)
+    parser.add_argument("--steps", type=int, default=32, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.memory_child:
+        memory_child(args.memory_child, args.steps, args.threads)
+        return
+    torch.set_num_threads(args.threads)
+    print(C.machine(), flush=True)
+    speed, memory = [], []
+    for model in args.models.split(","):
+        s = measure_speed(model, args.repeats, args.threads)
+        print(f"[{model}] speed: 32xANN {s['ann_T_forwards_s']:.2f}s SNN {s['snn_s']:.2f}s bare {s['snn_bare_s']:.2f}s "
+              f"ratio {s['ratio']:.2f} (bare {s['ratio_bare']:.2f})", flush=True)
+        speed.append(s)
+        m = measure_memory(model, args.threads)
+        print(f"[{model}] memory: " + "; ".join(f"T={r['T']} peak {r['hwm_kb'] / 1024:.0f} MiB (before "
+                                                f"{r['rss_before_kb'] / 1024:.0f})" for r in m), flush=True)
+        memory += m
+    C.RESULTS.mkdir(parents=True, exist_ok=True)
+    with (C.RESULTS / "speed.csv").open("w", newline="") as stream:
+        fields = ["model", "T", "batch", "repeats", "ann_T_forwards_s", "snn_s", "snn_bare_s", "ratio", "ratio_bare",
+                  "ann_runs", "snn_runs", "bare_runs"]
+        writer = csv.DictWriter(stream, fieldnames=fields + ["torch", "date", "snnconv"])
+        writer.writeheader()
+        for s in speed:
+            writer.writerow({**s, "ann_runs": " ".join(f"{v:.3f}" for v in s["ann_runs"]),
+                             "snn_runs": " ".join(f"{v:.3f}" for v in s["snn_runs"]),
+                             "bare_runs": " ".join(f"{v:.3f}" for v in s["bare_runs"]),
+                             "torch": torch.__version__, "date": C.today(), "snnconv": C.git_head()})
+    with (C.RESULTS / "memory.csv").open("w", newline="") as stream:
+        fields = ["model", "T", "rss_before_kb", "hwm_kb", "hwm_reset", "maxrss_life_kb", "wall_s", "accuracy"]
+        writer = csv.DictWriter(stream, fieldnames=fields + ["date", "snnconv"])
+        writer.writeheader()
+        for m in memory:
+            writer.writerow({**m, "date": C.today(), "snnconv": C.git_head()})
+    render(speed, memory)
+
+
+if __name__ == "__main__":
+    main()

@@ -17,8 +17,9 @@ SJ_COMMAND = "/work/sjvenv/bin/python benchmarks/spikingjelly_compare.py"
 CONFIG_HELP = """Configuration names: `BALANCE-GRANULARITY-INIT-CALIBRATION`. BALANCE is `max`, `p99.99`
 (percentile of the positive activations) or `mse` (threshold minimizing the T=32 quantization error, Li et al.
 2021); GRANULARITY `layer` or `channel`; INIT `half` (V(0) = theta/2) or `zero`; CALIBRATION `none`, `light`
-(bias) or `advanced` (bias + initial potential), computed for T=32 on 256 of the calibration images (the
-library default `calibration_samples`). `mse-channel-half-none` is the library default (`ConvertConfig()`).
+(bias) or `advanced` (bias + initial potential), computed on 256 of the calibration images (the library
+default `calibration_samples`). mse balancing and calibration target one T: 32 unless the name ends in `@T16`
+or `@T64` (converted for that T). `mse-channel-half-none` is the library default (`ConvertConfig()`).
 SpikingJelly rows (`SJ ...`) are its `RateCodingRecipe` (the ann2snn Converter) with mode `max`, `99.9%`,
 `99.99%` or `0.5` (half of the maximum), layer-wise IF neurons with reset by subtraction and V(0) = 0 unless the
 name says `channel half` (its `channel_wise=True, half_threshold=True` options). Every toolkit gets the same

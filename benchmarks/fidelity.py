@@ -9,7 +9,9 @@ that one run. Pipelines:
   the seeded test permutation, 2000 by default);
 - a grid on the first ``--grid-limit`` (1000) images of the same evaluation set: balancing max / percentile
   99.99 / mse x layer / channel x V(0) = theta/2 or 0, all without calibration, plus light and advanced
-  calibration for mse-channel and percentile-layer (V(0) = theta/2). ResNet-20 runs a reduced grid by
+  calibration for mse-channel and percentile-layer (V(0) = theta/2), and the T-dependent ones (mse
+  balancing, calibration) converted a second time for the other T of the bars (16 for Fashion-MNIST, 64
+  for ResNet-20; names end in @T16 / @T64). ResNet-20 runs a reduced grid by
   default (``--grid reduced``) because each of its configurations costs about twice a Fashion-MNIST one.
 
 Each finished configuration appends one row of per-step correct counts to benchmarks/results/fidelity_<model>.csv
@@ -41,32 +43,43 @@ from snnconv.api import load_model  # noqa: E402
 from snnconv.config import BalanceConfig, ConvertConfig, SimulationConfig  # noqa: E402
 from snnconv.data import DataConfig, LabeledData, load_data  # noqa: E402
 
-FULL_GRID = ([(m, g, h, "none") for m in ("max", "percentile", "mse") for g in ("layer", "channel")
+FULL_GRID = ([(m, g, h, "none", 32) for m in ("max", "percentile", "mse") for g in ("layer", "channel")
               for h in (True, False)]
-             + [(m, g, True, c) for m, g in (("mse", "channel"), ("percentile", "layer")) for c in ("light", "advanced")])
-REDUCED_DROP = {("max", "layer", False, "none"), ("max", "channel", False, "none"), ("mse", "layer", False, "none"),
-                ("percentile", "channel", False, "none")}
+             + [(m, g, True, c, 32) for m, g in (("mse", "channel"), ("percentile", "layer"))
+                for c in ("light", "advanced")])
+REDUCED_DROP = {("max", "layer", False, "none", 32), ("max", "channel", False, "none", 32),
+                ("mse", "layer", False, "none", 32), ("percentile", "channel", False, "none", 32)}
+# Balancing (mse) and calibration target one T. The bars are read at a second T as well (16 for Fashion-MNIST,
+# 64 for ResNet-20), so the T-dependent pipelines are also converted for that T.
+SECOND_TARGET = {"fmnist": 16, "resnet20": 64}
 
 
-def label(method: str, granularity: str, half: bool, calib: str) -> str:
+def retargeted(target: int) -> list[tuple]:
+    return ([("mse", "channel", True, c, target) for c in ("none", "light", "advanced")]
+            + [("percentile", "layer", True, c, target) for c in ("light", "advanced")])
+
+
+def label(method: str, granularity: str, half: bool, calib: str, target: int = 32) -> str:
     name = "p99.99" if method == "percentile" else method
-    return f"{name}-{granularity}-{'half' if half else 'zero'}-{calib}"
+    return f"{name}-{granularity}-{'half' if half else 'zero'}-{calib}" + ("" if target == 32 else f"@T{target}")
 
 
 def parse_label(text: str) -> tuple:
-    """'p99.99-layer-half-light' (or 'percentile-...') -> ('percentile', 'layer', True, 'light')."""
+    """'p99.99-layer-half-light@T16' (or 'percentile-...') -> ('percentile', 'layer', True, 'light', 16)."""
+    text, _, target = text.partition("@T")
     method, granularity, init, calib = text.split("-")
-    return ("percentile" if method in ("p99.99", "percentile") else method, granularity, init == "half", calib)
+    return ("percentile" if method in ("p99.99", "percentile") else method, granularity, init == "half", calib,
+            int(target) if target else 32)
 
 
 def spec_of(key: tuple) -> dict:
-    method, granularity, half, calib = key
+    method, granularity, half, calib, target = key
     return {"label": label(*key), "config": ConvertConfig(
-        balance=BalanceConfig(method=method, granularity=granularity, percentile=99.99, time_steps=32),
-        half_init=half, calibrate=calib, time_steps=32)}
+        balance=BalanceConfig(method=method, granularity=granularity, percentile=99.99, time_steps=target),
+        half_init=half, calibrate=calib, time_steps=target)}
 
 
-DEFAULT_KEY = ("mse", "channel", True, "none")
+DEFAULT_KEY = ("mse", "channel", True, "none", 32)
 assert label(*DEFAULT_KEY) == DEFAULT and ConvertConfig() == spec_of(DEFAULT_KEY)["config"], \
     "the library default pipeline changed: update DEFAULT_KEY"
 
@@ -114,6 +127,7 @@ def run_model(model: str, args) -> None:
     grid_kind = args.grid or ("reduced" if model == "resnet20" else "full")
     keys = [DEFAULT_KEY] + [k for k in FULL_GRID if k != DEFAULT_KEY
                             and not (grid_kind == "reduced" and k in REDUCED_DROP)]
+    keys += retargeted(SECOND_TARGET["resnet20" if model == "resnet20" else "fmnist"])
     jobs = []  # (key, subset)
     if args.stage in ("default", "all"):
         jobs += [(DEFAULT_KEY, s) for s in subsets]

@@ -215,3 +215,15 @@ def test_linear_after_one_if_layer_counts_by_hand():
     expected = torch.clamp(torch.floor(x * steps / 1.0 + 0.5), 0, steps)
     assert spikes.spikes == int(expected.sum()) == 41
     assert spikes.neurons == 4
+
+
+def test_cpu_engine_keeps_large_buffers_on_glibc(setup, monkeypatch):
+    """The engine tunes glibc's allocator once (docs/design.md); the environment variable opts out."""
+    from snnconv.engine import allocator
+    monkeypatch.setattr(allocator, "_state", {})
+    expected = allocator._glibc() is not None
+    Engine(setup[0].graph)
+    assert allocator._state == {"applied": expected}
+    monkeypatch.setattr(allocator, "_state", {})
+    monkeypatch.setenv("SNNCONV_KEEP_MALLOC", "1")
+    assert allocator.keep_large_buffers() is False

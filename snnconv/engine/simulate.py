@@ -27,6 +27,7 @@ from ..errors import ConfigError, UnsupportedLayerError
 from ..handlers import describe_target
 from ..neurons import if_step_, maxpool_gate_step
 from ..results import NeuronLayerStats, SimulationResult, SynapticLayerStats
+from .allocator import keep_large_buffers
 from .fanout import dense_macs, input_fanout
 from .program import Op, Program, compile_program
 
@@ -76,6 +77,8 @@ class Engine:
 
     def __init__(self, graph: torch.fx.GraphModule, device: torch.device | str = "cpu"):
         self.device = torch.device(device)
+        if self.device.type == "cpu":
+            keep_large_buffers()
         self.graph = graph.to(self.device).eval()
         self.program = compile_program(self.graph)
         self._batched_static = {op.name for op in self.program.ops if op.static and op.batched}

@@ -40,7 +40,7 @@ BALANCE = typer.Option("mse", "--balance", help="Threshold balancing: max | perc
 GRANULARITY = typer.Option("channel", "--granularity", help="Thresholds per layer or per channel.")
 PERCENTILE = typer.Option(99.99, "--percentile", help="Percentile for --balance percentile.")
 HALF_INIT = typer.Option(True, "--half-init/--no-half-init", help="Initial membrane potential theta/2.")
-CALIBRATE = typer.Option("none", "--calibrate", help="Post-conversion calibration: none | light | advanced.")
+CALIBRATE = typer.Option("advanced", "--calibrate", help="Post-conversion calibration: advanced (default) | light | none.")
 CALIBRATE_N = typer.Option(256, "--calibrate-samples", help="Samples used by light/advanced calibration.")
 MAXPOOL = typer.Option("gate", "--maxpool", help="Max pooling: gate (spiking gate) | avg (rewrite, changes the ANN).")
 

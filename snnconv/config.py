@@ -63,7 +63,7 @@ class ConvertConfig(_Plain):
     balance: BalanceConfig = field(default_factory=BalanceConfig)
     half_init: bool = True  # initial membrane potential theta/2
     maxpool: str = "gate"
-    calibrate: str = "none"
+    calibrate: str = "advanced"  # Li et al. 2021 bias + potential calibration: docs/benchmarks.md, section 1
     calibration_samples: int = 256  # samples of the calibration set used by light/advanced calibration
     time_steps: int = 32  # the T conversion and calibration target
 

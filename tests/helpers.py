@@ -17,6 +17,7 @@ def as_data(x: torch.Tensor, model=None, num_classes: int = 10) -> LabeledData:
 
 def convert(model, x: torch.Tensor, **options):
     balance = options.pop("balance", BalanceConfig(method="max", granularity="layer"))
+    options.setdefault("calibrate", "none")  # equivalence tests hold the plain conversion; calibration has its own
     config = ConvertConfig(balance=balance, **options)
     with torch.no_grad():
         return snnconv.convert(model, as_data(x, model), config)

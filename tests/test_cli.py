@@ -113,7 +113,7 @@ def test_evaluate_artifact_reproduces_the_curve(default_artifact, tmp_path):
     assert payload["summary"]["time_steps"] == 8
 
 
-@pytest.mark.parametrize("gate,value,code", [("--max-acc-drop", "-1", GateFailed.GATE_EXIT_CODES["max-acc-drop"]),
+@pytest.mark.parametrize("gate,value,code", [("--max-acc-drop", "-20", GateFailed.GATE_EXIT_CODES["max-acc-drop"]),
                                              ("--max-avg-t", "2", GateFailed.GATE_EXIT_CODES["max-avg-t"]),
                                              ("--min-energy-ratio", "1000", GateFailed.GATE_EXIT_CODES["min-energy-ratio"])])
 def test_failed_gate_names_itself_and_exits_with_its_code(default_artifact, tmp_path, gate, value, code):

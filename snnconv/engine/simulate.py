@@ -39,21 +39,61 @@ class ExitPolicy(Protocol):
 
 @dataclass(frozen=True)
 class TimePlan:
-    """How many steps to simulate and how they are cut into chunks."""
+    """How many steps to simulate and how they are cut into chunks.
+
+    ``time_steps`` is the readout window: the output is accumulated over that many steps. ``layer_steps``
+    gives neuron layers their own windows T_l (TEAS); layers not named run ``time_steps``. Stateless ops
+    run in the window of the layer they feed, and a signal that crosses into a different window is
+    re-timed (see :func:`retime`). Chunk k advances every op to the same fraction of its window,
+    ``ceil((k + 1) * chunk_steps * T_op / T_max)`` steps, as far as its inputs allow.
+    """
 
     time_steps: int
     chunk_steps: int = 8
+    layer_steps: tuple[tuple[str, int], ...] = ()
 
     def __post_init__(self):
         if self.time_steps <= 0:
             raise ConfigError(f"Time steps T must be positive, got {self.time_steps}.")
         if self.chunk_steps <= 0:
             raise ConfigError(f"--chunk-steps must be positive, got {self.chunk_steps}.")
+        for name, steps in self.layer_steps:
+            if int(steps) <= 0:
+                raise ConfigError(f"Layer '{name}' has T_l = {steps}; per-layer time steps must be positive.")
+
+    @classmethod
+    def per_layer(cls, time_steps: int, layer_steps: dict[str, int] | None, chunk_steps: int = 8) -> "TimePlan":
+        return cls(time_steps, chunk_steps, tuple(sorted((k, int(v)) for k, v in (layer_steps or {}).items())))
+
+    @property
+    def max_steps(self) -> int:
+        return max([self.time_steps] + [steps for _, steps in self.layer_steps])
+
+    def chunk_count(self) -> int:
+        return -(-self.max_steps // self.chunk_steps)
+
+    def target(self, chunk: int, window: int) -> int:
+        """Steps an op with ``window`` steps should have completed by the end of ``chunk``."""
+        return min(window, -(-(chunk + 1) * self.chunk_steps * window // self.max_steps))
 
     def chunks(self) -> list[tuple[int, int]]:
-        """[start, stop) step ranges, 0-based."""
-        bounds = list(range(0, self.time_steps, self.chunk_steps)) + [self.time_steps]
+        """[start, stop) ranges of readout steps, 0-based, one per chunk (empty ranges included)."""
+        bounds = [0] + [self.target(k, self.time_steps) for k in range(self.chunk_count())]
         return list(zip(bounds[:-1], bounds[1:]))
+
+
+def retime(block: torch.Tensor, first: int, source_steps: int, target_steps: int, start: int, count: int) -> torch.Tensor:
+    """Re-time a spike train (or current) from a window of ``source_steps`` into one of ``target_steps``.
+
+    ``block`` [m, ...] holds source steps first..first+m-1; returns target steps start..start+count-1.
+    Source step t lands on target step floor(t * target / source); values landing on one step are summed
+    (a graded count) and scaled by target / source, so the charge a layer integrates over its own window
+    equals the rate code of the source (ALGORITHMS.md section 6.2).
+    """
+    index = torch.arange(first, first + block.shape[0], device=block.device) * target_steps // source_steps - start
+    out = torch.zeros((count, *block.shape[1:]), dtype=block.dtype, device=block.device)
+    out.index_add_(0, index, block)
+    return out.mul_(target_steps / source_steps)
 
 
 ProgressFn = Callable[[int], None]  # called with the number of samples finished
@@ -62,10 +102,13 @@ ProgressFn = Callable[[int], None]  # called with the number of samples finished
 class _Counters:
     """Per-layer statistics accumulated over batches, kept on the simulation device."""
 
-    def __init__(self, program: Program, time_steps: int, device: torch.device):
-        self.spikes = {op.name: torch.zeros(time_steps, dtype=torch.float64, device=device) for op in program.neuron_ops}
-        self.synops = {op.name: torch.zeros(time_steps, dtype=torch.float64, device=device) for op in program.synapse_ops}
-        self.correct = torch.zeros(time_steps, dtype=torch.int64, device=device)
+    def __init__(self, program: Program, windows: dict[str, int], readout_steps: int, device: torch.device):
+        self.windows = windows
+        self.spikes = {op.name: torch.zeros(windows[op.name], dtype=torch.float64, device=device)
+                       for op in program.neuron_ops}
+        self.synops = {op.name: torch.zeros(windows[op.name], dtype=torch.float64, device=device)
+                       for op in program.synapse_ops if not op.static}
+        self.correct = torch.zeros(readout_steps, dtype=torch.int64, device=device)
         self.neurons: dict[str, int] = {}
         self.fanout: dict[str, torch.Tensor] = {}
         self.input_elements: dict[str, int] = {}
@@ -83,10 +126,32 @@ class Engine:
         self.program = compile_program(self.graph)
         self._batched_static = {op.name for op in self.program.ops if op.static and op.batched}
 
+    def windows(self, plan: TimePlan) -> dict[str, int]:
+        """The window (steps) of every temporal op: neurons their T_l, other ops that of the layer they feed."""
+        layer_steps = dict(plan.layer_steps)
+        neuron_names = {op.name for op in self.program.neuron_ops if op.kind == "neuron"}
+        unknown = sorted(set(layer_steps) - neuron_names)
+        if unknown:
+            raise ConfigError(f"Per-layer time steps name {', '.join(repr(n) for n in unknown)}, which "
+                              f"{'is not a neuron layer' if len(unknown) == 1 else 'are not neuron layers'} of this "
+                              f"network; its neuron layers are {', '.join(sorted(neuron_names))}.")
+        windows: dict[str, int] = {}
+        for op in reversed(self.program.ops):
+            if op.static:
+                continue
+            if op.kind == "output":
+                windows[op.name] = plan.time_steps
+            elif op.kind == "neuron":
+                windows[op.name] = int(layer_steps.get(op.name, plan.time_steps))
+            else:
+                consumers = [windows[user.name] for user in op.node.users if user.name in windows]
+                windows[op.name] = max(consumers) if consumers else plan.time_steps
+        return windows
+
     # ------------------------------------------------------------------ evaluation
     def simulate(self, batches: Iterable[tuple[torch.Tensor, torch.Tensor]], plan: TimePlan, *,
                  exit_policy: ExitPolicy | None = None, progress: ProgressFn | None = None) -> SimulationResult:
-        counters = _Counters(self.program, plan.time_steps, self.device)
+        counters = _Counters(self.program, self.windows(plan), plan.time_steps, self.device)
         exit_steps, first_correct, exit_correct = [], [], 0
         samples = 0
         start = time.perf_counter()
@@ -113,16 +178,17 @@ class Engine:
             threshold = float(module.threshold.float().mean()) if op.kind == "neuron" else float("nan")
             neuron_layers.append(NeuronLayerStats(
                 name=op.name, kind=module.kind, neurons=counters.neurons.get(op.name, 0), threshold_mean=threshold,
-                time_steps=plan.time_steps, spikes_per_step=counters.spikes[op.name].cpu().numpy().round().astype(np.int64)))
+                time_steps=counters.windows[op.name], spikes_per_step=counters.spikes[op.name].cpu().numpy().round().astype(np.int64)))
         synaptic_layers = []
         for op in self.program.ops:
             if op.role != "synapse" or op.name not in counters.dense_macs:
                 continue
-            ops_per_step = counters.synops[op.name].cpu().numpy() if op.name in counters.synops else np.zeros(plan.time_steps)
+            window = counters.windows.get(op.name, plan.time_steps)
+            ops_per_step = counters.synops[op.name].cpu().numpy() if op.name in counters.synops else np.zeros(window)
             synaptic_layers.append(SynapticLayerStats(
                 name=op.name, kind="linear" if isinstance(op.module, torch.nn.Linear) else "conv",
                 spiking_input=not op.static, macs_per_sample_dense=counters.dense_macs[op.name],
-                input_elements=counters.input_elements[op.name], time_steps=plan.time_steps,
+                input_elements=counters.input_elements[op.name], time_steps=window,
                 ops_per_step=ops_per_step.round().astype(np.int64)))
         return SimulationResult(
             samples=samples, time_steps=plan.time_steps, correct_per_step=counters.correct.cpu().numpy(),
@@ -133,7 +199,7 @@ class Engine:
     # ------------------------------------------------------------------ one batch
     def run_batch(self, x: torch.Tensor, y: torch.Tensor | None, plan: TimePlan, counters: _Counters | None = None,
                   exit_policy: ExitPolicy | None = None, record: Iterable[str] = (), until: str | None = None) -> dict:
-        """Simulate one batch for ``plan.time_steps`` steps.
+        """Simulate one batch: every layer over its window, the readout over ``plan.time_steps`` steps.
 
         ``record`` names neuron layers whose output is summed over all steps and returned (per sample),
         for calibration; ``until`` stops every step after that layer (no readout), so calibrating an early
@@ -143,20 +209,23 @@ class Engine:
         batch = x.shape[0]
         labels = y
         steps = plan.time_steps
+        windows = counters.windows if counters is not None else self.windows(plan)
         record = set(record)
         static: dict[str, object] = {}
         state: dict[str, torch.Tensor] = {}
         recorded: dict[str, torch.Tensor] = {}
+        done = {name: 0 for name in windows}  # steps each temporal op has completed
+        # steps a producer made that its consumer has not used yet: (consumer, producer) -> (first step, [m, rows, ...])
+        pending: dict[tuple[str, str], tuple[int, torch.Tensor]] = {}
         accumulated = None
         rows = torch.arange(batch, device=self.device)  # original index of each active row
         exit_step = np.full(batch, steps, dtype=np.int64)
         exit_pred = torch.zeros(batch, dtype=torch.int64, device=self.device)
         first_correct = torch.full((batch,), steps, dtype=torch.int64, device=self.device)
 
-        for chunk_index, (t0, t1) in enumerate(plan.chunks()):
-            c = t1 - t0
+        for chunk_index in range(plan.chunk_count()):
             active = rows.shape[0]
-            env: dict[str, object] = {}
+            env: dict[str, tuple[int, torch.Tensor] | None] = {}  # op -> (first step, [n, rows, ...]) of this chunk
             for op in self.program.ops:
                 if op.static:
                     if chunk_index == 0:
@@ -164,22 +233,38 @@ class Engine:
                         if op.role == "synapse" and counters is not None and op.name not in counters.dense_macs:
                             self._describe_static_synapse(op, static, counters)
                     continue
-                value = self._eval_temporal(op, env, static, state, c, active, t0, counters, record, recorded)
-                env[op.name] = value
+                sources = [n.name for n in op.node.all_input_nodes if n.name in windows]
+                for source in sources:
+                    _absorb(pending, (op.name, source), env.get(source))
+                window, start = windows[op.name], done[op.name]
+                goal = plan.target(chunk_index, window)
+                for source in sources:
+                    goal = min(goal, done[source] * window // windows[source])
+                count = goal - start
+                if count > 0:
+                    inputs = {source: self._take(pending, op.name, source, windows[source], window, start, count)
+                              for source in sources}
+                    value = self._eval_temporal(op, inputs, static, state, count, active, start, counters,
+                                                record, recorded)
+                    env[op.name] = (start, value)
+                    done[op.name] = goal
                 if op.name == until:
                     break
                 for name in op.release:
                     env.pop(name, None)
             if until is not None:
                 continue
-            out = env[self.program.output.name]
-            out = out.view(c, active, *out.shape[1:])
+            produced = env.get(self.program.output.name)
+            if produced is None:
+                continue
+            t0, out = produced
+            t1 = t0 + out.shape[0]
             running = torch.cumsum(out, dim=0)
             if accumulated is not None:
                 running = running + accumulated
             accumulated = running[-1]
             if y is not None:
-                hits = running.argmax(-1) == y.unsqueeze(0)  # [c, active]
+                hits = running.argmax(-1) == y.unsqueeze(0)  # [steps, active]
                 if counters is not None:
                     counters.correct[t0:t1] += hits.sum(1)
                 step_index = torch.arange(t0 + 1, t1 + 1, device=self.device).unsqueeze(1).expand_as(hits)
@@ -200,6 +285,8 @@ class Engine:
                     static = {k: v[keep] if k in self._batched_static else v for k, v in static.items()}
                     state = {k: v[keep] for k, v in state.items()}
                     recorded = {k: v[keep] for k, v in recorded.items()}
+                    pending = {k: (first, block[:, keep] if isinstance(block, torch.Tensor) else block)
+                               for k, (first, block) in pending.items()}
                     if rows.numel() == 0:
                         break
         if rows.numel() and accumulated is not None:
@@ -207,6 +294,24 @@ class Engine:
         exit_correct = int((exit_pred == labels).sum()) if labels is not None else 0
         return {"exit_step": exit_step, "first_correct": first_correct.cpu().numpy(), "exit_correct": exit_correct,
                 "predictions": exit_pred, "recorded": recorded, "accumulated": accumulated}
+
+    @staticmethod
+    def _take(pending: dict, consumer: str, source: str, source_window: int, window: int, start: int,
+              count: int) -> torch.Tensor:
+        """The source's steps for the consumer's steps start..start+count-1, re-timed when the windows differ."""
+        first, block = pending.pop((consumer, source))
+        if not isinstance(block, torch.Tensor):
+            return block
+        if source_window == window:
+            lo, hi = start, start + count
+        else:  # target step j integrates source steps ceil(j*S/W) .. ceil((j+1)*S/W) - 1
+            lo, hi = -(-start * source_window // window), -(-(start + count) * source_window // window)
+        used = block[lo - first:hi - first]
+        if hi - first < block.shape[0]:
+            pending[(consumer, source)] = (hi, block[hi - first:])
+        if source_window == window:
+            return used
+        return retime(used, lo, source_window, window, start, count)
 
     # ------------------------------------------------------------------ ops
     def _eval_static(self, op: Op, static: dict, x: torch.Tensor):
@@ -219,20 +324,37 @@ class Engine:
         kwargs = map_arg(node.kwargs, lambda n: static[n.name])
         return self._call(op, args, kwargs)
 
-    def _eval_temporal(self, op: Op, env: dict, static: dict, state: dict, c: int, active: int, t0: int,
-                       counters: _Counters | None, record: set, recorded: dict):
+    def _eval_temporal(self, op: Op, inputs: dict[str, torch.Tensor], static: dict, state: dict, c: int,
+                       active: int, t0: int, counters: _Counters | None, record: set, recorded: dict) -> torch.Tensor:
+        """Run one temporal op on ``c`` steps; ``inputs`` holds its temporal inputs as [c, rows, ...]."""
         node = op.node
+
+        def folded(n):
+            if n.name in inputs:
+                value = inputs[n.name]
+                if not isinstance(value, torch.Tensor):
+                    return value
+                return value.reshape(c * value.shape[1], *value.shape[2:])
+            return _temporal(static, n.name, c)
+
         if op.kind == "output":
-            return map_arg(node.args[0], lambda n: _temporal(env, static, n.name, c))
+            (source,) = inputs.values()
+            return source
         if op.kind == "neuron":
-            return self._run_neuron(op, node.args[0], env, static, state, c, active, t0, counters, record, recorded)
+            source = node.args[0]
+            current = inputs[source.name] if source.name in inputs else static[source.name]
+            return self._run_neuron(op, current, source.name in inputs, state, c, active, t0, counters, record,
+                                    recorded)
         if op.kind == "gate":
-            return self._run_gate(op, _temporal(env, static, node.args[0].name, c), state, c, active, t0, counters)
-        args = map_arg(node.args, lambda n: _temporal(env, static, n.name, c))
-        kwargs = map_arg(node.kwargs, lambda n: _temporal(env, static, n.name, c))
+            return self._run_gate(op, inputs[node.args[0].name], state, c, active, t0, counters)
+        args = map_arg(node.args, folded)
+        kwargs = map_arg(node.kwargs, folded)
         if op.role == "synapse" and counters is not None:
             self._count_synaptic_ops(op, args[0], c, active, t0, counters)
-        return self._call(op, args, kwargs)
+        value = self._call(op, args, kwargs)
+        if not isinstance(value, torch.Tensor):  # e.g. a size read off a folded tensor: no time axis
+            return value
+        return value.view(c, active, *value.shape[1:])
 
     def _call(self, op: Op, args, kwargs):
         node = op.node
@@ -249,14 +371,11 @@ class Engine:
                 "probably depends on the batch size, e.g. a reshape to a fixed batch."
             ) from exc
 
-    def _run_neuron(self, op: Op, source, env, static, state, c, active, t0, counters, record, recorded):
+    def _run_neuron(self, op: Op, current, temporal: bool, state, c, active, t0, counters, record, recorded):
         neuron = op.module
-        if source.name in static:  # constant input current: no need to expand it over the steps
-            current = static[source.name]
-            per_step = None
-        else:
-            per_step = env[source.name].view(c, active, *env[source.name].shape[1:])
-            current = per_step[0]
+        per_step = None
+        if temporal:  # [c, rows, ...]; a static (constant) current is not expanded over the steps
+            per_step, current = current, current[0]
         shape = current.shape[1:]
         theta = neuron.broadcast(neuron.threshold, current.dim())
         bias = neuron.broadcast(neuron.bias, current.dim())
@@ -280,11 +399,11 @@ class Engine:
         if op.name in record:
             summed = out.sum(0)
             recorded[op.name] = recorded[op.name] + summed if op.name in recorded else summed
-        return out.view(c * active, *shape)
+        return out
 
-    def _run_gate(self, op: Op, x: torch.Tensor, state, c, active, t0, counters):
+    def _run_gate(self, op: Op, per_step: torch.Tensor, state, c, active, t0, counters):
         gate = op.module
-        per_step = x.view(c, active, *x.shape[1:])
+        x = per_step
         if op.name not in state:
             state[op.name] = torch.zeros_like(per_step[0])
             state[op.name + ".max"] = gate.pool(state[op.name])
@@ -296,7 +415,7 @@ class Engine:
         if counters is not None:
             counters.neurons[op.name] = int(out.shape[2:].numel())
             counters.spikes[op.name][t0:t0 + c] += torch.count_nonzero(out.view(c, -1), dim=1)
-        return out.view(c * active, *out.shape[2:])
+        return out
 
     def _count_synaptic_ops(self, op: Op, x: torch.Tensor, c: int, active: int, t0: int, counters: _Counters):
         shape = x.shape[1:]
@@ -333,10 +452,19 @@ def _spike_counts(out: torch.Tensor, threshold: torch.Tensor, c: int, active: in
     return torch.round(per_channel / theta).sum((1, 2), dtype=torch.float64)
 
 
-def _temporal(env: dict, static: dict, name: str, c: int):
-    """A value as the temporal ops need it: static tensors are repeated over the chunk's steps."""
-    if name in env:
-        return env[name]
+def _absorb(pending: dict, key: tuple[str, str], produced: tuple[int, torch.Tensor] | None) -> None:
+    """Append a producer's steps of this chunk to what its consumer has not used yet."""
+    if produced is None:
+        return
+    if key not in pending or not isinstance(produced[1], torch.Tensor):
+        pending[key] = produced
+        return
+    first, block = pending[key]
+    pending[key] = (first, torch.cat([block, produced[1]]))
+
+
+def _temporal(static: dict, name: str, c: int):
+    """A static value as the temporal ops need it: tensors are repeated over the chunk's steps."""
     value = static[name]
     if isinstance(value, torch.Tensor) and value.dim() > 0:
         return value.unsqueeze(0).expand(c, *value.shape).reshape(c * value.shape[0], *value.shape[1:])

@@ -1,0 +1,103 @@
+"""Per-layer time windows T_l (TEAS execution): re-timing, scheduling across chunks, equivalences.
+
+Oracles: the rate code (charge a layer integrates over its own window), the uniform engine (equal T_l
+everywhere), the same plan simulated in one chunk (chunking must not change a per-layer run), and the ANN at
+large windows.
+"""
+import numpy as np
+import pytest
+import torch
+
+from snnconv.engine import Engine, TimePlan
+from snnconv.engine.simulate import retime
+from snnconv.errors import ConfigError
+
+from helpers import convert
+from models import build
+
+
+@pytest.mark.parametrize("source,target", [(8, 3), (3, 8), (16, 4), (4, 16), (5, 5), (7, 1), (1, 7)])
+def test_retime_preserves_the_rate_code(source, target):
+    """Charge over the receiving window / its length == source spikes / source window, per neuron."""
+    spikes = (torch.rand(source, 6, generator=torch.Generator().manual_seed(source)) < 0.4).float()
+    moved = retime(spikes, 0, source, target, 0, target)
+    assert moved.shape == (target, 6)
+    assert torch.allclose(moved.sum(0) / target, spikes.sum(0) / source, atol=1e-6)
+    # each source step lands on floor(t * target / source)
+    for t in range(source):
+        single = torch.zeros(source, 1)
+        single[t] = 1.0
+        landed = retime(single, 0, source, target, 0, target)[:, 0]
+        assert landed.nonzero().flatten().tolist() == [t * target // source]
+
+
+def test_retime_of_a_slice_matches_the_whole_train():
+    """The engine re-times chunk by chunk: target steps j..k from the source steps that map onto them."""
+    source, target = 12, 5
+    train = torch.rand(source, 3, generator=torch.Generator().manual_seed(0))
+    whole = retime(train, 0, source, target, 0, target)
+    lo, hi = -(-2 * source // target), -(-4 * source // target)  # source steps feeding target steps 2, 3
+    assert torch.allclose(retime(train[lo:hi], lo, source, target, 2, 2), whole[2:4])
+
+
+@pytest.fixture(scope="module")
+def vgg():
+    torch.manual_seed(0)
+    x = torch.rand(24, 1, 12, 12, generator=torch.Generator().manual_seed(3))
+    model = build("vgg").eval()
+    network = convert(model, x)
+    return model, network, x
+
+
+def neuron_names(network) -> list[str]:
+    return [op.name for op in Engine(network.graph).program.neuron_ops if op.kind == "neuron"]
+
+
+def test_equal_windows_reproduce_the_uniform_engine_exactly(vgg):
+    _, network, x = vgg
+    engine = Engine(network.graph)
+    uniform = engine.run_batch(x, None, TimePlan(20, 6))["accumulated"]
+    named = TimePlan.per_layer(20, {name: 20 for name in neuron_names(network)}, chunk_steps=6)
+    assert torch.equal(engine.run_batch(x, None, named)["accumulated"], uniform)
+
+
+@pytest.mark.parametrize("chunk_steps", [1, 3, 5])
+def test_chunking_does_not_change_a_per_layer_run(vgg, chunk_steps):
+    """Mixed windows (down, up, and a readout of its own) simulated in many chunks == in one chunk."""
+    _, network, x = vgg
+    names = neuron_names(network)
+    windows = {name: [16, 5, 9, 3, 12][i % 5] for i, name in enumerate(names)}
+    engine = Engine(network.graph)
+    one = engine.simulate([(x, torch.zeros(len(x), dtype=torch.long))], TimePlan.per_layer(11, windows, 64))
+    many = engine.simulate([(x, torch.zeros(len(x), dtype=torch.long))], TimePlan.per_layer(11, windows, chunk_steps))
+    a = engine.run_batch(x, None, TimePlan.per_layer(11, windows, 64))["accumulated"]
+    b = engine.run_batch(x, None, TimePlan.per_layer(11, windows, chunk_steps))["accumulated"]
+    assert torch.allclose(a, b, atol=1e-4, rtol=1e-5)
+    for la, lb in zip(one.neuron_layers, many.neuron_layers):
+        assert la.time_steps == lb.time_steps == windows.get(la.name, 11)
+        assert np.array_equal(la.spikes_per_step, lb.spikes_per_step)
+    assert len(one.correct_per_step) == 11
+
+
+def test_mixed_windows_approach_the_ann_when_long(vgg):
+    """Rate code through re-timed boundaries: long, unequal windows still reproduce the ANN's logits."""
+    model, network, x = vgg
+    names = neuron_names(network)
+    windows = {name: (1024 if i % 2 else 512) for i, name in enumerate(names)}
+    plan = TimePlan.per_layer(768, windows, chunk_steps=64)
+    rate = Engine(network.graph).run_batch(x, None, plan)["accumulated"] / 768
+    with torch.no_grad():
+        ann = model(x)
+    error = (rate - ann).abs().max() / ann.abs().max()
+    assert error < 0.05, f"relative max logit error {error:.3f}"
+
+
+def test_unknown_layer_in_a_plan_is_named(vgg):
+    _, network, _ = vgg
+    with pytest.raises(ConfigError, match="'conv_nope'"):
+        Engine(network.graph).windows(TimePlan.per_layer(8, {"conv_nope": 4}))
+
+
+def test_non_positive_layer_window_is_refused():
+    with pytest.raises(ConfigError, match="'relu'"):
+        TimePlan.per_layer(8, {"relu": 0})

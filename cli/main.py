@@ -1,4 +1,4 @@
-"""``snnconv convert`` and ``snnconv evaluate``: parse options, make one library call, render the result."""
+"""``snnconv convert``, ``evaluate`` and ``compress``: parse options, make one library call, render the result."""
 from __future__ import annotations
 
 import traceback
@@ -108,6 +108,7 @@ def evaluate(
                                                                                       "energy is below this."),
     device: str = DEVICE, seed: int = SEED, batch_size: int = BATCH, chunk_steps: int = CHUNK, quiet: bool = QUIET,
     json: bool = JSON, debug: bool = DEBUG,
+    profile: bool = typer.Option(False, "--profile", help="Print per-layer spiking activity (and plot it)."),
 ):
     """Simulate an artifact (or a model, converted in memory), write reports, and apply CI gates."""
     from snnconv.workflows import Gates, run_evaluate
@@ -126,6 +127,52 @@ def evaluate(
 
     result = _run(job, debug)
     render.show(result, "snnconv evaluate", json, quiet)
+    if profile and not json:
+        render.console.print(render.profile_table(result))
+        render.console.print(f"Activity plot: [bold]{result.report_dir / 'firing_rates.png'}[/bold]")
+
+
+@app.command()
+def compress(
+    artifact: Path = typer.Argument(..., help="A uniform-T artifact written by snnconv convert."),
+    method: str = typer.Option(..., "--method", help="teas (per-layer time steps from spiking activity)."),
+    output: Path = typer.Option(Path("snnconv-compressed"), "-o", "--output", help="Output artifact directory."),
+    accuracy_budget: float = typer.Option(0.1, "--accuracy-budget", help="TEAS: held-out accuracy points the "
+                                                                         "allocation may lose vs the uniform T."),
+    avg_t_budget: Optional[float] = typer.Option(None, "--avg-t-budget", help="TEAS: cut until the mean T_l is at most "
+                                                                             "this, instead of an accuracy budget."),
+    candidates: Optional[str] = typer.Option(None, "--candidates", help="TEAS: allowed T_l, e.g. 32,16,8,4,2 "
+                                                                       "(default: T, T/2, T/4, ... down to --min-t)."),
+    min_t: int = typer.Option(1, "--min-t", help="TEAS: smallest T_l."),
+    holdout: float = typer.Option(0.5, "--holdout-fraction", help="TEAS: share of the calibration data held out for "
+                                                                  "allocation (the rest is profiled)."),
+    noise: float = typer.Option(0.1, "--noise", help="TEAS: u of the noise sensitivity, relative to the threshold."),
+    data: Optional[str] = DATA, calib_data: Optional[str] = CALIB, calib_samples: int = CALIB_N,
+    limit: Optional[int] = LIMIT, energy: str = ENERGY, device: str = DEVICE, seed: int = SEED,
+    batch_size: int = BATCH, chunk_steps: int = CHUNK, quiet: bool = QUIET, json: bool = JSON, debug: bool = DEBUG,
+):
+    """Compress a converted artifact in time and report it beside its uniform-T self."""
+    from snnconv.compress import run_compress
+    from snnconv.stages.teas import TeasConfig
+
+    def job():
+        steps = opt.parse_ints(candidates, "--candidates")
+        config = TeasConfig(accuracy_budget=accuracy_budget, avg_steps_budget=avg_t_budget,
+                            candidates=tuple(steps or ()), min_steps=min_t, holdout_fraction=holdout, noise=noise,
+                            seed=seed)
+        eval_cfg = opt.data_config(data, "test", limit, seed, None, None, None)
+        calib_spec = calib_data or (eval_cfg.spec if eval_cfg else None)
+        calib_cfg = opt.data_config(calib_spec, "train", calib_samples, seed, None, None, None)
+        with render.progress_bars(quiet or json) as progress:
+            note = None if (quiet or json) else (lambda message: render.console.print(f"  TEAS: {message}"))
+            return run_compress(artifact, method, output=output, teas_config=config, calib_data=calib_cfg,
+                                data=eval_cfg, energy=energy, batch_size=batch_size, chunk_steps=chunk_steps,
+                                device=device, seed=seed, limit=limit, progress=progress, note=note)
+
+    result, _, rows = _run(job, debug)
+    render.show(result, f"snnconv compress --method {method}", json, quiet)
+    if not json:
+        render.console.print(render.teas_table(rows, result.summary))
 
 
 def run() -> None:

@@ -32,6 +32,16 @@ def parse_size(text: str | None) -> tuple[int, int] | None:
     return values
 
 
+def parse_ints(text: str | None, option: str) -> tuple[int, ...]:
+    """'32,16,8' -> (32, 16, 8); empty when not given."""
+    if not text:
+        return ()
+    try:
+        return tuple(int(part) for part in text.split(","))
+    except ValueError:
+        raise ConfigError(f"{option} takes comma-separated integers, got '{text}'.") from None
+
+
 def parse_time_steps(values: list[str] | None, default: list[int] | None) -> list[int] | None:
     """-T 32, -T 8,16,32 or -T 8 -T 16."""
     if not values:

@@ -81,3 +81,35 @@ def show(result: RunResult, title: str, as_json: bool, quiet: bool) -> None:
     if result.artifact is not None:
         console.print(f"Artifact: [bold]{result.artifact}[/bold]  (weights.pt + manifest.json)")
     console.print(f"Reports:  [bold]{result.report_dir}[/bold]  (report.md, summary.csv, layers.csv, sweep.csv, plots)")
+
+
+def teas_table(rows: list[dict], extra: dict) -> Table:
+    table = Table(title="TEAS: per-layer time steps", header_style="bold")
+    for name in ("layer", "Act (spikes/neuron/step)", "cut drop (points)", "noise drop (points)", "T_l",
+                 "syn. ops/sample uniform", "syn. ops/sample TEAS"):
+        table.add_column(name, justify="left" if name == "layer" else "right")
+    for r in rows:
+        table.add_row(r["layer"], f"{r['activity_spikes_per_neuron_per_step']:.4f}", f"{r['cut_drop_points']:+.2f}",
+                      f"{r['noise_drop_points']:+.2f}", str(r["time_steps_teas"]),
+                      f"{r['synaptic_ops_per_sample_uniform']:,.0f}", f"{r['synaptic_ops_per_sample_teas']:,.0f}")
+    matching = extra.get("uniform_steps_of_equal_accuracy")
+    table.caption = (f"uniform T={extra['uniform_time_steps']}: {extra['uniform_snn_accuracy_pct']:.2f} %; "
+                     f"op-weighted mean T_l {extra['teas_avg_time_steps_op_weighted']:.2f}; uniform T of equal accuracy "
+                     f"(within 0.1 points): {matching if matching else 'none'}")
+    return table
+
+
+def profile_table(result: RunResult) -> Table:
+    """Per-layer spiking activity of an evaluation (``--profile``)."""
+    from snnconv.metrics.summary import layer_spikes_per_sample
+    sim = result.evaluation.simulation
+    table = Table(title="Per-layer spiking activity", header_style="bold")
+    for name in ("layer", "kind", "neurons", "T_l", "spikes/neuron/step", "spikes/sample", "first spike step"):
+        table.add_column(name, justify="left" if name in ("layer", "kind") else "right")
+    for layer in sim.neuron_layers:
+        spikes = layer_spikes_per_sample(sim, layer, sim.time_steps)
+        rate = spikes / (layer.neurons * layer.time_steps) if layer.neurons else 0.0
+        fired = [i for i, count in enumerate(layer.spikes_per_step) if count > 0]
+        table.add_row(layer.name, layer.kind, f"{layer.neurons:,}", str(layer.time_steps), f"{rate:.4f}",
+                      f"{spikes:,.0f}", str(fired[0] + 1) if fired else "-")
+    return table

@@ -175,7 +175,11 @@ def evaluate(network: SpikingNetwork, data: LabeledData, simulation: SimulationC
     _check_data_fits(network.graph, data, "Evaluation data")
     ann = ann_accuracy(network.graph, data, simulation.batch_size, dev)
     engine = Engine(network.graph, dev)
-    sim = engine.simulate(data.batches(simulation.batch_size), TimePlan(simulation.time_steps, simulation.chunk_steps),
+    if network.layer_time_steps and simulation.time_steps != network.time_steps:
+        raise ConfigError(f"This network runs per-layer time steps T_l (readout T={network.time_steps}); evaluate it "
+                          f"at T={network.time_steps}, not T={simulation.time_steps}.")
+    plan = TimePlan.per_layer(simulation.time_steps, network.layer_time_steps, simulation.chunk_steps)
+    sim = engine.simulate(data.batches(simulation.batch_size), plan,
                           exit_policy=exit_policy, progress=progress(f"Simulating T={simulation.time_steps}", len(data)))
     ann.macs_per_sample = {layer.name: layer.macs_per_sample_dense for layer in sim.synaptic_layers}
     before = None

@@ -203,7 +203,8 @@ def build_manifest(network: SpikingNetwork, extra: dict | None = None) -> dict:
     for name, neuron in network.neuron_layers():
         threshold = neuron.threshold.detach().cpu()
         layers.append({"name": name, "neuron": "if", "reset": "subtract", "half_init": neuron.half_init,
-                       "threshold": threshold.tolist(), "time_steps": network.time_steps})
+                       "threshold": threshold.tolist(),
+                       "time_steps": int(network.layer_time_steps.get(name, network.time_steps))})
     return {
         "schema_version": SCHEMA_VERSION,
         "snnconv_version": __version__,
@@ -304,12 +305,16 @@ def load(directory: str | Path) -> SpikingNetwork:
         coverage = [CoverageRow(**row) for row in manifest["coverage"]]
     except (KeyError, TypeError) as exc:
         raise ArtifactError(f"'{directory / MANIFEST}' lacks or mangles field {exc}; the artifact is corrupt.") from None
+    layer_time_steps = {}
     for name, neuron in ((n.name, graph.get_submodule(n.target)) for n in graph.graph.nodes if n.op == "call_module"):
         if isinstance(neuron, IFNeuron):
-            neuron.half_init = bool(next(l["half_init"] for l in manifest["layers"] if l["name"] == name))
+            entry = next(l for l in manifest["layers"] if l["name"] == name)
+            neuron.half_init = bool(entry["half_init"])
+            if int(entry.get("time_steps", manifest["time_steps"])) != int(manifest["time_steps"]):
+                layer_time_steps[name] = int(entry["time_steps"])
     return SpikingNetwork(
         graph=graph, input_shape=tuple(inputs["shape"]), time_steps=int(manifest["time_steps"]), config=config,
         coverage=coverage, source=manifest["source"],
         input_normalization={k: inputs.get(k) for k in ("mean", "std") if k in inputs},
         num_classes=int(inputs["num_classes"]), calibration_log=manifest.get("calibration", []),
-        notes=manifest.get("notes", {}))
+        notes=manifest.get("notes", {}), layer_time_steps=layer_time_steps)

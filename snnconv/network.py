@@ -29,6 +29,8 @@ class SpikingNetwork:
     num_classes: int
     calibration_log: list[dict] = field(default_factory=list)
     notes: dict = field(default_factory=dict)  # measured side facts, e.g. the ANN accuracy before a max->avg rewrite
+    # per-layer windows T_l (TEAS); layers not named, and the readout, run ``time_steps``
+    layer_time_steps: dict[str, int] = field(default_factory=dict)
 
     def neuron_layers(self) -> list[tuple[str, IFNeuron]]:
         return [(n.name, self.graph.get_submodule(n.target)) for n in self.graph.graph.nodes

@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 
 from .metrics.energy import EnergyBreakdown, mean_active_steps
+from .metrics.summary import layer_spikes_per_sample
 from .results import AnnResult, SimulationResult
 
 _SNN_COLOR = "#1f77b4"
@@ -71,7 +72,7 @@ def plot_firing_rates(sim: SimulationResult, path: Path, *, t: int | None = None
     names = [layer.name for layer in layers]
     rates = []
     for layer in layers:
-        spikes = float(np.asarray(layer.spikes_per_step)[:t].sum()) / max(sim.samples, 1)
+        spikes = layer_spikes_per_sample(sim, layer, t)
         updates = layer.neurons * mean_active_steps(sim, t, layer.time_steps)
         rates.append(spikes / updates if updates else 0.0)
     positions = np.arange(len(layers))

@@ -85,9 +85,10 @@ def _environment(device: torch.device, seed: int) -> dict:
 
 
 def _report(directory: Path, title: str, network: SpikingNetwork, evaluation: Evaluation, energy: str, t: int,
-            steps: list[int], config: dict, device: torch.device, seed: int) -> tuple[dict, dict[str, Path]]:
+            steps: list[int], config: dict, device: torch.device, seed: int,
+            extra_summary: dict | None = None) -> tuple[dict, dict[str, Path]]:
     model = load_energy_model(energy)
-    extra = {}
+    extra = dict(extra_summary or {})
     if evaluation.ann_before_rewrite is not None:
         extra["ann_accuracy_before_maxpool_rewrite_pct"] = evaluation.ann_before_rewrite.accuracy
     files = write_report(directory, title=title, sim=evaluation.simulation, ann=evaluation.ann, energy_model=model,

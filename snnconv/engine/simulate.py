@@ -150,7 +150,9 @@ class Engine:
 
     # ------------------------------------------------------------------ evaluation
     def simulate(self, batches: Iterable[tuple[torch.Tensor, torch.Tensor]], plan: TimePlan, *,
-                 exit_policy: ExitPolicy | None = None, progress: ProgressFn | None = None) -> SimulationResult:
+                 exit_policy: ExitPolicy | None = None, progress: ProgressFn | None = None,
+                 on_batch: Callable[[dict], None] | None = None) -> SimulationResult:
+        """Simulate every batch; ``on_batch`` receives each batch's outcome (see :meth:`run_batch`)."""
         counters = _Counters(self.program, self.windows(plan), plan.time_steps, self.device)
         exit_steps, first_correct, exit_correct = [], [], 0
         samples = 0
@@ -162,6 +164,8 @@ class Engine:
                 exit_steps.append(outcome["exit_step"])
                 first_correct.append(outcome["first_correct"])
                 exit_correct += outcome["exit_correct"]
+                if on_batch is not None:
+                    on_batch(outcome)
                 if progress is not None:
                     progress(x.shape[0])
         wall = time.perf_counter() - start

@@ -155,16 +155,25 @@ def check_time_step(sim: SimulationResult, t: int | None) -> int:
     return int(t)
 
 
-def mean_active_steps(sim: SimulationResult, t: int, layer_time_steps: int) -> float:
-    """Steps a layer with T_l = ``layer_time_steps`` ran per sample within steps 1..t.
+def layer_steps_at(t: int | np.ndarray, layer_time_steps: int, readout_steps: int):
+    """Steps a layer with window T_l has run when the readout has run t of its ``readout_steps``.
 
-    ``min(t, T_l)``, and with an exit policy the mean over samples of ``min(t, T_l, exit step)``,
+    Every layer advances through its window in proportion (the time engine's schedule, ALGORITHMS.md 6.1):
+    ``ceil(t * T_l / T_readout)``; with a uniform T that is t.
+    """
+    return np.minimum(layer_time_steps, -(-np.asarray(t) * layer_time_steps // readout_steps))
+
+
+def mean_active_steps(sim: SimulationResult, t: int, layer_time_steps: int) -> float:
+    """Steps a layer with T_l = ``layer_time_steps`` ran per sample within readout steps 1..t.
+
+    :func:`layer_steps_at` of t, and with an exit policy the mean over samples of it at min(t, exit step),
     because exited samples leave the batch.
     """
-    steps = min(t, layer_time_steps)
     if sim.exit_steps is not None and len(sim.exit_steps):
-        return float(np.minimum(np.asarray(sim.exit_steps), steps).mean())
-    return float(steps)
+        reached = np.minimum(np.asarray(sim.exit_steps), t)
+        return float(layer_steps_at(reached, layer_time_steps, sim.time_steps).mean())
+    return float(layer_steps_at(t, layer_time_steps, sim.time_steps))
 
 
 @dataclass(frozen=True)
@@ -223,7 +232,7 @@ def layer_work(sim: SimulationResult, layer: SynapticLayerStats, t: int) -> tupl
     if not layer.spiking_input:
         return float(layer.macs_per_sample_dense), 0.0, 0.0
     samples = max(sim.samples, 1)
-    acs = float(np.asarray(layer.ops_per_step)[:t].sum()) / samples
+    acs = float(np.asarray(layer.ops_per_step)[:layer_steps_at(t, layer.time_steps, sim.time_steps)].sum()) / samples
     zero_checks = layer.input_elements * mean_active_steps(sim, t, layer.time_steps)
     return 0.0, acs, zero_checks
 

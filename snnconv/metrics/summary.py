@@ -11,8 +11,8 @@ import math
 import numpy as np
 
 from ..results import AnnResult, NeuronLayerStats, SimulationResult
-from .energy import (NEUROMORPHIC_PLATFORMS, EnergyModel, check_time_step, energy_breakdown, layer_work,
-                     mean_active_steps, neuromorphic_energy)
+from .energy import (NEUROMORPHIC_PLATFORMS, EnergyModel, check_time_step, energy_breakdown, layer_steps_at,
+                     layer_work, mean_active_steps, neuromorphic_energy)
 
 # Layers that forward spikes of an upstream neuron layer (they do not integrate a membrane); they get
 # their own per-layer rows but are left out of the network's neuron, spike and membrane-update totals.
@@ -42,8 +42,9 @@ def spiking_neuron_layers(sim: SimulationResult) -> list[NeuronLayerStats]:
 
 
 def layer_spikes_per_sample(sim: SimulationResult, layer: NeuronLayerStats, t: int) -> float:
-    """Spikes one layer emitted during steps 1..t, per sample."""
-    return float(np.asarray(layer.spikes_per_step)[:t].sum()) / max(sim.samples, 1)
+    """Spikes one layer emitted while the readout ran steps 1..t, per sample."""
+    steps = layer_steps_at(t, layer.time_steps, sim.time_steps)
+    return float(np.asarray(layer.spikes_per_step)[:steps].sum()) / max(sim.samples, 1)
 
 
 def spikes_per_sample(sim: SimulationResult, t: int) -> float:

@@ -1,0 +1,325 @@
+"""TEAS: per-layer time steps T_l chosen from spiking activity and measured sensitivity.
+
+No public code exists for TEAS (ALGORITHMS.md section 1 is a reconstruction); snnconv's choices, each an
+option, are documented in docs/teas.md. In short:
+
+1. Profile: the converted network runs its uniform T on the profiling split; per neuron layer we record
+   activity Act(l) (spikes per neuron per step), spikes per sample, #Para(l) (weights of the layers that
+   consume its spikes), the cost #Act(l) x #Para(l) and the layer's first spike step.
+2. Vulnerability: on the held-out split, each layer alone is cut to ``probe`` steps, and separately its
+   neurons get a membrane perturbation of u x theta x T x N(0, 1) (noise of magnitude u on its rate);
+   accuracy drop and output divergence are recorded, and their Spearman correlation with Act(l).
+3. Allocate: lazy greedy on the held-out split. A move halves one layer's T_l (to the next lower candidate);
+   the move taken is the one saving the most measured synaptic operations per point of measured accuracy
+   lost, re-measured in the current allocation before it is accepted, while the accuracy stays within the
+   budget of the uniform network (or, with an average-T budget, until the mean T_l reaches it).
+"""
+from __future__ import annotations
+
+import heapq
+import math
+from dataclasses import dataclass, field
+from typing import Callable
+
+import numpy as np
+import pandas as pd
+import torch
+
+from ..config import _Plain
+from ..data import LabeledData
+from ..engine import Engine, TimePlan
+from ..errors import ConfigError
+from ..network import SpikingNetwork
+from ..results import SimulationResult
+
+ProgressFn = Callable[[str], None]
+
+
+@dataclass(frozen=True)
+class TeasConfig(_Plain):
+    accuracy_budget: float = 0.1  # points of held-out accuracy the allocation may lose vs the uniform T
+    avg_steps_budget: float | None = None  # instead: cut until the mean T_l is at most this (accuracy ignored)
+    candidates: tuple[int, ...] = ()  # allowed T_l; default: T, T/2, T/4, ... down to min_steps
+    min_steps: int = 1
+    holdout_fraction: float = 0.5  # of the calibration data; the rest profiles
+    probe_steps: int | None = None  # T_l used to measure a layer's sensitivity (default: T/4)
+    noise: float = 0.1  # u of the noise sensitivity, relative to the layer's threshold
+    seed: int = 0
+
+    def __post_init__(self):
+        if self.accuracy_budget < 0:
+            raise ConfigError(f"--accuracy-budget must be >= 0 points, got {self.accuracy_budget}.")
+        if self.avg_steps_budget is not None and self.avg_steps_budget <= 0:
+            raise ConfigError(f"--avg-t-budget must be positive, got {self.avg_steps_budget}.")
+        if self.min_steps <= 0:
+            raise ConfigError(f"--min-t must be positive, got {self.min_steps}.")
+        if not 0 < self.holdout_fraction < 1:
+            raise ConfigError(f"--holdout-fraction must be between 0 and 1, got {self.holdout_fraction}.")
+        if any(int(c) <= 0 for c in self.candidates):
+            raise ConfigError(f"--candidates must be positive step counts, got {list(self.candidates)}.")
+
+    def steps_for(self, base: int) -> list[int]:
+        """Allowed T_l, descending, all <= base and >= min_steps (base itself always allowed)."""
+        if self.candidates:
+            values = {int(c) for c in self.candidates if self.min_steps <= int(c) <= base}
+        else:
+            values, t = set(), base
+            while t >= self.min_steps:
+                values.add(t)
+                t //= 2
+        return sorted(values | {base}, reverse=True)
+
+
+@dataclass
+class LayerProfile:
+    name: str
+    neurons: int
+    activity: float  # spikes per neuron per step (Act(l))
+    spikes_per_sample: float
+    params: int  # #Para(l): weights of the weighted layers that read this layer's spikes
+    cost: float  # spikes per sample x params (#Act(l) x #Para(l))
+    first_spike_step: int | None  # first step (1-based) at which the layer fired on the profiling split
+    cut_drop_points: float = math.nan  # held-out accuracy lost when only this layer runs probe steps
+    cut_divergence: float = math.nan  # mean total-variation distance of the output distribution, same cut
+    noise_drop_points: float = math.nan
+    noise_divergence: float = math.nan
+    time_steps: int = 0  # allocated T_l
+
+
+@dataclass
+class AllocationStep:
+    layer: str
+    from_steps: int
+    to_steps: int
+    accuracy_pct: float  # held-out accuracy after the move
+    synaptic_ops_per_sample: float
+    accepted: bool
+
+
+@dataclass
+class TeasResult:
+    base_steps: int
+    layer_time_steps: dict[str, int]
+    profiles: list[LayerProfile]
+    holdout_samples: int
+    uniform_accuracy_pct: float  # held-out, uniform T
+    final_accuracy_pct: float  # held-out, allocated T_l
+    uniform_ops_per_sample: float
+    final_ops_per_sample: float
+    probe_steps: int
+    correlation: dict[str, float]  # Spearman rho of activity vs each sensitivity
+    trace: list[AllocationStep] = field(default_factory=list)
+    evaluations: int = 0  # held-out simulations the allocation ran
+
+    @property
+    def mean_steps(self) -> float:
+        return float(np.mean(list(self.layer_time_steps.values())))
+
+
+class _Runner:
+    """Held-out simulations of one network under different per-layer plans, with their output distributions."""
+
+    def __init__(self, engine: Engine, data: LabeledData, base: int, batch_size: int, chunk_steps: int):
+        self.engine, self.data, self.base = engine, data, base
+        self.batch_size, self.chunk_steps = batch_size, chunk_steps
+        self.count = 0
+
+    def run(self, windows: dict[str, int]) -> tuple[SimulationResult, torch.Tensor]:
+        outputs: list[torch.Tensor] = []
+        plan = TimePlan.per_layer(self.base, {k: v for k, v in windows.items() if v != self.base}, self.chunk_steps)
+        sim = self.engine.simulate(self.data.batches(self.batch_size), plan,
+                                   on_batch=lambda outcome: outputs.append(outcome["accumulated"].float().cpu()))
+        self.count += 1
+        return sim, torch.softmax(torch.cat(outputs) / self.base, dim=-1)
+
+
+def _synaptic_ops(sim: SimulationResult) -> float:
+    return sum(layer.synaptic_ops for layer in sim.synaptic_layers) / max(sim.samples, 1)
+
+
+def _divergence(p: torch.Tensor, q: torch.Tensor) -> float:
+    return float(0.5 * (p - q).abs().sum(-1).mean())
+
+
+def consumer_params(engine: Engine) -> dict[str, int]:
+    """#Para(l): weights of the weighted layers reached from neuron layer l without crossing another neuron."""
+    by_name = {op.name: op for op in engine.program.ops}
+    return {name: sum(int(by_name[s].module.weight.numel()) for s in synapses)
+            for name, synapses in consumer_synapses(engine).items()}
+
+
+def consumer_synapses(engine: Engine) -> dict[str, list[str]]:
+    """Weighted layers that read neuron layer l's spikes (through pooling, reshapes, adds; not another neuron)."""
+    program = engine.program
+    by_name = {op.name: op for op in program.ops}
+    result = {}
+    for op in program.neuron_ops:
+        if op.kind != "neuron":
+            continue
+        found, seen, frontier = [], set(), list(op.node.users)
+        while frontier:
+            node = frontier.pop()
+            if node.name in seen or node.name not in by_name:
+                continue
+            seen.add(node.name)
+            user = by_name[node.name]
+            if user.role == "synapse":
+                found.append(user.name)
+            elif user.kind not in ("neuron", "output"):
+                frontier.extend(node.users)
+        result[op.name] = found
+    return result
+
+
+def profile_layers(engine: Engine, sim: SimulationResult) -> list[LayerProfile]:
+    params = consumer_params(engine)
+    profiles = []
+    for layer in sim.neuron_layers:
+        if layer.name not in params:
+            continue
+        spikes = np.asarray(layer.spikes_per_step, dtype=np.float64)
+        per_sample = float(spikes.sum()) / max(sim.samples, 1)
+        fired = np.flatnonzero(spikes)
+        profiles.append(LayerProfile(
+            name=layer.name, neurons=layer.neurons,
+            activity=per_sample / (layer.neurons * layer.time_steps) if layer.neurons else 0.0,
+            spikes_per_sample=per_sample, params=params[layer.name], cost=per_sample * params[layer.name],
+            first_spike_step=int(fired[0]) + 1 if fired.size else None))
+    return profiles
+
+
+def _spearman(a: list[float], b: list[float]) -> float:
+    """Spearman's rho: Pearson correlation of the ranks (ties share their average rank)."""
+    ra, rb = pd.Series(a, dtype=float).rank().to_numpy(), pd.Series(b, dtype=float).rank().to_numpy()
+    if len(a) < 3 or ra.std() == 0 or rb.std() == 0:
+        return math.nan
+    return float(np.corrcoef(ra, rb)[0, 1])
+
+
+def split(data: LabeledData, holdout_fraction: float, seed: int) -> tuple[LabeledData, LabeledData]:
+    """(profiling split, held-out split): a seeded permutation of ``data``."""
+    n = len(data)
+    holdout = int(round(n * holdout_fraction))
+    if holdout < 1 or holdout >= n:
+        raise ConfigError(f"The calibration data ({n} samples) is too small to hold out {holdout_fraction:.0%} for "
+                          "TEAS allocation; give more calibration samples.")
+    order = torch.randperm(n, generator=torch.Generator().manual_seed(seed))
+
+    def part(index, what):
+        return LabeledData(x=data.x[index], y=data.y[index], num_classes=data.num_classes,
+                           description=f"{data.description} [{what}]")
+
+    return part(order[holdout:], "TEAS profiling split"), part(order[:holdout], "TEAS held-out split")
+
+
+def teas(network: SpikingNetwork, calibration: LabeledData, config: TeasConfig = TeasConfig(), *,
+         time_steps: int | None = None, batch_size: int = 256, chunk_steps: int = 8, device: str = "cpu",
+         progress: ProgressFn | None = None) -> TeasResult:
+    """Choose per-layer T_l for ``network`` (run uniformly at ``time_steps``, default its own T)."""
+    base = int(time_steps or network.time_steps)
+    note = progress or (lambda _message: None)
+    if network.layer_time_steps:
+        raise ConfigError("This network already runs per-layer time steps; start TEAS from a uniform-T artifact.")
+    engine = Engine(network.graph, device)
+    profiling, holdout = split(calibration, config.holdout_fraction, config.seed)
+    steps = config.steps_for(base)
+    probe = int(config.probe_steps or max(config.min_steps, base // 4))
+
+    note(f"profiling {len(profiling)} samples at T={base}")
+    profile_sim = engine.simulate(profiling.batches(batch_size), TimePlan(base, chunk_steps))
+    profiles = profile_layers(engine, profile_sim)
+    names = [p.name for p in profiles]
+
+    runner = _Runner(engine, holdout, base, batch_size, chunk_steps)
+    uniform = {name: base for name in names}
+    base_sim, base_out = runner.run(uniform)
+    base_acc, base_ops = base_sim.accuracy_at(base), _synaptic_ops(base_sim)
+
+    note(f"sensitivity of {len(names)} layers (cut to T={probe}; noise u={config.noise})")
+    neurons = dict(network.neuron_layers())
+    generator = torch.Generator().manual_seed(config.seed)
+    for prof in profiles:
+        sim, out = runner.run({**uniform, prof.name: probe})
+        prof.cut_drop_points = base_acc - sim.accuracy_at(base)
+        prof.cut_divergence = _divergence(out, base_out)
+        neuron = neurons[prof.name]
+        saved = neuron.v_offset
+        shape = _activation_shape(engine, holdout, prof.name)
+        theta = neuron.broadcast(neuron.threshold.cpu(), len(shape) + 1)[0]
+        noise = config.noise * theta * base * torch.randn(shape, generator=generator)
+        neuron.v_offset = (saved.cpu() + noise).to(saved.device)
+        try:
+            sim, out = runner.run(uniform)
+        finally:
+            neuron.v_offset = saved
+        prof.noise_drop_points = base_acc - sim.accuracy_at(base)
+        prof.noise_divergence = _divergence(out, base_out)
+    activity = [p.activity for p in profiles]
+    correlation = {key: _spearman(activity, [getattr(p, key) for p in profiles])
+                   for key in ("cut_drop_points", "cut_divergence", "noise_drop_points", "noise_divergence")}
+
+    windows, trace = _allocate(runner, names, steps, base_acc, base_ops, config, note)
+    final_sim, _ = runner.run(windows)
+    for prof in profiles:
+        prof.time_steps = windows[prof.name]
+    return TeasResult(base_steps=base, layer_time_steps=windows, profiles=profiles, holdout_samples=len(holdout),
+                      uniform_accuracy_pct=base_acc, final_accuracy_pct=final_sim.accuracy_at(base),
+                      uniform_ops_per_sample=base_ops, final_ops_per_sample=_synaptic_ops(final_sim),
+                      probe_steps=probe, correlation=correlation, trace=trace, evaluations=runner.count)
+
+
+def _activation_shape(engine: Engine, data: LabeledData, name: str) -> torch.Size:
+    recorded = engine.run_batch(data.x[:1].to(engine.device), None, TimePlan(1, 1), record=[name], until=name)
+    return recorded["recorded"][name].shape[1:]
+
+
+def _allocate(runner: _Runner, names: list[str], steps: list[int], base_acc: float, base_ops: float,
+              config: TeasConfig, note: ProgressFn) -> tuple[dict[str, int], list[AllocationStep]]:
+    """Lazy greedy: halve the layer with the most saved operations per point lost, re-measured before acceptance."""
+    windows = {name: steps[0] for name in names}
+    one_sample = 100.0 / max(len(runner.data), 1)
+    floor = base_acc - config.accuracy_budget
+    current_acc, current_ops = base_acc, base_ops
+    trace: list[AllocationStep] = []
+
+    def lower(name):
+        index = steps.index(windows[name])
+        return steps[index + 1] if index + 1 < len(steps) else None
+
+    measured: dict[tuple, tuple[float, float]] = {}
+
+    def measure(name):
+        trial = {**windows, name: lower(name)}
+        key = tuple(sorted(trial.items()))
+        if key not in measured:
+            sim, _ = runner.run(trial)
+            measured[key] = (sim.accuracy_at(runner.base), _synaptic_ops(sim))
+        acc, ops = measured[key]
+        score = (current_ops - ops) / (max(current_acc - acc, 0.0) + 0.5 * one_sample)
+        return score, acc, ops
+
+    def budget_met() -> bool:
+        return config.avg_steps_budget is not None and np.mean(list(windows.values())) <= config.avg_steps_budget
+
+    heap = []
+    for name in names:
+        if lower(name) is not None:
+            score, acc, ops = measure(name)
+            heapq.heappush(heap, (-score, name))
+    while heap and not budget_met():
+        _, name = heapq.heappop(heap)
+        score, acc, ops = measure(name)  # fresh, in the current allocation
+        if heap and score < -heap[0][0]:
+            heapq.heappush(heap, (-score, name))  # stale winner: let the next best be re-measured first
+            continue
+        within = config.avg_steps_budget is not None or acc >= floor - 1e-9
+        trace.append(AllocationStep(name, windows[name], lower(name), acc, ops, within))
+        if not within:
+            continue  # this layer cannot be cut further within the budget
+        note(f"{name}: T_l {windows[name]} -> {lower(name)} (held-out accuracy {acc:.2f} %)")
+        windows[name] = lower(name)
+        current_acc, current_ops = acc, ops
+        if lower(name) is not None:
+            score, _, _ = measure(name)
+            heapq.heappush(heap, (-score, name))
+    return windows, trace

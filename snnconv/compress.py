@@ -20,7 +20,7 @@ from .api import Evaluation, ProgressFactory, evaluate, resolve_device
 from .config import SimulationConfig
 from .data import DataConfig, load_data
 from .engine import Engine
-from .errors import ConfigError
+from .errors import ArtifactError, ConfigError
 from .metrics import load_energy_model, summarize
 from .metrics.summary import layer_spikes_per_sample
 from .stages.teas import TeasConfig, TeasResult, consumer_synapses, teas
@@ -66,7 +66,7 @@ def run_compress(artifact: str | Path, method: str, *, output: Path, teas_config
         raise ConfigError(f"--method '{method}' is not available; choose from {', '.join(METHODS)}.")
     artifact = Path(artifact)
     if not artifacts.is_artifact(artifact):
-        raise ConfigError(f"'{artifact}' is not an snnconv artifact (no manifest.json); run snnconv convert first.")
+        raise ArtifactError(f"'{artifact}' is not an snnconv artifact (no manifest.json); run snnconv convert first.")
     load_energy_model(energy)
     _check_writable(output, "-o")
     dev = resolve_device(device)

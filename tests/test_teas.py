@@ -1,0 +1,161 @@
+"""TEAS: candidate steps, greedy allocation against a known answer, profiles, artifacts and the CLI."""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from types import SimpleNamespace
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from typer.testing import CliRunner
+
+import snnconv
+from snnconv import artifacts
+from snnconv.config import SimulationConfig
+from snnconv.engine import Engine, TimePlan
+from snnconv.errors import ConfigError
+from snnconv.stages.teas import TeasConfig, _allocate, consumer_params, profile_layers
+from snnconv_cli.main import app
+
+from helpers import as_data, convert
+from models import build
+
+
+def test_default_candidates_halve_down_to_the_minimum():
+    assert TeasConfig().steps_for(32) == [32, 16, 8, 4, 2, 1]
+    assert TeasConfig(min_steps=4).steps_for(24) == [24, 12, 6]
+    assert TeasConfig(candidates=(20, 8, 3, 64)).steps_for(32) == [32, 20, 8, 3]
+
+
+@pytest.mark.parametrize("bad", [dict(accuracy_budget=-1), dict(min_steps=0), dict(holdout_fraction=1.0),
+                                 dict(candidates=(8, 0)), dict(avg_steps_budget=0)])
+def test_bad_options_are_refused(bad):
+    with pytest.raises(ConfigError):
+        TeasConfig(**bad)
+
+
+class KnownRunner:
+    """A stand-in for the held-out simulations with a known answer.
+
+    Layer 'cheap' can be cut to 1 step at no accuracy cost; every halving of 'fragile' costs 1 point;
+    'mixed' is free down to 8 steps, then each halving costs 0.05 points. Operations are proportional to
+    T_l times a per-layer weight, so the best ratio cuts are unambiguous.
+    """
+
+    base = 32
+    data = list(range(1000))  # 1000 held-out samples: one sample is 0.1 points
+    weights = {"cheap": 1.0, "fragile": 5.0, "mixed": 2.0}
+
+    def __init__(self):
+        self.count = 0
+
+    def run(self, windows):
+        self.count += 1
+        loss = np.log2(32 / windows["fragile"]) + 0.05 * max(0.0, np.log2(8 / windows["mixed"]))
+        accuracy = 90.0 - loss
+        ops = sum(self.weights[name] * steps * 1000 for name, steps in windows.items())
+        sim = SimpleNamespace(accuracy_at=lambda _t: accuracy, samples=1,
+                              synaptic_layers=[SimpleNamespace(synaptic_ops=ops)])
+        return sim, None
+
+
+NAMES = ["cheap", "fragile", "mixed"]
+UNIFORM_OPS = sum(KnownRunner.weights.values()) * 32 * 1000
+
+
+def allocate(config: TeasConfig):
+    return _allocate(KnownRunner(), NAMES, config.steps_for(32), 90.0, UNIFORM_OPS, config, lambda _m: None)
+
+
+def test_allocation_spends_exactly_the_accuracy_budget():
+    windows, trace = allocate(TeasConfig(accuracy_budget=0.1))
+    # cheap goes to 1, fragile stays, mixed: 8 is free, 4 costs 0.05 (within 0.1), 2 would cost 0.10 in total
+    assert windows == {"cheap": 1, "fragile": 32, "mixed": 2}
+    windows_tight, _ = allocate(TeasConfig(accuracy_budget=0.0))
+    assert windows_tight == {"cheap": 1, "fragile": 32, "mixed": 8}
+    rejected = [s for s in trace if not s.accepted]
+    assert {s.layer for s in rejected} >= {"fragile"}
+
+
+def test_average_budget_cuts_until_the_mean_is_reached():
+    windows, trace = allocate(TeasConfig(avg_steps_budget=12))
+    assert np.mean(list(windows.values())) <= 12
+    # free cuts first (mixed and cheap alternate by saved operations); the last cut that reaches the mean
+    # goes to the layer with the most operations saved per point, the costly but heavy 'fragile'
+    assert [s.layer for s in trace][:6] == ["mixed", "cheap", "mixed", "cheap", "mixed", "cheap"]
+    assert windows == {"cheap": 4, "fragile": 16, "mixed": 4}
+
+
+@pytest.fixture(scope="module")
+def residual():
+    x = torch.rand(64, 1, 8, 8, generator=torch.Generator().manual_seed(0))
+    model = build("residual").eval()
+    return model, convert(model, x, calibrate="none"), x
+
+
+def test_profile_counts_params_of_the_consuming_layers(residual):
+    model, network, x = residual
+    engine = Engine(network.graph)
+    params = consumer_params(engine)
+    conv_weights = {name: m.weight.numel() for name, m in network.graph.named_modules() if hasattr(m, "weight")}
+    assert sum(params.values()) >= max(conv_weights.values())
+    sim = engine.simulate([(x, torch.zeros(len(x), dtype=torch.long))], TimePlan(16, 4))
+    for prof in profile_layers(engine, sim):
+        layer = next(l for l in sim.neuron_layers if l.name == prof.name)
+        assert prof.spikes_per_sample == pytest.approx(layer.spikes / len(x))
+        assert prof.activity == pytest.approx(layer.spikes / (len(x) * layer.neurons * 16))
+        assert prof.cost == pytest.approx(prof.spikes_per_sample * prof.params)
+
+
+def test_artifact_keeps_per_layer_steps_and_evaluates_the_same(residual, tmp_path):
+    model, network, x = residual
+    names = [name for name, _ in network.neuron_layers()]
+    network.layer_time_steps = {names[0]: 4, names[-1]: 8}
+    network.time_steps = 16
+    data = as_data(x, model)
+    before = snnconv.evaluate(network, data, SimulationConfig(time_steps=16))
+    artifacts.save(network, tmp_path / "a")
+    loaded = artifacts.load(tmp_path / "a")
+    assert loaded.layer_time_steps == {names[0]: 4, names[-1]: 8}
+    after = snnconv.evaluate(loaded, data, SimulationConfig(time_steps=16))
+    assert np.array_equal(before.simulation.correct_per_step, after.simulation.correct_per_step)
+    assert {l.name: l.time_steps for l in after.simulation.neuron_layers}[names[0]] == 4
+    with pytest.raises(ConfigError, match="T=16"):
+        snnconv.evaluate(loaded, data, SimulationConfig(time_steps=32))
+    network.layer_time_steps = {}
+
+
+def test_compress_cli_end_to_end(tmp_path):
+    runner = CliRunner()
+    art = tmp_path / "art"
+    result = runner.invoke(app, ["convert", "-o", str(art), "--calib-samples", "200", "--limit", "200", "-T", "8",
+                                 "--quiet"])
+    assert result.exit_code == 0, result.output
+    out = tmp_path / "teas"
+    result = runner.invoke(app, ["compress", str(art), "--method", "teas", "-o", str(out), "--calib-data", "builtin",
+                                 "--calib-samples", "200", "--limit", "200", "--min-t", "2", "--quiet", "--json"])
+    assert result.exit_code == 0, result.output
+    summary = json.loads(result.output)["summary"]
+    table = pd.read_csv(out / "reports" / "teas.csv")
+    assert set(table["time_steps_teas"]) <= {8, 4, 2}
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert [l["time_steps"] for l in manifest["layers"]] == list(table["time_steps_teas"])
+    assert summary["avg_time_steps"] == pytest.approx(table["time_steps_teas"].mean())
+    assert summary["teas_holdout_accuracy_pct"] >= summary["teas_holdout_accuracy_uniform_pct"] - 0.1 - 1e-9
+    # the compressed artifact evaluates to the same accuracy through snnconv evaluate
+    again = runner.invoke(app, ["evaluate", str(out), "--report-dir", str(tmp_path / "r"), "--limit", "200", "--quiet", "--json",
+                                "--profile"])
+    assert again.exit_code == 0, again.output
+    assert json.loads(again.output)["summary"]["snn_accuracy_pct"] == pytest.approx(summary["snn_accuracy_pct"])
+    assert (out / "reports" / "teas.md").exists() and (out / "reports" / "firing_rates.png").exists()
+
+
+def test_compress_refuses_what_it_cannot_run(tmp_path):
+    runner = CliRunner()
+    result = runner.invoke(app, ["compress", str(tmp_path), "--method", "teas", "-o", str(tmp_path / "o")])
+    assert result.exit_code == 10 and "is not an snnconv artifact" in " ".join(result.output.split())
+    result = runner.invoke(app, ["compress", str(tmp_path), "--method", "nope", "-o", str(tmp_path / "o")])
+    assert result.exit_code == 3 and "--method 'nope' is not available" in " ".join(result.output.split())
+    assert not (tmp_path / "o").exists()

@@ -1,0 +1,146 @@
+"""TEAS benchmark (issue: per-layer time steps): average T, accuracy, synaptic operations and energy of the
+TEAS allocation beside the accuracy-vs-uniform-T curve of the same converted network.
+
+Per model: the default pipeline converts for the base T on the 1000 benchmark calibration images; TEAS
+profiles half of them and allocates on the other half (default TeasConfig: accuracy budget 0.1 points,
+T_l in {T, T/2, ..., 1}); the uniform network and the TEAS network are then simulated on the evaluation set
+(the first ``--limit`` images of the seeded test permutation). "Uniform T of equal accuracy" is the smallest
+t at which the uniform network, read out after t steps, is within 0.1 points of the TEAS accuracy.
+
+    /work/venv/bin/python benchmarks/teas_bench.py --models vgg,resnet
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import torch  # noqa: E402
+
+import _common as C  # noqa: E402
+
+import snnconv  # noqa: E402
+import snnconv.zoo  # noqa: E402
+from snnconv.api import load_model  # noqa: E402
+from snnconv.compress import teas_rows, teas_summary, uniform_steps_matching  # noqa: E402
+from snnconv.config import BalanceConfig, ConvertConfig, SimulationConfig  # noqa: E402
+from snnconv.data import LabeledData  # noqa: E402
+from snnconv.metrics import load_energy_model, summarize  # noqa: E402
+from snnconv.stages.teas import TeasConfig, teas  # noqa: E402
+
+COMMAND = "/work/venv/bin/python benchmarks/teas_bench.py"
+
+
+def source(model: str):
+    if model == "resnet20":
+        return str(C.CIFAR_ONNX)
+    net = getattr(snnconv.zoo, f"fmnist_{model}")()
+    net.load_state_dict(torch.load(C.fmnist_weights(model), map_location="cpu", weights_only=True))
+    return net.eval()
+
+
+def run(model: str, base: int, limit: int, holdout: float) -> dict:
+    cx, cy = C.calibration_set(model)
+    tx, ty = C.test_order(model)
+    cal = LabeledData(x=cx, y=cy, num_classes=10, description=f"{model} calibration")
+    test = LabeledData(x=tx[:limit], y=ty[:limit], num_classes=10, description=f"{model} test[:{limit}]")
+    imported = load_model(source(model), example=cx)
+    t0 = time.perf_counter()
+    network = snnconv.convert(imported, cal, ConvertConfig(time_steps=base, balance=BalanceConfig(time_steps=base)))
+    t1 = time.perf_counter()
+    simulation = SimulationConfig(time_steps=base)
+    uniform = snnconv.evaluate(network, test, simulation)
+    config = TeasConfig(holdout_fraction=holdout)
+    result = teas(network, cal, config, time_steps=base, progress=lambda m: print(f"  [{model}] {m}", flush=True))
+    t2 = time.perf_counter()
+    network.layer_time_steps = {k: v for k, v in result.layer_time_steps.items() if v != base}
+    compressed = snnconv.evaluate(network, test, simulation)
+    energy = load_energy_model("45nm")
+    rows = teas_rows(network, result, uniform, compressed)
+    extra = teas_summary(result, uniform, compressed, rows, energy)
+    after = summarize(compressed.simulation, compressed.ann, energy)
+    return {
+        "model": model, "base_t": base, "samples": limit, "ann_accuracy_pct": uniform.ann.accuracy,
+        "uniform_curve_pct": [uniform.simulation.accuracy_at(t) for t in range(1, base + 1)],
+        "teas_accuracy_pct": after["snn_accuracy_pct"], "teas_avg_t": after["avg_time_steps"],
+        "teas_synaptic_ops_per_sample": after["synaptic_ops_per_sample"],
+        "teas_energy_pj_per_sample": after["energy_pj_per_sample_snn"],
+        "ann_energy_pj_per_sample": after["energy_pj_per_sample_ann"],
+        "layer_time_steps": result.layer_time_steps, "rows": rows, "summary": extra,
+        "convert_s": t1 - t0, "teas_s": t2 - t1, "holdout": result.holdout_samples,
+        "date": C.today(), "snnconv": C.git_head(), "torch": torch.__version__,
+        "equal_accuracy_t": uniform_steps_matching(uniform, after["snn_accuracy_pct"]),
+    }
+
+
+def render(results: list[dict]) -> None:
+    lines = ["## 4. TEAS: per-layer time steps", "",
+             f"Command: `{COMMAND}` (results: `benchmarks/results/teas_<model>.json`). Machine: {C.machine()}.", "",
+             "Default pipeline converted for the base T on the 1000 benchmark calibration images; TEAS (default "
+             "options: accuracy budget 0.1 points on a held-out half of those images, T_l in {T, T/2, ..., 1}) "
+             "profiles the other half. Accuracy, operations and energy are measured on the evaluation set for the "
+             "uniform network and the TEAS network in the same run. Average T = mean of T_l over neuron layers "
+             "(the readout keeps the base T). `equal-accuracy T` = smallest uniform t whose accuracy is within 0.1 "
+             "points of the TEAS accuracy; the bar asks for average T at least 3x below it.", ""]
+    header = ["model", "images", "ANN", "base T", "uniform @ base", "TEAS acc", "TEAS avg T", "op-weighted T",
+              "equal-accuracy T", "ratio", "bar >= 3x", "syn. ops uniform", "syn. ops TEAS", "energy uniform (µJ)",
+              "energy TEAS (µJ)"]
+    body = []
+    for r in results:
+        s = r["summary"]
+        ratio = (r["equal_accuracy_t"] / r["teas_avg_t"]) if r["equal_accuracy_t"] else None
+        body.append([r["model"], str(r["samples"]), f"{r['ann_accuracy_pct']:.2f}", str(r["base_t"]),
+                     f"{s['uniform_snn_accuracy_pct']:.2f}", f"{r['teas_accuracy_pct']:.2f}", f"{r['teas_avg_t']:.2f}",
+                     f"{s['teas_avg_time_steps_op_weighted']:.2f}", str(r["equal_accuracy_t"] or "none"),
+                     f"{ratio:.2f}" if ratio else "-", "holds" if ratio and ratio >= 3 else "FAILS",
+                     f"{s['uniform_synaptic_ops_per_sample']:,.0f}", f"{r['teas_synaptic_ops_per_sample']:,.0f}",
+                     f"{s['uniform_energy_pj_per_sample_snn'] / 1e6:.3f}", f"{r['teas_energy_pj_per_sample'] / 1e6:.3f}"])
+    lines += [C.md_table(header, body), ""]
+    for r in results:
+        curve = r["uniform_curve_pct"]
+        marks = sorted({t for t in (1, 2, 4, 8, 12, 16, 24, 32, 48, 64) if t <= r["base_t"]})
+        lines += [f"### {r['model']}: uniform curve and per-layer allocation", "",
+                  C.md_table(["uniform t"] + [str(t) for t in marks], [["accuracy (%)"] + [f"{curve[t - 1]:.2f}" for t in marks]]),
+                  "",
+                  C.md_table(["layer", "Act", "cut drop (points)", "noise drop (points)", "T_l", "syn. ops uniform",
+                              "syn. ops TEAS"],
+                             [[x["layer"], f"{x['activity_spikes_per_neuron_per_step']:.4f}",
+                               f"{x['cut_drop_points']:+.2f}", f"{x['noise_drop_points']:+.2f}", str(x["time_steps_teas"]),
+                               f"{x['synaptic_ops_per_sample_uniform']:,.0f}", f"{x['synaptic_ops_per_sample_teas']:,.0f}"]
+                              for x in r["rows"]]),
+                  "",
+                  "Spearman rho of activity vs sensitivity: " + ", ".join(
+                      f"{k.removeprefix('rho_activity_vs_')} {v:+.2f}" for k, v in r["summary"].items()
+                      if k.startswith("rho_")) + f". TEAS took {r['teas_s']:.0f} s "
+                  f"({r['summary']['teas_allocation_simulations']} held-out simulations of {r['holdout']} images).", ""]
+    C.update_doc("teas", "\n".join(lines))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--models", default="vgg,resnet")
+    parser.add_argument("--base-t", type=int, default=32)
+    parser.add_argument("--limit", type=int, default=2000)
+    parser.add_argument("--holdout", type=float, default=0.5)
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--render-only", action="store_true")
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    C.RESULTS.mkdir(parents=True, exist_ok=True)
+    if not args.render_only:
+        for model in args.models.split(","):
+            result = run(model, args.base_t, args.limit, args.holdout)
+            (C.RESULTS / f"teas_{model}.json").write_text(json.dumps(result, indent=1, default=float))
+            print(f"[{model}] TEAS acc {result['teas_accuracy_pct']:.2f} avg T {result['teas_avg_t']:.2f} "
+                  f"equal-accuracy uniform T {result['equal_accuracy_t']}", flush=True)
+    results = [json.loads(p.read_text()) for p in sorted(C.RESULTS.glob("teas_*.json"))]
+    render(results)
+
+
+if __name__ == "__main__":
+    main()

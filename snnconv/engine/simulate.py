@@ -76,11 +76,6 @@ class TimePlan:
         """Steps an op with ``window`` steps should have completed by the end of ``chunk``."""
         return min(window, -(-(chunk + 1) * self.chunk_steps * window // self.max_steps))
 
-    def chunks(self) -> list[tuple[int, int]]:
-        """[start, stop) ranges of readout steps, 0-based, one per chunk (empty ranges included)."""
-        bounds = [0] + [self.target(k, self.time_steps) for k in range(self.chunk_count())]
-        return list(zip(bounds[:-1], bounds[1:]))
-
 
 def retime(block: torch.Tensor, first: int, source_steps: int, target_steps: int, start: int, count: int) -> torch.Tensor:
     """Re-time a spike train (or current) from a window of ``source_steps`` into one of ``target_steps``.

@@ -101,3 +101,31 @@ def test_unknown_layer_in_a_plan_is_named(vgg):
 def test_non_positive_layer_window_is_refused():
     with pytest.raises(ConfigError, match="'relu'"):
         TimePlan.per_layer(8, {"relu": 0})
+
+
+class Recorder:
+    def __init__(self, leave_at: int | None = None):
+        self.seen, self.leave_at = [], leave_at
+
+    def should_exit(self, accumulated, step):
+        self.seen.append((step, accumulated.clone()))
+        leaving = torch.zeros(accumulated.shape[0], dtype=torch.bool)
+        if step == self.leave_at:
+            leaving[::2] = True
+        return leaving
+
+
+def test_early_exit_under_per_layer_windows_matches_the_full_run(vgg):
+    """Samples leave mid-run (rows dropped from states and re-timing buffers); the rest are unaffected."""
+    _, network, x = vgg
+    windows = {name: [16, 5, 9][i % 3] for i, name in enumerate(neuron_names(network))}
+    plan = TimePlan.per_layer(12, windows, chunk_steps=4)
+    engine = Engine(network.graph)
+    full = Recorder()
+    final = engine.run_batch(x, None, plan, exit_policy=full)["accumulated"]
+    boundary = full.seen[1][0]
+    leaving = Recorder(leave_at=boundary)
+    outcome = engine.run_batch(x, None, plan, exit_policy=leaving)
+    assert np.array_equal(outcome["exit_step"][::2], np.full(len(x[::2]), boundary))
+    assert torch.equal(outcome["predictions"][::2], full.seen[1][1][::2].argmax(-1))
+    assert torch.allclose(outcome["accumulated"], final[1::2], atol=1e-5)

@@ -284,8 +284,8 @@ class Engine:
                     static = {k: v[keep] if k in self._batched_static else v for k, v in static.items()}
                     state = {k: v[keep] for k, v in state.items()}
                     recorded = {k: v[keep] for k, v in recorded.items()}
-                    pending = {k: (first, block[:, keep] if isinstance(block, torch.Tensor) else block)
-                               for k, (first, block) in pending.items()}
+                    pending = {k: (offset, block[:, keep] if isinstance(block, torch.Tensor) else block)
+                               for k, (offset, block) in pending.items()}
                     if rows.numel() == 0:
                         break
         if rows.numel() and accumulated is not None:

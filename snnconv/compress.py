@@ -159,6 +159,7 @@ def teas_summary(result: TeasResult, uniform: Evaluation, compressed: Evaluation
         "teas_holdout_accuracy_pct": result.final_accuracy_pct,
         "teas_holdout_samples": result.holdout_samples,
         "teas_allocation_simulations": result.evaluations,
+        "teas_recalibrated": result.recalibrated,
         **{f"rho_activity_vs_{key}": value for key, value in result.correlation.items()},
     }
 

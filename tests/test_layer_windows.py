@@ -129,3 +129,24 @@ def test_early_exit_under_per_layer_windows_matches_the_full_run(vgg):
     assert np.array_equal(outcome["exit_step"][::2], np.full(len(x[::2]), boundary))
     assert torch.equal(outcome["predictions"][::2], full.seen[1][1][::2].argmax(-1))
     assert torch.allclose(outcome["accumulated"], final[1::2], atol=1e-5)
+
+
+def test_calibration_over_per_layer_windows():
+    """Equal windows calibrate exactly as the uniform T; a shorter window changes that layer's correction."""
+    from snnconv.stages.calibrate import calibrate
+    model = build("vgg").eval()
+    x = torch.rand(32, 1, 12, 12, generator=torch.Generator().manual_seed(5))
+    names = neuron_names(convert(model, x))
+
+    def corrections(layer_steps):
+        network = convert(model, x)
+        with torch.no_grad():
+            calibrate(Engine(network.graph), x, 16, "advanced", layer_steps=layer_steps)
+        return {name: neuron.v_offset.clone() for name, neuron in network.neuron_layers()}
+
+    plain = corrections(None)
+    same = corrections({name: 16 for name in names})
+    assert all(torch.equal(plain[n], same[n]) for n in names)
+    short = corrections({names[1]: 4})
+    assert torch.equal(short[names[0]], plain[names[0]])  # layers before the shortened one are untouched
+    assert not torch.equal(short[names[1]], plain[names[1]])

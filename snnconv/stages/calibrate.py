@@ -11,7 +11,9 @@ compared with the ANN's activation a_l on the same batch.
   mean_N(s_l)) per neuron (means over samples only), which corrects the charge a neuron is missing
   over the window.
 
-Both are tied to the T they were computed for; the manifest records it.
+Both are tied to the T they were computed for; the manifest records it. With per-layer windows T_l
+(``layer_steps``, TEAS) each layer is calibrated over its own window: its rate is its summed output / T_l
+and the potential correction is T_l (mean_N(a_l) - mean_N(s_l)).
 """
 from __future__ import annotations
 
@@ -57,16 +59,17 @@ def _neuron_gap(rate: torch.Tensor, target: torch.Tensor) -> float:
 
 
 def calibrate(engine: Engine, x: torch.Tensor, time_steps: int, mode: str, chunk_steps: int = 8,
-              progress: Callable[[int], None] | None = None) -> list[dict]:
+              progress: Callable[[int], None] | None = None, layer_steps: dict[str, int] | None = None) -> list[dict]:
     """Calibrate the IF layers of ``engine.graph`` in place; returns per layer the channel gap before and after."""
     x = x.to(engine.device)
-    plan = TimePlan(time_steps, chunk_steps)
+    plan = TimePlan.per_layer(time_steps, layer_steps, chunk_steps)
+    windows = engine.windows(plan)
     ann = _ann_activations(engine.graph, x)
     layers = [op for op in engine.program.neuron_ops if op.kind == "neuron"]
 
     def rates(*names: str) -> dict[str, torch.Tensor]:
         recorded = engine.run_batch(x, None, plan, record=names, until=names[-1])["recorded"]
-        return {name: recorded[name] / time_steps for name in names}
+        return {name: recorded[name] / windows[name] for name in names}
 
     log: list[dict] = []
     for index, op in enumerate(layers):
@@ -86,7 +89,7 @@ def calibrate(engine: Engine, x: torch.Tensor, time_steps: int, mode: str, chunk
         neuron.bias -= _channel_mean(rate) - _channel_mean(target)
         if mode == "advanced":
             rate = rates(op.name)[op.name]
-            neuron.v_offset = neuron.v_offset + time_steps * (target.mean(0) - rate.mean(0))
+            neuron.v_offset = neuron.v_offset + windows[op.name] * (target.mean(0) - rate.mean(0))
         if progress is not None:
             progress(1)
     if layers:

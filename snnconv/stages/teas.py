@@ -13,6 +13,8 @@ option, are documented in docs/teas.md. In short:
    the move taken is the one saving the most measured synaptic operations per point of measured accuracy
    lost, re-measured in the current allocation before it is accepted, while the accuracy stays within the
    budget of the uniform network (or, with an average-T budget, until the mean T_l reaches it).
+4. Recalibrate: a network converted with calibration gets it again, for the allocated windows (its bias and
+   potential corrections were measured over the uniform T).
 """
 from __future__ import annotations
 
@@ -31,6 +33,7 @@ from ..engine import Engine, TimePlan
 from ..errors import ConfigError
 from ..network import SpikingNetwork
 from ..results import SimulationResult
+from .calibrate import calibrate
 
 ProgressFn = Callable[[str], None]
 
@@ -110,6 +113,7 @@ class TeasResult:
     correlation: dict[str, float]  # Spearman rho of activity vs each sensitivity
     trace: list[AllocationStep] = field(default_factory=list)
     evaluations: int = 0  # held-out simulations the allocation ran
+    recalibrated: bool = False  # calibration redone for the allocated windows
 
     @property
     def mean_steps(self) -> float:
@@ -259,13 +263,21 @@ def teas(network: SpikingNetwork, calibration: LabeledData, config: TeasConfig =
                    for key in ("cut_drop_points", "cut_divergence", "noise_drop_points", "noise_divergence")}
 
     windows, trace = _allocate(runner, names, steps, base_acc, base_ops, config, note)
+    recalibrated = network.config.calibrate != "none" and any(t != base for t in windows.values())
+    if recalibrated:
+        # calibration corrections are tied to the window they were measured over: redo them for each T_l
+        note(f"{network.config.calibrate} calibration for the allocated windows")
+        with torch.no_grad():
+            calibrate(engine, calibration.x[:network.config.calibration_samples], base, network.config.calibrate,
+                      chunk_steps, layer_steps={k: v for k, v in windows.items() if v != base})
     final_sim, _ = runner.run(windows)
     for prof in profiles:
         prof.time_steps = windows[prof.name]
     return TeasResult(base_steps=base, layer_time_steps=windows, profiles=profiles, holdout_samples=len(holdout),
                       uniform_accuracy_pct=base_acc, final_accuracy_pct=final_sim.accuracy_at(base),
                       uniform_ops_per_sample=base_ops, final_ops_per_sample=_synaptic_ops(final_sim),
-                      probe_steps=probe, correlation=correlation, trace=trace, evaluations=runner.count)
+                      probe_steps=probe, correlation=correlation, trace=trace, evaluations=runner.count,
+                      recalibrated=recalibrated)
 
 
 def _activation_shape(engine: Engine, data: LabeledData, name: str) -> torch.Size:

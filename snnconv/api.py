@@ -167,8 +167,14 @@ class Evaluation:
 
 
 def evaluate(network: SpikingNetwork, data: LabeledData, simulation: SimulationConfig = SimulationConfig(), *,
-             exit_policy: ExitPolicy | None = None, progress: ProgressFactory | None = None) -> Evaluation:
-    """Simulate ``network`` on ``data`` for ``simulation.time_steps`` steps and evaluate its ANN too."""
+             exit_policy: ExitPolicy | None | str = "network", progress: ProgressFactory | None = None,
+             on_batch=None, trace_output: bool = False) -> Evaluation:
+    """Simulate ``network`` on ``data`` for ``simulation.time_steps`` steps and evaluate its ANN too.
+
+    ``exit_policy``: "network" (default) applies the network's own exit policy if it has one; None runs
+    every sample for all steps; or an :class:`ExitPolicy`. A policy with its own ``chunk_steps`` decides
+    at those boundaries, whatever ``simulation.chunk_steps`` says.
+    """
     progress = progress or _no_progress
     dev = resolve_device(simulation.device)
     network.to(dev)
@@ -178,10 +184,19 @@ def evaluate(network: SpikingNetwork, data: LabeledData, simulation: SimulationC
     if network.layer_time_steps and simulation.time_steps != network.time_steps:
         raise ConfigError(f"This network runs per-layer time steps T_l (readout T={network.time_steps}); evaluate it "
                           f"at T={network.time_steps}, not T={simulation.time_steps}.")
-    plan = TimePlan.per_layer(simulation.time_steps, network.layer_time_steps, simulation.chunk_steps)
-    sim = engine.simulate(data.batches(simulation.batch_size), plan,
-                          exit_policy=exit_policy, progress=progress(f"Simulating T={simulation.time_steps}", len(data)))
-    ann.macs_per_sample = {layer.name: layer.macs_per_sample_dense for layer in sim.synaptic_layers}
+    if isinstance(exit_policy, str):
+        if exit_policy != "network":
+            raise ConfigError(f"exit_policy must be 'network', None or an ExitPolicy, got '{exit_policy}'.")
+        exit_policy = network.exit_policy
+    if exit_policy is not None:
+        exit_policy.check_time_steps(simulation.time_steps)
+    chunk = exit_policy.chunk_steps if exit_policy is not None and exit_policy.chunk_steps else simulation.chunk_steps
+    plan = TimePlan.per_layer(simulation.time_steps, network.layer_time_steps, chunk)
+    sim = engine.simulate(data.batches(simulation.batch_size), plan, exit_policy=exit_policy,
+                          progress=progress(f"Simulating T={simulation.time_steps}", len(data)), on_batch=on_batch,
+                          trace_output=trace_output)
+    ann.macs_per_sample = {layer.name: layer.macs_per_sample_dense for layer in sim.synaptic_layers
+                           if layer.part == "network"}
     before = None
     source_graph = network.notes.get("ann_source_graph")
     if source_graph is not None:

@@ -32,6 +32,7 @@ from .stages.convert import CoverageRow
 SCHEMA_VERSION = 1
 MANIFEST = "manifest.json"
 WEIGHTS = "weights.pt"
+EXIT_POLICY_WEIGHTS = "exit_policy.pt"
 CONSTANT_PREFIX = "__graph_constant__."
 
 
@@ -218,6 +219,7 @@ def build_manifest(network: SpikingNetwork, extra: dict | None = None) -> dict:
         "config": network.config.to_dict(),
         "notes": {k: v for k, v in network.notes.items() if isinstance(v, (int, float, str, bool, list, dict))},
         "graph": graph_to_plain(network.graph),
+        "exit_policy": network.exit_policy.describe() if network.exit_policy is not None else None,
         "environment": environment(),
         **(extra or {}),
     }
@@ -238,6 +240,8 @@ def save(network: SpikingNetwork, directory: str | Path, extra_files: dict[str, 
         state = {k: v.detach().cpu() for k, v in network.graph.state_dict().items()}
         state.update(_graph_constants(network.graph))
         torch.save(state, staging / WEIGHTS)
+        if network.exit_policy is not None and network.exit_policy.state_dict():
+            torch.save(network.exit_policy.state_dict(), staging / EXIT_POLICY_WEIGHTS)
         (staging / MANIFEST).write_text(json.dumps(manifest, indent=2, default=_json_default))
         for name, path in (extra_files or {}).items():
             shutil.copy2(path, staging / name) if Path(path).is_file() else shutil.copytree(path, staging / name)
@@ -312,9 +316,30 @@ def load(directory: str | Path) -> SpikingNetwork:
             neuron.half_init = bool(entry["half_init"])
             if int(entry.get("time_steps", manifest["time_steps"])) != int(manifest["time_steps"]):
                 layer_time_steps[name] = int(entry["time_steps"])
+    exit_policy = _load_exit_policy(directory, manifest.get("exit_policy"))
     return SpikingNetwork(
         graph=graph, input_shape=tuple(inputs["shape"]), time_steps=int(manifest["time_steps"]), config=config,
         coverage=coverage, source=manifest["source"],
         input_normalization={k: inputs.get(k) for k in ("mean", "std") if k in inputs},
         num_classes=int(inputs["num_classes"]), calibration_log=manifest.get("calibration", []),
-        notes=manifest.get("notes", {}), layer_time_steps=layer_time_steps)
+        notes=manifest.get("notes", {}), layer_time_steps=layer_time_steps, exit_policy=exit_policy)
+
+
+def _load_exit_policy(directory: Path, description: dict | None):
+    if not description:
+        return None
+    from .stages.seenn import exit_policy_from
+    state = {}
+    if description.get("kind") == "policy":
+        try:
+            state = torch.load(directory / EXIT_POLICY_WEIGHTS, map_location="cpu", weights_only=True)
+        except FileNotFoundError:
+            raise ArtifactError(f"Artifact '{directory}' records a SEENN-II policy but has no {EXIT_POLICY_WEIGHTS}.") from None
+        except Exception as exc:
+            raise ArtifactError(f"'{directory / EXIT_POLICY_WEIGHTS}' is corrupt ({type(exc).__name__}); "
+                                "re-create the artifact.") from None
+    try:
+        return exit_policy_from(description, state)
+    except (KeyError, TypeError, ValueError, RuntimeError) as exc:
+        raise ArtifactError(f"'{directory / MANIFEST}' has an unreadable exit_policy ({type(exc).__name__}: {exc}); "
+                            "the artifact is corrupt.") from None

@@ -5,7 +5,7 @@ and ``from_dict`` give the plain data stored in artifact manifests and printed i
 """
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import MISSING, asdict, dataclass, field, fields
 
 from .errors import ConfigError
 
@@ -30,8 +30,9 @@ class _Plain:
             if f.name not in data:
                 continue
             value = data[f.name]
-            sub = _NESTED.get((cls.__name__, f.name))
-            values[f.name] = sub.from_dict(value) if sub is not None and isinstance(value, dict) else value
+            default = f.default_factory() if f.default_factory is not MISSING else f.default
+            nested = isinstance(default, _Plain) and isinstance(value, dict)  # a nested config, e.g. balance
+            values[f.name] = type(default).from_dict(value) if nested else value
         return cls(**values)
 
 
@@ -92,5 +93,3 @@ class SimulationConfig(_Plain):
             if getattr(self, name) <= 0:
                 raise ConfigError(f"{name.replace('_', ' ')} must be positive, got {getattr(self, name)}.")
 
-
-_NESTED = {("ConvertConfig", "balance"): BalanceConfig}

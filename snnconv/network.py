@@ -7,6 +7,7 @@ import torch
 import torch.fx
 
 from .config import ConvertConfig
+from .engine import ExitPolicy
 from .neurons import IFNeuron
 from .stages.convert import CoverageRow
 
@@ -31,6 +32,8 @@ class SpikingNetwork:
     notes: dict = field(default_factory=dict)  # measured side facts, e.g. the ANN accuracy before a max->avg rewrite
     # per-layer windows T_l (TEAS); layers not named, and the readout, run ``time_steps``
     layer_time_steps: dict[str, int] = field(default_factory=dict)
+    # per-sample early exit (SEENN); snnconv.evaluate applies it unless told otherwise
+    exit_policy: ExitPolicy | None = None
 
     def neuron_layers(self) -> list[tuple[str, IFNeuron]]:
         return [(n.name, self.graph.get_submodule(n.target)) for n in self.graph.graph.nodes

@@ -163,3 +163,36 @@ def plot_exit_histogram(sim: SimulationResult, path: Path, *, title: str = "Exit
     figure.legend(loc="outside lower center")
     ax.grid(True, axis="y", alpha=0.3)
     return _save(figure, path)
+
+
+def plot_exit_tradeoff(fixed_accuracy_pct: np.ndarray, path: Path, *, sweep: list[tuple[float, float]] = (),
+                       chosen: tuple[float, float] | None = None, oracle: tuple[float, float] | None = None,
+                       ann_accuracy_pct: float | None = None, title: str = "Early exit: accuracy vs time steps") -> Path:
+    """Accuracy (%) vs average time steps: the fixed-T curve (t = 1..T), an exit-rule sweep as
+    (mean exit step, accuracy) points, the chosen rule and the oracle AET."""
+    figure = _figure(7, 4.2)
+    ax = figure.add_subplot()
+    steps = np.arange(1, len(fixed_accuracy_pct) + 1)
+    ax.plot(steps, fixed_accuracy_pct, color="gray", marker="o", markersize=2.5, linewidth=1.2,
+            label="fixed T (all samples run t steps)")
+    if len(sweep):
+        points = sorted(sweep)
+        ax.plot([p[0] for p in points], [p[1] for p in points], color=_SNN_COLOR, linewidth=1.5,
+                label="early exit, threshold sweep")
+    if chosen is not None:
+        ax.plot(*chosen, marker="*", markersize=13, color=_SNN_COLOR, linestyle="none",
+                label=f"chosen: {chosen[1]:.2f} % at {chosen[0]:.2f} steps")
+    if oracle is not None:
+        ax.plot(*oracle, marker="D", markersize=7, color="black", linestyle="none",
+                label=f"oracle AET: {oracle[0]:.2f} steps")
+    if ann_accuracy_pct is not None:
+        ax.axhline(ann_accuracy_pct, color=_ANN_COLOR, linestyle="--", linewidth=1.2,
+                   label=f"ANN ({ann_accuracy_pct:.2f} %)")
+    low = min(float(np.min(fixed_accuracy_pct[len(fixed_accuracy_pct) // 8:])), chosen[1] if chosen else 100.0)
+    ax.set_ylim(max(0.0, low - 2.0), min(100.0, max(float(np.max(fixed_accuracy_pct)), ann_accuracy_pct or 0) + 1.0))
+    ax.set_xlabel("average time steps per sample (steps)")
+    ax.set_ylabel("top-1 accuracy (%)")
+    ax.set_title(title)
+    ax.grid(True, alpha=0.3)
+    ax.legend(loc="lower right", fontsize=8)
+    return _save(figure, path)

@@ -44,6 +44,7 @@ class SynapticLayerStats:
     input_elements: int  # input elements per sample (zero checks per step on event hardware)
     time_steps: int
     ops_per_step: np.ndarray  # [T_l] synaptic operations at each step, summed over samples (spiking input only)
+    part: str = "network"  # "network", or "exit_policy" for a SEENN-II policy network's layers (not in the ANN)
 
     @property
     def synaptic_ops(self) -> int:

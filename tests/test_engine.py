@@ -11,7 +11,7 @@ from torch import nn
 
 import snnconv
 from snnconv.config import ConvertConfig, SimulationConfig
-from snnconv.engine import Engine, TimePlan
+from snnconv.engine import Engine, ExitPolicy, TimePlan
 from snnconv.errors import ConfigError
 
 from helpers import as_data, convert
@@ -21,28 +21,28 @@ T = 32
 ALPHA = 0.7  # exit when max softmax(accumulated / 8) exceeds this
 
 
-class NeverExit:
+class NeverExit(ExitPolicy):
     """Exits nobody, and records the accumulated output it is shown at every boundary."""
 
     def __init__(self):
         self.seen: list[tuple[int, torch.Tensor]] = []
 
-    def should_exit(self, accumulated, step):
+    def should_exit(self, accumulated, step, rows):
         self.seen.append((step, accumulated.clone()))
         return torch.zeros(accumulated.shape[0], dtype=torch.bool)
 
 
-class ExitAll:
-    def should_exit(self, accumulated, step):
+class ExitAll(ExitPolicy):
+    def should_exit(self, accumulated, step, rows):
         return torch.ones(accumulated.shape[0], dtype=torch.bool)
 
 
-class Confident:
+class Confident(ExitPolicy):
     def __init__(self, alpha: float):
         self.alpha = alpha
         self.batch_sizes: list[int] = []
 
-    def should_exit(self, accumulated, step):
+    def should_exit(self, accumulated, step, rows):
         self.batch_sizes.append(accumulated.shape[0])
         return torch.softmax(accumulated / 8, dim=-1).max(-1).values > self.alpha
 

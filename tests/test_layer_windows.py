@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from snnconv.engine import Engine, TimePlan
+from snnconv.engine import Engine, ExitPolicy, TimePlan
 from snnconv.engine.simulate import retime
 from snnconv.errors import ConfigError
 
@@ -103,11 +103,11 @@ def test_non_positive_layer_window_is_refused():
         TimePlan.per_layer(8, {"relu": 0})
 
 
-class Recorder:
+class Recorder(ExitPolicy):
     def __init__(self, leave_at: int | None = None):
         self.seen, self.leave_at = [], leave_at
 
-    def should_exit(self, accumulated, step):
+    def should_exit(self, accumulated, step, rows):
         self.seen.append((step, accumulated.clone()))
         leaving = torch.zeros(accumulated.shape[0], dtype=torch.bool)
         if step == self.leave_at:

@@ -15,9 +15,10 @@ chunks cost less.
 """
 from __future__ import annotations
 
+import abc
 import time
 from dataclasses import dataclass
-from typing import Callable, Iterable, Protocol
+from typing import Callable, Iterable
 
 import numpy as np
 import torch
@@ -32,9 +33,40 @@ from .fanout import dense_macs, input_fanout
 from .program import Op, Program, compile_program
 
 
-class ExitPolicy(Protocol):
-    def should_exit(self, accumulated_output: torch.Tensor, step: int) -> torch.Tensor:
-        """Bool mask [active samples]: which samples stop after ``step`` steps, given their summed output."""
+class ExitPolicy(abc.ABC):
+    """Decides, at every chunk boundary, which of the samples still running stop there.
+
+    ``chunk_steps`` is the decision interval the policy was chosen for (1 = after every readout step);
+    :func:`snnconv.evaluate` simulates with it. None leaves the caller's chunk size.
+    """
+
+    chunk_steps: int | None = None
+
+    def start_batch(self, x: torch.Tensor) -> None:
+        """Called with each batch's input before its first step (a policy network decides here)."""
+
+    def check_time_steps(self, time_steps: int) -> None:
+        """Raise ConfigError when the policy cannot decide for a readout of ``time_steps`` steps."""
+
+    def describe(self) -> dict:
+        """Plain data that rebuilds the policy (with :meth:`state_dict`), stored in artifact manifests."""
+        raise ConfigError(f"{type(self).__name__} cannot be saved in an artifact; only snnconv's exit policies can.")
+
+    def state_dict(self) -> dict[str, torch.Tensor]:
+        """Tensors the policy needs besides :meth:`describe` (a policy network's weights)."""
+        return {}
+
+    def cost_layers(self) -> list[SynapticLayerStats]:
+        """The policy's own weighted layers, once per sample (a policy network's MACs), for the energy table."""
+        return []
+
+    @abc.abstractmethod
+    def should_exit(self, accumulated_output: torch.Tensor, step: int, rows: torch.Tensor) -> torch.Tensor:
+        """Bool mask [active samples]: which samples stop after ``step`` readout steps.
+
+        ``accumulated_output`` [active, classes] is their output summed over steps 1..step; ``rows`` [active]
+        their index in the batch given to :meth:`start_batch`.
+        """
 
 
 @dataclass(frozen=True)
@@ -146,7 +178,7 @@ class Engine:
     # ------------------------------------------------------------------ evaluation
     def simulate(self, batches: Iterable[tuple[torch.Tensor, torch.Tensor]], plan: TimePlan, *,
                  exit_policy: ExitPolicy | None = None, progress: ProgressFn | None = None,
-                 on_batch: Callable[[dict], None] | None = None) -> SimulationResult:
+                 on_batch: Callable[[dict], None] | None = None, trace_output: bool = False) -> SimulationResult:
         """Simulate every batch; ``on_batch`` receives each batch's outcome (see :meth:`run_batch`)."""
         counters = _Counters(self.program, self.windows(plan), plan.time_steps, self.device)
         exit_steps, first_correct, exit_correct = [], [], 0
@@ -154,7 +186,8 @@ class Engine:
         start = time.perf_counter()
         with torch.no_grad():
             for x, y in batches:
-                outcome = self.run_batch(x.to(self.device), y.to(self.device), plan, counters, exit_policy)
+                outcome = self.run_batch(x.to(self.device), y.to(self.device), plan, counters, exit_policy,
+                                         trace_output=trace_output)
                 samples += x.shape[0]
                 exit_steps.append(outcome["exit_step"])
                 first_correct.append(outcome["first_correct"])
@@ -164,10 +197,13 @@ class Engine:
                 if progress is not None:
                     progress(x.shape[0])
         wall = time.perf_counter() - start
-        return self._result(counters, plan, samples, wall, exit_policy is not None,
-                            np.concatenate(exit_steps) if exit_steps else np.zeros(0, dtype=np.int64),
-                            np.concatenate(first_correct) if first_correct else np.zeros(0, dtype=np.int64),
-                            exit_correct)
+        result = self._result(counters, plan, samples, wall, exit_policy is not None,
+                              np.concatenate(exit_steps) if exit_steps else np.zeros(0, dtype=np.int64),
+                              np.concatenate(first_correct) if first_correct else np.zeros(0, dtype=np.int64),
+                              exit_correct)
+        if exit_policy is not None:
+            result.synaptic_layers += exit_policy.cost_layers()
+        return result
 
     def _result(self, counters: _Counters, plan: TimePlan, samples: int, wall: float, exited: bool,
                 exit_steps: np.ndarray, first_correct: np.ndarray, exit_correct: int) -> SimulationResult:
@@ -197,13 +233,15 @@ class Engine:
 
     # ------------------------------------------------------------------ one batch
     def run_batch(self, x: torch.Tensor, y: torch.Tensor | None, plan: TimePlan, counters: _Counters | None = None,
-                  exit_policy: ExitPolicy | None = None, record: Iterable[str] = (), until: str | None = None) -> dict:
+                  exit_policy: ExitPolicy | None = None, record: Iterable[str] = (), until: str | None = None,
+                  trace_output: bool = False) -> dict:
         """Simulate one batch: every layer over its window, the readout over ``plan.time_steps`` steps.
 
         ``record`` names neuron layers whose output is summed over all steps and returned (per sample),
         for calibration; ``until`` stops every step after that layer (no readout), so calibrating an early
-        layer does not pay for the rest of the network. Returns a dict with the summed output, exit steps
-        and recorded sums.
+        layer does not pay for the rest of the network. ``trace_output`` keeps the running sum of the output
+        after every readout step (``output_trace`` [T, batch, classes]; samples that exit keep their last
+        value). Returns a dict with the summed output, exit steps and recorded sums.
         """
         batch = x.shape[0]
         labels = y
@@ -221,6 +259,9 @@ class Engine:
         exit_step = np.full(batch, steps, dtype=np.int64)
         exit_pred = torch.zeros(batch, dtype=torch.int64, device=self.device)
         first_correct = torch.full((batch,), steps, dtype=torch.int64, device=self.device)
+        trace = None
+        if exit_policy is not None:
+            exit_policy.start_batch(x)
 
         for chunk_index in range(plan.chunk_count()):
             active = rows.shape[0]
@@ -262,6 +303,11 @@ class Engine:
             if accumulated is not None:
                 running = running + accumulated
             accumulated = running[-1]
+            if trace_output:
+                if trace is None:
+                    trace = torch.zeros((steps, batch, out.shape[-1]), dtype=out.dtype, device=self.device)
+                trace[t0:t1, rows] = running
+                trace[t1:, rows] = accumulated
             if y is not None:
                 hits = running.argmax(-1) == y.unsqueeze(0)  # [steps, active]
                 if counters is not None:
@@ -270,7 +316,7 @@ class Engine:
                 first = torch.where(hits, step_index, torch.full_like(step_index, steps)).min(0).values
                 first_correct[rows] = torch.minimum(first_correct[rows], first)
             if exit_policy is not None and t1 < steps:
-                leaving = exit_policy.should_exit(accumulated, t1).to(self.device)
+                leaving = exit_policy.should_exit(accumulated, t1, rows).to(self.device)
                 if leaving.any():
                     gone = rows[leaving]
                     exit_step[gone.cpu().numpy()] = t1
@@ -292,7 +338,7 @@ class Engine:
             exit_pred[rows] = accumulated.argmax(-1)
         exit_correct = int((exit_pred == labels).sum()) if labels is not None else 0
         return {"exit_step": exit_step, "first_correct": first_correct.cpu().numpy(), "exit_correct": exit_correct,
-                "predictions": exit_pred, "recorded": recorded, "accumulated": accumulated}
+                "predictions": exit_pred, "recorded": recorded, "accumulated": accumulated, "output_trace": trace}
 
     @staticmethod
     def _take(pending: dict, consumer: str, source: str, source_window: int, window: int, start: int,

@@ -57,6 +57,14 @@ def membrane_updates_per_sample(sim: SimulationResult, t: int) -> float:
     return sum(layer.neurons * mean_active_steps(sim, t, layer.time_steps) for layer in spiking_neuron_layers(sim))
 
 
+def steps_of_equal_accuracy(sim: SimulationResult, accuracy_pct: float, tolerance: float = 0.1) -> int | None:
+    """Smallest t whose accuracy (readout after steps 1..t) is within ``tolerance`` points of ``accuracy_pct``."""
+    for t in range(1, sim.time_steps + 1):
+        if sim.accuracy_at(t) >= accuracy_pct - tolerance:
+            return t
+    return None
+
+
 def _ratio(numerator: float, denominator: float) -> float:
     return numerator / denominator if denominator else math.nan
 

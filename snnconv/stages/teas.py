@@ -200,22 +200,6 @@ def _spearman(a: list[float], b: list[float]) -> float:
     return float(np.corrcoef(ra, rb)[0, 1])
 
 
-def split(data: LabeledData, holdout_fraction: float, seed: int) -> tuple[LabeledData, LabeledData]:
-    """(profiling split, held-out split): a seeded permutation of ``data``."""
-    n = len(data)
-    holdout = int(round(n * holdout_fraction))
-    if holdout < 1 or holdout >= n:
-        raise ConfigError(f"The calibration data ({n} samples) is too small to hold out {holdout_fraction:.0%} for "
-                          "TEAS allocation; give more calibration samples.")
-    order = torch.randperm(n, generator=torch.Generator().manual_seed(seed))
-
-    def part(index, what):
-        return LabeledData(x=data.x[index], y=data.y[index], num_classes=data.num_classes,
-                           description=f"{data.description} [{what}]")
-
-    return part(order[holdout:], "TEAS profiling split"), part(order[:holdout], "TEAS held-out split")
-
-
 def teas(network: SpikingNetwork, calibration: LabeledData, config: TeasConfig = TeasConfig(), *,
          time_steps: int | None = None, batch_size: int = 256, chunk_steps: int = 8, device: str = "cpu",
          progress: ProgressFn | None = None) -> TeasResult:
@@ -225,7 +209,7 @@ def teas(network: SpikingNetwork, calibration: LabeledData, config: TeasConfig =
     if network.layer_time_steps:
         raise ConfigError("This network already runs per-layer time steps; start TEAS from a uniform-T artifact.")
     engine = Engine(network.graph, device)
-    profiling, holdout = split(calibration, config.holdout_fraction, config.seed)
+    holdout, profiling = calibration.split(config.holdout_fraction, config.seed)
     steps = config.steps_for(base)
     probe = int(config.probe_steps or max(config.min_steps, base // 4))
 

@@ -1,32 +1,17 @@
-"""`snnconv compress`: temporal compression of a converted artifact, evaluated beside its uniform-T self.
-
-Each method takes a uniform-T artifact and writes a new artifact with the standard reports plus the
-method's own table (``teas.csv`` and a section in ``teas.md`` for TEAS). The uniform network is evaluated
-on the same data in the same run, so every "before/after" number comes from one measurement pass.
-"""
+"""TEAS inside `snnconv compress`: allocate per-layer T_l, evaluate, and write ``teas.csv`` / ``teas.md``."""
 from __future__ import annotations
 
 import csv
-import shutil
-import tempfile
-from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
-import torch
 
-from . import artifacts
-from .api import Evaluation, ProgressFactory, evaluate, resolve_device
-from .config import SimulationConfig
-from .data import DataConfig, load_data
-from .engine import Engine
-from .errors import ArtifactError, ConfigError
-from .metrics import load_energy_model, summarize
-from .metrics.summary import layer_spikes_per_sample
-from .stages.teas import TeasConfig, TeasResult, consumer_synapses, teas
-from .workflows import DEFAULT_DATA, RunResult, _check_writable, _report, sweep_steps
+from ..api import Evaluation, evaluate
+from ..engine import Engine
+from ..metrics import load_energy_model, summarize
+from ..metrics.summary import layer_spikes_per_sample, steps_of_equal_accuracy
+from ..stages.teas import TeasConfig, TeasResult, consumer_synapses, teas
 
-METHODS = ("teas",)
 TEAS_COLUMNS = (
     "layer", "neurons", "activity_spikes_per_neuron_per_step", "first_spike_step", "consumer_params",
     "cost_spikes_x_params", "cut_drop_points", "cut_divergence", "noise_drop_points", "noise_divergence",
@@ -35,80 +20,25 @@ TEAS_COLUMNS = (
 )
 
 
-def _recorded_data(target: Path, key: str, split: str) -> DataConfig:
-    recorded = artifacts.read_manifest(target).get("run", {}).get(key)
-    return DataConfig.from_dict(recorded) if recorded else DataConfig(DEFAULT_DATA, split=split)
-
-
-def _with_normalization(data: DataConfig, network) -> DataConfig:
-    norm = network.input_normalization
-    if data.mean is None and norm.get("mean"):
-        return replace(data, mean=tuple(norm["mean"]), std=tuple(norm["std"]))
-    return data
-
-
 def uniform_steps_matching(evaluation: Evaluation, accuracy: float, tolerance: float = 0.1) -> int | None:
     """Smallest uniform t whose accuracy is within ``tolerance`` points of ``accuracy`` (None if no t is)."""
-    sim = evaluation.simulation
-    for t in range(1, sim.time_steps + 1):
-        if sim.accuracy_at(t) >= accuracy - tolerance:
-            return t
-    return None
+    return steps_of_equal_accuracy(evaluation.simulation, accuracy, tolerance)
 
 
-def run_compress(artifact: str | Path, method: str, *, output: Path, teas_config: TeasConfig = TeasConfig(),
-                 calib_data: DataConfig | None = None, data: DataConfig | None = None, energy: str = "45nm",
-                 batch_size: int = 256, chunk_steps: int = 8, device: str = "cpu", seed: int = 0,
-                 limit: int | None = None, progress: ProgressFactory | None = None,
-                 note=None) -> tuple[RunResult, TeasResult, list[dict]]:
-    """Compress a uniform-T artifact with ``method``; write the new artifact and its reports to ``output``."""
-    if method not in METHODS:
-        raise ConfigError(f"--method '{method}' is not available; choose from {', '.join(METHODS)}.")
-    artifact = Path(artifact)
-    if not artifacts.is_artifact(artifact):
-        raise ArtifactError(f"'{artifact}' is not an snnconv artifact (no manifest.json); run snnconv convert first.")
-    load_energy_model(energy)
-    _check_writable(output, "-o")
-    dev = resolve_device(device)
-    torch.manual_seed(seed)
-    network = artifacts.load(artifact)
-    calib_data = _with_normalization(calib_data or _recorded_data(artifact, "calib_data", "train"), network)
-    if data is None:
-        data = replace(_recorded_data(artifact, "data", "test"), limit=limit, seed=seed)
-    data = _with_normalization(data, network)
-    calibration, evaluation_data = load_data(calib_data), load_data(data)
-    base = network.time_steps
-    simulation = SimulationConfig(time_steps=base, chunk_steps=chunk_steps, batch_size=batch_size, device=str(dev))
-
-    uniform = evaluate(network, evaluation_data, simulation, progress=progress)
-    result = teas(network, calibration, teas_config, time_steps=base, batch_size=batch_size, chunk_steps=chunk_steps,
-                  device=str(dev), progress=note)
-    network.layer_time_steps = {k: v for k, v in result.layer_time_steps.items() if v != base}
-    compressed = evaluate(network, evaluation_data, simulation, progress=progress)
-
-    model = load_energy_model(energy)
-    rows = teas_rows(network, result, uniform, compressed)
-    extra = teas_summary(result, uniform, compressed, rows, model)
-    resolved = {"artifact": str(artifact), "method": method, "teas": teas_config.to_dict(),
-                "calib_data": calib_data.to_dict(), "data": data.to_dict(), "simulation": simulation.to_dict(),
-                "energy": energy, "seed": seed, "time_steps": [base]}
-    staging = Path(tempfile.mkdtemp(prefix="snnconv-report-"))
-    try:
-        summary, files = _report(staging / "reports", f"snnconv compress --method teas: {artifact}", network,
-                                 compressed, energy, base, sweep_steps([base], base), resolved, dev, seed,
-                                 extra_summary=extra)
-        files.update(write_teas_tables(staging / "reports", rows, extra, result))
-        manifest_run = {**artifacts.read_manifest(artifact).get("run", {}), "compress": resolved}
-        artifacts.save(network.to("cpu"), output, extra_files={"reports": staging / "reports"},
-                       extra_manifest={"run": manifest_run, "summary": summary})
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
-    report_dir = Path(output) / "reports"
-    run = RunResult(network=network, evaluation=compressed, summary=summary, time_steps=base,
-                    sweep={t: compressed.simulation.accuracy_at(t) for t in sweep_steps([base], base)},
-                    report_dir=report_dir, artifact=Path(output),
-                    files={name: report_dir / Path(path).name for name, path in files.items()})
-    return run, result, rows
+def apply_teas(context, config: TeasConfig):
+    """Allocate T_l on the calibration data and evaluate the network with them (see snnconv.compress)."""
+    from . import MethodOutcome
+    network, simulation = context.network, context.simulation
+    result = teas(network, context.calibration, config, time_steps=network.time_steps,
+                  batch_size=simulation.batch_size, chunk_steps=simulation.chunk_steps, device=str(context.device),
+                  progress=context.note)
+    network.layer_time_steps = {k: v for k, v in result.layer_time_steps.items() if v != network.time_steps}
+    compressed = evaluate(network, context.evaluation_data, simulation, progress=context.progress)
+    rows = teas_rows(network, result, context.uniform, compressed)
+    extra = teas_summary(result, context.uniform, compressed, rows, load_energy_model(context.energy))
+    return MethodOutcome(network=network, evaluation=compressed, rows=rows, extra_summary=extra,
+                         write_tables=lambda directory: write_teas_tables(directory, rows, extra, result),
+                         details=result)
 
 
 def _synapse_ops(evaluation: Evaluation) -> dict[str, float]:

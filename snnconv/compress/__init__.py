@@ -1,0 +1,165 @@
+"""`snnconv compress`: temporal compression of a converted artifact, evaluated beside its uncompressed self.
+
+Each method takes an artifact and writes a new artifact with the standard reports plus the method's own
+tables. The uncompressed network is evaluated on the same data in the same run, so every before/after
+number comes from one measurement pass. The methods: ``teas`` (per-layer time steps, :mod:`.teas`) and
+``seenn`` (per-sample early exit, :mod:`.seenn`).
+"""
+from __future__ import annotations
+
+import shutil
+import tempfile
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Callable
+
+import torch
+
+from .. import artifacts
+from ..api import Evaluation, ProgressFactory, evaluate, resolve_device
+from ..config import SimulationConfig
+from ..data import DataConfig, LabeledData, load_data
+from ..errors import ArtifactError, ConfigError
+from ..metrics import load_energy_model
+from ..network import SpikingNetwork
+from ..stages.seenn import ExitTrace, SeennConfig
+from ..stages.teas import TeasConfig
+from ..workflows import DEFAULT_DATA, RunResult, _check_writable, _report, sweep_steps
+from .teas import teas_rows, teas_summary, uniform_steps_matching  # noqa: F401  (re-exported for benchmarks)
+
+METHODS = ("teas", "seenn")
+
+
+@dataclass
+class MethodOutcome:
+    """What a method hands back to the common flow: the compressed network evaluated, and its own tables."""
+
+    network: SpikingNetwork
+    evaluation: Evaluation
+    rows: list[dict]  # the method's table (per layer for TEAS, the alpha sweep for SEENN-I)
+    extra_summary: dict
+    write_tables: Callable[[Path], dict[str, Path]]  # writes the method's files into the report directory
+    details: object  # TeasResult | SeennResult
+
+
+@dataclass
+class CompressResult:
+    run: RunResult
+    method: str
+    outcome: MethodOutcome
+
+
+@dataclass
+class CompressContext:
+    """Everything a method needs, prepared once by :func:`run_compress`."""
+
+    network: SpikingNetwork
+    calibration: LabeledData
+    evaluation_data: LabeledData
+    uniform: Evaluation
+    trace: ExitTrace | None  # running output of every step of the uncompressed run (SEENN only)
+    simulation: SimulationConfig
+    energy: str
+    device: torch.device
+    progress: ProgressFactory | None
+    note: Callable[[str], None]
+
+
+def _recorded_data(target: Path, key: str, split: str) -> DataConfig:
+    recorded = artifacts.read_manifest(target).get("run", {}).get(key)
+    return DataConfig.from_dict(recorded) if recorded else DataConfig(DEFAULT_DATA, split=split)
+
+
+def _with_normalization(data: DataConfig, network) -> DataConfig:
+    norm = network.input_normalization
+    if data.mean is None and norm.get("mean"):
+        return replace(data, mean=tuple(norm["mean"]), std=tuple(norm["std"]))
+    return data
+
+
+def default_config(method: str):
+    return {"teas": TeasConfig, "seenn": SeennConfig}[method]()
+
+
+def _check_method(method: str, config, network: SpikingNetwork, artifact: Path) -> None:
+    if method not in METHODS:
+        raise ConfigError(f"--method '{method}' is not available; choose from {', '.join(METHODS)}.")
+    expected = type(default_config(method))
+    if not isinstance(config, expected):
+        raise ConfigError(f"--method {method} needs a {expected.__name__}, got {type(config).__name__}.")
+    if network is not None and network.exit_policy is not None:
+        raise ConfigError(f"'{artifact}' already exits early (SEENN); compress the artifact it was made from.")
+
+
+def _uniform_run(network, data, simulation, progress, keep_trace: bool) -> tuple[Evaluation, ExitTrace | None]:
+    outputs = []
+
+    def keep(outcome: dict) -> None:
+        outputs.append(outcome["output_trace"].cpu())
+
+    uniform = evaluate(network, data, simulation, exit_policy=None, progress=progress,
+                       on_batch=keep if keep_trace else None, trace_output=keep_trace)
+    trace = ExitTrace(outputs=torch.cat(outputs, dim=1), labels=data.y.clone()) if keep_trace else None
+    return uniform, trace
+
+
+def run_compress(artifact: str | Path, method: str, *, output: Path, config=None,
+                 calib_data: DataConfig | None = None, data: DataConfig | None = None, energy: str = "45nm",
+                 batch_size: int = 256, chunk_steps: int = 8, device: str = "cpu", seed: int = 0,
+                 limit: int | None = None, progress: ProgressFactory | None = None, note=None,
+                 checkpoint: Path | None = None, resume: bool = False) -> CompressResult:
+    """Compress an artifact with ``method`` (``config``: its TeasConfig / SeennConfig; default options when
+    None); write the new artifact and its reports to ``output``."""
+    artifact = Path(artifact)
+    if method not in METHODS:
+        raise ConfigError(f"--method '{method}' is not available; choose from {', '.join(METHODS)}.")
+    config = config if config is not None else default_config(method)
+    _check_method(method, config, None, artifact)
+    if not artifacts.is_artifact(artifact):
+        raise ArtifactError(f"'{artifact}' is not an snnconv artifact (no manifest.json); run snnconv convert first.")
+    load_energy_model(energy)
+    _check_writable(output, "-o")
+    dev = resolve_device(device)
+    torch.manual_seed(seed)
+    network = artifacts.load(artifact)
+    _check_method(method, config, network, artifact)
+    calib_data = _with_normalization(calib_data or _recorded_data(artifact, "calib_data", "train"), network)
+    if data is None:
+        data = replace(_recorded_data(artifact, "data", "test"), limit=limit, seed=seed)
+    data = _with_normalization(data, network)
+    calibration, evaluation_data = load_data(calib_data), load_data(data)
+    base = network.time_steps
+    simulation = SimulationConfig(time_steps=base, chunk_steps=chunk_steps, batch_size=batch_size, device=str(dev))
+    uniform, trace = _uniform_run(network, evaluation_data, simulation, progress, keep_trace=method == "seenn")
+    context = CompressContext(network=network, calibration=calibration, evaluation_data=evaluation_data,
+                              uniform=uniform, trace=trace, simulation=simulation, energy=energy, device=dev,
+                              progress=progress, note=note or (lambda _message: None))
+    if method == "teas":
+        from .teas import apply_teas
+        outcome = apply_teas(context, config)
+    else:
+        from .seenn import apply_seenn
+        outcome = apply_seenn(context, config, checkpoint=checkpoint, resume=resume)
+
+    resolved = {"artifact": str(artifact), "method": method, method: config.to_dict(),
+                "calib_data": calib_data.to_dict(), "data": data.to_dict(), "simulation": simulation.to_dict(),
+                "energy": energy, "seed": seed, "time_steps": [base]}
+    compressed = outcome.network
+    staging = Path(tempfile.mkdtemp(prefix="snnconv-report-"))
+    try:
+        summary, files = _report(staging / "reports", f"snnconv compress --method {method}: {artifact}", compressed,
+                                 outcome.evaluation, energy, base, sweep_steps([base], base), resolved, dev, seed,
+                                 extra_summary=outcome.extra_summary)
+        files.update(outcome.write_tables(staging / "reports"))
+        manifest_run = {**artifacts.read_manifest(artifact).get("run", {}), "compress": resolved}
+        artifacts.save(compressed.to("cpu"), output, extra_files={"reports": staging / "reports"},
+                       extra_manifest={"run": manifest_run, "summary": summary})
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    report_dir = Path(output) / "reports"
+    sim = outcome.evaluation.simulation
+    run = RunResult(network=compressed, evaluation=outcome.evaluation, summary=summary, time_steps=base,
+                    sweep={t: sim.accuracy_at(t) for t in sweep_steps([base], base)},
+                    report_dir=report_dir, artifact=Path(output),
+                    files={name: report_dir / Path(path).name for name, path in files.items()})
+    return CompressResult(run=run, method=method, outcome=outcome)

@@ -1,0 +1,136 @@
+"""SEENN inside `snnconv compress`: build the exit policy, run it with real exits, and write ``seenn.csv`` /
+``seenn.md`` / ``seenn_tradeoff.png`` beside the standard reports."""
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from .. import plots
+from ..api import Evaluation, evaluate
+from ..metrics import load_energy_model, summarize
+from ..metrics.summary import steps_of_equal_accuracy
+from ..stages.seenn import ConfidenceExit, PolicyExit, SeennConfig, SeennResult, alpha_sweep, oracle_aet, seenn
+
+SWEEP_COLUMNS = ("alpha", "snn_accuracy_pct", "avg_exit_time_steps", "chosen")
+MARKDOWN_SWEEP_ROWS = 15
+
+
+def apply_seenn(context, config: SeennConfig, *, checkpoint: Path | None = None, resume: bool = False):
+    """Choose the exit policy on the calibration data and evaluate the network with it (see snnconv.compress)."""
+    from . import MethodOutcome
+    network, simulation = context.network, context.simulation
+    result = seenn(network, context.calibration, config, batch_size=simulation.batch_size, device=context.device,
+                   checkpoint=checkpoint, resume=resume, progress=context.progress, note=context.note)
+    network.exit_policy = result.policy
+    exited = evaluate(network, context.evaluation_data, simulation, progress=context.progress)
+    rows = []
+    if isinstance(result.policy, ConfidenceExit):
+        policy = result.policy
+        chosen_alpha = policy.alpha
+        points = alpha_sweep(context.trace, policy.score, policy.temperature, policy.chunk_steps)
+        points += alpha_sweep(context.trace, policy.score, policy.temperature, policy.chunk_steps,
+                              torch.tensor([chosen_alpha]))
+        rows = [{"alpha": p.alpha, "snn_accuracy_pct": p.accuracy_pct, "avg_exit_time_steps": p.avg_exit_time_steps,
+                 "chosen": p.alpha == chosen_alpha} for p in sorted(points, key=lambda p: p.alpha)]
+        rows = [r for i, r in enumerate(rows) if i == 0 or r["alpha"] != rows[i - 1]["alpha"] or r["chosen"]]
+    extra = seenn_summary(result, context.uniform, exited, load_energy_model(context.energy))
+    return MethodOutcome(network=network, evaluation=exited, rows=rows, extra_summary=extra,
+                         write_tables=lambda directory: write_seenn_tables(directory, rows, extra, context.uniform,
+                                                                           exited),
+                         details=result)
+
+
+def seenn_summary(result: SeennResult, fixed: Evaluation, exited: Evaluation, model) -> dict:
+    """Summary keys a SEENN run adds (docs/metrics.md): the policy, the fixed-T baseline, AETs, wall time."""
+    before = summarize(fixed.simulation, fixed.ann, model)
+    after = summarize(exited.simulation, exited.ann, model)
+    sim_fixed, sim_exit = fixed.simulation, exited.simulation
+    policy = result.policy
+    matching = steps_of_equal_accuracy(sim_fixed, after["snn_accuracy_pct"])
+    mean_exit = after["avg_exit_time_steps"]
+    ms_fixed = 1000.0 * sim_fixed.wall_time_s / sim_fixed.samples
+    ms_exit = 1000.0 * sim_exit.wall_time_s / sim_exit.samples
+    policy_layers = [layer for layer in sim_exit.synaptic_layers if layer.part == "exit_policy"]
+    policy_macs = sum(layer.macs_per_sample_dense for layer in policy_layers)
+    oracle = sim_fixed.oracle_exit_steps
+    return {
+        "seenn_method": "SEENN-II" if isinstance(policy, PolicyExit) else "SEENN-I",
+        "seenn_score": getattr(policy, "score", None),
+        "seenn_temperature": getattr(policy, "temperature", None),
+        "seenn_alpha": getattr(policy, "alpha", None),
+        "seenn_beta": result.beta,
+        "seenn_chunk_steps": policy.chunk_steps,
+        "fixed_time_steps": sim_fixed.time_steps,
+        "fixed_snn_accuracy_pct": before["snn_accuracy_pct"],
+        "fixed_synaptic_ops_per_sample": before["synaptic_ops_per_sample"],
+        "fixed_energy_pj_per_sample_snn": before["energy_pj_per_sample_snn"],
+        "fixed_steps_of_equal_accuracy": matching,
+        "avg_time_steps_reduction_vs_equal_accuracy_x": (matching / mean_exit) if matching and mean_exit else None,
+        "oracle_aet_time_steps": oracle_aet(sim_fixed.correct_per_step, sim_fixed.samples),
+        "empirical_aet_time_steps": float(np.mean(oracle)) if oracle is not None and len(oracle) else None,
+        "wall_time_per_sample_ms_fixed": ms_fixed,
+        "wall_time_per_sample_ms_exit": ms_exit,
+        "wall_time_ratio_fixed_over_exit": ms_fixed / ms_exit if ms_exit > 0 else None,
+        "time_steps_ratio_fixed_over_exit": sim_fixed.time_steps / mean_exit if mean_exit else None,
+        "policy_macs_per_sample": policy_macs if policy_layers else None,
+        "policy_energy_pj_per_sample": policy_macs * model.e_mac_pj if policy_layers else None,
+        "seenn_holdout_samples": result.holdout_samples,
+        "seenn_holdout_accuracy_fixed_pct": result.holdout_accuracy_full_pct,
+        "seenn_holdout_accuracy_exit_pct": result.holdout_accuracy_exit_pct,
+        "seenn_holdout_avg_exit_time_steps": result.holdout_avg_exit_time_steps,
+        "seenn_training_samples": result.training_samples or None,
+    }
+
+
+def _text(value) -> str:
+    if value is None:
+        return "n/a"
+    return f"{value:.4g}" if isinstance(value, float) else str(value)
+
+
+def _thin(rows: list[dict], count: int) -> list[dict]:
+    """About ``count`` rows evenly spread over the sweep, always keeping the chosen one."""
+    if len(rows) <= count:
+        return rows
+    keep = set(np.linspace(0, len(rows) - 1, count).round().astype(int).tolist())
+    return [r for i, r in enumerate(rows) if i in keep or r["chosen"]]
+
+
+def write_seenn_tables(directory: Path, rows: list[dict], extra: dict, fixed: Evaluation,
+                       exited: Evaluation) -> dict[str, Path]:
+    files = {}
+    if rows:
+        csv_path = directory / "seenn.csv"
+        with csv_path.open("w", newline="") as stream:
+            writer = csv.DictWriter(stream, fieldnames=SWEEP_COLUMNS)
+            writer.writeheader()
+            writer.writerows(rows)
+        files["seenn.csv"] = csv_path
+    sim = exited.simulation
+    png = plots.plot_exit_tradeoff(
+        fixed.simulation.accuracy_per_step, directory / "seenn_tradeoff.png",
+        sweep=[(r["avg_exit_time_steps"], r["snn_accuracy_pct"]) for r in rows],
+        chosen=(float(np.mean(sim.exit_steps)), sim.accuracy_at(sim.time_steps)),
+        oracle=(extra["oracle_aet_time_steps"], fixed.simulation.accuracy_at(fixed.simulation.time_steps)),
+        ann_accuracy_pct=fixed.ann.accuracy, title=f"{extra['seenn_method']}: accuracy vs average time steps")
+    files["seenn_tradeoff.png"] = png
+    md = directory / "seenn.md"
+    lines = [f"# {extra['seenn_method']} early exit", "",
+             f"Fixed T = {extra['fixed_time_steps']}: {extra['fixed_snn_accuracy_pct']:.2f} %. With exits: "
+             f"{sim.accuracy_at(sim.time_steps):.2f} % at {float(np.mean(sim.exit_steps)):.2f} steps on average. "
+             "Definitions: docs/seenn.md and docs/metrics.md.", "",
+             "| quantity | value |", "|---|---|"]
+    lines += [f"| {key} | {_text(value)} |" for key, value in extra.items()]
+    if rows:
+        lines += ["", "Threshold sweep on the evaluation data (offline, from the fixed-T run; the chosen alpha was "
+                      "picked on the held-out calibration split, never on this data):", "",
+                  "| alpha | accuracy (%) | mean exit step | chosen |", "|---:|---:|---:|---|"]
+        lines += [f"| {r['alpha']:.6g} | {r['snn_accuracy_pct']:.2f} | {r['avg_exit_time_steps']:.2f} | "
+                  f"{'yes' if r['chosen'] else ''} |" for r in _thin(rows, MARKDOWN_SWEEP_ROWS)]
+    lines += ["", "![Accuracy vs average time steps](seenn_tradeoff.png)", ""]
+    md.write_text("\n".join(lines))
+    files["seenn.md"] = md
+    return files

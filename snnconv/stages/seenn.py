@@ -1,0 +1,434 @@
+"""SEENN: per-sample early exit over time steps (Li et al., NeurIPS 2023; ALGORITHMS.md sections 4 and 6.4).
+
+SEENN-I exits a sample at the first decision step whose score of the accumulated output F_t exceeds a
+threshold alpha: max softmax(F_t / tau) (the paper), 1 - H(softmax(F_t / tau)) / ln C (entropy), or the
+top-1 minus top-2 probability (margin). alpha is the smallest one whose accuracy on a held-out
+calibration split stays within a budget of the full-T network's.
+
+SEENN-II trains a small policy network that maps the image to a distribution over exit steps
+1..T, with the exact expected reward of the paper's code: 2^-(k-1) when the SNN is right at step k,
+-beta when it is wrong, samples reweighted by the SNN's one-step accuracy.
+
+Both are :class:`ExitPolicy` objects, so the time engine drops exited samples from the batch and the
+savings are real. Every rule can also be applied offline to an :class:`ExitTrace` (the running output
+of every step, recorded in one pass), which is how alpha is chosen and how sweeps are drawn; the
+offline answer equals the engine's for the same decision steps (tested).
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..config import _Plain
+from ..data import LabeledData
+from ..engine import Engine, ExitPolicy, TimePlan
+from ..engine.fanout import dense_macs
+from ..errors import ConfigError
+from ..network import SpikingNetwork
+from ..results import SynapticLayerStats
+from ..training import TrainConfig, fit
+
+SCORES = ("confidence", "entropy", "margin")
+DEFAULT_TEMPERATURE = 8.0  # the paper's conversion code: softmax(F_t / 8), F_t summed over steps
+TEMPERATURE_GRID = (1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0)
+MAX_CANDIDATE_ALPHAS = 1024
+
+ProgressFn = Callable[[str], None]
+
+
+# ---------------------------------------------------------------------------- scores and SEENN-I
+
+def exit_score(accumulated: torch.Tensor, score: str, temperature: float) -> torch.Tensor:
+    """Score in [0, 1] of accumulated outputs [..., classes]; a sample exits when it exceeds alpha."""
+    p = torch.softmax(accumulated.double() / temperature, dim=-1)  # float64 delays saturation at 1
+    if score == "confidence":
+        return p.max(-1).values
+    if score == "entropy":
+        entropy = -(p * torch.log(p.clamp_min(1e-30))).sum(-1)
+        return 1.0 - entropy / math.log(p.shape[-1])
+    if score == "margin":
+        top = p.topk(2, dim=-1).values
+        return top[..., 0] - top[..., 1]
+    raise ConfigError(f"--score '{score}' is unknown; choose from {', '.join(SCORES)}.")
+
+
+class ConfidenceExit(ExitPolicy):
+    """SEENN-I: leave after step t when ``exit_score(F_t) > alpha``."""
+
+    def __init__(self, alpha: float, score: str = "confidence", temperature: float = DEFAULT_TEMPERATURE,
+                 chunk_steps: int = 1):
+        if score not in SCORES:
+            raise ConfigError(f"--score '{score}' is unknown; choose from {', '.join(SCORES)}.")
+        if not temperature > 0:
+            raise ConfigError(f"--temperature must be positive, got {temperature}.")
+        if alpha < 0:
+            raise ConfigError(f"--alpha must be >= 0, got {alpha}.")
+        self.alpha, self.score, self.temperature, self.chunk_steps = float(alpha), score, float(temperature), chunk_steps
+
+    def should_exit(self, accumulated_output, step, rows):
+        return exit_score(accumulated_output, self.score, self.temperature) > self.alpha
+
+    def describe(self) -> dict:
+        return {"kind": "confidence", "score": self.score, "alpha": self.alpha, "temperature": self.temperature,
+                "chunk_steps": self.chunk_steps}
+
+
+# ---------------------------------------------------------------------------- SEENN-II
+
+class _Block(nn.Module):
+    def __init__(self, cin: int, cout: int, stride: int):
+        super().__init__()
+        self.conv1 = nn.Conv2d(cin, cout, 3, stride, 1, bias=False)
+        self.bn1 = nn.BatchNorm2d(cout)
+        self.conv2 = nn.Conv2d(cout, cout, 3, 1, 1, bias=False)
+        self.bn2 = nn.BatchNorm2d(cout)
+        self.shortcut = (nn.Sequential(nn.Conv2d(cin, cout, 1, stride, bias=False), nn.BatchNorm2d(cout))
+                         if stride != 1 or cin != cout else nn.Identity())
+
+    def forward(self, x):
+        y = F.relu(self.bn1(self.conv1(x)))
+        return F.relu(self.bn2(self.conv2(y)) + self.shortcut(x))
+
+
+class PolicyNet(nn.Module):
+    """ResNet-8-like exit policy: a 3x3 stem and three basic blocks (width w, 2w, 4w; strides 1, 2, 2),
+    global average pooling and a linear layer to one logit per exit step. Inputs larger than 32 pixels
+    are average-pooled to at most 32 first, so the cost stays small whatever the image size."""
+
+    def __init__(self, input_shape: tuple[int, int, int], exit_steps: int, width: int = 8):
+        super().__init__()
+        channels, height, width_px = input_shape
+        factor = max(1, math.ceil(max(height, width_px) / 32))
+        self.input_shape, self.exit_steps, self.width = tuple(input_shape), int(exit_steps), int(width)
+        self.shrink = nn.AvgPool2d(factor) if factor > 1 else nn.Identity()
+        self.stem = nn.Sequential(nn.Conv2d(channels, width, 3, 1, 1, bias=False), nn.BatchNorm2d(width), nn.ReLU())
+        self.blocks = nn.Sequential(_Block(width, width, 1), _Block(width, 2 * width, 2),
+                                    _Block(2 * width, 4 * width, 2))
+        self.head = nn.Linear(4 * width, exit_steps)
+
+    def forward(self, x):
+        x = self.blocks(self.stem(self.shrink(x)))
+        return self.head(x.mean(dim=(2, 3)))
+
+    def describe(self) -> dict:
+        return {"input_shape": list(self.input_shape), "exit_steps": self.exit_steps, "width": self.width}
+
+
+def layer_macs(net: nn.Module, input_shape: tuple[int, ...]) -> list[tuple[str, str, int, int]]:
+    """(name, conv|linear, dense MACs, input elements) per weighted layer of ``net`` for one sample."""
+    found: list[tuple[str, str, int, int]] = []
+    hooks = []
+    for name, module in net.named_modules():
+        if isinstance(module, (nn.Conv2d, nn.Linear)):
+            def hook(mod, inputs, output, name=name):
+                kind = "linear" if isinstance(mod, nn.Linear) else "conv"
+                found.append((name, kind, dense_macs(mod, output.shape[1:]), int(inputs[0][0].numel())))
+            hooks.append(module.register_forward_hook(hook))
+    was_training = net.training
+    net.eval()
+    try:
+        with torch.no_grad():
+            net(torch.zeros((1, *input_shape), device=next(net.parameters()).device))
+    finally:
+        for h in hooks:
+            h.remove()
+        net.train(was_training)
+    return found
+
+
+class PolicyExit(ExitPolicy):
+    """SEENN-II: the policy network picks each sample's exit step before the SNN runs it."""
+
+    def __init__(self, net: PolicyNet, chunk_steps: int = 1):
+        self.net, self.chunk_steps = net.eval(), chunk_steps
+        self._chosen: torch.Tensor | None = None
+
+    def check_time_steps(self, time_steps):
+        if time_steps != self.net.exit_steps:
+            raise ConfigError(f"This SEENN-II policy chooses among {self.net.exit_steps} exit steps; evaluate the "
+                              f"network at T={self.net.exit_steps}, not T={time_steps}.")
+
+    def start_batch(self, x):
+        with torch.no_grad():
+            self._chosen = self.net(x.to(next(self.net.parameters()).device)).argmax(-1).to(x.device) + 1
+
+    def should_exit(self, accumulated_output, step, rows):
+        return self._chosen.to(rows.device)[rows] <= step
+
+    def cost_layers(self) -> list[SynapticLayerStats]:
+        return [SynapticLayerStats(name=f"exit_policy.{name}", kind=kind, spiking_input=False,
+                                   macs_per_sample_dense=macs, input_elements=elements, time_steps=1,
+                                   ops_per_step=np.zeros(1, dtype=np.int64), part="exit_policy")
+                for name, kind, macs, elements in layer_macs(self.net, self.net.input_shape)]
+
+    def describe(self) -> dict:
+        return {"kind": "policy", "network": self.net.describe(), "chunk_steps": self.chunk_steps}
+
+    def state_dict(self):
+        return {k: v.detach().cpu() for k, v in self.net.state_dict().items()}
+
+
+def exit_policy_from(description: dict, state: dict[str, torch.Tensor]) -> ExitPolicy:
+    """Rebuild a policy saved as ``describe()`` and ``state_dict()`` (the artifact's exit_policy entry)."""
+    kind = description.get("kind")
+    chunk = int(description.get("chunk_steps", 1))
+    if kind == "confidence":
+        return ConfidenceExit(float(description["alpha"]), description["score"], float(description["temperature"]),
+                              chunk)
+    if kind == "policy":
+        spec = description["network"]
+        net = PolicyNet(tuple(spec["input_shape"]), int(spec["exit_steps"]), int(spec["width"]))
+        net.load_state_dict(state)
+        return PolicyExit(net, chunk)
+    raise ConfigError(f"Exit policy kind '{kind}' is unknown to this snnconv.")
+
+
+def policy_loss(logits: torch.Tensor, correct: torch.Tensor, weights: torch.Tensor, beta: float) -> torch.Tensor:
+    """Negative expected reward: mean_x w(x) sum_k v_k(x) (beta (1 - c_k) - 2^-(k-1) c_k), v = softmax(logits)."""
+    steps = torch.arange(correct.shape[1], device=logits.device, dtype=logits.dtype)
+    reward = torch.where(correct, torch.pow(0.5, steps), torch.full_like(steps, -beta))
+    return -(weights * (torch.softmax(logits, -1) * reward).sum(-1)).mean()
+
+
+def sample_weights(correct: torch.Tensor) -> torch.Tensor:
+    """The paper's class reweighting: 1 for samples right at step 1, rate / (1 - rate) for the others,
+    rate being the one-step accuracy (all ones when every sample, or none, is right at step 1)."""
+    rate = float(correct[:, 0].float().mean())
+    if rate in (0.0, 1.0):
+        return torch.ones(correct.shape[0])
+    return torch.where(correct[:, 0], torch.tensor(1.0), torch.tensor(rate / (1 - rate)))
+
+
+# ---------------------------------------------------------------------------- offline evaluation
+
+@dataclass
+class ExitTrace:
+    """The network's output summed over steps 1..t for every t, with the labels: what any exit rule needs."""
+
+    outputs: torch.Tensor  # [T, N, classes], float32, CPU
+    labels: torch.Tensor  # [N]
+
+    @property
+    def time_steps(self) -> int:
+        return self.outputs.shape[0]
+
+    def correct(self) -> torch.Tensor:
+        """[N, T] bool: is the prediction from steps 1..t right."""
+        return (self.outputs.argmax(-1) == self.labels.unsqueeze(0)).T
+
+    def outcome(self, exit_steps: torch.Tensor) -> tuple[float, float]:
+        """(accuracy %, mean exit step) when sample i answers from its running output at ``exit_steps[i]``."""
+        right = self.correct().gather(1, (exit_steps.long() - 1).unsqueeze(1)).squeeze(1)
+        return 100.0 * float(right.double().mean()), float(exit_steps.double().mean())
+
+    def decision_steps(self, chunk_steps: int) -> torch.Tensor:
+        """Steps after which the engine asks the policy (chunk boundaries before T)."""
+        return torch.arange(chunk_steps, self.time_steps, chunk_steps)
+
+
+def record_trace(network: SpikingNetwork, data: LabeledData, *, batch_size: int = 256, chunk_steps: int = 8,
+                 device: str | torch.device = "cpu") -> ExitTrace:
+    """Simulate ``data`` without exits for the network's T (and its per-layer windows) and keep every step's output."""
+    engine = Engine(network.graph, device)
+    plan = TimePlan.per_layer(network.time_steps, network.layer_time_steps, chunk_steps)
+    outputs = []
+    with torch.no_grad():
+        for x, y in data.batches(batch_size):
+            outputs.append(engine.run_batch(x.to(engine.device), y.to(engine.device), plan,
+                                            trace_output=True)["output_trace"].cpu())
+    return ExitTrace(outputs=torch.cat(outputs, dim=1), labels=data.y.clone())
+
+
+def threshold_exit_steps(scores: torch.Tensor, decisions: torch.Tensor, alphas: torch.Tensor,
+                         time_steps: int) -> torch.Tensor:
+    """[N, A] exit step of every sample under every alpha: the first decision step whose score exceeds alpha."""
+    if len(decisions) == 0:
+        return torch.full((scores.shape[1], len(alphas)), time_steps, dtype=torch.long)
+    running = torch.cummax(scores[decisions - 1], dim=0).values.T.contiguous()  # [N, K], non-decreasing
+    index = torch.searchsorted(running, alphas.expand(running.shape[0], -1).contiguous(), right=True)
+    steps = torch.cat([decisions, torch.tensor([time_steps])])
+    return steps[index]
+
+
+@dataclass(frozen=True)
+class SweepPoint:
+    alpha: float
+    accuracy_pct: float
+    avg_exit_time_steps: float
+
+
+def alpha_sweep(trace: ExitTrace, score: str, temperature: float, chunk_steps: int,
+                alphas: torch.Tensor | None = None) -> list[SweepPoint]:
+    """Accuracy and mean exit step for each alpha (default: every alpha at which some exit step changes,
+    thinned to at most MAX_CANDIDATE_ALPHAS by quantiles, plus 0 and 1)."""
+    scores = exit_score(trace.outputs, score, temperature)
+    decisions = trace.decision_steps(chunk_steps)
+    if alphas is None:
+        values = scores[decisions - 1].flatten() if len(decisions) else torch.zeros(0, dtype=torch.float64)
+        values = torch.unique(values)
+        if len(values) > MAX_CANDIDATE_ALPHAS:
+            values = torch.quantile(values, torch.linspace(0, 1, MAX_CANDIDATE_ALPHAS, dtype=torch.float64))
+        alphas = torch.unique(torch.cat([torch.tensor([0.0, 1.0], dtype=torch.float64), values]))
+    alphas = alphas.to(torch.float64)
+    steps = threshold_exit_steps(scores, decisions, alphas, trace.time_steps)  # [N, A]
+    right = trace.correct().gather(1, steps - 1)  # [N, A]
+    accuracy = 100.0 * right.double().mean(0)
+    mean_steps = steps.double().mean(0)
+    return [SweepPoint(float(a), float(acc), float(m)) for a, acc, m in zip(alphas, accuracy, mean_steps)]
+
+
+def choose_alpha(points: list[SweepPoint], full_accuracy_pct: float, budget: float) -> SweepPoint:
+    """The smallest alpha whose accuracy is within ``budget`` points of the full-T accuracy (ALGORITHMS 6.4)."""
+    passing = [p for p in points if full_accuracy_pct - p.accuracy_pct <= budget + 1e-9]
+    return min(passing, key=lambda p: p.alpha)
+
+
+def oracle_aet(correct_per_step: np.ndarray, samples: int) -> float:
+    """SEENN Eq. 4: (|C_1| + T |W| + sum_{t>=2} t (|C_t| - |C_{t-1}|)) / N, from the count right at each t."""
+    counts = np.asarray(correct_per_step, dtype=np.float64)
+    steps = len(counts)
+    wrong = samples - counts[-1]
+    return float((counts[0] + steps * wrong + sum(t * (counts[t - 1] - counts[t - 2]) for t in range(2, steps + 1)))
+                 / samples)
+
+
+# ---------------------------------------------------------------------------- the stage
+
+@dataclass(frozen=True)
+class SeennConfig(_Plain):
+    policy: bool = False  # False: SEENN-I (score threshold); True: SEENN-II (policy network)
+    score: str = "confidence"
+    temperature: float | None = DEFAULT_TEMPERATURE  # None: calibrated on the held-out split
+    alpha: float | None = None  # None: chosen on the held-out split within accuracy_budget
+    accuracy_budget: float = 0.5  # points the exit may lose vs the full-T network on the held-out split
+    chunk_steps: int = 1  # steps between exit decisions (1 = exact SEENN)
+    holdout_fraction: float = 0.5  # of the calibration data; SEENN-II trains its policy on the rest
+    beta: float = 0.01  # SEENN-II penalty for exiting at a wrong step
+    policy_width: int = 8
+    train: TrainConfig = field(default_factory=TrainConfig)
+    seed: int = 0
+
+    def __post_init__(self):
+        if self.score not in SCORES:
+            raise ConfigError(f"--score '{self.score}' is unknown; choose from {', '.join(SCORES)}.")
+        if self.temperature is not None and not self.temperature > 0:
+            raise ConfigError(f"--temperature must be positive or 'auto', got {self.temperature}.")
+        if self.alpha is not None and self.alpha < 0:
+            raise ConfigError(f"--alpha must be >= 0, got {self.alpha}.")
+        if self.accuracy_budget < 0:
+            raise ConfigError(f"--accuracy-budget must be >= 0 points, got {self.accuracy_budget}.")
+        if self.chunk_steps <= 0:
+            raise ConfigError(f"--exit-chunk must be a positive number of steps, got {self.chunk_steps}.")
+        if not 0 < self.holdout_fraction < 1:
+            raise ConfigError(f"--holdout-fraction must be between 0 and 1, got {self.holdout_fraction}.")
+        if self.beta < 0:
+            raise ConfigError(f"--beta must be >= 0, got {self.beta}.")
+        if self.policy_width <= 0:
+            raise ConfigError(f"--policy-width must be positive, got {self.policy_width}.")
+
+
+
+@dataclass
+class SeennResult:
+    policy: ExitPolicy
+    time_steps: int
+    holdout_samples: int
+    holdout_accuracy_full_pct: float  # the network without exits, at T, on the held-out split
+    holdout_accuracy_exit_pct: float
+    holdout_avg_exit_time_steps: float
+    holdout_sweep: list[SweepPoint] = field(default_factory=list)  # SEENN-I: accuracy vs alpha on the split
+    temperatures_tried: dict[float, float] = field(default_factory=dict)  # tau -> mean exit step at its alpha
+    training_samples: int = 0
+    training_losses: list[float] = field(default_factory=list)
+    beta: float | None = None  # SEENN-II reward penalty
+
+
+def _check_classes(trace: ExitTrace) -> None:
+    if trace.outputs.shape[-1] < 2:
+        raise ConfigError("SEENN needs a network with at least two outputs to score its confidence.")
+
+
+def seenn(network: SpikingNetwork, calibration: LabeledData, config: SeennConfig = SeennConfig(), *,
+          batch_size: int = 256, device: str | torch.device = "cpu", checkpoint: Path | None = None,
+          resume: bool = False, progress=None, note: ProgressFn | None = None) -> SeennResult:
+    """Build the exit policy of ``config`` for ``network`` from its calibration data."""
+    note = note or (lambda _message: None)
+    holdout, training = calibration.split(config.holdout_fraction, config.seed)
+    note(f"simulating the held-out split ({len(holdout)} samples, T={network.time_steps}) without exits")
+    held = record_trace(network, holdout, batch_size=batch_size, device=device)
+    _check_classes(held)
+    full = 100.0 * float(held.correct()[:, -1].double().mean())
+    if not config.policy:
+        return _seenn_confidence(held, full, config, note)
+    return _seenn_policy(network, training, holdout, held, full, config, batch_size, device, checkpoint, resume,
+                         progress, note)
+
+
+def _seenn_confidence(held: ExitTrace, full: float, config: SeennConfig, note: ProgressFn) -> SeennResult:
+    temperatures = (config.temperature,) if config.temperature is not None else TEMPERATURE_GRID
+    tried, best = {}, None
+    for tau in temperatures:
+        points = alpha_sweep(held, config.score, tau, config.chunk_steps)
+        if config.alpha is not None:
+            chosen = alpha_sweep(held, config.score, tau, config.chunk_steps, torch.tensor([config.alpha]))[0]
+        else:
+            chosen = choose_alpha(points, full, config.accuracy_budget)
+        tried[tau] = chosen.avg_exit_time_steps
+        if best is None or chosen.avg_exit_time_steps < best[1].avg_exit_time_steps - 1e-12:
+            best = (tau, chosen, points)
+    tau, chosen, points = best
+    note(f"alpha = {chosen.alpha:.6g} (temperature {tau:g}): held-out accuracy {chosen.accuracy_pct:.2f} % "
+         f"(full T: {full:.2f} %), mean exit step {chosen.avg_exit_time_steps:.2f}")
+    return SeennResult(policy=ConfidenceExit(chosen.alpha, config.score, tau, config.chunk_steps),
+                       time_steps=held.time_steps, holdout_samples=held.outputs.shape[1], holdout_accuracy_full_pct=full,
+                       holdout_accuracy_exit_pct=chosen.accuracy_pct,
+                       holdout_avg_exit_time_steps=chosen.avg_exit_time_steps, holdout_sweep=points,
+                       temperatures_tried=tried if config.temperature is None else {})
+
+
+def _policy_steps(net: PolicyNet, x: torch.Tensor, batch_size: int) -> torch.Tensor:
+    net.eval()
+    with torch.no_grad():
+        return torch.cat([net(x[i:i + batch_size]).argmax(-1).cpu() + 1 for i in range(0, len(x), batch_size)])
+
+
+def policy_exit_steps(net: PolicyNet, x: torch.Tensor, decisions: torch.Tensor, time_steps: int,
+                      batch_size: int = 256) -> torch.Tensor:
+    """Exit step of each sample: the first decision step at or after the policy's choice (T if none)."""
+    chosen = _policy_steps(net, x.to(next(net.parameters()).device), batch_size)
+    steps = torch.cat([decisions, torch.tensor([time_steps])])
+    return steps[torch.searchsorted(steps, chosen)]
+
+
+def _seenn_policy(network, training, holdout, held, full, config, batch_size, device, checkpoint, resume, progress,
+                  note) -> SeennResult:
+    note(f"simulating the training split ({len(training)} samples) without exits")
+    trace = record_trace(network, training, batch_size=batch_size, device=device)
+    correct = trace.correct()
+    weights = sample_weights(correct)
+    torch.manual_seed(config.seed)
+    net = PolicyNet(tuple(training.sample_shape), trace.time_steps, config.policy_width).to(device)
+
+    def loss(model, batch):
+        x, right, w = batch
+        return policy_loss(model(x), right, w, config.beta)
+
+    note(f"training the exit policy ({sum(p.numel() for p in net.parameters()):,} parameters, beta={config.beta:g})")
+    log = fit(net, [training.x, correct, weights], loss, config.train, checkpoint=checkpoint, resume=resume,
+              progress=progress, description="Training the SEENN-II policy")
+    net.eval()
+    steps = policy_exit_steps(net, holdout.x, held.decision_steps(config.chunk_steps),
+                              held.time_steps, batch_size)
+    accuracy, mean_steps = held.outcome(steps)
+    note(f"held-out accuracy {accuracy:.2f} % (full T: {full:.2f} %), mean exit step {mean_steps:.2f}")
+    return SeennResult(policy=PolicyExit(net, config.chunk_steps), time_steps=held.time_steps,
+                       holdout_samples=held.outputs.shape[1], holdout_accuracy_full_pct=full,
+                       holdout_accuracy_exit_pct=accuracy, holdout_avg_exit_time_steps=mean_steps,
+                       training_samples=len(training), training_losses=log.epoch_losses, beta=config.beta)

@@ -7,7 +7,7 @@ from typing import Optional
 
 import typer
 
-from snnconv.errors import GateFailed, SnnconvError
+from snnconv.errors import ConfigError, GateFailed, SnnconvError
 
 from . import options as opt
 from . import render
@@ -109,6 +109,8 @@ def evaluate(
     device: str = DEVICE, seed: int = SEED, batch_size: int = BATCH, chunk_steps: int = CHUNK, quiet: bool = QUIET,
     json: bool = JSON, debug: bool = DEBUG,
     profile: bool = typer.Option(False, "--profile", help="Print per-layer spiking activity (and plot it)."),
+    no_exit: bool = typer.Option(False, "--no-exit", help="Run every sample for all steps, ignoring the artifact's "
+                                                          "exit policy (SEENN)."),
 ):
     """Simulate an artifact (or a model, converted in memory), write reports, and apply CI gates."""
     from snnconv.workflows import Gates, run_evaluate
@@ -123,7 +125,8 @@ def evaluate(
             return run_evaluate(opt.model_argument(target), arch=arch, allow_pickle=allow_pickle, data=eval_cfg,
                                 calib_data=calib_cfg, config=config, time_steps=opt.parse_time_steps(time_steps, None),
                                 energy=energy, report_dir=report_dir, gates=gates, batch_size=batch_size,
-                                chunk_steps=chunk_steps, device=device, seed=seed, limit=limit, progress=progress)
+                                chunk_steps=chunk_steps, device=device, seed=seed, limit=limit, progress=progress,
+                                use_exit_policy=not no_exit)
 
     result = _run(job, debug)
     render.show(result, "snnconv evaluate", json, quiet)
@@ -134,45 +137,67 @@ def evaluate(
 
 @app.command()
 def compress(
-    artifact: Path = typer.Argument(..., help="A uniform-T artifact written by snnconv convert."),
-    method: str = typer.Option(..., "--method", help="teas (per-layer time steps from spiking activity)."),
+    artifact: Path = typer.Argument(..., help="An artifact written by snnconv convert (or by compress --method teas)."),
+    method: str = typer.Option(..., "--method", help="teas (per-layer time steps from spiking activity) | seenn "
+                                                     "(per-sample early exit)."),
     output: Path = typer.Option(Path("snnconv-compressed"), "-o", "--output", help="Output artifact directory."),
-    accuracy_budget: float = typer.Option(0.1, "--accuracy-budget", help="TEAS: held-out accuracy points the "
-                                                                         "allocation may lose vs the uniform T."),
+    accuracy_budget: Optional[float] = typer.Option(None, "--accuracy-budget", "--acc-budget",
+                                                    help="Held-out accuracy points the method may lose vs the "
+                                                         "uncompressed network (TEAS default 0.1, SEENN 0.5)."),
+    holdout: float = typer.Option(0.5, "--holdout-fraction", help="Share of the calibration data held out (TEAS: for "
+                                                                  "allocation; SEENN: to choose alpha / validate the "
+                                                                  "policy, which trains on the rest)."),
     avg_t_budget: Optional[float] = typer.Option(None, "--avg-t-budget", help="TEAS: cut until the mean T_l is at most "
                                                                              "this, instead of an accuracy budget."),
     candidates: Optional[str] = typer.Option(None, "--candidates", help="TEAS: allowed T_l, e.g. 32,16,8,4,2 "
                                                                        "(default: T, T/2, T/4, ... down to --min-t)."),
     min_t: int = typer.Option(1, "--min-t", help="TEAS: smallest T_l."),
-    holdout: float = typer.Option(0.5, "--holdout-fraction", help="TEAS: share of the calibration data held out for "
-                                                                  "allocation (the rest is profiled)."),
     noise: float = typer.Option(0.1, "--noise", help="TEAS: u of the noise sensitivity, relative to the threshold."),
+    score: str = typer.Option("confidence", "--score", help="SEENN-I: confidence (max softmax) | entropy | margin."),
+    temperature: str = typer.Option("8", "--temperature", help="SEENN-I: softmax temperature on the summed output, "
+                                                               "or auto (chosen on the held-out split)."),
+    alpha: Optional[float] = typer.Option(None, "--alpha", help="SEENN-I: exit threshold (default: the smallest "
+                                                                "within --accuracy-budget on the held-out split)."),
+    exit_chunk: int = typer.Option(1, "--exit-chunk", help="SEENN: steps between exit decisions (1 = exact SEENN)."),
+    policy: bool = typer.Option(False, "--policy", help="SEENN-II: train a policy network that picks the exit step."),
+    beta: float = typer.Option(0.01, "--beta", help="SEENN-II: reward penalty for exiting at a wrong step."),
+    policy_width: int = typer.Option(8, "--policy-width", help="SEENN-II: policy network width (channels of its "
+                                                               "first stage)."),
+    epochs: int = typer.Option(30, "--epochs", help="Training epochs (SEENN-II policy)."),
+    lr: float = typer.Option(0.01, "--lr", help="Learning rate (SEENN-II policy; SGD with cosine schedule)."),
+    checkpoint: Optional[Path] = typer.Option(None, "--checkpoint", help="Training checkpoint file, written every epoch."),
+    resume: bool = typer.Option(False, "--resume", help="Continue training from --checkpoint."),
     data: Optional[str] = DATA, calib_data: Optional[str] = CALIB, calib_samples: int = CALIB_N,
     limit: Optional[int] = LIMIT, energy: str = ENERGY, device: str = DEVICE, seed: int = SEED,
     batch_size: int = BATCH, chunk_steps: int = CHUNK, quiet: bool = QUIET, json: bool = JSON, debug: bool = DEBUG,
 ):
-    """Compress a converted artifact in time and report it beside its uniform-T self."""
+    """Compress a converted artifact in time and report it beside its uncompressed self."""
     from snnconv.compress import run_compress
-    from snnconv.stages.teas import TeasConfig
 
     def job():
-        steps = opt.parse_ints(candidates, "--candidates")
-        config = TeasConfig(accuracy_budget=accuracy_budget, avg_steps_budget=avg_t_budget,
-                            candidates=tuple(steps or ()), min_steps=min_t, holdout_fraction=holdout, noise=noise,
-                            seed=seed)
+        config = opt.compress_config(method, accuracy_budget=accuracy_budget, holdout=holdout, seed=seed,
+                                     avg_t_budget=avg_t_budget, candidates=candidates, min_t=min_t, noise=noise,
+                                     score=score, temperature=temperature, alpha=alpha, exit_chunk=exit_chunk,
+                                     policy=policy, beta=beta, policy_width=policy_width, epochs=epochs, lr=lr)
+        if resume and checkpoint is None:
+            raise ConfigError("--resume needs --checkpoint FILE to resume from.")
         eval_cfg = opt.data_config(data, "test", limit, seed, None, None, None)
         calib_spec = calib_data or (eval_cfg.spec if eval_cfg else None)
         calib_cfg = opt.data_config(calib_spec, "train", calib_samples, seed, None, None, None)
         with render.progress_bars(quiet or json) as progress:
-            note = None if (quiet or json) else (lambda message: render.console.print(f"  TEAS: {message}"))
-            return run_compress(artifact, method, output=output, teas_config=config, calib_data=calib_cfg,
+            note = None if (quiet or json) else (lambda message: render.console.print(f"  {method.upper()}: {message}"))
+            return run_compress(artifact, method, output=output, config=config, calib_data=calib_cfg,
                                 data=eval_cfg, energy=energy, batch_size=batch_size, chunk_steps=chunk_steps,
-                                device=device, seed=seed, limit=limit, progress=progress, note=note)
+                                device=device, seed=seed, limit=limit, progress=progress, note=note,
+                                checkpoint=checkpoint, resume=resume)
 
-    result, _, rows = _run(job, debug)
-    render.show(result, f"snnconv compress --method {method}", json, quiet)
+    result = _run(job, debug)
+    render.show(result.run, f"snnconv compress --method {method}", json, quiet)
     if not json:
-        render.console.print(render.teas_table(rows, result.summary))
+        if result.method == "teas":
+            render.console.print(render.teas_table(result.outcome.rows, result.run.summary))
+        else:
+            render.console.print(render.seenn_table(result.run.summary))
 
 
 def run() -> None:

@@ -78,3 +78,31 @@ def model_argument(model: str | None) -> str | None:
     if model is None:
         return None
     return str(Path(model)) if Path(model).exists() else model
+
+
+def parse_temperature(text: str) -> float | None:
+    """'8' -> 8.0; 'auto' -> None (calibrated on the held-out split)."""
+    if text.strip().lower() == "auto":
+        return None
+    try:
+        return float(text)
+    except ValueError:
+        raise ConfigError(f"--temperature takes a positive number or 'auto', got '{text}'.") from None
+
+
+def compress_config(method: str, *, accuracy_budget: float | None, holdout: float, seed: int, avg_t_budget, candidates,
+                    min_t, noise, score, temperature, alpha, exit_chunk, policy, beta, policy_width, epochs, lr):
+    """The TeasConfig or SeennConfig of ``snnconv compress --method METHOD``; an unknown method is left to the library."""
+    from snnconv.stages.seenn import SeennConfig
+    from snnconv.stages.teas import TeasConfig
+    from snnconv.training import TrainConfig
+    if method == "teas":
+        return TeasConfig(accuracy_budget=0.1 if accuracy_budget is None else accuracy_budget,
+                          avg_steps_budget=avg_t_budget, candidates=parse_ints(candidates, "--candidates"),
+                          min_steps=min_t, holdout_fraction=holdout, noise=noise, seed=seed)
+    if method == "seenn":
+        return SeennConfig(policy=policy, score=score, temperature=parse_temperature(temperature), alpha=alpha,
+                           accuracy_budget=0.5 if accuracy_budget is None else accuracy_budget, chunk_steps=exit_chunk,
+                           holdout_fraction=holdout, beta=beta, policy_width=policy_width,
+                           train=TrainConfig(epochs=epochs, lr=lr, seed=seed), seed=seed)
+    return None

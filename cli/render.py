@@ -113,3 +113,25 @@ def profile_table(result: RunResult) -> Table:
         table.add_row(layer.name, layer.kind, f"{layer.neurons:,}", str(layer.time_steps), f"{rate:.4f}",
                       f"{spikes:,.0f}", str(fired[0] + 1) if fired else "-")
     return table
+
+
+def seenn_table(summary: dict) -> Table:
+    """The early-exit result beside the fixed-T network it came from."""
+    table = Table(title=f"{summary['seenn_method']}: early exit vs fixed T", header_style="bold")
+    for name, justify in (("quantity", "left"), ("fixed T", "right"), ("early exit", "right"), ("unit", "left")):
+        table.add_column(name, justify=justify)
+    table.add_row("accuracy", _fmt(summary["fixed_snn_accuracy_pct"], ".2f"), _fmt(summary["snn_accuracy_pct"], ".2f"), "%")
+    table.add_row("time steps per sample", str(summary["fixed_time_steps"]), _fmt(summary["avg_exit_time_steps"], ".2f"),
+                  "steps")
+    table.add_row("wall time per sample", _fmt(summary["wall_time_per_sample_ms_fixed"], ".2f"),
+                  _fmt(summary["wall_time_per_sample_ms_exit"], ".2f"), "ms")
+    table.add_row("synaptic ops per sample", _fmt(summary["fixed_synaptic_ops_per_sample"], ",.0f"),
+                  _fmt(summary["synaptic_ops_per_sample"], ",.0f"), "AC")
+    table.add_row("energy per sample", _fmt(summary["fixed_energy_pj_per_sample_snn"] / 1e6, ".3f"),
+                  _fmt(summary["energy_pj_per_sample_snn"] / 1e6, ".3f"), "µJ")
+    matching = summary.get("fixed_steps_of_equal_accuracy")
+    rule = (f"alpha {summary['seenn_alpha']:.6g} on {summary['seenn_score']} (temperature {summary['seenn_temperature']:g})"
+            if summary["seenn_method"] == "SEENN-I" else f"policy network (beta {summary['seenn_beta']:g})")
+    table.caption = (f"{rule}; fixed T of equal accuracy (within 0.1 points): {matching if matching else 'none'}; "
+                     f"oracle AET {summary['oracle_aet_time_steps']:.2f} steps")
+    return table

@@ -6,7 +6,6 @@ import csv
 from pathlib import Path
 
 import numpy as np
-import torch
 
 from .. import plots
 from ..api import Evaluation, evaluate
@@ -32,7 +31,7 @@ def apply_seenn(context, config: SeennConfig, *, checkpoint: Path | None = None,
         chosen_alpha = policy.alpha
         points = alpha_sweep(context.trace, policy.score, policy.temperature, policy.chunk_steps)
         points += alpha_sweep(context.trace, policy.score, policy.temperature, policy.chunk_steps,
-                              torch.tensor([chosen_alpha]))
+                              [chosen_alpha])
         rows = [{"alpha": p.alpha, "snn_accuracy_pct": p.accuracy_pct, "avg_exit_time_steps": p.avg_exit_time_steps,
                  "chosen": p.alpha == chosen_alpha} for p in sorted(points, key=lambda p: p.alpha)]
         rows = [r for i, r in enumerate(rows) if i == 0 or r["alpha"] != rows[i - 1]["alpha"] or r["chosen"]]

@@ -265,18 +265,19 @@ class SweepPoint:
 
 
 def alpha_sweep(trace: ExitTrace, score: str, temperature: float, chunk_steps: int,
-                alphas: torch.Tensor | None = None) -> list[SweepPoint]:
-    """Accuracy and mean exit step for each alpha (default: every alpha at which some exit step changes,
-    thinned to at most MAX_CANDIDATE_ALPHAS by quantiles, plus 0 and 1)."""
+                alphas: list[float] | None = None) -> list[SweepPoint]:
+    """Accuracy and mean exit step for each alpha. Default alphas: 0, 1, and the midpoints between
+    consecutive distinct scores seen at decision steps (every distinct behaviour, with a margin on both
+    sides so float rounding in a rerun cannot flip a decision), thinned to MAX_CANDIDATE_ALPHAS by quantiles."""
     scores = exit_score(trace.outputs, score, temperature)
     decisions = trace.decision_steps(chunk_steps)
     if alphas is None:
-        values = scores[decisions - 1].flatten() if len(decisions) else torch.zeros(0, dtype=torch.float64)
-        values = torch.unique(values)
+        values = torch.unique(scores[decisions - 1].flatten()) if len(decisions) else torch.zeros(0, dtype=torch.float64)
+        values = (values[1:] + values[:-1]) / 2
         if len(values) > MAX_CANDIDATE_ALPHAS:
             values = torch.quantile(values, torch.linspace(0, 1, MAX_CANDIDATE_ALPHAS, dtype=torch.float64))
         alphas = torch.unique(torch.cat([torch.tensor([0.0, 1.0], dtype=torch.float64), values]))
-    alphas = alphas.to(torch.float64)
+    alphas = torch.as_tensor(alphas, dtype=torch.float64)
     steps = threshold_exit_steps(scores, decisions, alphas, trace.time_steps)  # [N, A]
     right = trace.correct().gather(1, steps - 1)  # [N, A]
     accuracy = 100.0 * right.double().mean(0)
@@ -377,7 +378,7 @@ def _seenn_confidence(held: ExitTrace, full: float, config: SeennConfig, note: P
     for tau in temperatures:
         points = alpha_sweep(held, config.score, tau, config.chunk_steps)
         if config.alpha is not None:
-            chosen = alpha_sweep(held, config.score, tau, config.chunk_steps, torch.tensor([config.alpha]))[0]
+            chosen = alpha_sweep(held, config.score, tau, config.chunk_steps, [config.alpha])[0]
         else:
             chosen = choose_alpha(points, full, config.accuracy_budget)
         tried[tau] = chosen.avg_exit_time_steps

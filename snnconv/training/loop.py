@@ -123,14 +123,14 @@ def fit(model: nn.Module, tensors: Sequence[torch.Tensor], loss_fn: LossFn, conf
             index = order[first:first + config.batch_size]
             batch = [t[index].to(device) for t in tensors]
             loss = loss_fn(model, batch)
-            if not torch.isfinite(loss):
+            if not torch.isfinite(loss.detach()):
                 raise ConfigError(f"{description}: the loss became {float(loss)} in epoch {epoch + 1}; "
                                   "lower the learning rate.")
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
             scheduler.step()
-            total += float(loss) * len(index)
+            total += float(loss.detach()) * len(index)
             advance(1)
         log.epoch_losses.append(total / n)
         if checkpoint is not None:

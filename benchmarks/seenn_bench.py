@@ -1,0 +1,230 @@
+"""SEENN benchmark (issue: per-sample early exit): accuracy vs average T for SEENN-I (several accuracy
+budgets, i.e. several alpha) and SEENN-II (several beta) beside the fixed-T curve, the oracle AET, and
+measured wall time per sample with and without exits.
+
+Per model: the default pipeline converts for T = 32 on the 1000 benchmark calibration images. Data:
+- evaluation: the first ``--limit`` test images of the seeded test permutation (as in the other benchmarks);
+- selection (SEENN-I's held-out split): test images 5000..9999 of that permutation, disjoint from the
+  evaluation images and never seen in training (the training split is not used: the network fits it better
+  than unseen data, which makes a threshold chosen there too aggressive, see docs/seenn.md);
+- SEENN-II policy training: the first ``--policy-train`` images of the seeded training permutation (the
+  paper trains the policy on the training set).
+Every exit rule is then run for real on the evaluation set (exited samples leave the batch, chunk of 1 step),
+and the fixed network is simulated for the "T of equal accuracy" in the same run, so wall times compare
+like with like (batch 256, one process).
+
+    /work/venv/bin/python benchmarks/seenn_bench.py --models vgg,resnet,maxpool
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+
+import _common as C  # noqa: E402
+
+import snnconv  # noqa: E402
+import snnconv.zoo  # noqa: E402
+from snnconv.api import load_model  # noqa: E402
+from snnconv.config import BalanceConfig, ConvertConfig, SimulationConfig  # noqa: E402
+from snnconv.data import LabeledData  # noqa: E402
+from snnconv.metrics import load_energy_model, summarize  # noqa: E402
+from snnconv.metrics.summary import steps_of_equal_accuracy  # noqa: E402
+from snnconv.stages.seenn import (ConfidenceExit, ExitTrace, PolicyExit, PolicyNet, alpha_sweep, choose_alpha,  # noqa: E402
+                                  oracle_aet, policy_loss, record_trace, sample_weights)
+from snnconv.training import TrainConfig, fit  # noqa: E402
+
+COMMAND = "/work/venv/bin/python benchmarks/seenn_bench.py"
+BASE_T = 32
+BUDGETS = (0.1, 0.25, 0.5, 1.0)
+BETAS = (0.05, 0.5, 5.0)
+SELECTION = slice(5000, 10000)
+
+
+def source(model: str):
+    if model == "resnet20":
+        return str(C.CIFAR_ONNX)
+    net = getattr(snnconv.zoo, f"fmnist_{model}")()
+    net.load_state_dict(torch.load(C.fmnist_weights(model), map_location="cpu", weights_only=True))
+    return net.eval()
+
+
+def measured(network, data, policy, steps: int = BASE_T) -> dict:
+    """Run ``data`` for real (policy None: fixed ``steps``) and return accuracy, mean steps, wall time, energy."""
+    ev = snnconv.evaluate(network, data, SimulationConfig(time_steps=steps, chunk_steps=1 if policy else 8),
+                          exit_policy=policy)
+    s = summarize(ev.simulation, ev.ann, load_energy_model("45nm"))
+    return {"accuracy_pct": s["snn_accuracy_pct"], "avg_time_steps": s["avg_time_steps"],
+            "wall_ms_per_sample": 1000.0 * ev.simulation.wall_time_s / ev.simulation.samples,
+            "synaptic_ops_per_sample": s["synaptic_ops_per_sample"], "energy_pj_per_sample": s["energy_pj_per_sample_snn"],
+            "macs_per_sample_snn": s["macs_per_sample_snn"]}
+
+
+def with_equal_fixed(network, data, curve_sim, row: dict, cache: dict) -> dict:
+    """Add the fixed T of equal accuracy (within 0.1 points) and its measured wall time."""
+    t = steps_of_equal_accuracy(curve_sim, row["accuracy_pct"])
+    row["equal_accuracy_t"] = t
+    if t is not None:
+        if t not in cache:
+            cache[t] = measured(network, data, None, t)
+        row["equal_fixed_wall_ms_per_sample"] = cache[t]["wall_ms_per_sample"]
+        row["step_ratio"] = t / row["avg_time_steps"]
+        row["wall_ratio"] = cache[t]["wall_ms_per_sample"] / row["wall_ms_per_sample"]
+    return row
+
+
+def run(model: str, limit: int, policy_train: int, epochs: int, log) -> dict:
+    cx, cy = C.calibration_set(model)
+    tx, ty = C.test_order(model)
+    cal = LabeledData(x=cx, y=cy, num_classes=10, description=f"{model} calibration")
+    test = LabeledData(x=tx[:limit], y=ty[:limit], num_classes=10, description=f"{model} test[:{limit}]")
+    selection = LabeledData(x=tx[SELECTION], y=ty[SELECTION], num_classes=10, description=f"{model} test[5000:10000]")
+    imported = load_model(source(model), example=cx)
+    network = snnconv.convert(imported, cal, ConvertConfig(time_steps=BASE_T, balance=BalanceConfig(time_steps=BASE_T)))
+    traces = []
+    fixed = snnconv.evaluate(network, test, SimulationConfig(time_steps=BASE_T), exit_policy=None, trace_output=True,
+                             on_batch=lambda outcome: traces.append(outcome["output_trace"].cpu()))
+    sim = fixed.simulation
+    eval_trace = ExitTrace(torch.cat(traces, dim=1), test.y.clone())
+    full = measured(network, test, None)  # again without the trace, for a clean wall time
+    cache = {BASE_T: full}
+    log(f"[{model}] fixed T={BASE_T}: {full['accuracy_pct']:.2f} %, {full['wall_ms_per_sample']:.2f} ms/sample")
+
+    selected = record_trace(network, selection)
+    selection_full = 100.0 * float(selected.correct()[:, -1].double().mean())
+    points = alpha_sweep(selected, "confidence", 8.0, 1)
+    seenn_one = []
+    for budget in BUDGETS:
+        chosen = choose_alpha(points, selection_full, budget)
+        row = {"budget_points": budget, "alpha": chosen.alpha, "selection_accuracy_pct": chosen.accuracy_pct,
+               "selection_avg_exit": chosen.avg_exit_time_steps,
+               **measured(network, test, ConfidenceExit(chosen.alpha, "confidence", 8.0, 1))}
+        seenn_one.append(with_equal_fixed(network, test, sim, row, cache))
+        log(f"[{model}] SEENN-I budget {budget}: alpha {chosen.alpha:.6f} -> {row['accuracy_pct']:.2f} % at "
+            f"{row['avg_time_steps']:.2f} steps (fixed of equal accuracy: {row['equal_accuracy_t']})")
+    offline = alpha_sweep(eval_trace, "confidence", 8.0, 1)
+    scores = {}
+    for score in ("entropy", "margin"):
+        pts = alpha_sweep(selected, score, 8.0, 1)
+        chosen = choose_alpha(pts, selection_full, 0.5)
+        point = alpha_sweep(eval_trace, score, 8.0, 1, [chosen.alpha])[0]
+        scores[score] = {"alpha": chosen.alpha, "accuracy_pct": point.accuracy_pct,
+                         "avg_time_steps": point.avg_exit_time_steps,
+                         "equal_accuracy_t": steps_of_equal_accuracy(sim, point.accuracy_pct)}
+
+    px, py = C.calibration_set(model, policy_train)
+    train = LabeledData(x=px, y=py, num_classes=10, description=f"{model} train[:{policy_train}]")
+    t0 = time.perf_counter()
+    train_trace = record_trace(network, train)
+    correct = train_trace.correct()
+    weights = sample_weights(correct)
+    seenn_two = []
+    for beta in BETAS:
+        torch.manual_seed(0)
+        net = PolicyNet(tuple(train.sample_shape), BASE_T, 8)
+        t1 = time.perf_counter()
+        fit(net, [train.x, correct, weights], lambda m, b: policy_loss(m(b[0]), b[1], b[2], beta),
+            TrainConfig(epochs=epochs, batch_size=128, lr=0.01, momentum=0.0, weight_decay=5e-4))
+        row = {"beta": beta, "train_s": time.perf_counter() - t1, **measured(network, test, PolicyExit(net, 1))}
+        seenn_two.append(with_equal_fixed(network, test, sim, row, cache))
+        log(f"[{model}] SEENN-II beta {beta}: {row['accuracy_pct']:.2f} % at {row['avg_time_steps']:.2f} steps "
+            f"(fixed of equal accuracy: {row['equal_accuracy_t']})")
+    return {
+        "model": model, "base_t": BASE_T, "samples": limit, "selection_samples": len(selection),
+        "policy_train_samples": policy_train, "policy_epochs": epochs, "ann_accuracy_pct": fixed.ann.accuracy,
+        "fixed_curve_pct": [sim.accuracy_at(t) for t in range(1, BASE_T + 1)], "fixed": full,
+        "fixed_runs": {str(t): v for t, v in cache.items()},
+        "selection_accuracy_fixed_pct": selection_full,
+        "oracle_aet": oracle_aet(sim.correct_per_step, sim.samples),
+        "empirical_aet": float(np.mean(sim.oracle_exit_steps)),
+        "seenn_one": seenn_one, "other_scores": scores,
+        "offline_sweep": [(p.avg_exit_time_steps, p.accuracy_pct) for p in offline[:: max(1, len(offline) // 60)]],
+        "seenn_two": seenn_two, "policy_s": time.perf_counter() - t0,
+        "date": C.today(), "snnconv": C.git_head(), "torch": torch.__version__,
+    }
+
+
+def _ratio_text(row: dict) -> tuple[str, str, str]:
+    if row.get("equal_accuracy_t") is None:
+        return "> 32", "-", "-"
+    return str(row["equal_accuracy_t"]), f"{row['step_ratio']:.2f}", f"{row['wall_ratio']:.2f}"
+
+
+def render(results: list[dict]) -> None:
+    lines = ["## 5. SEENN: per-sample early exit", "",
+             f"Command: `{COMMAND}` (results: `benchmarks/results/seenn_<model>.json`). Machine: {C.machine()}.", "",
+             "Default pipeline converted for T = 32. SEENN-I: max softmax of the summed output at temperature 8, "
+             "alpha chosen on 5000 unseen test images (5000..9999 of the seeded permutation) as the smallest alpha "
+             "within the accuracy budget of the fixed-T accuracy there; SEENN-II: a width-8 ResNet-8-like policy "
+             "trained on training images with the exact-expectation reward (SGD lr 0.01, weight decay 5e-4, cosine). "
+             "Every rule then runs for real on the evaluation images (exited samples leave the batch; decisions after "
+             "every step). `equal T` = smallest fixed t within 0.1 points of the exit accuracy, simulated in the same "
+             "run for its wall time. `step ratio` = equal T / mean exit step (bar >= 2); `wall ratio` = wall time per "
+             "sample at equal T / with exits (bar: within 30 % of the step ratio, i.e. wall ratio >= 0.7 x step "
+             "ratio). Energy (45 nm) includes the policy network's MACs for SEENN-II.", ""]
+    header = ["model", "rule", "accuracy (%)", "mean exit step", "equal T", "step ratio", "bar >= 2", "wall ratio",
+              "wall bar", "ms/sample", "energy (µJ)"]
+    body = []
+    for r in results:
+        f = r["fixed"]
+        body.append([r["model"], f"fixed T = {r['base_t']}", f"{f['accuracy_pct']:.2f}", str(r["base_t"]), "", "", "",
+                     "", "", f"{f['wall_ms_per_sample']:.2f}", f"{f['energy_pj_per_sample'] / 1e6:.2f}"])
+        rows = [(f"SEENN-I budget {x['budget_points']:g} (alpha {x['alpha']:.4f})", x) for x in r["seenn_one"]]
+        rows += [(f"SEENN-II beta {x['beta']:g}", x) for x in r["seenn_two"]]
+        for name, x in rows:
+            equal, step, wall = _ratio_text(x)
+            step_ok = x.get("step_ratio") is not None and x["step_ratio"] >= 2
+            wall_ok = x.get("wall_ratio") is not None and x["wall_ratio"] >= 0.7 * x["step_ratio"]
+            body.append([r["model"], name, f"{x['accuracy_pct']:.2f}", f"{x['avg_time_steps']:.2f}", equal, step,
+                         "holds" if step_ok else "FAILS", wall, "holds" if wall_ok else "FAILS",
+                         f"{x['wall_ms_per_sample']:.2f}", f"{x['energy_pj_per_sample'] / 1e6:.2f}"])
+    lines += [C.md_table(header, body), ""]
+    lines += ["Oracle AET (SEENN Eq. 4, from the fixed run's per-step accuracy) and empirical AET (mean earliest "
+              "correct step, T when never correct); other SEENN-I scores at budget 0.5 (offline on the evaluation "
+              "trace):", ""]
+    other = []
+    for r in results:
+        s = r["other_scores"]
+        other.append([r["model"], f"{r['ann_accuracy_pct']:.2f}", f"{r['fixed']['accuracy_pct']:.2f}",
+                      f"{r['oracle_aet']:.2f}", f"{r['empirical_aet']:.2f}"]
+                     + [f"{s[k]['accuracy_pct']:.2f} % at {s[k]['avg_time_steps']:.2f}" for k in ("entropy", "margin")])
+    lines += [C.md_table(["model", "ANN", "fixed T=32", "oracle AET", "empirical AET", "entropy score", "margin score"],
+                         other), ""]
+    for r in results:
+        curve = r["fixed_curve_pct"]
+        marks = (1, 2, 4, 6, 8, 10, 12, 16, 20, 24, 32)
+        lines += [f"Fixed-T curve, {r['model']}:", "",
+                  C.md_table(["t"] + [str(t) for t in marks], [["accuracy (%)"] + [f"{curve[t - 1]:.2f}" for t in marks]]),
+                  ""]
+    C.update_doc("seenn", "\n".join(lines))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--models", default="vgg,resnet,maxpool")
+    parser.add_argument("--limit", type=int, default=2000)
+    parser.add_argument("--policy-train", type=int, default=5000)
+    parser.add_argument("--epochs", type=int, default=30)
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--render-only", action="store_true")
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    C.RESULTS.mkdir(parents=True, exist_ok=True)
+    if not args.render_only:
+        for model in args.models.split(","):
+            result = run(model, args.limit, args.policy_train, args.epochs, lambda m: print(m, flush=True))
+            (C.RESULTS / f"seenn_{model}.json").write_text(json.dumps(result, indent=1))
+            render([json.loads(p.read_text()) for p in sorted(C.RESULTS.glob("seenn_*.json"))])
+    render([json.loads(p.read_text()) for p in sorted(C.RESULTS.glob("seenn_*.json"))])
+
+
+if __name__ == "__main__":
+    main()

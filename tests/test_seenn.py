@@ -1,0 +1,299 @@
+"""SEENN: exit rules in the engine against the offline answer, alpha selection, AET, the policy network,
+artifacts and the CLI."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from typer.testing import CliRunner
+
+import snnconv
+from snnconv import artifacts
+from snnconv.config import SimulationConfig
+from snnconv.engine import Engine, TimePlan
+from snnconv.errors import ConfigError
+from snnconv.metrics import load_energy_model, summarize
+from snnconv.stages.seenn import (ConfidenceExit, PolicyExit, PolicyNet, SeennConfig, alpha_sweep,
+                                  choose_alpha, exit_score, layer_macs, oracle_aet, policy_exit_steps, policy_loss,
+                                  record_trace, sample_weights, seenn, threshold_exit_steps)
+from snnconv.training import TrainConfig
+from snnconv_cli.main import app
+
+from helpers import convert
+from models import build
+
+T = 16
+
+
+@pytest.fixture(scope="module")
+def setup():
+    """The max-pool tiny model with its logits scaled up (confidence grows over time, so samples leave at
+    many different steps), labels that disagree with the ANN on some samples, and its fixed-T trace."""
+    torch.set_num_threads(1)
+    x = torch.rand(96, 1, 8, 8, generator=torch.Generator().manual_seed(3))
+    model = build("maxpool")
+    with torch.no_grad():
+        model.fc.weight.mul_(40)
+        model.fc.bias.mul_(40)
+        labels = model(x).argmax(1)
+    labels[::5] = (labels[::5] + 1) % 10
+    network = convert(model, x, time_steps=T)
+    network.time_steps = T
+    data = snnconv.data.LabeledData(x=x, y=labels, description="tiny", num_classes=10)
+    trace = record_trace(network, data, batch_size=40, chunk_steps=4)
+    return network, data, trace
+
+
+def test_alpha_zero_exits_after_one_step_and_alpha_above_one_never(setup):
+    network, data, _ = setup
+    for alpha, mean_exit in ((0.0, 1.0), (1.5, float(T))):
+        ev = snnconv.evaluate(network, data, SimulationConfig(time_steps=T, batch_size=40),
+                              exit_policy=ConfidenceExit(alpha))
+        assert float(np.mean(ev.simulation.exit_steps)) == mean_exit
+        assert summarize(ev.simulation, ev.ann, load_energy_model("45nm"))["avg_time_steps"] == pytest.approx(mean_exit)
+
+
+@pytest.mark.parametrize("score", ["confidence", "entropy", "margin"])
+@pytest.mark.parametrize("chunk", [1, 3])
+def test_batch_compacted_exits_equal_the_offline_choice_from_a_full_run(setup, score, chunk):
+    """Exited rows leave every state tensor; the rest must be unaffected: exit steps and predictions equal
+    those picked per sample from one simulation of all steps."""
+    network, data, trace = setup
+    scores = exit_score(trace.outputs, score, 8.0)
+    # about half the samples leave by mid-run; alpha halfway between two scores, so float rounding of the
+    # running sums (the trace ran other chunk and batch sizes) cannot flip a decision
+    middle = torch.unique(scores[T // 2 - 1])
+    alpha = float(middle[len(middle) // 2: len(middle) // 2 + 2].mean())
+    policy = ConfidenceExit(alpha, score, 8.0, chunk_steps=chunk)
+    outcome = Engine(network.graph).run_batch(data.x, data.y, TimePlan(T, chunk), exit_policy=policy)
+    expected = threshold_exit_steps(scores, trace.decision_steps(chunk), torch.tensor([alpha], dtype=torch.float64),
+                                    T)[:, 0]
+    assert 1 < len(set(expected.tolist())) and np.array_equal(outcome["exit_step"], expected.numpy())
+    chosen = trace.outputs[expected - 1, torch.arange(len(expected))].argmax(-1)
+    assert torch.equal(outcome["predictions"], chosen)
+    accuracy, mean_steps = trace.outcome(expected)
+    assert 100.0 * outcome["exit_correct"] / len(data) == pytest.approx(accuracy)
+    point = alpha_sweep(trace, score, 8.0, chunk, [alpha])[0]
+    assert (point.accuracy_pct, point.avg_exit_time_steps) == pytest.approx((accuracy, mean_steps))
+
+
+def test_scores_by_hand():
+    out = torch.tensor([[np.log(3.0), 0.0, 0.0, 0.0]])  # probabilities 0.5, 1/6, 1/6, 1/6
+    assert float(exit_score(out, "confidence", 1.0)) == pytest.approx(0.5)
+    assert float(exit_score(out, "margin", 1.0)) == pytest.approx(0.5 - 1 / 6)
+    entropy = -(0.5 * np.log(0.5) + 3 * (1 / 6) * np.log(1 / 6))
+    assert float(exit_score(out, "entropy", 1.0)) == pytest.approx(1 - entropy / np.log(4))
+    assert float(exit_score(out * 2, "confidence", 2.0)) == pytest.approx(0.5)  # temperature divides the sum
+
+
+def test_automatic_alpha_is_the_smallest_within_the_budget_on_the_held_out_split(setup):
+    network, data, _ = setup
+    config = SeennConfig(accuracy_budget=2.0, holdout_fraction=0.5)
+    result = seenn(network, data, config, batch_size=64)
+    assert result.holdout_accuracy_full_pct - result.holdout_accuracy_exit_pct <= 2.0 + 1e-9
+    smaller = [p for p in result.holdout_sweep if p.alpha < result.policy.alpha]
+    assert smaller and all(result.holdout_accuracy_full_pct - p.accuracy_pct > 2.0 for p in smaller)
+    assert result.holdout_avg_exit_time_steps < T  # the budget bought real savings on this model
+    holdout, _ = data.split(0.5, 0)
+    ev = snnconv.evaluate(network, holdout, SimulationConfig(time_steps=T), exit_policy=result.policy)
+    assert 100.0 * ev.simulation.exit_correct / len(holdout) == pytest.approx(result.holdout_accuracy_exit_pct)
+    assert float(np.mean(ev.simulation.exit_steps)) == pytest.approx(result.holdout_avg_exit_time_steps)
+
+
+def test_choose_alpha_follows_the_rule():
+    from snnconv.stages.seenn import SweepPoint
+    points = [SweepPoint(0.1, 80.0, 1.0), SweepPoint(0.5, 89.6, 3.0), SweepPoint(0.6, 89.0, 3.5),
+              SweepPoint(0.9, 90.0, 6.0)]
+    assert choose_alpha(points, 90.0, 0.5).alpha == 0.5
+    assert choose_alpha(points, 90.0, 0.0).alpha == 0.9
+
+
+def test_oracle_and_empirical_aet_on_the_papers_example():
+    """SEENN appendix: predictions {F, T, F, T} over 4 steps: Eq. 4 AET 3, empirical AET 2."""
+    assert oracle_aet(np.array([0, 1, 0, 1]), 1) == pytest.approx(3.0)
+    # three samples right from steps 1, 2 and never: (1 + 2 + 4) / 3
+    assert oracle_aet(np.array([1, 2, 2, 2]), 3) == pytest.approx(7 / 3)
+
+
+def test_oracle_exit_steps_from_the_engine_are_the_earliest_correct_steps(setup):
+    network, data, trace = setup
+    ev = snnconv.evaluate(network, data, SimulationConfig(time_steps=T, batch_size=40), exit_policy=None)
+    correct = trace.correct()
+    earliest = torch.where(correct.any(1), correct.float().argmax(1) + 1, torch.tensor(T))
+    assert np.array_equal(ev.simulation.oracle_exit_steps, earliest.numpy())
+
+
+def test_policy_loss_and_weights_by_hand():
+    logits = torch.log(torch.tensor([[0.5, 0.25, 0.25]]))
+    correct = torch.tensor([[False, True, True]])
+    # rewards: -beta, 1/2, 1/4 -> expected reward 0.5 * -0.1 + 0.25 * 0.5 + 0.25 * 0.25
+    loss = policy_loss(logits, correct, torch.ones(1), beta=0.1)
+    assert float(loss) == pytest.approx(-(0.5 * -0.1 + 0.25 * 0.5 + 0.25 * 0.25))
+    right_at_one = torch.tensor([[True, True], [False, True], [False, False], [False, True]])
+    assert sample_weights(right_at_one).tolist() == pytest.approx([1.0, 1 / 3, 1 / 3, 1 / 3])
+    assert sample_weights(torch.ones(3, 2, dtype=torch.bool)).tolist() == [1.0, 1.0, 1.0]
+
+
+def test_policy_network_learns_the_exit_step_and_counts_its_macs():
+    """A policy trained where the best exit is readable from the image (bright images are right at step 1,
+    dark ones only at the last step) learns to choose it."""
+    torch.manual_seed(0)
+    x = torch.rand(256, 1, 8, 8) * 0.1
+    bright = torch.arange(256) % 2 == 0
+    x[bright] += 0.9
+    correct = torch.zeros(256, 4, dtype=torch.bool)
+    correct[bright] = True
+    correct[~bright, 3] = True
+    net = PolicyNet((1, 8, 8), 4, width=4)
+    snnconv.training.fit(net, [x, correct, sample_weights(correct)],
+                         lambda model, batch: policy_loss(model(batch[0]), batch[1], batch[2], beta=1.0),
+                         TrainConfig(epochs=40, batch_size=64, lr=0.05, momentum=0.9))
+    steps = policy_exit_steps(net, x, torch.arange(1, 4), 4)
+    assert (steps[bright] == 1).float().mean() > 0.95 and (steps[~bright] == 4).float().mean() > 0.95
+    macs = {name: m for name, _kind, m, _elements in layer_macs(net, (1, 8, 8))}
+    assert macs["stem.0"] == 8 * 8 * 4 * 9 and macs["head"] == 16 * 4
+    assert macs["blocks.2.conv1"] == 2 * 2 * 16 * 8 * 9  # 4x4 -> 2x2 at stride 2, 8 -> 16 channels
+
+
+def test_policy_exit_in_the_engine_matches_its_choice_and_adds_its_cost_to_the_snn_only(setup, tmp_path):
+    network, data, trace = setup
+    torch.manual_seed(1)
+    net = PolicyNet((1, 8, 8), T, width=4)
+    with torch.no_grad():
+        net.head.bias.copy_(torch.linspace(0, 1, T))  # a fixed, input-dependent choice
+        net.head.weight.mul_(20)
+    policy = PolicyExit(net, chunk_steps=1)
+    ev = snnconv.evaluate(network, data, SimulationConfig(time_steps=T, batch_size=40), exit_policy=policy)
+    expected = policy_exit_steps(net, data.x, trace.decision_steps(1), T)
+    assert np.array_equal(ev.simulation.exit_steps, expected.numpy()) and len(set(expected.tolist())) > 1
+    policy_macs = sum(m for _n, _k, m, _e in layer_macs(net, (1, 8, 8)))
+    with_policy = summarize(ev.simulation, ev.ann, load_energy_model("45nm"))
+    plain = snnconv.evaluate(network, data, SimulationConfig(time_steps=T, batch_size=40), exit_policy=None)
+    assert with_policy["macs_per_sample_ann"] == summarize(plain.simulation, plain.ann, load_energy_model("45nm"))["macs_per_sample_ann"]
+    network_macs = sum(l.macs_per_sample_dense for l in ev.simulation.synaptic_layers
+                       if l.part == "network" and not l.spiking_input)
+    assert with_policy["macs_per_sample_snn"] == network_macs + policy_macs
+    # round trip through an artifact: same choices, and evaluate applies it by default
+    network.exit_policy = policy
+    try:
+        artifacts.save(network, tmp_path / "art")
+    finally:
+        network.exit_policy = None
+    loaded = artifacts.load(tmp_path / "art")
+    assert isinstance(loaded.exit_policy, PolicyExit)
+    again = snnconv.evaluate(loaded, data, SimulationConfig(time_steps=T, batch_size=40))
+    assert np.array_equal(again.simulation.exit_steps, ev.simulation.exit_steps)
+    with pytest.raises(ConfigError, match=f"T={T}"):
+        snnconv.evaluate(loaded, data, SimulationConfig(time_steps=T // 2))
+
+
+def test_confidence_policy_round_trips_through_an_artifact(setup, tmp_path):
+    network, data, _ = setup
+    network.exit_policy = ConfidenceExit(0.7, "margin", 4.0, chunk_steps=2)
+    try:
+        artifacts.save(network, tmp_path / "art")
+    finally:
+        network.exit_policy = None
+    loaded = artifacts.load(tmp_path / "art").exit_policy
+    assert loaded.describe() == {"kind": "confidence", "score": "margin", "alpha": 0.7, "temperature": 4.0,
+                                 "chunk_steps": 2}
+
+
+def test_training_resumes_exactly_from_its_checkpoint(tmp_path):
+    x = torch.randn(64, 3)
+    y = (x.sum(1) > 0).long()
+
+    def loss(model, batch):
+        return torch.nn.functional.cross_entropy(model(batch[0]), batch[1])
+
+    def model():
+        torch.manual_seed(0)
+        return torch.nn.Linear(3, 2)
+
+    config = TrainConfig(epochs=4, batch_size=16, lr=0.1, momentum=0.9)
+    straight = model()
+    log = snnconv.training.fit(straight, [x, y], loss, config)
+
+    class Cut(Exception):
+        pass
+
+    def cut_in_epoch_three(_description, _total):
+        done = [0]
+
+        def advance(n):
+            done[0] += n
+            if done[0] == 9:  # 4 iterations per epoch: the first step of epoch 3
+                raise Cut
+
+        return advance
+
+    with pytest.raises(Cut):
+        snnconv.training.fit(model(), [x, y], loss, config, checkpoint=tmp_path / "c.pt", progress=cut_in_epoch_three)
+    assert torch.load(tmp_path / "c.pt", weights_only=False)["epoch"] == 2
+    resumed = model()
+    again = snnconv.training.fit(resumed, [x, y], loss, config, checkpoint=tmp_path / "c.pt", resume=True)
+    assert again.resumed_from_epoch == 2 and again.epoch_losses == log.epoch_losses
+    assert torch.equal(resumed.weight, straight.weight) and torch.equal(resumed.bias, straight.bias)
+    with pytest.raises(ConfigError, match="another training configuration"):
+        snnconv.training.fit(model(), [x, y], loss, TrainConfig(epochs=5), checkpoint=tmp_path / "c.pt", resume=True)
+
+
+@pytest.mark.parametrize("bad", [dict(score="nope"), dict(temperature=0.0), dict(alpha=-0.1), dict(chunk_steps=0),
+                                 dict(holdout_fraction=0.0), dict(beta=-1.0), dict(policy_width=0),
+                                 dict(accuracy_budget=-0.5)])
+def test_bad_options_are_refused(bad):
+    with pytest.raises(ConfigError):
+        SeennConfig(**bad)
+
+
+def test_compress_seenn_cli_end_to_end_with_gates(tmp_path):
+    runner = CliRunner()
+    art = tmp_path / "art"
+    result = runner.invoke(app, ["convert", "-o", str(art), "--calib-samples", "200", "--limit", "200", "-T", "8",
+                                 "--calibrate", "none", "--quiet"])
+    assert result.exit_code == 0, result.output
+    out = tmp_path / "seenn"
+    result = runner.invoke(app, ["compress", str(art), "--method", "seenn", "-o", str(out), "--calib-samples", "200",
+                                 "--limit", "200", "--acc-budget", "1.0", "--temperature", "auto", "--quiet", "--json"])
+    assert result.exit_code == 0, result.output
+    summary = json.loads(result.output)["summary"]
+    assert summary["seenn_method"] == "SEENN-I" and summary["avg_exit_time_steps"] < 8
+    assert summary["avg_time_steps"] == pytest.approx(summary["avg_exit_time_steps"])
+    sweep = pd.read_csv(out / "reports" / "seenn.csv")
+    chosen = sweep[sweep["chosen"]].iloc[0]
+    assert chosen["snn_accuracy_pct"] == pytest.approx(summary["snn_accuracy_pct"])
+    assert chosen["avg_exit_time_steps"] == pytest.approx(summary["avg_exit_time_steps"])
+    exits = pd.read_csv(out / "reports" / "exits.csv")
+    assert exits["samples"].sum() == 200
+    for name in ("seenn.md", "seenn_tradeoff.png", "exit_histogram.png", "report.md"):
+        assert (out / "reports" / name).exists()
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["exit_policy"]["alpha"] == pytest.approx(summary["seenn_alpha"])
+    # snnconv evaluate runs the exit policy, and CI gates see its average T
+    again = runner.invoke(app, ["evaluate", str(out), "--report-dir", str(tmp_path / "r"), "--limit", "200", "--json",
+                                "--max-avg-t", str(summary["avg_exit_time_steps"] + 0.01)])
+    assert again.exit_code == 0, again.output
+    assert json.loads(again.output)["summary"]["snn_accuracy_pct"] == pytest.approx(summary["snn_accuracy_pct"])
+    gate = runner.invoke(app, ["evaluate", str(out), "--report-dir", str(tmp_path / "r2"), "--limit", "200", "--quiet",
+                               "--max-avg-t", str(summary["avg_exit_time_steps"] - 0.01)])
+    assert gate.exit_code != 0 and "--max-avg-t" in gate.output
+    no_exit = runner.invoke(app, ["evaluate", str(out), "--report-dir", str(tmp_path / "r3"), "--limit", "200",
+                                  "--json", "--no-exit"])
+    assert no_exit.exit_code == 0 and json.loads(no_exit.output)["summary"]["avg_time_steps"] == 8
+    # an artifact that already exits early is not compressed again
+    twice = runner.invoke(app, ["compress", str(out), "--method", "seenn", "-o", str(tmp_path / "o2")])
+    assert twice.exit_code == 3 and "already exits early" in " ".join(twice.output.split())
+    assert not (tmp_path / "o2").exists()
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--score", "nope"], "--score 'nope'"),
+    (["--temperature", "hot"], "--temperature takes"),
+    (["--resume"], "--resume needs --checkpoint"),
+])
+def test_compress_seenn_bad_options(tmp_path, args, message):
+    result = CliRunner().invoke(app, ["compress", str(tmp_path), "--method", "seenn", "-o", str(tmp_path / "o"), *args])
+    assert result.exit_code == 3 and message in " ".join(result.output.split())

@@ -26,7 +26,7 @@ from torch.fx.node import map_arg
 
 from ..errors import ConfigError, UnsupportedLayerError
 from ..handlers import describe_target
-from ..neurons import if_step_, maxpool_gate_step
+from ..neurons import if_step_, if_step_surrogate, maxpool_gate_step
 from ..results import NeuronLayerStats, SimulationResult, SynapticLayerStats
 from .allocator import keep_large_buffers
 from .fanout import dense_macs, input_fanout
@@ -145,10 +145,14 @@ class _Counters:
 class Engine:
     """Runs one converted network; reusable across batches and evaluation sets."""
 
-    def __init__(self, graph: torch.fx.GraphModule, device: torch.device | str = "cpu"):
+    def __init__(self, graph: torch.fx.GraphModule, device: torch.device | str = "cpu",
+                 surrogate_width: float | None = None):
+        """``surrogate_width``: run neurons differentiably (exact spikes, triangle surrogate gradient of that
+        width in thresholds) so a loss on the outputs can be backpropagated through time; None for inference."""
         self.device = torch.device(device)
         if self.device.type == "cpu":
             keep_large_buffers()
+        self.surrogate_width = surrogate_width
         self.graph = graph.to(self.device).eval()
         self.program = compile_program(self.graph)
         self._batched_static = {op.name for op in self.program.ops if op.static and op.batched}
@@ -429,6 +433,19 @@ class Engine:
             if counters is not None:
                 counters.neurons[op.name] = int(shape.numel())
         v = state[op.name]
+        if self.surrogate_width is not None:
+            out, state[op.name] = self._run_neuron_differentiably(per_step, current, bias, v, theta, c, neuron)
+        else:
+            out = self._run_neuron_in_place(per_step, current, bias, v, theta, c, neuron)
+        if counters is not None:
+            counters.spikes[op.name][t0:t0 + c] += _spike_counts(out.detach(), neuron.threshold, c, active)
+        if op.name in record:
+            summed = out.sum(0)
+            recorded[op.name] = recorded[op.name] + summed if op.name in recorded else summed
+        return out
+
+    @staticmethod
+    def _run_neuron_in_place(per_step, current, bias, v, theta, c, neuron) -> torch.Tensor:
         out = torch.empty((c, *current.shape), dtype=current.dtype, device=current.device)
         if per_step is None:
             step_current = current + bias
@@ -439,12 +456,19 @@ class Engine:
                 per_step = per_step + bias
             for i in range(c):
                 if_step_(per_step[i], v, theta, out[i])
-        if counters is not None:
-            counters.spikes[op.name][t0:t0 + c] += _spike_counts(out, neuron.threshold, c, active)
-        if op.name in record:
-            summed = out.sum(0)
-            recorded[op.name] = recorded[op.name] + summed if op.name in recorded else summed
         return out
+
+    def _run_neuron_differentiably(self, per_step, current, bias, v, theta, c, neuron):
+        """The same dynamics as :meth:`_run_neuron_in_place`, out of place with surrogate spikes (training)."""
+        if per_step is None:
+            per_step = (current + bias).expand(c, *current.shape)
+        elif neuron.bias.any():
+            per_step = per_step + bias
+        outputs = []
+        for i in range(c):
+            out, v = if_step_surrogate(per_step[i], v, theta, self.surrogate_width)
+            outputs.append(out)
+        return torch.stack(outputs), v
 
     def _run_gate(self, op: Op, per_step: torch.Tensor, state, c, active, t0, counters):
         gate = op.module

@@ -1,0 +1,33 @@
+"""Surrogate gradients for training through integrate-and-fire neurons (backpropagation through time).
+
+The spike is a step function of the membrane potential, whose derivative is zero almost everywhere. For
+training, the forward pass keeps the exact step, and the backward pass uses the triangle surrogate
+``max(0, 1 - |u|) / width`` of ``u = (V - theta) / (width * theta)``. The surrogate is non-zero within
+``width`` thresholds of the firing point. So the trained network spikes exactly as the time engine does,
+and only the gradients are approximate.
+"""
+from __future__ import annotations
+
+import torch
+
+
+class _TriangleSpike(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, u: torch.Tensor) -> torch.Tensor:
+        ctx.save_for_backward(u)
+        return (u >= 0).to(u.dtype)
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor) -> torch.Tensor:
+        (u,) = ctx.saved_tensors
+        return grad * (1.0 - u.abs()).clamp_(min=0.0)
+
+
+def if_step_surrogate(current: torch.Tensor, v: torch.Tensor, threshold: torch.Tensor,
+                      width: float = 1.0) -> tuple[torch.Tensor, torch.Tensor]:
+    """One differentiable IF step: (output theta * s, new potential); spikes identical to :func:`if_step`."""
+    v = v + current
+    # a zero threshold (a channel that never fired in calibration) would divide by zero; its output is 0 anyway
+    spikes = _TriangleSpike.apply((v - threshold) / (width * threshold.clamp_min(1e-12)))
+    out = spikes * threshold
+    return out, v - out

@@ -163,8 +163,13 @@ def compress(
     beta: float = typer.Option(0.01, "--beta", help="SEENN-II: reward penalty for exiting at a wrong step."),
     policy_width: int = typer.Option(8, "--policy-width", help="SEENN-II: policy network width (channels of its "
                                                                "first stage)."),
-    epochs: int = typer.Option(30, "--epochs", help="Training epochs (SEENN-II policy)."),
-    lr: float = typer.Option(0.01, "--lr", help="Learning rate (SEENN-II policy; SGD with cosine schedule)."),
+    finetune: bool = typer.Option(False, "--finetune", help="TEAS: fine-tune the weights with T_l fixed "
+                                                            "(surrogate-gradient BPTT) on the calibration data."),
+    activity_weight: float = typer.Option(0.0, "--activity-weight", help="TEAS --finetune: lambda of the activity "
+                                                                         "regularizer P_r."),
+    epochs: Optional[int] = typer.Option(None, "--epochs", help="Training epochs (TEAS --finetune: 1; SEENN-II: 30)."),
+    lr: Optional[float] = typer.Option(None, "--lr", help="Learning rate (TEAS --finetune: Adam 1e-4; SEENN-II: SGD "
+                                                          "0.01), cosine schedule."),
     checkpoint: Optional[Path] = typer.Option(None, "--checkpoint", help="Training checkpoint file, written every epoch."),
     resume: bool = typer.Option(False, "--resume", help="Continue training from --checkpoint."),
     data: Optional[str] = DATA, calib_data: Optional[str] = CALIB, calib_samples: int = CALIB_N,
@@ -178,7 +183,8 @@ def compress(
         config = opt.compress_config(method, accuracy_budget=accuracy_budget, holdout=holdout, seed=seed,
                                      avg_t_budget=avg_t_budget, candidates=candidates, min_t=min_t, noise=noise,
                                      score=score, temperature=temperature, alpha=alpha, exit_chunk=exit_chunk,
-                                     policy=policy, beta=beta, policy_width=policy_width, epochs=epochs, lr=lr)
+                                     policy=policy, beta=beta, policy_width=policy_width, epochs=epochs, lr=lr,
+                                     finetune=finetune, activity_weight=activity_weight)
         if resume and checkpoint is None:
             raise ConfigError("--resume needs --checkpoint FILE to resume from.")
         eval_cfg = opt.data_config(data, "test", limit, seed, None, None, None)

@@ -91,18 +91,23 @@ def parse_temperature(text: str) -> float | None:
 
 
 def compress_config(method: str, *, accuracy_budget: float | None, holdout: float, seed: int, avg_t_budget, candidates,
-                    min_t, noise, score, temperature, alpha, exit_chunk, policy, beta, policy_width, epochs, lr):
+                    min_t, noise, score, temperature, alpha, exit_chunk, policy, beta, policy_width, epochs, lr,
+                    finetune, activity_weight):
     """The TeasConfig or SeennConfig of ``snnconv compress --method METHOD``; an unknown method is left to the library."""
+    from snnconv.stages.finetune import FinetuneConfig
     from snnconv.stages.seenn import SeennConfig
     from snnconv.stages.teas import TeasConfig
     from snnconv.training import TrainConfig
     if method == "teas":
+        tuning = FinetuneConfig(train=TrainConfig(epochs=epochs or 1, batch_size=32, lr=lr or 1e-4, optimizer="adam",
+                                                  weight_decay=0.0, seed=seed), activity_weight=activity_weight)
         return TeasConfig(accuracy_budget=0.1 if accuracy_budget is None else accuracy_budget,
                           avg_steps_budget=avg_t_budget, candidates=parse_ints(candidates, "--candidates"),
-                          min_steps=min_t, holdout_fraction=holdout, noise=noise, seed=seed)
+                          min_steps=min_t, holdout_fraction=holdout, noise=noise, seed=seed, finetune=finetune,
+                          tuning=tuning)
     if method == "seenn":
         return SeennConfig(policy=policy, score=score, temperature=parse_temperature(temperature), alpha=alpha,
                            accuracy_budget=0.5 if accuracy_budget is None else accuracy_budget, chunk_steps=exit_chunk,
                            holdout_fraction=holdout, beta=beta, policy_width=policy_width,
-                           train=TrainConfig(epochs=epochs, lr=lr, seed=seed), seed=seed)
+                           train=TrainConfig(epochs=epochs or 30, lr=lr or 0.01, seed=seed), seed=seed)
     return None

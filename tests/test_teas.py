@@ -158,3 +158,27 @@ def test_compress_refuses_what_it_cannot_run(tmp_path):
     result = runner.invoke(app, ["compress", str(tmp_path), "--method", "nope", "-o", str(tmp_path / "o")])
     assert result.exit_code == 3 and "--method 'nope' is not available" in " ".join(result.output.split())
     assert not (tmp_path / "o").exists()
+
+
+def test_compress_teas_with_finetuning_changes_the_weights_and_reports_before_and_after(tmp_path):
+    runner = CliRunner()
+    art = tmp_path / "art"
+    result = runner.invoke(app, ["convert", "-o", str(art), "--calib-samples", "128", "--limit", "200", "-T", "8",
+                                 "--calibrate", "none", "--quiet"])
+    assert result.exit_code == 0, result.output
+    out = tmp_path / "teas"
+    result = runner.invoke(app, ["compress", str(art), "--method", "teas", "-o", str(out), "--calib-samples", "128",
+                                 "--limit", "200", "--min-t", "2", "--finetune", "--epochs", "1", "--lr", "1e-4",
+                                 "--checkpoint", str(tmp_path / "ft.pt"), "--quiet", "--json"])
+    assert result.exit_code == 0, result.output
+    summary = json.loads(result.output)["summary"]
+    assert summary["teas_finetuned"] is True and summary["finetune_epochs"] == 1
+    assert summary["finetune_samples"] == 128 and summary["teas_accuracy_before_finetune_pct"] is not None
+    assert torch.load(tmp_path / "ft.pt", weights_only=False)["epoch"] == 1
+    before, after = artifacts.load(art).graph.state_dict(), artifacts.load(out).graph.state_dict()
+    changed = [k for k in before if k.endswith("weight") and not torch.equal(before[k], after[k])]
+    assert changed  # BPTT moved the weights; the thresholds are not trained
+    assert all(torch.equal(before[k], after[k]) for k in before if k.endswith("threshold"))
+    again = runner.invoke(app, ["evaluate", str(out), "--report-dir", str(tmp_path / "r"), "--limit", "200", "--quiet",
+                                "--json"])
+    assert json.loads(again.output)["summary"]["snn_accuracy_pct"] == pytest.approx(summary["snn_accuracy_pct"])

@@ -136,7 +136,7 @@ def run_compress(artifact: str | Path, method: str, *, output: Path, config=None
                               progress=progress, note=note or (lambda _message: None))
     if method == "teas":
         from .teas import apply_teas
-        outcome = apply_teas(context, config)
+        outcome = apply_teas(context, config, checkpoint=checkpoint, resume=resume)
     else:
         from .seenn import apply_seenn
         outcome = apply_seenn(context, config, checkpoint=checkpoint, resume=resume)

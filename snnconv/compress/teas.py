@@ -10,6 +10,7 @@ from ..api import Evaluation, evaluate
 from ..engine import Engine
 from ..metrics import load_energy_model, summarize
 from ..metrics.summary import layer_spikes_per_sample, steps_of_equal_accuracy
+from ..stages.finetune import finetune
 from ..stages.teas import TeasConfig, TeasResult, consumer_synapses, teas
 
 TEAS_COLUMNS = (
@@ -25,17 +26,31 @@ def uniform_steps_matching(evaluation: Evaluation, accuracy: float, tolerance: f
     return steps_of_equal_accuracy(evaluation.simulation, accuracy, tolerance)
 
 
-def apply_teas(context, config: TeasConfig):
-    """Allocate T_l on the calibration data and evaluate the network with them (see snnconv.compress)."""
+def apply_teas(context, config: TeasConfig, *, checkpoint: Path | None = None, resume: bool = False):
+    """Allocate T_l on the calibration data, optionally fine-tune with them fixed, and evaluate the network
+    (see snnconv.compress)."""
     from . import MethodOutcome
     network, simulation = context.network, context.simulation
     result = teas(network, context.calibration, config, time_steps=network.time_steps,
                   batch_size=simulation.batch_size, chunk_steps=simulation.chunk_steps, device=str(context.device),
                   progress=context.note)
     network.layer_time_steps = {k: v for k, v in result.layer_time_steps.items() if v != network.time_steps}
+    tuned = {}
+    if config.finetune:
+        allocated = evaluate(network, context.evaluation_data, simulation, progress=context.progress)
+        context.note(f"fine-tuning with T_l fixed on {len(context.calibration)} calibration samples")
+        log = finetune(network, context.calibration, config.tuning, layer_costs={p.name: p.cost for p in result.profiles},
+                       checkpoint=checkpoint, resume=resume, progress=context.progress)
+        before = summarize(allocated.simulation, allocated.ann, load_energy_model(context.energy))
+        tuned = {"teas_accuracy_before_finetune_pct": before["snn_accuracy_pct"],
+                 "teas_synaptic_ops_per_sample_before_finetune": before["synaptic_ops_per_sample"],
+                 "finetune_epochs": config.tuning.train.epochs, "finetune_samples": len(context.calibration),
+                 "finetune_loss_first_epoch": log.epoch_losses[0] if log.epoch_losses else None,
+                 "finetune_loss_last_epoch": log.epoch_losses[-1] if log.epoch_losses else None}
     compressed = evaluate(network, context.evaluation_data, simulation, progress=context.progress)
     rows = teas_rows(network, result, context.uniform, compressed)
-    extra = teas_summary(result, context.uniform, compressed, rows, load_energy_model(context.energy))
+    extra = {**teas_summary(result, context.uniform, compressed, rows, load_energy_model(context.energy)),
+             "teas_finetuned": config.finetune, **tuned}
     return MethodOutcome(network=network, evaluation=compressed, rows=rows, extra_summary=extra,
                          write_tables=lambda directory: write_teas_tables(directory, rows, extra, result),
                          details=result)

@@ -34,6 +34,7 @@ from ..errors import ConfigError
 from ..network import SpikingNetwork
 from ..results import SimulationResult
 from .calibrate import calibrate
+from .finetune import FinetuneConfig
 
 ProgressFn = Callable[[str], None]
 
@@ -48,6 +49,8 @@ class TeasConfig(_Plain):
     probe_steps: int | None = None  # T_l used to measure a layer's sensitivity (default: T/4)
     noise: float = 0.1  # u of the noise sensitivity, relative to the layer's threshold
     seed: int = 0
+    finetune: bool = False  # after allocating: surrogate-gradient BPTT with T_l fixed (docs/teas.md)
+    tuning: FinetuneConfig = field(default_factory=FinetuneConfig)
 
     def __post_init__(self):
         if self.accuracy_budget < 0:

@@ -50,6 +50,16 @@ def fmnist_weights(name: str) -> Path:
     return REPO / ("snnconv/assets/fmnist_vgg.pt" if name == "vgg" else f"benchmarks/models/fmnist_{name}.pt")
 
 
+def source_model(model: str):
+    """What snnconv imports for a benchmark model: the ONNX path for ResNet-20, else the trained zoo module."""
+    if model == "resnet20":
+        return str(CIFAR_ONNX)
+    import snnconv.zoo
+    net = getattr(snnconv.zoo, f"fmnist_{model}")()
+    net.load_state_dict(torch.load(fmnist_weights(model), map_location="cpu", weights_only=True))
+    return net.eval()
+
+
 # ---------------------------------------------------------------------------------------------------- data
 def permutation(count: int, seed: int = SEED) -> torch.Tensor:
     """The seeded permutation snnconv.data uses for ``limit`` (first ``limit`` entries are kept)."""

@@ -115,14 +115,6 @@ def part(data: LabeledData, start: int, stop: int, what: str) -> LabeledData:
                        description=f"{data.description} [{what}: images {start}..{stop - 1}]")
 
 
-def source_model(model: str):
-    if model == "resnet20":
-        return str(C.CIFAR_ONNX)
-    net = getattr(snnconv.zoo, f"fmnist_{model}")()
-    net.load_state_dict(torch.load(C.fmnist_weights(model), map_location="cpu", weights_only=True))
-    return net.eval()
-
-
 def run_model(model: str, args) -> None:
     limit = args.limit if model == "resnet20" else args.fmnist_limit
     cal, test = data_for(model, limit)
@@ -130,7 +122,7 @@ def run_model(model: str, args) -> None:
     subsets = {"grid": part(test, 0, grid_n, "grid subset")}
     if grid_n < len(test):
         subsets["rest"] = part(test, grid_n, len(test), "rest")
-    imported = load_model(source_model(model), example=cal.x)
+    imported = load_model(C.source_model(model), example=cal.x)
     path = C.csv_path("fidelity", model)
     grid_kind = args.grid or ("reduced" if model == "resnet20" else "full")
     keys = [DEFAULT_KEY] + [k for k in FULL_GRID if k != DEFAULT_KEY

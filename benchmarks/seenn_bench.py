@@ -49,14 +49,6 @@ BETAS = (0.05, 0.5, 5.0)
 SELECTION = slice(5000, 10000)
 
 
-def source(model: str):
-    if model == "resnet20":
-        return str(C.CIFAR_ONNX)
-    net = getattr(snnconv.zoo, f"fmnist_{model}")()
-    net.load_state_dict(torch.load(C.fmnist_weights(model), map_location="cpu", weights_only=True))
-    return net.eval()
-
-
 def measured(network, data, policy, steps: int = BASE_T) -> dict:
     """Run ``data`` for real (policy None: fixed ``steps``) and return accuracy, mean steps, wall time, energy."""
     ev = snnconv.evaluate(network, data, SimulationConfig(time_steps=steps, chunk_steps=1 if policy else 8),
@@ -87,7 +79,7 @@ def run(model: str, limit: int, policy_train: int, epochs: int, log) -> dict:
     cal = LabeledData(x=cx, y=cy, num_classes=10, description=f"{model} calibration")
     test = LabeledData(x=tx[:limit], y=ty[:limit], num_classes=10, description=f"{model} test[:{limit}]")
     selection = LabeledData(x=tx[SELECTION], y=ty[SELECTION], num_classes=10, description=f"{model} test[5000:10000]")
-    imported = load_model(source(model), example=cx)
+    imported = load_model(C.source_model(model), example=cx)
     network = snnconv.convert(imported, cal, ConvertConfig(time_steps=BASE_T, balance=BalanceConfig(time_steps=BASE_T)))
     traces = []
     fixed = snnconv.evaluate(network, test, SimulationConfig(time_steps=BASE_T), exit_policy=None, trace_output=True,

@@ -36,20 +36,12 @@ from snnconv.stages.teas import TeasConfig, teas  # noqa: E402
 COMMAND = "/work/venv/bin/python benchmarks/teas_bench.py"
 
 
-def source(model: str):
-    if model == "resnet20":
-        return str(C.CIFAR_ONNX)
-    net = getattr(snnconv.zoo, f"fmnist_{model}")()
-    net.load_state_dict(torch.load(C.fmnist_weights(model), map_location="cpu", weights_only=True))
-    return net.eval()
-
-
 def run(model: str, base: int, limit: int, holdout: float) -> dict:
     cx, cy = C.calibration_set(model)
     tx, ty = C.test_order(model)
     cal = LabeledData(x=cx, y=cy, num_classes=10, description=f"{model} calibration")
     test = LabeledData(x=tx[:limit], y=ty[:limit], num_classes=10, description=f"{model} test[:{limit}]")
-    imported = load_model(source(model), example=cx)
+    imported = load_model(C.source_model(model), example=cx)
     t0 = time.perf_counter()
     network = snnconv.convert(imported, cal, ConvertConfig(time_steps=base, balance=BalanceConfig(time_steps=base)))
     t1 = time.perf_counter()

@@ -297,3 +297,24 @@ def test_compress_seenn_cli_end_to_end_with_gates(tmp_path):
 def test_compress_seenn_bad_options(tmp_path, args, message):
     result = CliRunner().invoke(app, ["compress", str(tmp_path), "--method", "seenn", "-o", str(tmp_path / "o"), *args])
     assert result.exit_code == 3 and message in " ".join(result.output.split())
+
+
+def test_exits_on_a_network_with_per_layer_time_steps(setup):
+    """SEENN wraps TEAS networks too: with per-layer windows the compacted run still matches the offline choice."""
+    network, data, _ = setup
+    names = [name for name, _ in network.neuron_layers()]
+    network.layer_time_steps = {name: [T, 5, 9][i % 3] for i, name in enumerate(names)}
+    try:
+        trace = record_trace(network, data, batch_size=40, chunk_steps=4)
+        scores = exit_score(trace.outputs, "confidence", 8.0)
+        middle = torch.unique(scores[T // 2 - 1])
+        alpha = float(middle[len(middle) // 2: len(middle) // 2 + 2].mean())
+        ev = snnconv.evaluate(network, data, SimulationConfig(time_steps=T, batch_size=40),
+                              exit_policy=ConfidenceExit(alpha))
+        decisions = trace.decision_steps(1)
+        assert decisions.tolist() == [3, 6, 9, 12]  # relu_3 (5 steps) feeds the readout in blocks of 16/5 steps
+        expected = threshold_exit_steps(scores, decisions, torch.tensor([alpha], dtype=torch.float64), T)
+        assert np.array_equal(ev.simulation.exit_steps, expected[:, 0].numpy())
+        assert len(set(expected[:, 0].tolist())) > 1
+    finally:
+        network.layer_time_steps = {}

@@ -22,7 +22,7 @@ from ..data import DataConfig, LabeledData, load_data
 from ..errors import ArtifactError, ConfigError
 from ..metrics import load_energy_model
 from ..network import SpikingNetwork
-from ..stages.seenn import ExitTrace, SeennConfig
+from ..stages.seenn import ExitTrace, SeennConfig, decision_grid
 from ..stages.teas import TeasConfig
 from ..workflows import DEFAULT_DATA, RunResult, _check_writable, _report, sweep_steps
 from .teas import teas_rows, teas_summary, uniform_steps_matching  # noqa: F401  (re-exported for benchmarks)
@@ -99,7 +99,8 @@ def _uniform_run(network, data, simulation, progress, keep_trace: bool) -> tuple
 
     uniform = evaluate(network, data, simulation, exit_policy=None, progress=progress,
                        on_batch=keep if keep_trace else None, trace_output=keep_trace)
-    trace = ExitTrace(outputs=torch.cat(outputs, dim=1), labels=data.y.clone()) if keep_trace else None
+    trace = (ExitTrace(outputs=torch.cat(outputs, dim=1), labels=data.y.clone(), decisions_for=decision_grid(network))
+             if keep_trace else None)
     return uniform, trace
 
 

@@ -179,6 +179,37 @@ class Engine:
                 windows[op.name] = max(consumers) if consumers else plan.time_steps
         return windows
 
+    def _temporal_sources(self, op: Op, windows: dict[str, int]) -> list[str]:
+        return [n.name for n in op.node.all_input_nodes if n.name in windows]
+
+    def schedule(self, plan: TimePlan, windows: dict[str, int] | None = None) -> list[dict[str, tuple[int, int]]]:
+        """Per chunk, the steps [start, goal) each temporal op runs: as far as ``plan.target`` asks and its
+        inputs allow (target step j integrates source steps ceil(j S / W) .. ceil((j + 1) S / W) - 1).
+        It depends only on the plan and the graph, never on the data."""
+        windows = windows if windows is not None else self.windows(plan)
+        done = {name: 0 for name in windows}
+        chunks = []
+        for chunk_index in range(plan.chunk_count()):
+            ranges = {}
+            for op in self.program.ops:
+                if op.static:
+                    continue
+                window = windows[op.name]
+                goal = plan.target(chunk_index, window)
+                for source in self._temporal_sources(op, windows):
+                    goal = min(goal, done[source] * window // windows[source])
+                if goal > done[op.name]:
+                    ranges[op.name] = (done[op.name], goal)
+                    done[op.name] = goal
+            chunks.append(ranges)
+        return chunks
+
+    def decision_steps(self, plan: TimePlan) -> list[int]:
+        """Readout steps after which an exit policy is asked: the ends of the output's blocks, before T."""
+        output = self.program.output.name
+        ends = [ranges[output][1] for ranges in self.schedule(plan) if output in ranges]
+        return [t for t in ends if t < plan.time_steps]
+
     # ------------------------------------------------------------------ evaluation
     def simulate(self, batches: Iterable[tuple[torch.Tensor, torch.Tensor]], plan: TimePlan, *,
                  exit_policy: ExitPolicy | None = None, progress: ProgressFn | None = None,
@@ -255,7 +286,7 @@ class Engine:
         static: dict[str, object] = {}
         state: dict[str, torch.Tensor] = {}
         recorded: dict[str, torch.Tensor] = {}
-        done = {name: 0 for name in windows}  # steps each temporal op has completed
+        chunks = self.schedule(plan, windows)
         # steps a producer made that its consumer has not used yet: (consumer, producer) -> (first step, [m, rows, ...])
         pending: dict[tuple[str, str], tuple[int, torch.Tensor]] = {}
         accumulated = None
@@ -277,21 +308,18 @@ class Engine:
                         if op.role == "synapse" and counters is not None and op.name not in counters.dense_macs:
                             self._describe_static_synapse(op, static, counters)
                     continue
-                sources = [n.name for n in op.node.all_input_nodes if n.name in windows]
+                sources = self._temporal_sources(op, windows)
                 for source in sources:
                     _absorb(pending, (op.name, source), env.get(source))
-                window, start = windows[op.name], done[op.name]
-                goal = plan.target(chunk_index, window)
-                for source in sources:
-                    goal = min(goal, done[source] * window // windows[source])
-                count = goal - start
-                if count > 0:
+                if op.name in chunks[chunk_index]:
+                    window = windows[op.name]
+                    start, goal = chunks[chunk_index][op.name]
+                    count = goal - start
                     inputs = {source: self._take(pending, op.name, source, windows[source], window, start, count)
                               for source in sources}
                     value = self._eval_temporal(op, inputs, static, state, count, active, start, counters,
                                                 record, recorded)
                     env[op.name] = (start, value)
-                    done[op.name] = goal
                 if op.name == until:
                     break
                 for name in op.release:

@@ -214,6 +214,8 @@ class ExitTrace:
 
     outputs: torch.Tensor  # [T, N, classes], float32, CPU
     labels: torch.Tensor  # [N]
+    # chunk steps -> the readout steps after which the engine asks the policy (see decision_grid)
+    decisions_for: Callable[[int], torch.Tensor] | None = None
 
     @property
     def time_steps(self) -> int:
@@ -229,8 +231,22 @@ class ExitTrace:
         return 100.0 * float(right.double().mean()), float(exit_steps.double().mean())
 
     def decision_steps(self, chunk_steps: int) -> torch.Tensor:
-        """Steps after which the engine asks the policy (chunk boundaries before T)."""
+        """Steps after which the engine asks the policy: chunk boundaries before T for a uniform network;
+        with per-layer windows, the steps at which the readout's output becomes available."""
+        if self.decisions_for is not None:
+            return self.decisions_for(chunk_steps)
         return torch.arange(chunk_steps, self.time_steps, chunk_steps)
+
+
+def decision_grid(network: SpikingNetwork, device: str | torch.device = "cpu") -> Callable[[int], torch.Tensor]:
+    """chunk steps -> the engine's decision steps for ``network`` (its T and per-layer windows)."""
+    engine = Engine(network.graph, device)
+
+    def steps(chunk_steps: int) -> torch.Tensor:
+        plan = TimePlan.per_layer(network.time_steps, network.layer_time_steps, chunk_steps)
+        return torch.tensor(engine.decision_steps(plan), dtype=torch.long)
+
+    return steps
 
 
 def record_trace(network: SpikingNetwork, data: LabeledData, *, batch_size: int = 256, chunk_steps: int = 8,
@@ -243,7 +259,7 @@ def record_trace(network: SpikingNetwork, data: LabeledData, *, batch_size: int 
         for x, y in data.batches(batch_size):
             outputs.append(engine.run_batch(x.to(engine.device), y.to(engine.device), plan,
                                             trace_output=True)["output_trace"].cpu())
-    return ExitTrace(outputs=torch.cat(outputs, dim=1), labels=data.y.clone())
+    return ExitTrace(outputs=torch.cat(outputs, dim=1), labels=data.y.clone(), decisions_for=decision_grid(network, device))
 
 
 def threshold_exit_steps(scores: torch.Tensor, decisions: torch.Tensor, alphas: torch.Tensor,

@@ -17,7 +17,7 @@ from snnconv.engine import Engine, TimePlan
 from snnconv.errors import ConfigError
 from snnconv.metrics import load_energy_model, summarize
 from snnconv.stages.seenn import (ConfidenceExit, PolicyExit, PolicyNet, SeennConfig, alpha_sweep,
-                                  choose_alpha, exit_score, layer_macs, oracle_aet, policy_exit_steps, policy_loss,
+                                  choose_alpha, exit_points, exit_score, layer_macs, oracle_aet, policy_exit_steps, policy_loss,
                                   record_trace, sample_weights, seenn, threshold_exit_steps)
 from snnconv.training import TrainConfig
 from snnconv_cli.main import app
@@ -151,7 +151,7 @@ def test_policy_network_learns_the_exit_step_and_counts_its_macs():
     snnconv.training.fit(net, [x, correct, sample_weights(correct)],
                          lambda model, batch: policy_loss(model(batch[0]), batch[1], batch[2], beta=1.0),
                          TrainConfig(epochs=40, batch_size=64, lr=0.05, momentum=0.9))
-    steps = policy_exit_steps(net, x, torch.arange(1, 4), 4)
+    steps = policy_exit_steps(net, x, [1, 2, 3, 4])
     assert (steps[bright] == 1).float().mean() > 0.95 and (steps[~bright] == 4).float().mean() > 0.95
     macs = {name: m for name, _kind, m, _elements in layer_macs(net, (1, 8, 8))}
     assert macs["stem.0"] == 8 * 8 * 4 * 9 and macs["head"] == 16 * 4
@@ -165,9 +165,9 @@ def test_policy_exit_in_the_engine_matches_its_choice_and_adds_its_cost_to_the_s
     with torch.no_grad():
         net.head.bias.copy_(torch.linspace(0, 1, T))  # a fixed, input-dependent choice
         net.head.weight.mul_(20)
-    policy = PolicyExit(net, chunk_steps=1)
+    policy = PolicyExit(net, exit_points(trace, 1), chunk_steps=1)
     ev = snnconv.evaluate(network, data, SimulationConfig(time_steps=T, batch_size=40), exit_policy=policy)
-    expected = policy_exit_steps(net, data.x, trace.decision_steps(1), T)
+    expected = policy_exit_steps(net, data.x, list(range(1, T + 1)))
     assert np.array_equal(ev.simulation.exit_steps, expected.numpy()) and len(set(expected.tolist())) > 1
     policy_macs = sum(m for _n, _k, m, _e in layer_macs(net, (1, 8, 8)))
     with_policy = summarize(ev.simulation, ev.ann, load_energy_model("45nm"))
@@ -318,3 +318,22 @@ def test_exits_on_a_network_with_per_layer_time_steps(setup):
         assert len(set(expected[:, 0].tolist())) > 1
     finally:
         network.layer_time_steps = {}
+
+
+def test_a_policy_over_chunked_exit_points_exits_where_it_chose(setup):
+    """With decisions every 4 steps the policy chooses among steps 4, 8, 12, 16, and the engine exits there."""
+    network, data, trace = setup
+    points = exit_points(trace, 4)
+    assert points == [4, 8, 12, 16]
+    torch.manual_seed(2)
+    net = PolicyNet((1, 8, 8), len(points), width=4)
+    with torch.no_grad():
+        net.head.weight.mul_(20)
+    ev = snnconv.evaluate(network, data, SimulationConfig(time_steps=T, batch_size=40),
+                          exit_policy=PolicyExit(net, points, chunk_steps=4))
+    expected = policy_exit_steps(net, data.x, points)
+    assert np.array_equal(ev.simulation.exit_steps, expected.numpy()) and len(set(expected.tolist())) > 1
+    accuracy, _ = trace.outcome(expected)
+    assert 100.0 * ev.simulation.exit_correct / len(data) == pytest.approx(accuracy)
+    with pytest.raises(ConfigError, match="4 outputs but 3"):
+        PolicyExit(net, [4, 8, 16])

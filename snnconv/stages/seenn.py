@@ -99,26 +99,26 @@ class _Block(nn.Module):
 
 class PolicyNet(nn.Module):
     """ResNet-8-like exit policy: a 3x3 stem and three basic blocks (width w, 2w, 4w; strides 1, 2, 2),
-    global average pooling and a linear layer to one logit per exit step. Inputs larger than 32 pixels
+    global average pooling and a linear layer to one logit per exit point. Inputs larger than 32 pixels
     are average-pooled to at most 32 first, so the cost stays small whatever the image size."""
 
-    def __init__(self, input_shape: tuple[int, int, int], exit_steps: int, width: int = 8):
+    def __init__(self, input_shape: tuple[int, int, int], choices: int, width: int = 8):
         super().__init__()
         channels, height, width_px = input_shape
         factor = max(1, math.ceil(max(height, width_px) / 32))
-        self.input_shape, self.exit_steps, self.width = tuple(input_shape), int(exit_steps), int(width)
+        self.input_shape, self.choices, self.width = tuple(input_shape), int(choices), int(width)
         self.shrink = nn.AvgPool2d(factor) if factor > 1 else nn.Identity()
         self.stem = nn.Sequential(nn.Conv2d(channels, width, 3, 1, 1, bias=False), nn.BatchNorm2d(width), nn.ReLU())
         self.blocks = nn.Sequential(_Block(width, width, 1), _Block(width, 2 * width, 2),
                                     _Block(2 * width, 4 * width, 2))
-        self.head = nn.Linear(4 * width, exit_steps)
+        self.head = nn.Linear(4 * width, choices)
 
     def forward(self, x):
         x = self.blocks(self.stem(self.shrink(x)))
         return self.head(x.mean(dim=(2, 3)))
 
     def describe(self) -> dict:
-        return {"input_shape": list(self.input_shape), "exit_steps": self.exit_steps, "width": self.width}
+        return {"input_shape": list(self.input_shape), "choices": self.choices, "width": self.width}
 
 
 def layer_macs(net: nn.Module, input_shape: tuple[int, ...]) -> list[tuple[str, str, int, int]]:
@@ -144,20 +144,24 @@ def layer_macs(net: nn.Module, input_shape: tuple[int, ...]) -> list[tuple[str, 
 
 
 class PolicyExit(ExitPolicy):
-    """SEENN-II: the policy network picks each sample's exit step before the SNN runs it."""
+    """SEENN-II: the policy network picks each sample's exit point before the SNN runs it.
 
-    def __init__(self, net: PolicyNet, chunk_steps: int = 1):
-        self.net, self.chunk_steps = net.eval(), chunk_steps
+    ``points`` are the readout steps it chooses among: the engine's decision steps for ``chunk_steps``
+    followed by T (one per policy output)."""
+
+    def __init__(self, net: PolicyNet, points: list[int], chunk_steps: int = 1):
+        if len(points) != net.choices:
+            raise ConfigError(f"The policy network has {net.choices} outputs but {len(points)} exit points were given.")
+        self.net, self.points, self.chunk_steps = net.eval(), [int(p) for p in points], chunk_steps
         self._chosen: torch.Tensor | None = None
 
     def check_time_steps(self, time_steps):
-        if time_steps != self.net.exit_steps:
-            raise ConfigError(f"This SEENN-II policy chooses among {self.net.exit_steps} exit steps; evaluate the "
-                              f"network at T={self.net.exit_steps}, not T={time_steps}.")
+        if time_steps != self.points[-1]:
+            raise ConfigError(f"This SEENN-II policy chooses exit steps up to {self.points[-1]}; evaluate the "
+                              f"network at T={self.points[-1]}, not T={time_steps}.")
 
     def start_batch(self, x):
-        with torch.no_grad():
-            self._chosen = self.net(x.to(next(self.net.parameters()).device)).argmax(-1).to(x.device) + 1
+        self._chosen = policy_exit_steps(self.net, x, self.points).to(x.device)
 
     def should_exit(self, accumulated_output, step, rows):
         return self._chosen.to(rows.device)[rows] <= step
@@ -169,7 +173,8 @@ class PolicyExit(ExitPolicy):
                 for name, kind, macs, elements in layer_macs(self.net, self.net.input_shape)]
 
     def describe(self) -> dict:
-        return {"kind": "policy", "network": self.net.describe(), "chunk_steps": self.chunk_steps}
+        return {"kind": "policy", "network": self.net.describe(), "points": self.points,
+                "chunk_steps": self.chunk_steps}
 
     def state_dict(self):
         return {k: v.detach().cpu() for k, v in self.net.state_dict().items()}
@@ -184,22 +189,23 @@ def exit_policy_from(description: dict, state: dict[str, torch.Tensor]) -> ExitP
                               chunk)
     if kind == "policy":
         spec = description["network"]
-        net = PolicyNet(tuple(spec["input_shape"]), int(spec["exit_steps"]), int(spec["width"]))
+        net = PolicyNet(tuple(spec["input_shape"]), int(spec["choices"]), int(spec["width"]))
         net.load_state_dict(state)
-        return PolicyExit(net, chunk)
+        return PolicyExit(net, description["points"], chunk)
     raise ConfigError(f"Exit policy kind '{kind}' is unknown to this snnconv.")
 
 
 def policy_loss(logits: torch.Tensor, correct: torch.Tensor, weights: torch.Tensor, beta: float) -> torch.Tensor:
-    """Negative expected reward: mean_x w(x) sum_k v_k(x) (beta (1 - c_k) - 2^-(k-1) c_k), v = softmax(logits)."""
+    """Negative expected reward: mean_x w(x) sum_k v_k(x) (beta (1 - c_k) - 2^-(k-1) c_k), v = softmax(logits),
+    k = 1.. the exit points (with one decision per step, the steps: the paper's case)."""
     steps = torch.arange(correct.shape[1], device=logits.device, dtype=logits.dtype)
     reward = torch.where(correct, torch.pow(0.5, steps), torch.full_like(steps, -beta))
     return -(weights * (torch.softmax(logits, -1) * reward).sum(-1)).mean()
 
 
 def sample_weights(correct: torch.Tensor) -> torch.Tensor:
-    """The paper's class reweighting: 1 for samples right at step 1, rate / (1 - rate) for the others,
-    rate being the one-step accuracy (all ones when every sample, or none, is right at step 1)."""
+    """The paper's class reweighting: 1 for samples right at the first exit point, rate / (1 - rate) for the
+    others, rate being the accuracy there (all ones when every sample, or none, is right there)."""
     rate = float(correct[:, 0].float().mean())
     if rate in (0.0, 1.0):
         return torch.ones(correct.shape[0])
@@ -410,28 +416,29 @@ def _seenn_confidence(held: ExitTrace, full: float, config: SeennConfig, note: P
                        temperatures_tried=tried if config.temperature is None else {})
 
 
-def _policy_steps(net: PolicyNet, x: torch.Tensor, batch_size: int) -> torch.Tensor:
+def exit_points(trace: ExitTrace, chunk_steps: int) -> list[int]:
+    """The readout steps a SEENN-II policy chooses among: the engine's decision steps, then T."""
+    return trace.decision_steps(chunk_steps).tolist() + [trace.time_steps]
+
+
+def policy_exit_steps(net: PolicyNet, x: torch.Tensor, points: list[int], batch_size: int = 256) -> torch.Tensor:
+    """Exit step of each sample: the exit point of the policy's largest output."""
+    device = next(net.parameters()).device
     net.eval()
     with torch.no_grad():
-        return torch.cat([net(x[i:i + batch_size]).argmax(-1).cpu() + 1 for i in range(0, len(x), batch_size)])
-
-
-def policy_exit_steps(net: PolicyNet, x: torch.Tensor, decisions: torch.Tensor, time_steps: int,
-                      batch_size: int = 256) -> torch.Tensor:
-    """Exit step of each sample: the first decision step at or after the policy's choice (T if none)."""
-    chosen = _policy_steps(net, x.to(next(net.parameters()).device), batch_size)
-    steps = torch.cat([decisions, torch.tensor([time_steps])])
-    return steps[torch.searchsorted(steps, chosen)]
+        chosen = torch.cat([net(x[i:i + batch_size].to(device)).argmax(-1).cpu() for i in range(0, len(x), batch_size)])
+    return torch.tensor(points, dtype=torch.long)[chosen]
 
 
 def _seenn_policy(network, training, holdout, held, full, config, batch_size, device, checkpoint, resume, progress,
                   note) -> SeennResult:
     note(f"simulating the training split ({len(training)} samples) without exits")
     trace = record_trace(network, training, batch_size=batch_size, device=device)
-    correct = trace.correct()
+    points = exit_points(trace, config.chunk_steps)
+    correct = trace.correct()[:, torch.tensor(points) - 1]  # right at each exit point
     weights = sample_weights(correct)
     torch.manual_seed(config.seed)
-    net = PolicyNet(tuple(training.sample_shape), trace.time_steps, config.policy_width).to(device)
+    net = PolicyNet(tuple(training.sample_shape), len(points), config.policy_width).to(device)
 
     def loss(model, batch):
         x, right, w = batch
@@ -441,11 +448,10 @@ def _seenn_policy(network, training, holdout, held, full, config, batch_size, de
     log = fit(net, [training.x, correct, weights], loss, config.train, checkpoint=checkpoint, resume=resume,
               progress=progress, description="Training the SEENN-II policy")
     net.eval()
-    steps = policy_exit_steps(net, holdout.x, held.decision_steps(config.chunk_steps),
-                              held.time_steps, batch_size)
+    steps = policy_exit_steps(net, holdout.x, points, batch_size)
     accuracy, mean_steps = held.outcome(steps)
     note(f"held-out accuracy {accuracy:.2f} % (full T: {full:.2f} %), mean exit step {mean_steps:.2f}")
-    return SeennResult(policy=PolicyExit(net, config.chunk_steps), time_steps=held.time_steps,
+    return SeennResult(policy=PolicyExit(net, points, config.chunk_steps), time_steps=held.time_steps,
                        holdout_samples=held.outputs.shape[1], holdout_accuracy_full_pct=full,
                        holdout_accuracy_exit_pct=accuracy, holdout_avg_exit_time_steps=mean_steps,
                        training_samples=len(training), training_losses=log.epoch_losses, beta=config.beta)

@@ -31,12 +31,14 @@ from snnconv.compress import teas_rows, teas_summary, uniform_steps_matching  # 
 from snnconv.config import BalanceConfig, ConvertConfig, SimulationConfig  # noqa: E402
 from snnconv.data import LabeledData  # noqa: E402
 from snnconv.metrics import load_energy_model, summarize  # noqa: E402
+from snnconv.stages.finetune import FinetuneConfig, finetune  # noqa: E402
 from snnconv.stages.teas import TeasConfig, teas  # noqa: E402
+from snnconv.training import TrainConfig  # noqa: E402
 
 COMMAND = "/work/venv/bin/python benchmarks/teas_bench.py"
 
 
-def run(model: str, base: int, limit: int, holdout: float) -> dict:
+def run(model: str, base: int, limit: int, holdout: float, finetune_samples: int = 0, finetune_epochs: int = 1) -> dict:
     cx, cy = C.calibration_set(model)
     tx, ty = C.test_order(model)
     cal = LabeledData(x=cx, y=cy, num_classes=10, description=f"{model} calibration")
@@ -53,6 +55,20 @@ def run(model: str, base: int, limit: int, holdout: float) -> dict:
     network.layer_time_steps = {k: v for k, v in result.layer_time_steps.items() if v != base}
     compressed = snnconv.evaluate(network, test, simulation)
     energy = load_energy_model("45nm")
+    tuned = {}
+    if finetune_samples:
+        before = summarize(compressed.simulation, compressed.ann, energy)
+        fx, fy = C.calibration_set(model, finetune_samples)
+        train = LabeledData(x=fx, y=fy, num_classes=10, description=f"{model} train[:{finetune_samples}]")
+        t3 = time.perf_counter()
+        log = finetune(network, train, FinetuneConfig(train=TrainConfig(
+            epochs=finetune_epochs, batch_size=32, lr=1e-4, optimizer="adam", weight_decay=0.0)),
+            layer_costs={p.name: p.cost for p in result.profiles})
+        tuned = {"finetune_samples": finetune_samples, "finetune_epochs": finetune_epochs,
+                 "finetune_s": time.perf_counter() - t3, "finetune_losses": log.epoch_losses,
+                 "before_finetune_accuracy_pct": before["snn_accuracy_pct"],
+                 "before_finetune_synaptic_ops_per_sample": before["synaptic_ops_per_sample"]}
+        compressed = snnconv.evaluate(network, test, simulation)
     rows = teas_rows(network, result, uniform, compressed)
     extra = teas_summary(result, uniform, compressed, rows, energy)
     after = summarize(compressed.simulation, compressed.ann, energy)
@@ -66,7 +82,7 @@ def run(model: str, base: int, limit: int, holdout: float) -> dict:
         "layer_time_steps": result.layer_time_steps, "rows": rows, "summary": extra,
         "convert_s": t1 - t0, "teas_s": t2 - t1, "holdout": result.holdout_samples,
         "date": C.today(), "snnconv": C.git_head(), "torch": torch.__version__,
-        "equal_accuracy_t": uniform_steps_matching(uniform, after["snn_accuracy_pct"]),
+        "equal_accuracy_t": uniform_steps_matching(uniform, after["snn_accuracy_pct"]), **tuned,
     }
 
 
@@ -97,6 +113,14 @@ def render(results: list[dict]) -> None:
                      f"{s['uniform_energy_pj_per_sample_snn'] / 1e6:.3f}", f"{r['teas_energy_pj_per_sample'] / 1e6:.3f}"])
     lines += [C.md_table(header, body), ""]
     for r in results:
+        if r.get("finetune_samples"):
+            lines += [f"`{r['model']}` (`--finetune-samples {r['finetune_samples']}`): after allocation, surrogate-gradient "
+                      f"BPTT with T_l fixed on {r['finetune_samples']} training images, {r['finetune_epochs']} epoch(s), "
+                      f"Adam lr 1e-4, batch 32, activity weight 0 ({r['finetune_s']:.0f} s). Accuracy "
+                      f"{r['before_finetune_accuracy_pct']:.2f} % before fine-tuning -> {r['teas_accuracy_pct']:.2f} % "
+                      f"after; synaptic ops per sample {r['before_finetune_synaptic_ops_per_sample']:,.0f} -> "
+                      f"{r['teas_synaptic_ops_per_sample']:,.0f}.", ""]
+    for r in results:
         curve = r["uniform_curve_pct"]
         marks = sorted({t for t in (1, 2, 4, 8, 12, 16, 24, 32, 48, 64) if t <= r["base_t"]})
         lines += [f"### {r['model']}: uniform curve and per-layer allocation", "",
@@ -123,14 +147,20 @@ def main() -> None:
     parser.add_argument("--limit", type=int, default=2000)
     parser.add_argument("--holdout", type=float, default=0.5)
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--finetune-samples", type=int, default=0,
+                        help="also fine-tune with T_l fixed on this many training images (result: teas_<model>_finetune.json)")
+    parser.add_argument("--finetune-epochs", type=int, default=1)
     parser.add_argument("--render-only", action="store_true")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     C.RESULTS.mkdir(parents=True, exist_ok=True)
     if not args.render_only:
         for model in args.models.split(","):
-            result = run(model, args.base_t, args.limit, args.holdout)
-            (C.RESULTS / f"teas_{model}.json").write_text(json.dumps(result, indent=1, default=float))
+            result = run(model, args.base_t, args.limit, args.holdout, args.finetune_samples, args.finetune_epochs)
+            name = f"teas_{model}_finetune.json" if args.finetune_samples else f"teas_{model}.json"
+            if args.finetune_samples:
+                result["model"] = f"{model} + fine-tune"
+            (C.RESULTS / name).write_text(json.dumps(result, indent=1, default=float))
             print(f"[{model}] TEAS acc {result['teas_accuracy_pct']:.2f} avg T {result['teas_avg_t']:.2f} "
                   f"equal-accuracy uniform T {result['equal_accuracy_t']}", flush=True)
     results = [json.loads(p.read_text()) for p in sorted(C.RESULTS.glob("teas_*.json"))]

@@ -81,14 +81,12 @@ def default_config(method: str):
     return {"teas": TeasConfig, "seenn": SeennConfig}[method]()
 
 
-def _check_method(method: str, config, network: SpikingNetwork, artifact: Path) -> None:
+def _check_method(method: str, config) -> None:
     if method not in METHODS:
         raise ConfigError(f"--method '{method}' is not available; choose from {', '.join(METHODS)}.")
     expected = type(default_config(method))
     if not isinstance(config, expected):
         raise ConfigError(f"--method {method} needs a {expected.__name__}, got {type(config).__name__}.")
-    if network is not None and network.exit_policy is not None:
-        raise ConfigError(f"'{artifact}' already exits early (SEENN); compress the artifact it was made from.")
 
 
 def _uniform_run(network, data, simulation, progress, keep_trace: bool) -> tuple[Evaluation, ExitTrace | None]:
@@ -112,10 +110,9 @@ def run_compress(artifact: str | Path, method: str, *, output: Path, config=None
     """Compress an artifact with ``method`` (``config``: its TeasConfig / SeennConfig; default options when
     None); write the new artifact and its reports to ``output``."""
     artifact = Path(artifact)
-    if method not in METHODS:
-        raise ConfigError(f"--method '{method}' is not available; choose from {', '.join(METHODS)}.")
-    config = config if config is not None else default_config(method)
-    _check_method(method, config, None, artifact)
+    if method in METHODS and config is None:
+        config = default_config(method)
+    _check_method(method, config)
     if not artifacts.is_artifact(artifact):
         raise ArtifactError(f"'{artifact}' is not an snnconv artifact (no manifest.json); run snnconv convert first.")
     load_energy_model(energy)
@@ -123,7 +120,8 @@ def run_compress(artifact: str | Path, method: str, *, output: Path, config=None
     dev = resolve_device(device)
     torch.manual_seed(seed)
     network = artifacts.load(artifact)
-    _check_method(method, config, network, artifact)
+    if network.exit_policy is not None:
+        raise ConfigError(f"'{artifact}' already exits early (SEENN); compress the artifact it was made from.")
     calib_data = _with_normalization(calib_data or _recorded_data(artifact, "calib_data", "train"), network)
     if data is None:
         data = replace(_recorded_data(artifact, "data", "test"), limit=limit, seed=seed)

@@ -11,7 +11,8 @@ from .. import plots
 from ..api import Evaluation, evaluate
 from ..metrics import load_energy_model, summarize
 from ..metrics.summary import steps_of_equal_accuracy
-from ..stages.seenn import ConfidenceExit, PolicyExit, SeennConfig, SeennResult, alpha_sweep, oracle_aet, seenn
+from ..stages.seenn import (ConfidenceExit, PolicyExit, SeennConfig, SeennResult, alpha_sweep, candidate_alphas,
+                            oracle_aet, seenn)
 
 SWEEP_COLUMNS = ("alpha", "snn_accuracy_pct", "avg_exit_time_steps", "chosen")
 MARKDOWN_SWEEP_ROWS = 15
@@ -28,13 +29,11 @@ def apply_seenn(context, config: SeennConfig, *, checkpoint: Path | None = None,
     rows = []
     if isinstance(result.policy, ConfidenceExit):
         policy = result.policy
-        chosen_alpha = policy.alpha
-        points = alpha_sweep(context.trace, policy.score, policy.temperature, policy.chunk_steps)
-        points += alpha_sweep(context.trace, policy.score, policy.temperature, policy.chunk_steps,
-                              [chosen_alpha])
+        alphas = sorted(set(candidate_alphas(context.trace, policy.score, policy.temperature, policy.chunk_steps))
+                        | {policy.alpha})
         rows = [{"alpha": p.alpha, "snn_accuracy_pct": p.accuracy_pct, "avg_exit_time_steps": p.avg_exit_time_steps,
-                 "chosen": p.alpha == chosen_alpha} for p in sorted(points, key=lambda p: p.alpha)]
-        rows = [r for i, r in enumerate(rows) if i == 0 or r["alpha"] != rows[i - 1]["alpha"] or r["chosen"]]
+                 "chosen": p.alpha == policy.alpha}
+                for p in alpha_sweep(context.trace, policy.score, policy.temperature, policy.chunk_steps, alphas)]
     extra = seenn_summary(result, context.uniform, exited, load_energy_model(context.energy))
     return MethodOutcome(network=network, evaluation=exited, rows=rows, extra_summary=extra,
                          write_tables=lambda directory: write_seenn_tables(directory, rows, extra, context.uniform,

@@ -256,15 +256,18 @@ def decision_grid(network: SpikingNetwork, device: str | torch.device = "cpu") -
 
 
 def record_trace(network: SpikingNetwork, data: LabeledData, *, batch_size: int = 256, chunk_steps: int = 8,
-                 device: str | torch.device = "cpu") -> ExitTrace:
+                 device: str | torch.device = "cpu", progress=None) -> ExitTrace:
     """Simulate ``data`` without exits for the network's T (and its per-layer windows) and keep every step's output."""
     engine = Engine(network.graph, device)
     plan = TimePlan.per_layer(network.time_steps, network.layer_time_steps, chunk_steps)
+    advance = progress(f"Simulating T={network.time_steps} without exits", len(data)) if progress else None
     outputs = []
     with torch.no_grad():
         for x, y in data.batches(batch_size):
             outputs.append(engine.run_batch(x.to(engine.device), y.to(engine.device), plan,
                                             trace_output=True)["output_trace"].cpu())
+            if advance is not None:
+                advance(len(x))
     return ExitTrace(outputs=torch.cat(outputs, dim=1), labels=data.y.clone(), decisions_for=decision_grid(network, device))
 
 
@@ -286,19 +289,27 @@ class SweepPoint:
     avg_exit_time_steps: float
 
 
+def candidate_alphas(trace: ExitTrace, score: str, temperature: float, chunk_steps: int) -> list[float]:
+    """0, 1 and the midpoints between consecutive distinct scores seen at decision steps: every distinct
+    behaviour, with a margin on both sides so float rounding in a rerun cannot flip a decision; thinned to
+    MAX_CANDIDATE_ALPHAS by quantiles."""
+    decisions = trace.decision_steps(chunk_steps)
+    if len(decisions) == 0:
+        return [0.0, 1.0]
+    values = torch.unique(exit_score(trace.outputs[decisions - 1], score, temperature).flatten())
+    values = (values[1:] + values[:-1]) / 2
+    if len(values) > MAX_CANDIDATE_ALPHAS:
+        values = torch.quantile(values, torch.linspace(0, 1, MAX_CANDIDATE_ALPHAS, dtype=torch.float64))
+    return sorted({0.0, 1.0, *values.tolist()})
+
+
 def alpha_sweep(trace: ExitTrace, score: str, temperature: float, chunk_steps: int,
                 alphas: list[float] | None = None) -> list[SweepPoint]:
-    """Accuracy and mean exit step for each alpha. Default alphas: 0, 1, and the midpoints between
-    consecutive distinct scores seen at decision steps (every distinct behaviour, with a margin on both
-    sides so float rounding in a rerun cannot flip a decision), thinned to MAX_CANDIDATE_ALPHAS by quantiles."""
+    """Accuracy and mean exit step for each alpha (default: :func:`candidate_alphas`)."""
     scores = exit_score(trace.outputs, score, temperature)
     decisions = trace.decision_steps(chunk_steps)
     if alphas is None:
-        values = torch.unique(scores[decisions - 1].flatten()) if len(decisions) else torch.zeros(0, dtype=torch.float64)
-        values = (values[1:] + values[:-1]) / 2
-        if len(values) > MAX_CANDIDATE_ALPHAS:
-            values = torch.quantile(values, torch.linspace(0, 1, MAX_CANDIDATE_ALPHAS, dtype=torch.float64))
-        alphas = torch.unique(torch.cat([torch.tensor([0.0, 1.0], dtype=torch.float64), values]))
+        alphas = candidate_alphas(trace, score, temperature, chunk_steps)
     alphas = torch.as_tensor(alphas, dtype=torch.float64)
     steps = threshold_exit_steps(scores, decisions, alphas, trace.time_steps)  # [N, A]
     right = trace.correct().gather(1, steps - 1)  # [N, A]
@@ -385,7 +396,7 @@ def seenn(network: SpikingNetwork, calibration: LabeledData, config: SeennConfig
     note = note or (lambda _message: None)
     holdout, training = calibration.split(config.holdout_fraction, config.seed)
     note(f"simulating the held-out split ({len(holdout)} samples, T={network.time_steps}) without exits")
-    held = record_trace(network, holdout, batch_size=batch_size, device=device)
+    held = record_trace(network, holdout, batch_size=batch_size, device=device, progress=progress)
     _check_classes(held)
     full = 100.0 * float(held.correct()[:, -1].double().mean())
     if not config.policy:
@@ -433,7 +444,7 @@ def policy_exit_steps(net: PolicyNet, x: torch.Tensor, points: list[int], batch_
 def _seenn_policy(network, training, holdout, held, full, config, batch_size, device, checkpoint, resume, progress,
                   note) -> SeennResult:
     note(f"simulating the training split ({len(training)} samples) without exits")
-    trace = record_trace(network, training, batch_size=batch_size, device=device)
+    trace = record_trace(network, training, batch_size=batch_size, device=device, progress=progress)
     points = exit_points(trace, config.chunk_steps)
     correct = trace.correct()[:, torch.tensor(points) - 1]  # right at each exit point
     weights = sample_weights(correct)

@@ -47,7 +47,7 @@ BASE_T = 32
 BUDGETS = (0.1, 0.25, 0.5, 1.0)
 BETAS = (0.1, 0.5, 2.0)
 POLICY_CHUNK = 4  # SEENN-II chooses among steps 4, 8, ..., 32 (docs/seenn.md)
-SELECTION = slice(5000, 10000)
+SELECTION_START = 5000  # selection images: test permutation 5000.. (never among the evaluation images)
 
 
 def measured(network, data, policy, steps: int = BASE_T) -> dict:
@@ -74,12 +74,14 @@ def with_equal_fixed(network, data, curve_sim, row: dict, cache: dict) -> dict:
     return row
 
 
-def run(model: str, limit: int, policy_train: int, epochs: int, log) -> dict:
+def run(model: str, limit: int, selection_count: int, policy_train: int, epochs: int, log) -> dict:
     cx, cy = C.calibration_set(model)
     tx, ty = C.test_order(model)
     cal = LabeledData(x=cx, y=cy, num_classes=10, description=f"{model} calibration")
     test = LabeledData(x=tx[:limit], y=ty[:limit], num_classes=10, description=f"{model} test[:{limit}]")
-    selection = LabeledData(x=tx[SELECTION], y=ty[SELECTION], num_classes=10, description=f"{model} test[5000:10000]")
+    chosen = slice(SELECTION_START, SELECTION_START + selection_count)
+    selection = LabeledData(x=tx[chosen], y=ty[chosen], num_classes=10,
+                            description=f"{model} test[{chosen.start}:{chosen.stop}]")
     imported = load_model(C.source_model(model), example=cx)
     network = snnconv.convert(imported, cal, ConvertConfig(time_steps=BASE_T, balance=BalanceConfig(time_steps=BASE_T)))
     traces = []
@@ -157,8 +159,9 @@ def render(results: list[dict]) -> None:
     lines = ["## 5. SEENN: per-sample early exit", "",
              f"Command: `{COMMAND}` (results: `benchmarks/results/seenn_<model>.json`). Machine: {C.machine()}.", "",
              "Default pipeline converted for T = 32. SEENN-I: max softmax of the summed output at temperature 8, "
-             "alpha chosen on 5000 unseen test images (5000..9999 of the seeded permutation) as the smallest alpha "
-             "within the accuracy budget of the fixed-T accuracy there; SEENN-II: a width-8 ResNet-8-like policy "
+             "alpha chosen on unseen test images (the "
+             "`selection` column: images from 5000 on in the seeded permutation, never among the evaluation images) as "
+             "the smallest alpha within the accuracy budget of the fixed-T accuracy there; SEENN-II: a width-8 ResNet-8-like policy "
              "choosing among steps 4, 8, ..., 32 (decisions every 4 steps), trained on training images with the "
              "exact-expectation reward (Adam lr 1e-3, weight decay 5e-4, cosine, 30 epochs). "
              "Every rule then runs for real on the evaluation images (exited samples leave the batch; decisions after "
@@ -189,10 +192,12 @@ def render(results: list[dict]) -> None:
     other = []
     for r in results:
         s = r["other_scores"]
-        other.append([r["model"], f"{r['ann_accuracy_pct']:.2f}", f"{r['fixed']['accuracy_pct']:.2f}",
+        other.append([r["model"], str(r["samples"]), str(r["selection_samples"]), str(r["policy_train_samples"]),
+                      f"{r['ann_accuracy_pct']:.2f}", f"{r['fixed']['accuracy_pct']:.2f}",
                       f"{r['oracle_aet']:.2f}", f"{r['empirical_aet']:.2f}"]
                      + [f"{s[k]['accuracy_pct']:.2f} % at {s[k]['avg_time_steps']:.2f}" for k in ("entropy", "margin")])
-    lines += [C.md_table(["model", "ANN", "fixed T=32", "oracle AET", "empirical AET", "entropy score", "margin score"],
+    lines += [C.md_table(["model", "images", "selection", "policy train", "ANN", "fixed T=32", "oracle AET",
+                          "empirical AET", "entropy score", "margin score"],
                          other), ""]
     for r in results:
         curve = r["fixed_curve_pct"]
@@ -207,6 +212,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--models", default="vgg,resnet,maxpool")
     parser.add_argument("--limit", type=int, default=2000)
+    parser.add_argument("--selection", type=int, default=5000, help="test images (from 5000 on) that choose alpha")
     parser.add_argument("--policy-train", type=int, default=5000)
     parser.add_argument("--epochs", type=int, default=30)
     parser.add_argument("--threads", type=int, default=1)
@@ -216,7 +222,8 @@ def main() -> None:
     C.RESULTS.mkdir(parents=True, exist_ok=True)
     if not args.render_only:
         for model in args.models.split(","):
-            result = run(model, args.limit, args.policy_train, args.epochs, lambda m: print(m, flush=True))
+            result = run(model, args.limit, args.selection, args.policy_train, args.epochs,
+                         lambda m: print(m, flush=True))
             (C.RESULTS / f"seenn_{model}.json").write_text(json.dumps(result, indent=1))
             render([json.loads(p.read_text()) for p in sorted(C.RESULTS.glob("seenn_*.json"))])
     render([json.loads(p.read_text()) for p in sorted(C.RESULTS.glob("seenn_*.json"))])

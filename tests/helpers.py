@@ -28,3 +28,28 @@ def snn_rate_output(network, x: torch.Tensor, time_steps: int, chunk_steps: int 
     engine = Engine(network.graph)
     outcome = engine.run_batch(x, None, TimePlan(time_steps, chunk_steps))
     return outcome["accumulated"] / time_steps
+
+
+def confident_maxpool(samples: int, seed: int, wrong_every: int):
+    """The tiny max-pool model with its logits scaled up, so confidence grows over time and samples leave
+    at many different steps; labels are its ANN predictions, shifted on every ``wrong_every``-th sample so
+    that "correct" is not the same as "agrees with the ANN". Returns (model, x, labels)."""
+    from models import build
+    x = torch.rand(samples, 1, 8, 8, generator=torch.Generator().manual_seed(seed))
+    model = build("maxpool")
+    with torch.no_grad():
+        model.fc.weight.mul_(40)
+        model.fc.bias.mul_(40)
+        labels = model(x).argmax(1)
+    labels[::wrong_every] = (labels[::wrong_every] + 1) % 10
+    return model, x, labels
+
+
+def cli_artifact(directory, *options: str):
+    """Convert the embedded default through the CLI at T = 8 on 200 test images; returns the artifact path."""
+    from typer.testing import CliRunner
+    from snnconv_cli.main import app
+    artifact = directory / "art"
+    result = CliRunner().invoke(app, ["convert", "-o", str(artifact), "--limit", "200", "-T", "8", "--quiet", *options])
+    assert result.exit_code == 0, result.output
+    return artifact

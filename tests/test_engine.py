@@ -14,7 +14,7 @@ from snnconv.config import ConvertConfig, SimulationConfig
 from snnconv.engine import Engine, ExitPolicy, TimePlan
 from snnconv.errors import ConfigError
 
-from helpers import as_data, convert
+from helpers import as_data, confident_maxpool, convert
 from models import build
 
 T = 32
@@ -52,14 +52,7 @@ def setup():
     """The max-pool tiny model with its logits scaled up, so confidence grows over time and samples
     leave at many different steps."""
     torch.set_num_threads(1)
-    x = torch.rand(64, 1, 8, 8, generator=torch.Generator().manual_seed(1))
-    model = build("maxpool")
-    with torch.no_grad():
-        model.fc.weight.mul_(40)
-        model.fc.bias.mul_(40)
-        labels = model(x).argmax(1)
-    # labels disagree with the ANN for a few samples, so "correct" is not the same as "agrees"
-    labels[::7] = (labels[::7] + 1) % 10
+    model, x, labels = confident_maxpool(64, seed=1, wrong_every=7)
     network = convert(model, x)
     return network, x, labels
 

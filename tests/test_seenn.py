@@ -22,8 +22,7 @@ from snnconv.stages.seenn import (ConfidenceExit, PolicyExit, PolicyNet, SeennCo
 from snnconv.training import TrainConfig
 from snnconv_cli.main import app
 
-from helpers import convert
-from models import build
+from helpers import cli_artifact, confident_maxpool, convert
 
 T = 16
 
@@ -33,13 +32,7 @@ def setup():
     """The max-pool tiny model with its logits scaled up (confidence grows over time, so samples leave at
     many different steps), labels that disagree with the ANN on some samples, and its fixed-T trace."""
     torch.set_num_threads(1)
-    x = torch.rand(96, 1, 8, 8, generator=torch.Generator().manual_seed(3))
-    model = build("maxpool")
-    with torch.no_grad():
-        model.fc.weight.mul_(40)
-        model.fc.bias.mul_(40)
-        labels = model(x).argmax(1)
-    labels[::5] = (labels[::5] + 1) % 10
+    model, x, labels = confident_maxpool(96, seed=3, wrong_every=5)
     network = convert(model, x, time_steps=T)
     network.time_steps = T
     data = snnconv.data.LabeledData(x=x, y=labels, description="tiny", num_classes=10)
@@ -251,10 +244,7 @@ def test_bad_options_are_refused(bad):
 
 def test_compress_seenn_cli_end_to_end_with_gates(tmp_path):
     runner = CliRunner()
-    art = tmp_path / "art"
-    result = runner.invoke(app, ["convert", "-o", str(art), "--calib-samples", "200", "--limit", "200", "-T", "8",
-                                 "--calibrate", "none", "--quiet"])
-    assert result.exit_code == 0, result.output
+    art = cli_artifact(tmp_path, "--calib-samples", "200", "--calibrate", "none")
     out = tmp_path / "seenn"
     result = runner.invoke(app, ["compress", str(art), "--method", "seenn", "-o", str(out), "--calib-samples", "200",
                                  "--limit", "200", "--acc-budget", "1.0", "--temperature", "auto", "--quiet", "--json"])

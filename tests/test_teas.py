@@ -18,7 +18,7 @@ from snnconv.errors import ConfigError
 from snnconv.stages.teas import TeasConfig, _allocate, consumer_params, profile_layers
 from snnconv_cli.main import app
 
-from helpers import as_data, convert
+from helpers import as_data, cli_artifact, convert
 from models import build
 
 
@@ -128,10 +128,7 @@ def test_artifact_keeps_per_layer_steps_and_evaluates_the_same(residual, tmp_pat
 
 def test_compress_cli_end_to_end(tmp_path):
     runner = CliRunner()
-    art = tmp_path / "art"
-    result = runner.invoke(app, ["convert", "-o", str(art), "--calib-samples", "200", "--limit", "200", "-T", "8",
-                                 "--quiet"])
-    assert result.exit_code == 0, result.output
+    art = cli_artifact(tmp_path, "--calib-samples", "200")
     out = tmp_path / "teas"
     result = runner.invoke(app, ["compress", str(art), "--method", "teas", "-o", str(out), "--calib-data", "builtin",
                                  "--calib-samples", "200", "--limit", "200", "--min-t", "2", "--quiet", "--json"])
@@ -162,10 +159,7 @@ def test_compress_refuses_what_it_cannot_run(tmp_path):
 
 def test_compress_teas_with_finetuning_changes_the_weights_and_reports_before_and_after(tmp_path):
     runner = CliRunner()
-    art = tmp_path / "art"
-    result = runner.invoke(app, ["convert", "-o", str(art), "--calib-samples", "128", "--limit", "200", "-T", "8",
-                                 "--calibrate", "none", "--quiet"])
-    assert result.exit_code == 0, result.output
+    art = cli_artifact(tmp_path, "--calib-samples", "128", "--calibrate", "none")
     out = tmp_path / "teas"
     result = runner.invoke(app, ["compress", str(art), "--method", "teas", "-o", str(out), "--calib-samples", "128",
                                  "--limit", "200", "--min-t", "2", "--finetune", "--epochs", "1", "--lr", "1e-4",

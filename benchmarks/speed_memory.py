@@ -144,14 +144,49 @@ def measure_memory(model: str, net, threads: int) -> list[dict]:
     return out
 
 
+SPEED_FIELDS = ["model", "T", "batch", "repeats", "ann_T_forwards_s", "snn_s", "snn_bare_s", "ratio", "ratio_bare",
+                "ann_runs", "snn_runs", "bare_runs", "torch", "date", "snnconv"]
+MEMORY_FIELDS = ["model", "T", "rss_before_kb", "hwm_kb", "hwm_reset", "maxrss_life_kb", "wall_s", "accuracy", "date",
+                 "snnconv"]
+_RUN_LISTS = ("ann_runs", "snn_runs", "bare_runs")
+
+
+def _write_rows(name: str, fields: list[str], rows: list[dict]) -> None:
+    with (C.RESULTS / name).open("w", newline="") as stream:
+        writer = csv.DictWriter(stream, fieldnames=fields, extrasaction="ignore")
+        writer.writeheader()
+        for row in rows:
+            writer.writerow({k: " ".join(f"{v:.3f}" for v in row[k]) if k in _RUN_LISTS else row[k] for k in fields})
+
+
+def _read_rows(name: str) -> list[dict]:
+    """Rows of an earlier run, numbers parsed back (lists of repeat times included)."""
+    path = C.RESULTS / name
+    if not path.is_file():
+        return []
+    rows = []
+    with path.open(newline="") as stream:
+        for raw in csv.DictReader(stream):
+            row = {}
+            for key, value in raw.items():
+                if key in _RUN_LISTS:
+                    row[key] = [float(v) for v in value.split()]
+                elif key in ("model", "torch", "date", "snnconv", "hwm_reset"):
+                    row[key] = value
+                else:
+                    row[key] = float(value) if "." in value or "e" in value else int(value)
+            rows.append(row)
+    return rows
+
+
 def render(speed: list[dict], memory: list[dict]) -> None:
     rows = []
     for s in speed:
         rows.append([s["model"], f"{s['ann_T_forwards_s']:.2f}", f"{s['snn_s']:.2f}", f"**{s['ratio']:.2f}**",
                      f"{s['snn_bare_s']:.2f}", f"{s['ratio_bare']:.2f}",
-                     "holds" if s["ratio"] <= 1.2 else "FAILS"])
+                     "holds" if s["ratio"] <= 1.2 else "FAILS", f"{s['date']}, {s['snnconv']}"])
     speed_table = C.md_table(["model", "32 x ANN (s)", "SNN T=32 (s)", "ratio", "SNN bare (s)", "ratio bare",
-                              "bar <= 1.2"], rows, "lrrrrrl")
+                              "bar <= 1.2", "measured"], rows, "lrrrrrll")
     mrows = []
     by_model: dict[str, dict[int, dict]] = {}
     for m in memory:
@@ -163,16 +198,18 @@ def render(speed: list[dict], memory: list[dict]) -> None:
         mrows.append([model, f"{a['rss_before_kb'] / 1024:.0f}", f"{a['hwm_kb'] / 1024:.0f}", f"{b['hwm_kb'] / 1024:.0f}",
                       f"**{ratio:.3f}**", f"{growth_a / 1024:.0f} / {growth_b / 1024:.0f}",
                       f"{a['maxrss_life_kb'] / 1024:.0f} / {b['maxrss_life_kb'] / 1024:.0f}",
-                      f"{b['wall_s'] / a['wall_s']:.1f}", "holds" if ratio <= 1.2 else "FAILS"])
+                      f"{b['wall_s'] / a['wall_s']:.1f}", "holds" if ratio <= 1.2 else "FAILS",
+                      f"{b['date']}, {b['snnconv']}"])
     memory_table = C.md_table(["model", "RSS before sim (MiB)", "peak T=32 (MiB)", "peak T=512 (MiB)", "ratio",
                                "growth during sim 32 / 512 (MiB)", "life max RSS 32 / 512 (MiB)",
-                               "wall 512/32", "bar <= 1.2"], mrows, "lrrrrrrrl")
+                               "wall 512/32", "bar <= 1.2", "measured"], mrows, "lrrrrrrrll")
     text = "\n".join([
         "## 3. Simulation speed and memory",
         "",
         f"Command: `{COMMAND}`",
         "",
-        f"Machine: {C.machine()}. Date {C.today()}, snnconv {C.git_head()}.",
+        f"Machine: {C.machine()}. Each row says when and at which snnconv commit it was measured; a run "
+        "replaces only the rows of the models it measured.",
         "",
         f"Speed: one batch of {BATCH} test images, CPU, default pipeline, T = {T_SPEED}; the ANN column times "
         f"{T_SPEED} consecutive ANN forward passes of the source network (so the ratio is SNN / (T x ANN)); "
@@ -197,12 +234,16 @@ def main() -> None:
     parser.add_argument("--models", default=",".join(C.ALL_MODELS))
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--render-only", action="store_true", help="rewrite docs/benchmarks.md from the CSV files")
     parser.add_argument("--memory-child", default=None, help=argparse.SUPPRESS)
     parser.add_argument("--steps", type=int, default=32, help=argparse.SUPPRESS)
     parser.add_argument("--artifact", default=None, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.memory_child:
         memory_child(args.memory_child, args.artifact, args.steps, args.threads)
+        return
+    if args.render_only:
+        render(_read_rows("speed.csv"), _read_rows("memory.csv"))
         return
     torch.set_num_threads(args.threads)
     print(C.machine(), flush=True)
@@ -217,22 +258,15 @@ def main() -> None:
                                                 f"{r['rss_before_kb'] / 1024:.0f})" for r in m), flush=True)
         memory += m
     C.RESULTS.mkdir(parents=True, exist_ok=True)
-    with (C.RESULTS / "speed.csv").open("w", newline="") as stream:
-        fields = ["model", "T", "batch", "repeats", "ann_T_forwards_s", "snn_s", "snn_bare_s", "ratio", "ratio_bare",
-                  "ann_runs", "snn_runs", "bare_runs"]
-        writer = csv.DictWriter(stream, fieldnames=fields + ["torch", "date", "snnconv"])
-        writer.writeheader()
-        for s in speed:
-            writer.writerow({**s, "ann_runs": " ".join(f"{v:.3f}" for v in s["ann_runs"]),
-                             "snn_runs": " ".join(f"{v:.3f}" for v in s["snn_runs"]),
-                             "bare_runs": " ".join(f"{v:.3f}" for v in s["bare_runs"]),
-                             "torch": torch.__version__, "date": C.today(), "snnconv": C.git_head()})
-    with (C.RESULTS / "memory.csv").open("w", newline="") as stream:
-        fields = ["model", "T", "rss_before_kb", "hwm_kb", "hwm_reset", "maxrss_life_kb", "wall_s", "accuracy"]
-        writer = csv.DictWriter(stream, fieldnames=fields + ["date", "snnconv"])
-        writer.writeheader()
-        for m in memory:
-            writer.writerow({**m, "date": C.today(), "snnconv": C.git_head()})
+    stamp = {"date": C.today(), "snnconv": C.git_head()}
+    run = set(args.models.split(","))
+    speed = [{**s, "torch": torch.__version__, **stamp} for s in speed]
+    memory = [{**m, **stamp} for m in memory]
+    # rows of models not measured in this run stay, with their own date
+    speed = [r for r in _read_rows("speed.csv") if r["model"] not in run] + speed
+    memory = [r for r in _read_rows("memory.csv") if r["model"] not in run] + memory
+    _write_rows("speed.csv", SPEED_FIELDS, speed)
+    _write_rows("memory.csv", MEMORY_FIELDS, memory)
     render(speed, memory)
 
 

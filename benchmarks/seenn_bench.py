@@ -39,7 +39,8 @@ from snnconv.data import LabeledData  # noqa: E402
 from snnconv.metrics import load_energy_model, summarize  # noqa: E402
 from snnconv.metrics.summary import steps_of_equal_accuracy  # noqa: E402
 from snnconv.stages.seenn import (ConfidenceExit, ExitTrace, PolicyExit, PolicyNet, alpha_sweep, choose_alpha,  # noqa: E402
-                                  exit_points, oracle_aet, policy_loss, record_trace, sample_weights)
+                                  TEMPERATURE_GRID, exit_points, oracle_aet, policy_loss, record_trace,
+                                  sample_weights)
 from snnconv.training import TrainConfig, fit  # noqa: E402
 
 COMMAND = "/work/venv/bin/python benchmarks/seenn_bench.py"
@@ -74,7 +75,19 @@ def with_equal_fixed(network, data, curve_sim, row: dict, cache: dict) -> dict:
     return row
 
 
-def run(model: str, limit: int, selection_count: int, policy_train: int, epochs: int, log) -> dict:
+def choose(trace, full: float, budget: float, temperatures) -> tuple[float, object]:
+    """(temperature, chosen sweep point): per temperature the smallest alpha within the budget, then the
+    temperature whose choice exits earliest on the selection images (the library's --temperature auto)."""
+    best = None
+    for tau in temperatures:
+        point = choose_alpha(alpha_sweep(trace, "confidence", tau, 1), full, budget)
+        if best is None or point.avg_exit_time_steps < best[1].avg_exit_time_steps - 1e-12:
+            best = (tau, point)
+    return best
+
+
+def run(model: str, limit: int, selection_count: int, policy_train: int, epochs: int, log,
+        temperatures=(8.0,), policy: bool = True) -> dict:
     cx, cy = C.calibration_set(model)
     tx, ty = C.test_order(model)
     cal = LabeledData(x=cx, y=cy, num_classes=10, description=f"{model} calibration")
@@ -95,15 +108,14 @@ def run(model: str, limit: int, selection_count: int, policy_train: int, epochs:
 
     selected = record_trace(network, selection)
     selection_full = 100.0 * float(selected.correct()[:, -1].double().mean())
-    points = alpha_sweep(selected, "confidence", 8.0, 1)
     seenn_one = []
     for budget in BUDGETS:
-        chosen = choose_alpha(points, selection_full, budget)
-        row = {"budget_points": budget, "alpha": chosen.alpha, "selection_accuracy_pct": chosen.accuracy_pct,
-               "selection_avg_exit": chosen.avg_exit_time_steps,
-               **measured(network, test, ConfidenceExit(chosen.alpha, "confidence", 8.0, 1))}
+        tau, chosen = choose(selected, selection_full, budget, temperatures)
+        row = {"budget_points": budget, "alpha": chosen.alpha, "temperature": tau,
+               "selection_accuracy_pct": chosen.accuracy_pct, "selection_avg_exit": chosen.avg_exit_time_steps,
+               **measured(network, test, ConfidenceExit(chosen.alpha, "confidence", tau, 1))}
         seenn_one.append(with_equal_fixed(network, test, sim, row, cache))
-        log(f"[{model}] SEENN-I budget {budget}: alpha {chosen.alpha:.6f} -> {row['accuracy_pct']:.2f} % at "
+        log(f"[{model}] SEENN-I budget {budget}: alpha {chosen.alpha:.6f} tau {tau:g} -> {row['accuracy_pct']:.2f} % at "
             f"{row['avg_time_steps']:.2f} steps (fixed of equal accuracy: {row['equal_accuracy_t']})")
     offline = alpha_sweep(eval_trace, "confidence", 8.0, 1)
     scores = {}
@@ -118,12 +130,13 @@ def run(model: str, limit: int, selection_count: int, policy_train: int, epochs:
     px, py = C.calibration_set(model, policy_train)
     train = LabeledData(x=px, y=py, num_classes=10, description=f"{model} train[:{policy_train}]")
     t0 = time.perf_counter()
-    train_trace = record_trace(network, train)
-    points = exit_points(train_trace, POLICY_CHUNK)
-    correct = train_trace.correct()[:, torch.tensor(points) - 1]
-    weights = sample_weights(correct)
     seenn_two = []
-    for beta in BETAS:
+    if policy:
+        train_trace = record_trace(network, train)
+        points = exit_points(train_trace, POLICY_CHUNK)
+        correct = train_trace.correct()[:, torch.tensor(points) - 1]
+        weights = sample_weights(correct)
+    for beta in BETAS if policy else ():
         torch.manual_seed(0)
         net = PolicyNet(tuple(train.sample_shape), len(points), 8)
         t1 = time.perf_counter()
@@ -178,7 +191,8 @@ def render(results: list[dict]) -> None:
         f = r["fixed"]
         body.append([r["model"], f"fixed T = {r['base_t']}", f"{f['accuracy_pct']:.2f}", str(r["base_t"]), "", "", "",
                      "", "", f"{f['wall_ms_per_sample']:.2f}", f"{f['energy_pj_per_sample'] / 1e6:.2f}"])
-        rows = [(f"SEENN-I budget {x['budget_points']:g} (alpha {x['alpha']:.6g})", x) for x in r["seenn_one"]]
+        rows = [(f"SEENN-I budget {x['budget_points']:g} (alpha {x['alpha']:.6g}, tau {x.get('temperature', 8):g})", x)
+                for x in r["seenn_one"]]
         rows += [(f"SEENN-II beta {x['beta']:g}", x) for x in r["seenn_two"]]
         for name, x in rows:
             equal, step, wall = _ratio_text(x)
@@ -217,6 +231,9 @@ def main() -> None:
     parser.add_argument("--selection", type=int, default=5000, help="test images (from 5000 on) that choose alpha")
     parser.add_argument("--policy-train", type=int, default=5000)
     parser.add_argument("--epochs", type=int, default=30)
+    parser.add_argument("--temperature", default="8", help="SEENN-I softmax temperature, or auto (grid 1..64)")
+    parser.add_argument("--no-policy", action="store_true", help="skip SEENN-II")
+    parser.add_argument("--tag", default="", help="suffix of the result file and the model label, e.g. tau-auto")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--render-only", action="store_true")
     args = parser.parse_args()
@@ -224,9 +241,12 @@ def main() -> None:
     C.RESULTS.mkdir(parents=True, exist_ok=True)
     if not args.render_only:
         for model in args.models.split(","):
+            temperatures = TEMPERATURE_GRID if args.temperature == "auto" else (float(args.temperature),)
             result = run(model, args.limit, args.selection, args.policy_train, args.epochs,
-                         lambda m: print(m, flush=True))
-            (C.RESULTS / f"seenn_{model}.json").write_text(json.dumps(result, indent=1))
+                         lambda m: print(m, flush=True), temperatures, policy=not args.no_policy)
+            suffix = f"_{args.tag}" if args.tag else ""
+            result["model"] = f"{model} ({args.tag})" if args.tag else model
+            (C.RESULTS / f"seenn_{model}{suffix}.json").write_text(json.dumps(result, indent=1))
             render([json.loads(p.read_text()) for p in sorted(C.RESULTS.glob("seenn_*.json"))])
     render([json.loads(p.read_text()) for p in sorted(C.RESULTS.glob("seenn_*.json"))])
 

@@ -149,7 +149,7 @@ def run(model: str, limit: int, selection_count: int, policy_train: int, epochs:
             f"(fixed of equal accuracy: {row['equal_accuracy_t']})")
     return {
         "model": model, "base_t": BASE_T, "samples": limit, "selection_samples": len(selection),
-        "policy_train_samples": policy_train, "policy_epochs": epochs, "ann_accuracy_pct": fixed.ann.accuracy,
+        "policy_train_samples": policy_train if policy else 0, "policy_epochs": epochs, "ann_accuracy_pct": fixed.ann.accuracy,
         "fixed_curve_pct": [sim.accuracy_at(t) for t in range(1, BASE_T + 1)], "fixed": full,
         "fixed_runs": {str(t): v for t, v in cache.items()},
         "selection_accuracy_fixed_pct": selection_full,

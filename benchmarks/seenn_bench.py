@@ -171,7 +171,9 @@ def _ratio_text(row: dict) -> tuple[str, str, str]:
 def render(results: list[dict]) -> None:
     lines = ["## 5. SEENN: per-sample early exit", "",
              f"Command: `{COMMAND}` (results: `benchmarks/results/seenn_<model>.json`). Machine: {C.machine()}.", "",
-             "Default pipeline converted for T = 32. SEENN-I: max softmax of the summed output at temperature 8, "
+             "Default pipeline converted for T = 32. SEENN-I: max softmax of the summed output at temperature tau "
+             "(8, or, for models tagged `tau-auto`, chosen per budget from {1, 2, ..., 64} on the selection images as "
+             "`--temperature auto` does), "
              "alpha chosen on unseen test images (the "
              "`selection` column: images from 5000 on in the seeded permutation, never among the evaluation images) as "
              "the smallest alpha within the accuracy budget of the fixed-T accuracy there; SEENN-II: a width-8 ResNet-8-like policy "

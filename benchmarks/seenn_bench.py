@@ -39,6 +39,7 @@ from snnconv.data import LabeledData  # noqa: E402
 from snnconv.metrics import load_energy_model, summarize  # noqa: E402
 from snnconv.metrics.summary import steps_of_equal_accuracy  # noqa: E402
 from snnconv.stages.seenn import (ConfidenceExit, ExitTrace, PolicyExit, PolicyNet, alpha_sweep, choose_alpha,  # noqa: E402
+                                  choose_rule,
                                   TEMPERATURE_GRID, exit_points, oracle_aet, policy_loss, record_trace,
                                   sample_weights)
 from snnconv.training import TrainConfig, fit  # noqa: E402
@@ -75,17 +76,6 @@ def with_equal_fixed(network, data, curve_sim, row: dict, cache: dict) -> dict:
     return row
 
 
-def choose(trace, full: float, budget: float, temperatures) -> tuple[float, object]:
-    """(temperature, chosen sweep point): per temperature the smallest alpha within the budget, then the
-    temperature whose choice exits earliest on the selection images (the library's --temperature auto)."""
-    best = None
-    for tau in temperatures:
-        point = choose_alpha(alpha_sweep(trace, "confidence", tau, 1), full, budget)
-        if best is None or point.avg_exit_time_steps < best[1].avg_exit_time_steps - 1e-12:
-            best = (tau, point)
-    return best
-
-
 def run(model: str, limit: int, selection_count: int, policy_train: int, epochs: int, log,
         temperatures=(8.0,), policy: bool = True) -> dict:
     cx, cy = C.calibration_set(model)
@@ -110,7 +100,7 @@ def run(model: str, limit: int, selection_count: int, policy_train: int, epochs:
     selection_full = 100.0 * float(selected.correct()[:, -1].double().mean())
     seenn_one = []
     for budget in BUDGETS:
-        tau, chosen = choose(selected, selection_full, budget, temperatures)
+        tau, chosen, _ = choose_rule(selected, selection_full, budget, temperatures=temperatures)
         row = {"budget_points": budget, "alpha": chosen.alpha, "temperature": tau,
                "selection_accuracy_pct": chosen.accuracy_pct, "selection_avg_exit": chosen.avg_exit_time_steps,
                **measured(network, test, ConfidenceExit(chosen.alpha, "confidence", tau, 1))}

@@ -240,8 +240,9 @@ def save(network: SpikingNetwork, directory: str | Path, extra_files: dict[str, 
         state = {k: v.detach().cpu() for k, v in network.graph.state_dict().items()}
         state.update(_graph_constants(network.graph))
         torch.save(state, staging / WEIGHTS)
-        if network.exit_policy is not None and network.exit_policy.state_dict():
-            torch.save(network.exit_policy.state_dict(), staging / EXIT_POLICY_WEIGHTS)
+        policy_state = network.exit_policy.state_dict() if network.exit_policy is not None else {}
+        if policy_state:
+            torch.save(policy_state, staging / EXIT_POLICY_WEIGHTS)
         (staging / MANIFEST).write_text(json.dumps(manifest, indent=2, default=_json_default))
         for name, path in (extra_files or {}).items():
             shutil.copy2(path, staging / name) if Path(path).is_file() else shutil.copytree(path, staging / name)

@@ -153,6 +153,7 @@ class Engine:
         if self.device.type == "cpu":
             keep_large_buffers()
         self.surrogate_width = surrogate_width
+        self._schedules: dict[TimePlan, list[dict[str, tuple[int, int]]]] = {}
         self.graph = graph.to(self.device).eval()
         self.program = compile_program(self.graph)
         self._batched_static = {op.name for op in self.program.ops if op.static and op.batched}
@@ -185,7 +186,9 @@ class Engine:
     def schedule(self, plan: TimePlan, windows: dict[str, int] | None = None) -> list[dict[str, tuple[int, int]]]:
         """Per chunk, the steps [start, goal) each temporal op runs: as far as ``plan.target`` asks and its
         inputs allow (target step j integrates source steps ceil(j S / W) .. ceil((j + 1) S / W) - 1).
-        It depends only on the plan and the graph, never on the data."""
+        It depends only on the plan and the graph, never on the data, so it is computed once per plan."""
+        if plan in self._schedules:
+            return self._schedules[plan]
         windows = windows if windows is not None else self.windows(plan)
         done = {name: 0 for name in windows}
         chunks = []
@@ -202,6 +205,7 @@ class Engine:
                     ranges[op.name] = (done[op.name], goal)
                     done[op.name] = goal
             chunks.append(ranges)
+        self._schedules[plan] = chunks
         return chunks
 
     def decision_steps(self, plan: TimePlan) -> list[int]:
@@ -339,7 +343,6 @@ class Engine:
                 if trace is None:
                     trace = torch.zeros((steps, batch, out.shape[-1]), dtype=out.dtype, device=self.device)
                 trace[t0:t1, rows] = running
-                trace[t1:, rows] = accumulated
             if y is not None:
                 hits = running.argmax(-1) == y.unsqueeze(0)  # [steps, active]
                 if counters is not None:
@@ -352,6 +355,8 @@ class Engine:
                 if leaving.any():
                     gone = rows[leaving]
                     exit_step[gone.cpu().numpy()] = t1
+                    if trace is not None:  # an exited sample keeps its last running output
+                        trace[t1:, gone] = accumulated[leaving]
                     exit_pred[gone] = accumulated[leaving].argmax(-1)
                     if y is not None and counters is not None:
                         # an exited sample keeps its answer for the remaining steps of the curve

@@ -198,8 +198,8 @@ def exit_policy_from(description: dict, state: dict[str, torch.Tensor]) -> ExitP
 def policy_loss(logits: torch.Tensor, correct: torch.Tensor, weights: torch.Tensor, beta: float) -> torch.Tensor:
     """Negative expected reward: mean_x w(x) sum_k v_k(x) (beta (1 - c_k) - 2^-(k-1) c_k), v = softmax(logits),
     k = 1.. the exit points (with one decision per step, the steps: the paper's case)."""
-    steps = torch.arange(correct.shape[1], device=logits.device, dtype=logits.dtype)
-    reward = torch.where(correct, torch.pow(0.5, steps), torch.full_like(steps, -beta))
+    point = torch.arange(correct.shape[1], device=logits.device, dtype=logits.dtype)  # k - 1
+    reward = torch.where(correct, torch.pow(0.5, point), torch.full_like(point, -beta))
     return -(weights * (torch.softmax(logits, -1) * reward).sum(-1)).mean()
 
 
@@ -294,9 +294,13 @@ def candidate_alphas(trace: ExitTrace, score: str, temperature: float, chunk_ste
     behaviour, with a margin on both sides so float rounding in a rerun cannot flip a decision; thinned to
     MAX_CANDIDATE_ALPHAS by quantiles."""
     decisions = trace.decision_steps(chunk_steps)
+    return _candidates(exit_score(trace.outputs[decisions - 1], score, temperature), decisions)
+
+
+def _candidates(decision_scores: torch.Tensor, decisions: torch.Tensor) -> list[float]:
     if len(decisions) == 0:
         return [0.0, 1.0]
-    values = torch.unique(exit_score(trace.outputs[decisions - 1], score, temperature).flatten())
+    values = torch.unique(decision_scores.flatten())
     values = (values[1:] + values[:-1]) / 2
     if len(values) > MAX_CANDIDATE_ALPHAS:
         values = torch.quantile(values, torch.linspace(0, 1, MAX_CANDIDATE_ALPHAS, dtype=torch.float64))
@@ -309,7 +313,7 @@ def alpha_sweep(trace: ExitTrace, score: str, temperature: float, chunk_steps: i
     scores = exit_score(trace.outputs, score, temperature)
     decisions = trace.decision_steps(chunk_steps)
     if alphas is None:
-        alphas = candidate_alphas(trace, score, temperature, chunk_steps)
+        alphas = _candidates(scores[decisions - 1], decisions)
     alphas = torch.as_tensor(alphas, dtype=torch.float64)
     steps = threshold_exit_steps(scores, decisions, alphas, trace.time_steps)  # [N, A]
     right = trace.correct().gather(1, steps - 1)  # [N, A]
@@ -378,7 +382,6 @@ class SeennResult:
     holdout_accuracy_exit_pct: float
     holdout_avg_exit_time_steps: float
     holdout_sweep: list[SweepPoint] = field(default_factory=list)  # SEENN-I: accuracy vs alpha on the split
-    temperatures_tried: dict[float, float] = field(default_factory=dict)  # tau -> mean exit step at its alpha
     training_samples: int = 0
     training_losses: list[float] = field(default_factory=list)
     beta: float | None = None  # SEENN-II reward penalty
@@ -405,26 +408,34 @@ def seenn(network: SpikingNetwork, calibration: LabeledData, config: SeennConfig
                          progress, note)
 
 
-def _seenn_confidence(held: ExitTrace, full: float, config: SeennConfig, note: ProgressFn) -> SeennResult:
-    temperatures = (config.temperature,) if config.temperature is not None else TEMPERATURE_GRID
-    tried, best = {}, None
+def choose_rule(trace: ExitTrace, full_accuracy_pct: float, budget: float, *, score: str = "confidence",
+                temperatures=(DEFAULT_TEMPERATURE,), chunk_steps: int = 1,
+                alpha: float | None = None) -> tuple[float, SweepPoint, list[SweepPoint]]:
+    """SEENN-I's choice on a held-out trace: per temperature the smallest alpha within ``budget`` (or the given
+    ``alpha``), then the temperature whose choice exits earliest. Returns (temperature, chosen point, the sweep
+    at that temperature)."""
+    best = None
     for tau in temperatures:
-        points = alpha_sweep(held, config.score, tau, config.chunk_steps)
-        if config.alpha is not None:
-            chosen = alpha_sweep(held, config.score, tau, config.chunk_steps, [config.alpha])[0]
+        points = alpha_sweep(trace, score, tau, chunk_steps)
+        if alpha is not None:
+            chosen = alpha_sweep(trace, score, tau, chunk_steps, [alpha])[0]
         else:
-            chosen = choose_alpha(points, full, config.accuracy_budget)
-        tried[tau] = chosen.avg_exit_time_steps
+            chosen = choose_alpha(points, full_accuracy_pct, budget)
         if best is None or chosen.avg_exit_time_steps < best[1].avg_exit_time_steps - 1e-12:
             best = (tau, chosen, points)
-    tau, chosen, points = best
+    return best
+
+
+def _seenn_confidence(held: ExitTrace, full: float, config: SeennConfig, note: ProgressFn) -> SeennResult:
+    temperatures = (config.temperature,) if config.temperature is not None else TEMPERATURE_GRID
+    tau, chosen, points = choose_rule(held, full, config.accuracy_budget, score=config.score,
+                                      temperatures=temperatures, chunk_steps=config.chunk_steps, alpha=config.alpha)
     note(f"alpha = {chosen.alpha:.6g} (temperature {tau:g}): held-out accuracy {chosen.accuracy_pct:.2f} % "
          f"(full T: {full:.2f} %), mean exit step {chosen.avg_exit_time_steps:.2f}")
     return SeennResult(policy=ConfidenceExit(chosen.alpha, config.score, tau, config.chunk_steps),
                        time_steps=held.time_steps, holdout_samples=held.outputs.shape[1], holdout_accuracy_full_pct=full,
                        holdout_accuracy_exit_pct=chosen.accuracy_pct,
-                       holdout_avg_exit_time_steps=chosen.avg_exit_time_steps, holdout_sweep=points,
-                       temperatures_tried=tried if config.temperature is None else {})
+                       holdout_avg_exit_time_steps=chosen.avg_exit_time_steps, holdout_sweep=points)
 
 
 def exit_points(trace: ExitTrace, chunk_steps: int) -> list[int]:

@@ -16,6 +16,7 @@ from torch import nn
 from .config import ConvertConfig, SimulationConfig
 from .data import LabeledData
 from .engine import Engine, ExitPolicy, TimePlan
+from .engine.ttfs import TTFSEngine
 from .errors import ConfigError, DataError, ModelLoadError
 from .importers.model import ImportedModel
 from .importers.onnx_import import import_onnx
@@ -166,6 +167,19 @@ class Evaluation:
     ann_before_rewrite: AnnResult | None = None  # the source ANN when max pooling was rewritten to average
 
 
+def _evaluate_ttfs(network: SpikingNetwork, data: LabeledData, simulation: SimulationConfig, ann: AnnResult,
+                   dev: torch.device, progress: ProgressFactory) -> Evaluation:
+    """A TTFS network runs its whole latency (n_layers x T_s + T_w steps), read out at every step."""
+    engine = TTFSEngine(network.graph, network.ttfs, dev)
+    if simulation.time_steps != engine.latency:
+        raise ConfigError(f"This TTFS network's latency is {engine.latency} steps (T_s={network.ttfs.fire_start}, "
+                          f"T_w={network.ttfs.window}); evaluate it at T={engine.latency}, not T={simulation.time_steps}.")
+    sim = engine.simulate(data.batches(simulation.batch_size),
+                          progress=progress(f"Simulating TTFS ({engine.latency} steps)", len(data)))
+    ann.macs_per_sample = {layer.name: layer.macs_per_sample_dense for layer in sim.synaptic_layers}
+    return Evaluation(simulation=sim, ann=ann)
+
+
 def evaluate(network: SpikingNetwork, data: LabeledData, simulation: SimulationConfig = SimulationConfig(), *,
              exit_policy: ExitPolicy | None | str = "network", progress: ProgressFactory | None = None,
              on_batch=None, trace_output: bool = False) -> Evaluation:
@@ -180,6 +194,8 @@ def evaluate(network: SpikingNetwork, data: LabeledData, simulation: SimulationC
     network.to(dev)
     _check_data_fits(network.graph, data, "Evaluation data")
     ann = ann_accuracy(network.graph, data, simulation.batch_size, dev)
+    if network.ttfs is not None:
+        return _evaluate_ttfs(network, data, simulation, ann, dev, progress)
     engine = Engine(network.graph, dev)
     if network.layer_time_steps and simulation.time_steps != network.time_steps:
         raise ConfigError(f"This network runs per-layer time steps T_l (readout T={network.time_steps}); evaluate it "

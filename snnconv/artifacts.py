@@ -27,6 +27,7 @@ from .errors import ArtifactError, OutputError
 from .handlers import HANDLERS
 from .network import SpikingNetwork
 from .neurons import IFNeuron
+from .neurons.ttfs import TTFSCoding
 from .stages.convert import CoverageRow
 
 SCHEMA_VERSION = 1
@@ -203,6 +204,10 @@ def build_manifest(network: SpikingNetwork, extra: dict | None = None) -> dict:
     layers = []
     for name, neuron in network.neuron_layers():
         threshold = neuron.threshold.detach().cpu()
+        if network.ttfs is not None:
+            layers.append({"name": name, "neuron": "ttfs", "reset": "refractory", "threshold": threshold.tolist(),
+                           "time_steps": network.ttfs.window, **network.ttfs.kernels[name].__dict__})
+            continue
         layers.append({"name": name, "neuron": "if", "reset": "subtract", "half_init": neuron.half_init,
                        "threshold": threshold.tolist(),
                        "time_steps": int(network.layer_time_steps.get(name, network.time_steps))})
@@ -220,6 +225,7 @@ def build_manifest(network: SpikingNetwork, extra: dict | None = None) -> dict:
         "notes": {k: v for k, v in network.notes.items() if isinstance(v, (int, float, str, bool, list, dict))},
         "graph": graph_to_plain(network.graph),
         "exit_policy": network.exit_policy.describe() if network.exit_policy is not None else None,
+        "ttfs": network.ttfs.to_dict() if network.ttfs is not None else None,
         "environment": environment(),
         **(extra or {}),
     }
@@ -310,12 +316,16 @@ def load(directory: str | Path) -> SpikingNetwork:
         coverage = [CoverageRow(**row) for row in manifest["coverage"]]
     except (KeyError, TypeError) as exc:
         raise ArtifactError(f"'{directory / MANIFEST}' lacks or mangles field {exc}; the artifact is corrupt.") from None
+    try:
+        ttfs = TTFSCoding.from_dict(manifest["ttfs"]) if manifest.get("ttfs") else None
+    except (KeyError, TypeError, ValueError) as exc:
+        raise ArtifactError(f"'{directory / MANIFEST}' has a malformed ttfs entry ({exc}); the artifact is corrupt.") from None
     layer_time_steps = {}
     for name, neuron in ((n.name, graph.get_submodule(n.target)) for n in graph.graph.nodes if n.op == "call_module"):
         if isinstance(neuron, IFNeuron):
             entry = next(l for l in manifest["layers"] if l["name"] == name)
-            neuron.half_init = bool(entry["half_init"])
-            if int(entry.get("time_steps", manifest["time_steps"])) != int(manifest["time_steps"]):
+            neuron.half_init = bool(entry.get("half_init", False))
+            if ttfs is None and int(entry.get("time_steps", manifest["time_steps"])) != int(manifest["time_steps"]):
                 layer_time_steps[name] = int(entry["time_steps"])
     exit_policy = _load_exit_policy(directory, manifest.get("exit_policy"))
     return SpikingNetwork(
@@ -323,7 +333,8 @@ def load(directory: str | Path) -> SpikingNetwork:
         coverage=coverage, source=manifest["source"],
         input_normalization={k: inputs.get(k) for k in ("mean", "std") if k in inputs},
         num_classes=int(inputs["num_classes"]), calibration_log=manifest.get("calibration", []),
-        notes=manifest.get("notes", {}), layer_time_steps=layer_time_steps, exit_policy=exit_policy)
+        notes=manifest.get("notes", {}), layer_time_steps=layer_time_steps, exit_policy=exit_policy,
+        ttfs=ttfs)
 
 
 def _load_exit_policy(directory: Path, description: dict | None):

@@ -9,6 +9,7 @@ import torch.fx
 from .config import ConvertConfig
 from .engine import ExitPolicy
 from .neurons import IFNeuron
+from .neurons.ttfs import TTFSCoding
 from .stages.convert import CoverageRow
 
 
@@ -34,6 +35,12 @@ class SpikingNetwork:
     layer_time_steps: dict[str, int] = field(default_factory=dict)
     # per-sample early exit (SEENN); snnconv.evaluate applies it unless told otherwise
     exit_policy: ExitPolicy | None = None
+    # time-to-first-spike coding (snnconv compress --method ttfs); None: rate coding
+    ttfs: TTFSCoding | None = None
+
+    @property
+    def coding(self) -> str:
+        return "ttfs" if self.ttfs is not None else "rate"
 
     def neuron_layers(self) -> list[tuple[str, IFNeuron]]:
         return [(n.name, self.graph.get_submodule(n.target)) for n in self.graph.graph.nodes

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .metrics.energy import EnergyBreakdown, mean_active_steps
+from .metrics.energy import EnergyBreakdown, layer_active_steps
 from .metrics.summary import layer_spikes_per_sample
 from .results import AnnResult, SimulationResult
 
@@ -73,7 +73,7 @@ def plot_firing_rates(sim: SimulationResult, path: Path, *, t: int | None = None
     rates = []
     for layer in layers:
         spikes = layer_spikes_per_sample(sim, layer, t)
-        updates = layer.neurons * mean_active_steps(sim, t, layer.time_steps)
+        updates = layer.neurons * layer_active_steps(sim, t, layer)
         rates.append(spikes / updates if updates else 0.0)
     positions = np.arange(len(layers))
     figure = _figure(max(6.0, 0.45 * len(layers) + 2.5), 4.5)

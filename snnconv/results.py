@@ -21,6 +21,8 @@ class NeuronLayerStats:
     threshold_mean: float  # mean firing threshold theta over the layer's channels (activation units)
     time_steps: int  # T_l, the steps this layer was simulated for
     spikes_per_step: np.ndarray  # [T_l] spikes emitted at each step, summed over samples
+    # TTFS: the global steps [start, end) the layer's membrane is busy; None: every step of its window
+    active_window: tuple[int, int] | None = None
 
     @property
     def spikes(self) -> int:
@@ -45,6 +47,8 @@ class SynapticLayerStats:
     time_steps: int
     ops_per_step: np.ndarray  # [T_l] synaptic operations at each step, summed over samples (spiking input only)
     part: str = "network"  # "network", or "exit_policy" for a SEENN-II policy network's layers (not in the ANN)
+    # TTFS: the global steps [start, end) during which spikes reach the layer; None: every step of its window
+    active_window: tuple[int, int] | None = None
 
     @property
     def synaptic_ops(self) -> int:
@@ -64,6 +68,7 @@ class SimulationResult:
     exit_steps: np.ndarray | None = None  # [samples] step at which each sample left, when an exit policy ran
     exit_correct: int | None = None  # correct predictions at the exit step, when an exit policy ran
     oracle_exit_steps: np.ndarray | None = None  # [samples] first step whose running prediction is right (else T)
+    most_spikes_per_neuron: int | None = None  # TTFS: the largest spike count of any neuron on any sample
 
     def accuracy_at(self, t: int) -> float:
         """Top-1 accuracy in percent using the accumulated output of steps 1..t."""

@@ -176,6 +176,18 @@ def mean_active_steps(sim: SimulationResult, t: int, layer_time_steps: int) -> f
     return float(layer_steps_at(t, layer_time_steps, sim.time_steps))
 
 
+def layer_active_steps(sim: SimulationResult, t: int, layer) -> float:
+    """Steps one layer worked within readout steps 1..t, per sample.
+
+    A TTFS layer records the global steps it is busy (``active_window``): the count is the part of that
+    span before t. Otherwise it is :func:`mean_active_steps` of the layer's window.
+    """
+    if layer.active_window is not None:
+        start, end = layer.active_window
+        return float(min(max(t - start, 0), end - start))
+    return mean_active_steps(sim, t, layer.time_steps)
+
+
 @dataclass(frozen=True)
 class LayerEnergy:
     """One weighted layer's work and energy per sample."""
@@ -233,7 +245,7 @@ def layer_work(sim: SimulationResult, layer: SynapticLayerStats, t: int) -> tupl
         return float(layer.macs_per_sample_dense), 0.0, 0.0
     samples = max(sim.samples, 1)
     acs = float(np.asarray(layer.ops_per_step)[:layer_steps_at(t, layer.time_steps, sim.time_steps)].sum()) / samples
-    zero_checks = layer.input_elements * mean_active_steps(sim, t, layer.time_steps)
+    zero_checks = layer.input_elements * layer_active_steps(sim, t, layer)
     return 0.0, acs, zero_checks
 
 

@@ -12,7 +12,7 @@ import numpy as np
 
 from ..results import AnnResult, NeuronLayerStats, SimulationResult
 from .energy import (NEUROMORPHIC_PLATFORMS, EnergyModel, check_time_step, energy_breakdown, layer_steps_at,
-                     layer_work, mean_active_steps, neuromorphic_energy)
+                     layer_active_steps, layer_work, mean_active_steps, neuromorphic_energy)
 
 # Layers that forward spikes of an upstream neuron layer (they do not integrate a membrane); they get
 # their own per-layer rows but are left out of the network's neuron, spike and membrane-update totals.
@@ -54,7 +54,7 @@ def spikes_per_sample(sim: SimulationResult, t: int) -> float:
 
 def membrane_updates_per_sample(sim: SimulationResult, t: int) -> float:
     """Neurons x steps each layer ran (dense simulation: every membrane is updated at every step)."""
-    return sum(layer.neurons * mean_active_steps(sim, t, layer.time_steps) for layer in spiking_neuron_layers(sim))
+    return sum(layer.neurons * layer_active_steps(sim, t, layer) for layer in spiking_neuron_layers(sim))
 
 
 def steps_of_equal_accuracy(sim: SimulationResult, accuracy_pct: float, tolerance: float = 0.1) -> int | None:
@@ -116,7 +116,7 @@ def layer_rows(sim: SimulationResult, ann: AnnResult, model: EnergyModel, t: int
     rows = []
     for layer in sim.neuron_layers:
         spikes = layer_spikes_per_sample(sim, layer, t)
-        steps = mean_active_steps(sim, t, layer.time_steps)
+        steps = layer_active_steps(sim, t, layer)
         threshold = layer.threshold_mean
         rows.append(_layer_row(
             layer=layer.name, type=layer.kind, input="", neurons=layer.neurons,

@@ -139,7 +139,7 @@ def evaluate(
 def compress(
     artifact: Path = typer.Argument(..., help="An artifact written by snnconv convert (or by compress --method teas)."),
     method: str = typer.Option(..., "--method", help="teas (per-layer time steps from spiking activity) | seenn "
-                                                     "(per-sample early exit)."),
+                                                     "(per-sample early exit) | ttfs (one spike per neuron)."),
     output: Path = typer.Option(Path("snnconv-compressed"), "-o", "--output", help="Output artifact directory."),
     accuracy_budget: Optional[float] = typer.Option(None, "--accuracy-budget", "--acc-budget",
                                                     help="Held-out accuracy points the method may lose vs the "
@@ -163,13 +163,31 @@ def compress(
     beta: float = typer.Option(0.01, "--beta", help="SEENN-II: reward penalty for exiting at a wrong step."),
     policy_width: int = typer.Option(8, "--policy-width", help="SEENN-II: policy network width (channels of its "
                                                                "first stage)."),
+    window: int = typer.Option(32, "--window", help="TTFS: T_w, steps of each layer's fire window."),
+    fire_start: Optional[int] = typer.Option(None, "--fire-start", help="TTFS: T_s, steps between the fire windows "
+                                                                        "of consecutive layers (default T_w; smaller "
+                                                                        "= early firing)."),
+    tc: float = typer.Option(8.0, "--tc", help="TTFS: initial kernel time constant (steps)."),
+    percentile: float = typer.Option(99.9, "--percentile", help="TTFS: thresholds from this percentile of the "
+                                                                "positive ANN activations."),
+    fit_epochs: int = typer.Option(2, "--fit-epochs", help="TTFS: passes of kernel fitting over the calibration "
+                                                          "data (0 = keep the initial kernels)."),
+    relaxation: bool = typer.Option(True, "--relaxation/--no-relaxation", help="TTFS --finetune: stochastic "
+                                                                              "relaxation (SR)."),
+    kernel_reg: float = typer.Option(1e-5, "--kernel-reg", help="TTFS --finetune: weight of the kernel "
+                                                               "regularization (TR); 0 = off."),
+    bn_loss: float = typer.Option(1e-5, "--bn-loss", help="TTFS --finetune: weight of the kernel-aware BN loss "
+                                                         "(TB); 0 = off."),
     finetune: bool = typer.Option(False, "--finetune", help="TEAS: fine-tune the weights with T_l fixed "
-                                                            "(surrogate-gradient BPTT) on the calibration data."),
+                                                            "(surrogate-gradient BPTT); TTFS: train weights and "
+                                                            "kernels through the surrogate model; on the "
+                                                            "calibration data."),
     activity_weight: float = typer.Option(0.0, "--activity-weight", help="TEAS --finetune: lambda of the activity "
                                                                          "regularizer P_r."),
-    epochs: Optional[int] = typer.Option(None, "--epochs", help="Training epochs (TEAS --finetune: 1; SEENN-II: 30)."),
+    epochs: Optional[int] = typer.Option(None, "--epochs", help="Training epochs (TEAS --finetune: 1; SEENN-II: 30; "
+                                                                "TTFS --finetune: 3)."),
     lr: Optional[float] = typer.Option(None, "--lr", help="Learning rate (TEAS --finetune: Adam 1e-4; SEENN-II: SGD "
-                                                          "0.01), cosine schedule."),
+                                                          "0.01; TTFS --finetune: Adam 1e-3), cosine schedule."),
     checkpoint: Optional[Path] = typer.Option(None, "--checkpoint", help="Training checkpoint file, written every epoch."),
     resume: bool = typer.Option(False, "--resume", help="Continue training from --checkpoint."),
     data: Optional[str] = DATA, calib_data: Optional[str] = CALIB, calib_samples: int = CALIB_N,
@@ -184,7 +202,9 @@ def compress(
                                      avg_t_budget=avg_t_budget, candidates=candidates, min_t=min_t, noise=noise,
                                      score=score, temperature=temperature, alpha=alpha, exit_chunk=exit_chunk,
                                      policy=policy, beta=beta, policy_width=policy_width, epochs=epochs, lr=lr,
-                                     finetune=finetune, activity_weight=activity_weight)
+                                     finetune=finetune, activity_weight=activity_weight, window=window,
+                                     fire_start=fire_start, tc=tc, percentile=percentile, fit_epochs=fit_epochs,
+                                     relaxation=relaxation, kernel_reg=kernel_reg, bn_loss=bn_loss)
         if resume and checkpoint is None:
             raise ConfigError("--resume needs --checkpoint FILE to resume from.")
         eval_cfg = opt.data_config(data, "test", limit, seed, None, None, None)
@@ -202,6 +222,8 @@ def compress(
     if not json:
         if result.method == "teas":
             render.console.print(render.teas_table(result.outcome.rows, result.run.summary))
+        elif result.method == "ttfs":
+            render.console.print(render.ttfs_table(result.run.summary))
         else:
             render.console.print(render.seenn_table(result.run.summary))
 

@@ -92,8 +92,10 @@ def parse_temperature(text: str) -> float | None:
 
 def compress_config(method: str, *, accuracy_budget: float | None, holdout: float, seed: int, avg_t_budget, candidates,
                     min_t, noise, score, temperature, alpha, exit_chunk, policy, beta, policy_width, epochs, lr,
-                    finetune, activity_weight):
-    """The TeasConfig or SeennConfig of ``snnconv compress --method METHOD``; an unknown method is left to the library."""
+                    finetune, activity_weight, window=32, fire_start=None, tc=8.0, percentile=99.9, fit_epochs=2,
+                    relaxation=True, kernel_reg=1e-5, bn_loss=1e-5):
+    """The TeasConfig, SeennConfig or TTFSConfig of ``snnconv compress --method METHOD``; an unknown method is
+    left to the library."""
     from snnconv.stages.finetune import FinetuneConfig
     from snnconv.stages.seenn import SeennConfig
     from snnconv.stages.teas import TeasConfig
@@ -110,4 +112,11 @@ def compress_config(method: str, *, accuracy_budget: float | None, holdout: floa
                            accuracy_budget=0.5 if accuracy_budget is None else accuracy_budget, chunk_steps=exit_chunk,
                            holdout_fraction=holdout, beta=beta, policy_width=policy_width,
                            train=TrainConfig(epochs=epochs or 30, lr=lr or 0.01, seed=seed), seed=seed)
+    if method == "ttfs":
+        from snnconv.stages.ttfs import TTFSConfig, TTFSFinetuneConfig
+        tuning = TTFSFinetuneConfig(train=TrainConfig(epochs=epochs or 3, batch_size=64, lr=lr or 1e-3,
+                                                      optimizer="adam", weight_decay=1e-4, seed=seed),
+                                    relaxation=relaxation, kernel_regularization=kernel_reg, bn_loss=bn_loss)
+        return TTFSConfig(window=window, fire_start=fire_start, tc=tc, percentile=percentile, fit_epochs=fit_epochs,
+                          finetune=finetune, tuning=tuning)
     return None

@@ -115,6 +115,27 @@ def profile_table(result: RunResult) -> Table:
     return table
 
 
+def ttfs_table(summary: dict) -> Table:
+    """The TTFS network beside the rate-coded network it came from."""
+    table = Table(title="TTFS: one spike per neuron vs rate coding", header_style="bold")
+    for name, justify in (("quantity", "left"), ("rate-coded", "right"), ("TTFS", "right"), ("unit", "left")):
+        table.add_column(name, justify=justify)
+    table.add_row("accuracy", _fmt(summary["rate_snn_accuracy_pct"], ".2f"), _fmt(summary["snn_accuracy_pct"], ".2f"), "%")
+    table.add_row("time steps (latency)", str(summary["rate_time_steps"]), str(summary["ttfs_latency_steps"]), "steps")
+    table.add_row("spikes per sample", _fmt(summary["rate_spikes_per_sample"], ",.0f"),
+                  _fmt(summary["spikes_per_sample"], ",.0f"), "spikes")
+    table.add_row("synaptic ops per sample", _fmt(summary["rate_synaptic_ops_per_sample"], ",.0f"),
+                  _fmt(summary["synaptic_ops_per_sample"], ",.0f"), "AC")
+    table.add_row("energy per sample", _fmt(summary["rate_energy_pj_per_sample_snn"] / 1e6, ".3f"),
+                  _fmt(summary["energy_pj_per_sample_snn"] / 1e6, ".3f"), "µJ")
+    matching = summary.get("rate_steps_of_equal_accuracy")
+    reduction = summary.get("spike_reduction_vs_rate_equal_accuracy_x")
+    table.caption = (f"most spikes of any neuron: {summary['ttfs_most_spikes_per_neuron']}; rate-coded T of equal "
+                     f"accuracy (within 0.1 points): {matching if matching else 'none'}"
+                     + (f", {reduction:.1f}x the TTFS spikes" if reduction else ""))
+    return table
+
+
 def seenn_table(summary: dict) -> Table:
     """The early-exit result beside the fixed-T network it came from."""
     table = Table(title=f"{summary['seenn_method']}: early exit vs fixed T", header_style="bold")

@@ -196,3 +196,21 @@ def plot_exit_tradeoff(fixed_accuracy_pct: np.ndarray, path: Path, *, sweep: lis
     ax.grid(True, alpha=0.3)
     ax.legend(loc="lower right", fontsize=8)
     return _save(figure, path)
+
+
+def plot_layer_spikes(layers: list[str], series: dict[str, list[float]], path: Path, *,
+                      title: str = "Spikes per sample per layer") -> Path:
+    """Grouped bars: spikes per sample of each neuron layer, one bar per series (log scale)."""
+    figure = _figure(max(6.0, 0.8 * len(layers) + 2), 4.2)
+    ax = figure.add_subplot()
+    positions = np.arange(len(layers))
+    width = 0.8 / max(len(series), 1)
+    for index, (label, values) in enumerate(series.items()):
+        ax.bar(positions + (index - (len(series) - 1) / 2) * width, values, width, label=label)
+    ax.set_xticks(positions, layers, rotation=45, ha="right", fontsize=8)
+    ax.set_yscale("log")
+    ax.set_ylabel("spikes per sample")
+    ax.set_title(title)
+    ax.grid(True, axis="y", alpha=0.3)
+    ax.legend(fontsize=8)
+    return _save(figure, path)

@@ -12,7 +12,7 @@ from snnconv.neurons.surrogate import if_step_surrogate
 from snnconv.stages.finetune import FinetuneConfig, SurrogateSNN, finetune
 from snnconv.training import TrainConfig
 
-from helpers import convert
+from helpers import convert, quadrant_task, trained
 from models import INPUT_SHAPE, TINY_MODELS, build
 
 
@@ -60,28 +60,6 @@ def test_surrogate_gradient_is_the_triangle():
     out.sum().backward()
     u = (v - threshold) / (0.5 * threshold)
     assert torch.allclose(current.grad, (1 - u.abs()).clamp(min=0) / 0.5)
-
-
-def quadrant_task(n: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Images whose label (0..3) is the brightest quadrant: a task the tiny models learn in seconds."""
-    x = torch.rand(n, *INPUT_SHAPE, generator=torch.Generator().manual_seed(seed)) * 0.5
-    y = torch.randint(0, 4, (n,), generator=torch.Generator().manual_seed(seed + 1))
-    for i, label in enumerate(y.tolist()):
-        r, c = divmod(label, 2)
-        x[i, :, 4 * r:4 * r + 4, 4 * c:4 * c + 4] += 0.3
-    return x, y
-
-
-def trained(name: str, x: torch.Tensor, y: torch.Tensor) -> torch.nn.Module:
-    torch.manual_seed(0)
-    model = build(name)
-    optimizer = torch.optim.Adam(model.parameters(), lr=1e-2)
-    model.train()
-    for _ in range(150):
-        optimizer.zero_grad()
-        torch.nn.functional.cross_entropy(model(x), y).backward()
-        optimizer.step()
-    return model.eval()
 
 
 def test_finetuning_recovers_accuracy_lost_at_a_short_window():

@@ -2,8 +2,8 @@
 
 Each method takes an artifact and writes a new artifact with the standard reports plus the method's own
 tables. The uncompressed network is evaluated on the same data in the same run, so every before/after
-number comes from one measurement pass. The methods: ``teas`` (per-layer time steps, :mod:`.teas`) and
-``seenn`` (per-sample early exit, :mod:`.seenn`).
+number comes from one measurement pass. The methods: ``teas`` (per-layer time steps, :mod:`.teas`),
+``seenn`` (per-sample early exit, :mod:`.seenn`) and ``ttfs`` (one spike per neuron, :mod:`.ttfs`).
 """
 from __future__ import annotations
 
@@ -24,10 +24,11 @@ from ..metrics import load_energy_model
 from ..network import SpikingNetwork
 from ..stages.seenn import ExitTrace, SeennConfig, decision_grid
 from ..stages.teas import TeasConfig
+from ..stages.ttfs import TTFSConfig
 from ..workflows import DEFAULT_DATA, RunResult, _check_writable, _report, sweep_steps
 from .teas import teas_rows, teas_summary, uniform_steps_matching  # noqa: F401  (re-exported for benchmarks)
 
-METHODS = ("teas", "seenn")
+METHODS = ("teas", "seenn", "ttfs")
 
 
 @dataclass
@@ -39,7 +40,7 @@ class MethodOutcome:
     rows: list[dict]  # the method's table (per layer for TEAS, the alpha sweep for SEENN-I)
     extra_summary: dict
     write_tables: Callable[[Path], dict[str, Path]]  # writes the method's files into the report directory
-    details: object  # TeasResult | SeennResult
+    details: object  # TeasResult | SeennResult | the TTFS kernel fits
 
 
 @dataclass
@@ -78,7 +79,7 @@ def _with_normalization(data: DataConfig, network) -> DataConfig:
 
 
 def default_config(method: str):
-    return {"teas": TeasConfig, "seenn": SeennConfig}[method]()
+    return {"teas": TeasConfig, "seenn": SeennConfig, "ttfs": TTFSConfig}[method]()
 
 
 def _check_method(method: str, config) -> None:
@@ -122,6 +123,8 @@ def run_compress(artifact: str | Path, method: str, *, output: Path, config=None
     network = artifacts.load(artifact)
     if network.exit_policy is not None:
         raise ConfigError(f"'{artifact}' already exits early (SEENN); compress the artifact it was made from.")
+    if network.ttfs is not None:
+        raise ConfigError(f"'{artifact}' is already TTFS-coded; compress the rate-coded artifact it was made from.")
     calib_data = _with_normalization(calib_data or _recorded_data(artifact, "calib_data", "train"), network)
     if data is None:
         data = replace(_recorded_data(artifact, "data", "test"), limit=limit, seed=seed)
@@ -136,18 +139,22 @@ def run_compress(artifact: str | Path, method: str, *, output: Path, config=None
     if method == "teas":
         from .teas import apply_teas
         outcome = apply_teas(context, config, checkpoint=checkpoint, resume=resume)
-    else:
+    elif method == "seenn":
         from .seenn import apply_seenn
         outcome = apply_seenn(context, config, checkpoint=checkpoint, resume=resume)
+    else:
+        from .ttfs import apply_ttfs
+        outcome = apply_ttfs(context, config, checkpoint=checkpoint, resume=resume)
 
     resolved = {"artifact": str(artifact), "method": method, method: config.to_dict(),
                 "calib_data": calib_data.to_dict(), "data": data.to_dict(), "simulation": simulation.to_dict(),
                 "energy": energy, "seed": seed, "time_steps": [base]}
     compressed = outcome.network
+    readout = compressed.time_steps  # TTFS reads out after its latency; the other methods keep T
     staging = Path(tempfile.mkdtemp(prefix="snnconv-report-"))
     try:
         summary, files = _report(staging / "reports", f"snnconv compress --method {method}: {artifact}", compressed,
-                                 outcome.evaluation, energy, base, sweep_steps([base], base), resolved, dev, seed,
+                                 outcome.evaluation, energy, readout, sweep_steps([readout], readout), resolved, dev, seed,
                                  extra_summary=outcome.extra_summary)
         files.update(outcome.write_tables(staging / "reports"))
         manifest_run = {**artifacts.read_manifest(artifact).get("run", {}), "compress": resolved}
@@ -157,8 +164,8 @@ def run_compress(artifact: str | Path, method: str, *, output: Path, config=None
         shutil.rmtree(staging, ignore_errors=True)
     report_dir = Path(output) / "reports"
     sim = outcome.evaluation.simulation
-    run = RunResult(network=compressed, evaluation=outcome.evaluation, summary=summary, time_steps=base,
-                    sweep={t: sim.accuracy_at(t) for t in sweep_steps([base], base)},
+    run = RunResult(network=compressed, evaluation=outcome.evaluation, summary=summary, time_steps=readout,
+                    sweep={t: sim.accuracy_at(t) for t in sweep_steps([readout], readout)},
                     report_dir=report_dir, artifact=Path(output),
                     files={name: report_dir / Path(path).name for name, path in files.items()})
     return CompressResult(run=run, method=method, outcome=outcome)

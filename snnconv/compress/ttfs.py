@@ -3,7 +3,6 @@ network, and write ``ttfs.csv`` / ``ttfs.md`` / ``ttfs_spikes.png`` beside the s
 from __future__ import annotations
 
 import csv
-from dataclasses import asdict
 from pathlib import Path
 
 import torch

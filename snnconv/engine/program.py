@@ -95,3 +95,27 @@ def _plan_releases(ops: list[Op]) -> None:
     for name, index in last_reader.items():
         if name not in static_names:
             ops[index].release.append(name)
+
+
+def call_op(graph: torch.fx.GraphModule, op: Op, args, kwargs):
+    """Run one graph node on values whose batch dimension holds time steps too (row = step * batch + sample)."""
+    node = op.node
+    try:
+        if node.op == "call_module":
+            return op.module(*args, **kwargs)
+        if node.op == "call_function":
+            return node.target(*args, **kwargs)
+        return getattr(args[0], node.target)(*args[1:], **kwargs)
+    except Exception as exc:
+        raise UnsupportedLayerError(
+            f"Layer '{node.name}' ({describe_target(node, graph)}) failed when time steps are folded into "
+            f"the batch dimension ({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}); it "
+            "probably depends on the batch size, e.g. a reshape to a fixed batch."
+        ) from exc
+
+
+def fetch_attr(module: nn.Module, target: str):
+    obj = module
+    for part in target.split("."):
+        obj = getattr(obj, part)
+    return obj

@@ -24,13 +24,12 @@ import numpy as np
 import torch
 from torch.fx.node import map_arg
 
-from ..errors import ConfigError, UnsupportedLayerError
-from ..handlers import describe_target
+from ..errors import ConfigError
 from ..neurons import if_step_, if_step_surrogate, maxpool_gate_step
 from ..results import NeuronLayerStats, SimulationResult, SynapticLayerStats
 from .allocator import keep_large_buffers
 from .fanout import dense_macs, input_fanout
-from .program import Op, Program, compile_program
+from .program import Op, Program, call_op, compile_program, fetch_attr
 
 
 class ExitPolicy(abc.ABC):
@@ -401,7 +400,7 @@ class Engine:
         if op.kind == "input":
             return x
         if op.kind == "constant":
-            return _fetch_attr(self.graph, node.target)
+            return fetch_attr(self.graph, node.target)
         args = map_arg(node.args, lambda n: static[n.name])
         kwargs = map_arg(node.kwargs, lambda n: static[n.name])
         return self._call(op, args, kwargs)
@@ -439,19 +438,7 @@ class Engine:
         return value.view(c, active, *value.shape[1:])
 
     def _call(self, op: Op, args, kwargs):
-        node = op.node
-        try:
-            if node.op == "call_module":
-                return op.module(*args, **kwargs)
-            if node.op == "call_function":
-                return node.target(*args, **kwargs)
-            return getattr(args[0], node.target)(*args[1:], **kwargs)
-        except Exception as exc:
-            raise UnsupportedLayerError(
-                f"Layer '{node.name}' ({describe_target(node, self.graph)}) failed when time steps are folded into "
-                f"the batch dimension ({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}); it "
-                "probably depends on the batch size, e.g. a reshape to a fixed batch."
-            ) from exc
+        return call_op(self.graph, op, args, kwargs)
 
     def _run_neuron(self, op: Op, current, temporal: bool, state, c, active, t0, counters, record, recorded):
         neuron = op.module
@@ -571,10 +558,3 @@ def _temporal(static: dict, name: str, c: int):
     if isinstance(value, torch.Tensor) and value.dim() > 0:
         return value.unsqueeze(0).expand(c, *value.shape).reshape(c * value.shape[0], *value.shape[1:])
     return value
-
-
-def _fetch_attr(module, target: str):
-    obj = module
-    for part in target.split("."):
-        obj = getattr(obj, part)
-    return obj

@@ -32,13 +32,11 @@ import torch.nn.functional as F
 from torch import nn
 from torch.fx.node import map_arg
 
-from ..errors import ConfigError, UnsupportedLayerError
-from ..handlers import describe_target
-from ..neurons import MaxPoolGate
+from ..errors import ConfigError
 from ..neurons.ttfs import NO_SPIKE, TTFSCoding, decode, dynamic_threshold
 from ..results import NeuronLayerStats, SimulationResult, SynapticLayerStats
 from .fanout import dense_macs, input_fanout
-from .program import Op, compile_program
+from .program import Op, call_op, compile_program, fetch_attr
 
 ProgressFn = Callable[[int], None]
 NEURON_KIND = "ttfs"
@@ -124,7 +122,7 @@ class TTFSEngine:
             if op.kind == "input":
                 static[op.name] = x
             elif op.kind == "constant":
-                static[op.name] = _fetch_attr(self.graph, op.node.target)
+                static[op.name] = fetch_attr(self.graph, op.node.target)
             else:
                 args = map_arg(op.node.args, lambda n: static[n.name])
                 kwargs = map_arg(op.node.kwargs, lambda n: static[n.name])
@@ -200,18 +198,7 @@ class TTFSEngine:
         return result
 
     def _call(self, op: Op, args, kwargs):
-        node = op.node
-        try:
-            if node.op == "call_module":
-                return op.module(*args, **kwargs)
-            if node.op == "call_function":
-                return node.target(*args, **kwargs)
-            return getattr(args[0], node.target)(*args[1:], **kwargs)
-        except Exception as exc:
-            raise UnsupportedLayerError(
-                f"Layer '{node.name}' ({describe_target(node, self.graph)}) failed when time steps are folded into "
-                f"the batch dimension ({type(exc).__name__}); it probably depends on the batch size."
-            ) from exc
+        return call_op(self.graph, op, args, kwargs)
 
     def _fire(self, op: Op, spikes: dict[str, torch.Tensor], static: dict[str, object]) -> tuple[torch.Tensor, int]:
         """First-spike times (global steps, inf = silent) of one neuron layer, and the most spikes any of its
@@ -421,10 +408,3 @@ class _TTFSCounters:
         return SimulationResult(samples=self.samples, time_steps=engine.latency, correct_per_step=self.correct,
                                 neuron_layers=neuron_layers, synaptic_layers=synaptic_layers, wall_time_s=wall,
                                 most_spikes_per_neuron=self.most_spikes_per_neuron)
-
-
-def _fetch_attr(module, target: str):
-    obj = module
-    for part in target.split("."):
-        obj = getattr(obj, part)
-    return obj

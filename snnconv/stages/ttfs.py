@@ -101,15 +101,11 @@ class TTFSConfig(_Plain):
 
 # ---------------------------------------------------------------------------- balance
 
-def _neuron_nodes(network: SpikingNetwork) -> list[tuple[str, IFNeuron]]:
-    return network.neuron_layers()
-
-
 def ann_activations(network: SpikingNetwork, x: torch.Tensor) -> dict[str, torch.Tensor]:
     """Every neuron layer's ANN activation (the ReLU output) on ``x``."""
     found: dict[str, torch.Tensor] = {}
     handles = [module.register_forward_hook(lambda _m, _i, out, name=name: found.__setitem__(name, out.detach()))
-               for name, module in _neuron_nodes(network)]
+               for name, module in network.neuron_layers()]
     try:
         with torch.no_grad():
             network.graph(x)
@@ -136,11 +132,11 @@ def build_ttfs(network: SpikingNetwork, calibration: LabeledData, config: TTFSCo
     ttfs.exit_policy = None
     ttfs.layer_time_steps = {}
     thresholds = percentile_thresholds(ttfs, calibration, config)
-    for name, neuron in _neuron_nodes(ttfs):
+    for name, neuron in ttfs.neuron_layers():
         neuron.threshold = thresholds[name].to(neuron.threshold.device)
         neuron.bias = torch.zeros_like(neuron.threshold)
         neuron.v_offset = torch.zeros((), device=neuron.threshold.device)
-    kernels = {name: TemporalKernel(config.tc, config.td_init) for name, _ in _neuron_nodes(ttfs)}
+    kernels = {name: TemporalKernel(config.tc, config.td_init) for name, _ in ttfs.neuron_layers()}
     ttfs.ttfs = TTFSCoding(fire_start=config.steps_between_layers, window=config.window, kernels=kernels)
     ttfs.time_steps = TTFSEngine(ttfs.graph, ttfs.ttfs).latency
     return ttfs
@@ -197,7 +193,7 @@ def measure_fit(network: SpikingNetwork, data: LabeledData, batch_size: int = 25
         spikes = engine.run_batch(x)["spike_times"]
         activations = ann_activations(network, x)
         batches += 1
-        for name, neuron in _neuron_nodes(network):
+        for name, neuron in network.neuron_layers():
             theta = neuron.broadcast(neuron.threshold, activations[name].dim())
             _local, represented = _snn_values(engine, spikes, name)
             errors = _layer_errors(activations[name] / theta, represented, network.ttfs.kernels[name],
@@ -226,10 +222,10 @@ def fit_kernels(network: SpikingNetwork, data: LabeledData, config: TTFSConfig, 
             spikes = engine.run_batch(x)["spike_times"]
             activations = ann_activations(network, x)
             targets = {}
-            for name, neuron in _neuron_nodes(network):
+            for name, neuron in network.neuron_layers():
                 theta = neuron.broadcast(neuron.threshold, activations[name].dim())
                 targets[name] = (activations[name] / theta).double()
-            for name, _neuron in _neuron_nodes(network):  # time constants first, then delays (as T2FSNN)
+            for name, _neuron in network.neuron_layers():  # time constants first, then delays (as T2FSNN)
                 kernel = coding.kernels[name]
                 local, represented = _snn_values(engine, spikes, name)
                 x_true, fired = targets[name], torch.isfinite(local)
@@ -240,7 +236,7 @@ def fit_kernels(network: SpikingNetwork, data: LabeledData, config: TTFSConfig, 
                 smallest = kernel.smallest_value(window)
                 step = (rho1 * float(precision) + rho2 * (x_min - smallest) * smallest * (window - 1 - kernel.td)) / kernel.tc ** 2
                 coding.kernels[name] = TemporalKernel(max(kernel.tc + step, 0.5), kernel.td)
-            for name, _neuron in _neuron_nodes(network):
+            for name, _neuron in network.neuron_layers():
                 kernel = coding.kernels[name]
                 local, _represented = _snn_values(engine, spikes, name)
                 earliest = local.flatten(1).min(1).values
@@ -257,7 +253,7 @@ def fit_kernels(network: SpikingNetwork, data: LabeledData, config: TTFSConfig, 
                       precision_error=after[name]["precision_error"], min_error=after[name]["min_error"],
                       max_error=after[name]["max_error"], below_range_pct=after[name]["below_range_pct"],
                       initial_precision_error=before[name]["precision_error"])
-            for name, _ in _neuron_nodes(network)]
+            for name, _ in network.neuron_layers()]
 
 
 # ---------------------------------------------------------------------------- surrogate-model fine-tuning

@@ -21,6 +21,7 @@ class NeuronLayerStats:
     threshold_mean: float  # mean firing threshold theta over the layer's channels (activation units)
     time_steps: int  # T_l, the steps this layer was simulated for
     spikes_per_step: np.ndarray  # [T_l] spikes emitted at each step, summed over samples
+    active_steps: int | None = None  # DTS prefix mask: only the first steps of the window ran (None: all)
 
     @property
     def spikes(self) -> int:
@@ -45,6 +46,7 @@ class SynapticLayerStats:
     time_steps: int
     ops_per_step: np.ndarray  # [T_l] synaptic operations at each step, summed over samples (spiking input only)
     part: str = "network"  # "network", or "exit_policy" for a SEENN-II policy network's layers (not in the ANN)
+    active_steps: int | None = None  # DTS: its input is silent after these first steps of the window (None: never)
 
     @property
     def synaptic_ops(self) -> int:

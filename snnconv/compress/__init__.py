@@ -2,8 +2,8 @@
 
 Each method takes an artifact and writes a new artifact with the standard reports plus the method's own
 tables. The uncompressed network is evaluated on the same data in the same run, so every before/after
-number comes from one measurement pass. The methods: ``teas`` (per-layer time steps, :mod:`.teas`) and
-``seenn`` (per-sample early exit, :mod:`.seenn`).
+number comes from one measurement pass. The methods: ``teas`` (per-layer time steps, :mod:`.teas`),
+``dts`` (learned per-layer time-step masks, :mod:`.dts`) and ``seenn`` (per-sample early exit, :mod:`.seenn`).
 """
 from __future__ import annotations
 
@@ -22,12 +22,13 @@ from ..data import DataConfig, LabeledData, load_data
 from ..errors import ArtifactError, ConfigError
 from ..metrics import load_energy_model
 from ..network import SpikingNetwork
+from ..stages.dts import DtsConfig
 from ..stages.seenn import ExitTrace, SeennConfig, decision_grid
 from ..stages.teas import TeasConfig
 from ..workflows import DEFAULT_DATA, RunResult, _check_writable, _report, sweep_steps
 from .teas import teas_rows, teas_summary, uniform_steps_matching  # noqa: F401  (re-exported for benchmarks)
 
-METHODS = ("teas", "seenn")
+METHODS = ("teas", "dts", "seenn")
 
 
 @dataclass
@@ -39,7 +40,7 @@ class MethodOutcome:
     rows: list[dict]  # the method's table (per layer for TEAS, the alpha sweep for SEENN-I)
     extra_summary: dict
     write_tables: Callable[[Path], dict[str, Path]]  # writes the method's files into the report directory
-    details: object  # TeasResult | SeennResult
+    details: object  # TeasResult | DtsResult | SeennResult
 
 
 @dataclass
@@ -78,7 +79,7 @@ def _with_normalization(data: DataConfig, network) -> DataConfig:
 
 
 def default_config(method: str):
-    return {"teas": TeasConfig, "seenn": SeennConfig}[method]()
+    return {"teas": TeasConfig, "dts": DtsConfig, "seenn": SeennConfig}[method]()
 
 
 def _check_method(method: str, config) -> None:
@@ -107,7 +108,7 @@ def run_compress(artifact: str | Path, method: str, *, output: Path, config=None
                  batch_size: int = 256, chunk_steps: int = 8, device: str = "cpu", seed: int = 0,
                  limit: int | None = None, progress: ProgressFactory | None = None, note=None,
                  checkpoint: Path | None = None, resume: bool = False) -> CompressResult:
-    """Compress an artifact with ``method`` (``config``: its TeasConfig / SeennConfig; default options when
+    """Compress an artifact with ``method`` (``config``: its TeasConfig / DtsConfig / SeennConfig; default options when
     None); write the new artifact and its reports to ``output``."""
     artifact = Path(artifact)
     if method in METHODS and config is None:
@@ -122,6 +123,8 @@ def run_compress(artifact: str | Path, method: str, *, output: Path, config=None
     network = artifacts.load(artifact)
     if network.exit_policy is not None:
         raise ConfigError(f"'{artifact}' already exits early (SEENN); compress the artifact it was made from.")
+    if network.layer_prefix_steps and method in ("teas", "dts"):
+        raise ConfigError(f"'{artifact}' already has learned time masks (DTS); compress the artifact it was made from.")
     calib_data = _with_normalization(calib_data or _recorded_data(artifact, "calib_data", "train"), network)
     if data is None:
         data = replace(_recorded_data(artifact, "data", "test"), limit=limit, seed=seed)
@@ -136,6 +139,9 @@ def run_compress(artifact: str | Path, method: str, *, output: Path, config=None
     if method == "teas":
         from .teas import apply_teas
         outcome = apply_teas(context, config, checkpoint=checkpoint, resume=resume)
+    elif method == "dts":
+        from .dts import apply_dts
+        outcome = apply_dts(context, config, checkpoint=checkpoint, resume=resume)
     else:
         from .seenn import apply_seenn
         outcome = apply_seenn(context, config, checkpoint=checkpoint, resume=resume)

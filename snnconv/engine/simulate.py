@@ -348,7 +348,7 @@ class Engine:
         after every readout step (``output_trace`` [T, batch, classes]; samples that exit keep their last
         value). Returns a dict with the summed output, exit steps and recorded sums.
         ``input_probe(layer, first_step, current)`` sees every neuron layer's input current [steps, rows, ...]
-        (or [rows, ...] when constant over the steps) as the layer runs.
+        as the layer runs (a constant current as an expanded view).
         """
         batch = x.shape[0]
         labels = y
@@ -501,7 +501,7 @@ class Engine:
             source = node.args[0]
             current = inputs[source.name] if source.name in inputs else static[source.name]
             if probe is not None:
-                probe(op.name, t0, current)
+                probe(op.name, t0, current if source.name in inputs else current.unsqueeze(0).expand(c, *current.shape))
             return self._run_neuron(op, current, source.name in inputs, state, c, active, t0, counters, record,
                                     recorded, live)
         if op.kind == "gate":

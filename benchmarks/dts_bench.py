@@ -15,7 +15,9 @@ from __future__ import annotations
 
 import argparse
 import json
+import shutil
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -67,7 +69,7 @@ def run(base: int, limit: int, train_samples: int, mask_weights: list[float], ma
     energy = load_energy_model("45nm")
     report = sensitivity(network, train, samples=64)
     suggested = [r.name for r in report if r.suggested]
-    staging = C.RESULTS / ".dts_source"
+    staging = Path(tempfile.mkdtemp(prefix="dts-bench-")) / "source"
     artifacts.save(network, staging)  # every run starts from the same converted weights
     results = []
     for label, groups, weight in _runs(suggested, mask_weights):
@@ -93,6 +95,7 @@ def run(base: int, limit: int, train_samples: int, mask_weights: list[float], ma
             "summary": dts_summary(result, config, uniform, masked, energy, train_samples),
             "curve_pct": [masked.simulation.accuracy_at(t) for t in range(1, base + 1)],
         })
+    shutil.rmtree(staging.parent, ignore_errors=True)
     before = summarize(uniform.simulation, uniform.ann, energy)
     return {
         "model": MODEL, "base_t": base, "samples": limit, "train_samples": train_samples, "mask_lr": mask_lr,
@@ -168,7 +171,7 @@ def main() -> None:
     parser.add_argument("--base-t", type=int, default=32)
     parser.add_argument("--limit", type=int, default=2000)
     parser.add_argument("--train-samples", type=int, default=2000)
-    parser.add_argument("--mask-weights", default="0.003")
+    parser.add_argument("--mask-weights", default="0.003,0.01")
     parser.add_argument("--mask-lr", type=float, default=DtsConfig().mask_lr)
     parser.add_argument("--lr", type=float, default=DtsConfig().train.lr)
     parser.add_argument("--only", default=None, help="run only the runs whose label contains this text")

@@ -169,17 +169,17 @@ def compress(
     activity_weight: float = typer.Option(0.0, "--activity-weight", help="TEAS --finetune: lambda of the activity "
                                                                          "regularizer P_r."),
     mask_weight: Optional[float] = typer.Option(None, "--mask-weight", help="DTS: lambda_m, weight of the mask loss "
-                                                                            "(sum of kept steps; default 1e-3)."),
+                                                                            "(sum of kept steps; default 3e-3)."),
     groups: Optional[list[str]] = typer.Option(None, "--groups", help="DTS: layer-name pattern (fnmatch, e.g. "
                                                                       "'features_*') of the layers the mask loss "
                                                                       "penalizes; repeat for several (default: all)."),
-    mask_lr: Optional[float] = typer.Option(None, "--mask-lr", help="DTS: learning rate of the masks (default 0.05)."),
+    mask_lr: Optional[float] = typer.Option(None, "--mask-lr", help="DTS: learning rate of the masks (default 0.01)."),
     initial_steps: Optional[int] = typer.Option(None, "--initial-steps", help="DTS: steps every mask starts with "
                                                                               "(default: all T)."),
     epochs: Optional[int] = typer.Option(None, "--epochs", help="Training epochs (TEAS --finetune: 1; DTS: 1; "
                                                                 "SEENN-II: 30)."),
     lr: Optional[float] = typer.Option(None, "--lr", help="Learning rate (TEAS --finetune: Adam 1e-4; DTS: weights, "
-                                                          "SGD 1e-4 with momentum 0.9; SEENN-II: SGD 0.01), cosine "
+                                                          "SGD 1e-3 with momentum 0.9; SEENN-II: SGD 0.01), cosine "
                                                           "schedule."),
     checkpoint: Optional[Path] = typer.Option(None, "--checkpoint", help="Training checkpoint file, written every epoch."),
     resume: bool = typer.Option(False, "--resume", help="Continue training from --checkpoint."),

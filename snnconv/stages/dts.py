@@ -38,7 +38,7 @@ MASK_PREFIX = "masks."  # parameter-name prefix of the masks inside MaskedSNN (t
 
 
 def _dts_train_defaults() -> TrainConfig:
-    return TrainConfig(epochs=1, batch_size=32, lr=1e-4, optimizer="sgd", momentum=0.9, weight_decay=0.0)
+    return TrainConfig(epochs=1, batch_size=32, lr=1e-3, optimizer="sgd", momentum=0.9, weight_decay=0.0)
 
 
 @dataclass(frozen=True)
@@ -50,9 +50,9 @@ class DtsConfig(_Plain):
     learning rate (the weights use ``train.lr``). ``initial_steps``: steps each mask starts with (None: T).
     """
 
-    mask_weight: float = 1e-3  # lambda_m
+    mask_weight: float = 3e-3  # lambda_m
     groups: tuple[str, ...] = ("*",)
-    mask_lr: float = 0.05
+    mask_lr: float = 0.01
     initial_steps: int | None = None
     train: TrainConfig = field(default_factory=_dts_train_defaults)
     surrogate_width: float = 1.0  # in thresholds, as in TEAS fine-tuning

@@ -1,7 +1,6 @@
 """DTS inside `snnconv compress`: learn time masks, evaluate, and write ``dts.csv`` / ``dts.md``."""
 from __future__ import annotations
 
-import csv
 from pathlib import Path
 
 from ..api import Evaluation, evaluate
@@ -10,6 +9,7 @@ from ..metrics import load_energy_model, summarize
 from ..metrics.summary import layer_spikes_per_sample, steps_of_equal_accuracy
 from ..stages.dts import DtsConfig, DtsResult, train_time_masks
 from ..stages.teas import consumer_synapses
+from .tables import quantity_table, write_csv
 
 DTS_COLUMNS = (
     "layer", "neurons", "input_similarity_first_vs_later", "suggested_for_mask_loss", "penalized",
@@ -87,11 +87,7 @@ def dts_summary(result: DtsResult, config: DtsConfig, uniform: Evaluation, compr
 
 
 def write_dts_tables(directory: Path, rows: list[dict], extra: dict, result: DtsResult) -> dict[str, Path]:
-    csv_path = directory / "dts.csv"
-    with csv_path.open("w", newline="") as stream:
-        writer = csv.DictWriter(stream, fieldnames=DTS_COLUMNS)
-        writer.writeheader()
-        writer.writerows(rows)
+    csv_path = write_csv(directory / "dts.csv", DTS_COLUMNS, rows)
     md = directory / "dts.md"
     header = ["layer", "neurons", "input similarity step 1 vs later", "suggested", "penalized", "T_l",
               "spikes/sample uniform", "spikes/sample DTS", "syn. ops/sample uniform", "syn. ops/sample DTS"]
@@ -106,9 +102,6 @@ def write_dts_tables(directory: Path, rows: list[dict], extra: dict, result: Dts
             "yes" if r["suggested_for_mask_loss"] else "no", "yes" if r["penalized"] else "no",
             str(r["time_steps_dts"]), f"{r['spikes_per_sample_uniform']:,.0f}", f"{r['spikes_per_sample_dts']:,.0f}",
             f"{r['synaptic_ops_per_sample_uniform']:,.0f}", f"{r['synaptic_ops_per_sample_dts']:,.0f}"]) + " |")
-    lines += ["", "| quantity | value |", "|---|---|"]
-    for key, value in extra.items():
-        text = "n/a" if value is None else (f"{value:.4g}" if isinstance(value, float) else str(value))
-        lines.append(f"| {key} | {text} |")
+    lines += ["", *quantity_table(extra)]
     md.write_text("\n".join(lines) + "\n")
     return {"dts.csv": csv_path, "dts.md": md}

@@ -9,7 +9,7 @@ the input too, SpikingJelly's ``decay_input``, which Spikformer uses):
     V[t] = H[t] * (1 - S[t])                 (hard reset to 0)
 
 with V[0] = 0. Training uses the triangle surrogate of :mod:`snnconv.neurons.surrogate` for dS/dH, with the
-width ``width * theta``. The module runs a whole [T, ...] sequence and, when given a time mask (DTS),
+width ``width * theta``, and no gradient through the reset (SpikingJelly's ``detach_reset``, used by Spikformer). The module runs a whole [T, ...] sequence and, when given a time mask (DTS),
 multiplies its output at step t by TM[t].
 """
 from __future__ import annotations
@@ -27,7 +27,8 @@ def lif_step(current: torch.Tensor, v: torch.Tensor, tau: float, threshold: floa
     """One LIF step: (spikes in {0, 1}, new membrane potential), differentiable through the surrogate."""
     h = v + (current - v) / tau
     spikes = triangle_spike((h - threshold) / (width * threshold))
-    return spikes, h * (1.0 - spikes)
+    # the reset's path is left out of the gradient (SpikingJelly's detach_reset, as Spikformer trains)
+    return spikes, h * (1.0 - spikes.detach())
 
 
 class MultiStepLIF(nn.Module):

@@ -12,7 +12,7 @@ from typer.testing import CliRunner
 import snnconv
 from snnconv import artifacts
 from snnconv.config import SimulationConfig
-from snnconv.engine import Engine, TimePlan
+from snnconv.engine import Engine, ExitPolicy, TimePlan
 from snnconv.errors import ConfigError
 from snnconv.metrics import load_energy_model, summarize
 from snnconv.neurons.time_mask import TimeMask, binary_mask, initial_parameters, mask_scores
@@ -121,6 +121,28 @@ def test_prefix_crossing_equals_masking_spikes_in_a_full_run(name, windows):
             steps = prefix[layer.name]
             assert layer.active_steps == (steps if steps < layer.time_steps else None)
             assert layer.spikes_per_step[steps:].sum() == 0
+
+
+class _EvenRowsLeave(ExitPolicy):
+    """Samples with an even batch index exit at the first decision, the others run to the end."""
+
+    def should_exit(self, accumulated, step, rows):
+        return rows % 2 == 0
+
+
+def test_prefix_crossing_keeps_early_exit_exact():
+    torch.manual_seed(0)
+    model = build("maxpool")
+    x = torch.rand(8, *INPUT_SHAPE)
+    y = torch.randint(0, 10, (8,))
+    network = convert(model, x, time_steps=8)
+    prefix = {n: k for n, k in zip(neuron_names(network), [2, 6, 0])}
+    masked, full = TimePlan.per_layer(8, None, 3, prefix), TimePlan.per_layer(8, None, 3)
+    got = Engine(network.graph).run_batch(x, y, masked, exit_policy=_EvenRowsLeave())
+    expected = _masked_full_run(network, prefix, 8, full).run_batch(x, y, full, exit_policy=_EvenRowsLeave())
+    assert got["exit_step"].tolist() == [3, 8] * 4
+    assert torch.equal(got["predictions"], expected["predictions"])
+    assert torch.equal(got["accumulated"], expected["accumulated"])
 
 
 def test_a_silent_layer_really_skips_its_work():

@@ -125,9 +125,10 @@ def profile_table(result: RunResult) -> Table:
         table.add_column(name, justify="left" if name in ("layer", "kind") else "right")
     for layer in sim.neuron_layers:
         spikes = layer_spikes_per_sample(sim, layer, sim.time_steps)
-        rate = spikes / (layer.neurons * layer.time_steps) if layer.neurons else 0.0
+        steps = layer.time_steps if layer.active_steps is None else layer.active_steps  # DTS: the steps it ran
+        rate = spikes / (layer.neurons * steps) if layer.neurons and steps else 0.0
         fired = [i for i, count in enumerate(layer.spikes_per_step) if count > 0]
-        table.add_row(layer.name, layer.kind, f"{layer.neurons:,}", str(layer.time_steps), f"{rate:.4f}",
+        table.add_row(layer.name, layer.kind, f"{layer.neurons:,}", str(steps), f"{rate:.4f}",
                       f"{spikes:,.0f}", str(fired[0] + 1) if fired else "-")
     return table
 

@@ -307,6 +307,12 @@ def test_compress_dts_cli_end_to_end(tmp_path):
     assert (out / "reports" / "dts.md").exists()
     again = runner.invoke(app, ["evaluate", str(out), "--report-dir", str(tmp_path / "r"), "--limit", "100", "--quiet",
                                 "--json"])
+    profiled = runner.invoke(app, ["evaluate", str(out), "--report-dir", str(tmp_path / "p"), "--limit", "100",
+                                   "--quiet", "--profile"])
+    assert profiled.exit_code == 0, profiled.output
+    layers = pd.read_csv(tmp_path / "p" / "layers.csv")
+    by_name = dict(zip(layers["layer"], layers["time_steps"]))
+    assert [by_name[name] for name in table["layer"]] == list(table["time_steps_dts"])
     assert again.exit_code == 0, again.output
     evaluated = json.loads(again.output)["summary"]
     assert evaluated["snn_accuracy_pct"] == pytest.approx(summary["snn_accuracy_pct"])

@@ -255,6 +255,40 @@ def test_only_the_penalized_groups_are_pushed():
     assert result.layer_steps[names[0]] < free.layer_steps[names[0]]
 
 
+class _Interrupted(Exception):
+    pass
+
+
+def test_resumed_mask_training_replays_the_uninterrupted_run(tmp_path):
+    config = DtsConfig(mask_weight=0.01, mask_lr=0.5, sensitivity_samples=32,
+                       train=TrainConfig(epochs=2, batch_size=32, lr=1e-3, optimizer="sgd", momentum=0.9,
+                                         weight_decay=0.0))
+    network, data = _tiny_task()
+    straight = train_time_masks(network, data, config)
+
+    def cut_in_epoch_two(_description, _total):
+        done = []
+
+        def advance(n):
+            done.append(n)
+            if len(done) == 6:  # 4 batches per epoch: the second epoch is under way
+                raise _Interrupted
+
+        return advance
+
+    network, data = _tiny_task()
+    with pytest.raises(_Interrupted):
+        train_time_masks(network, data, config, checkpoint=tmp_path / "dts.pt", progress=cut_in_epoch_two)
+    assert torch.load(tmp_path / "dts.pt", weights_only=False)["epoch"] == 1
+    network, data = _tiny_task()
+    resumed = train_time_masks(network, data, config, checkpoint=tmp_path / "dts.pt", resume=True)
+    assert resumed.log.resumed_from_epoch == 1
+    assert resumed.log.epoch_losses == pytest.approx(straight.log.epoch_losses)
+    for name, tp in straight.mask_parameters.items():
+        assert resumed.mask_parameters[name] == pytest.approx(tp, abs=1e-6)
+    assert resumed.layer_steps == straight.layer_steps
+
+
 def test_masked_training_forward_is_the_engine_with_masks_applied():
     network, data = _tiny_task()
     names = neuron_names(network)

@@ -71,11 +71,11 @@ class DtsConfig(_Plain):
         if self.initial_steps is not None and self.initial_steps < 0:
             raise ConfigError(f"--initial-steps must be 0 or more, got {self.initial_steps}.")
         if not self.surrogate_width > 0:
-            raise ConfigError(f"--surrogate-width must be positive, got {self.surrogate_width}.")
+            raise ConfigError(f"DTS surrogate width must be positive, got {self.surrogate_width}.")
         if self.chunk_steps <= 0:
             raise ConfigError(f"DTS chunk steps must be positive, got {self.chunk_steps}.")
         if self.sensitivity_samples <= 0:
-            raise ConfigError(f"--sensitivity-samples must be positive, got {self.sensitivity_samples}.")
+            raise ConfigError(f"DTS sensitivity samples must be positive, got {self.sensitivity_samples}.")
         if self.histogram_bins < 2:
             raise ConfigError(f"Sensitivity histograms need at least 2 bins, got {self.histogram_bins}.")
 

@@ -111,9 +111,9 @@ def render(r: dict) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--train-samples", type=int, default=5000)
+    parser.add_argument("--train-samples", type=int, default=10000)
     parser.add_argument("--limit", type=int, default=2000)
-    parser.add_argument("--epochs", type=int, default=1)
+    parser.add_argument("--epochs", type=int, default=2)
     parser.add_argument("--depth", type=int, default=2)
     parser.add_argument("--dim", type=int, default=64)
     parser.add_argument("--heads", type=int, default=4)

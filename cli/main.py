@@ -138,8 +138,9 @@ def evaluate(
 @app.command()
 def compress(
     artifact: Path = typer.Argument(..., help="An artifact written by snnconv convert (or by compress --method teas)."),
-    method: str = typer.Option(..., "--method", help="teas (per-layer time steps from spiking activity) | seenn "
-                                                     "(per-sample early exit) | ttfs (one spike per neuron)."),
+    method: str = typer.Option(..., "--method", help="teas (per-layer time steps from spiking activity) | dts "
+                                                     "(learned per-layer time-step masks) | seenn (per-sample early "
+                                                     "exit) | ttfs (one spike per neuron)."),
     output: Path = typer.Option(Path("snnconv-compressed"), "-o", "--output", help="Output artifact directory."),
     accuracy_budget: Optional[float] = typer.Option(None, "--accuracy-budget", "--acc-budget",
                                                     help="Held-out accuracy points the method may lose vs the "
@@ -184,10 +185,19 @@ def compress(
                                                             "calibration data."),
     activity_weight: float = typer.Option(0.0, "--activity-weight", help="TEAS --finetune: lambda of the activity "
                                                                          "regularizer P_r."),
-    epochs: Optional[int] = typer.Option(None, "--epochs", help="Training epochs (TEAS --finetune: 1; SEENN-II: 30; "
-                                                                "TTFS --finetune: 3)."),
-    lr: Optional[float] = typer.Option(None, "--lr", help="Learning rate (TEAS --finetune: Adam 1e-4; SEENN-II: SGD "
-                                                          "0.01; TTFS --finetune: Adam 1e-3), cosine schedule."),
+    mask_weight: Optional[float] = typer.Option(None, "--mask-weight", help="DTS: lambda_m, weight of the mask loss "
+                                                                            "(sum of kept steps; default 3e-3)."),
+    groups: Optional[list[str]] = typer.Option(None, "--groups", help="DTS: layer-name pattern (fnmatch, e.g. "
+                                                                      "'features_*') of the layers the mask loss "
+                                                                      "penalizes; repeat for several (default: all)."),
+    mask_lr: Optional[float] = typer.Option(None, "--mask-lr", help="DTS: learning rate of the masks (default 0.01)."),
+    initial_steps: Optional[int] = typer.Option(None, "--initial-steps", help="DTS: steps every mask starts with "
+                                                                              "(default: all T)."),
+    epochs: Optional[int] = typer.Option(None, "--epochs", help="Training epochs (TEAS --finetune: 1; DTS: 1; "
+                                                                "SEENN-II: 30; TTFS --finetune: 3)."),
+    lr: Optional[float] = typer.Option(None, "--lr", help="Learning rate (TEAS --finetune: Adam 1e-4; DTS: weights, "
+                                                          "SGD 1e-3 with momentum 0.9; SEENN-II: SGD 0.01; TTFS "
+                                                          "--finetune: Adam 1e-3), cosine schedule."),
     checkpoint: Optional[Path] = typer.Option(None, "--checkpoint", help="Training checkpoint file, written every epoch."),
     resume: bool = typer.Option(False, "--resume", help="Continue training from --checkpoint."),
     data: Optional[str] = DATA, calib_data: Optional[str] = CALIB, calib_samples: int = CALIB_N,
@@ -204,7 +214,9 @@ def compress(
                                      policy=policy, beta=beta, policy_width=policy_width, epochs=epochs, lr=lr,
                                      finetune=finetune, activity_weight=activity_weight, window=window,
                                      fire_start=fire_start, tc=tc, percentile=percentile, fit_epochs=fit_epochs,
-                                     relaxation=relaxation, kernel_reg=kernel_reg, bn_loss=bn_loss)
+                                     relaxation=relaxation, kernel_reg=kernel_reg, bn_loss=bn_loss,
+                                     mask_weight=mask_weight, groups=groups, mask_lr=mask_lr,
+                                     initial_steps=initial_steps)
         if resume and checkpoint is None:
             raise ConfigError("--resume needs --checkpoint FILE to resume from.")
         eval_cfg = opt.data_config(data, "test", limit, seed, None, None, None)
@@ -224,6 +236,8 @@ def compress(
             render.console.print(render.teas_table(result.outcome.rows, result.run.summary))
         elif result.method == "ttfs":
             render.console.print(render.ttfs_table(result.run.summary))
+        elif result.method == "dts":
+            render.console.print(render.dts_table(result.outcome.rows, result.run.summary))
         else:
             render.console.print(render.seenn_table(result.run.summary))
 

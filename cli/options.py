@@ -1,6 +1,7 @@
 """Option parsing shared by the commands: turns strings into the library's typed configs."""
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 from snnconv.config import BalanceConfig, ConvertConfig
@@ -93,9 +94,11 @@ def parse_temperature(text: str) -> float | None:
 def compress_config(method: str, *, accuracy_budget: float | None, holdout: float, seed: int, avg_t_budget, candidates,
                     min_t, noise, score, temperature, alpha, exit_chunk, policy, beta, policy_width, epochs, lr,
                     finetune, activity_weight, window=32, fire_start=None, tc=8.0, percentile=99.9, fit_epochs=2,
-                    relaxation=True, kernel_reg=1e-5, bn_loss=1e-5):
-    """The TeasConfig, SeennConfig or TTFSConfig of ``snnconv compress --method METHOD``; an unknown method is
-    left to the library."""
+                    relaxation=True, kernel_reg=1e-5, bn_loss=1e-5, mask_weight=None, groups=None, mask_lr=None,
+                    initial_steps=None):
+    """The TeasConfig, DtsConfig, SeennConfig or TTFSConfig of ``snnconv compress --method METHOD``; an unknown
+    method is left to the library."""
+    from snnconv.stages.dts import DtsConfig
     from snnconv.stages.finetune import FinetuneConfig
     from snnconv.stages.seenn import SeennConfig
     from snnconv.stages.teas import TeasConfig
@@ -107,6 +110,14 @@ def compress_config(method: str, *, accuracy_budget: float | None, holdout: floa
                           avg_steps_budget=avg_t_budget, candidates=parse_ints(candidates, "--candidates"),
                           min_steps=min_t, holdout_fraction=holdout, noise=noise, seed=seed, finetune=finetune,
                           tuning=tuning)
+    if method == "dts":
+        defaults = DtsConfig()
+        train = replace(defaults.train, epochs=defaults.train.epochs if epochs is None else epochs,
+                        lr=defaults.train.lr if lr is None else lr, seed=seed)
+        return DtsConfig(mask_weight=defaults.mask_weight if mask_weight is None else mask_weight,
+                         groups=tuple(groups) if groups else defaults.groups,
+                         mask_lr=defaults.mask_lr if mask_lr is None else mask_lr, initial_steps=initial_steps,
+                         train=train)
     if method == "seenn":
         return SeennConfig(policy=policy, score=score, temperature=parse_temperature(temperature), alpha=alpha,
                            accuracy_budget=0.5 if accuracy_budget is None else accuracy_budget, chunk_steps=exit_chunk,

@@ -99,6 +99,23 @@ def teas_table(rows: list[dict], extra: dict) -> Table:
     return table
 
 
+def dts_table(rows: list[dict], summary: dict) -> Table:
+    table = Table(title="DTS: learned time steps per layer", header_style="bold")
+    for name in ("layer", "input similarity (step 1 vs later)", "suggested", "penalized", "T_l",
+                 "syn. ops/sample uniform", "syn. ops/sample DTS"):
+        table.add_column(name, justify="left" if name == "layer" else "right")
+    for r in rows:
+        table.add_row(r["layer"], f"{r['input_similarity_first_vs_later']:.4f}",
+                      "yes" if r["suggested_for_mask_loss"] else "no", "yes" if r["penalized"] else "no",
+                      str(r["time_steps_dts"]), f"{r['synaptic_ops_per_sample_uniform']:,.0f}",
+                      f"{r['synaptic_ops_per_sample_dts']:,.0f}")
+    matching = summary.get("uniform_steps_of_equal_accuracy")
+    table.caption = (f"T_max={summary['uniform_time_steps']}: uniform {summary['uniform_snn_accuracy_pct']:.2f} %, "
+                     f"DTS {summary['snn_accuracy_pct']:.2f} % at average T {summary['avg_time_steps']:.2f} steps; "
+                     f"uniform T of equal accuracy (within 0.1 points): {matching if matching else 'none'}")
+    return table
+
+
 def profile_table(result: RunResult) -> Table:
     """Per-layer spiking activity of an evaluation (``--profile``)."""
     from snnconv.metrics.summary import layer_spikes_per_sample
@@ -108,9 +125,10 @@ def profile_table(result: RunResult) -> Table:
         table.add_column(name, justify="left" if name in ("layer", "kind") else "right")
     for layer in sim.neuron_layers:
         spikes = layer_spikes_per_sample(sim, layer, sim.time_steps)
-        rate = spikes / (layer.neurons * layer.time_steps) if layer.neurons else 0.0
+        steps = layer.time_steps if layer.active_steps is None else layer.active_steps  # DTS: the steps it ran
+        rate = spikes / (layer.neurons * steps) if layer.neurons and steps else 0.0
         fired = [i for i, count in enumerate(layer.spikes_per_step) if count > 0]
-        table.add_row(layer.name, layer.kind, f"{layer.neurons:,}", str(layer.time_steps), f"{rate:.4f}",
+        table.add_row(layer.name, layer.kind, f"{layer.neurons:,}", str(steps), f"{rate:.4f}",
                       f"{spikes:,.0f}", str(fired[0] + 1) if fired else "-")
     return table
 

@@ -15,7 +15,7 @@ from torch import nn
 
 from .config import ConvertConfig, SimulationConfig
 from .data import LabeledData
-from .engine import Engine, ExitPolicy, TimePlan
+from .engine import Engine, ExitPolicy
 from .engine.ttfs import TTFSEngine
 from .errors import ConfigError, DataError, ModelLoadError
 from .importers.model import ImportedModel
@@ -197,7 +197,7 @@ def evaluate(network: SpikingNetwork, data: LabeledData, simulation: SimulationC
     if network.ttfs is not None:
         return _evaluate_ttfs(network, data, simulation, ann, dev, progress)
     engine = Engine(network.graph, dev)
-    if network.layer_time_steps and simulation.time_steps != network.time_steps:
+    if (network.layer_time_steps or network.layer_prefix_steps) and simulation.time_steps != network.time_steps:
         raise ConfigError(f"This network runs per-layer time steps T_l (readout T={network.time_steps}); evaluate it "
                           f"at T={network.time_steps}, not T={simulation.time_steps}.")
     if isinstance(exit_policy, str):
@@ -207,7 +207,7 @@ def evaluate(network: SpikingNetwork, data: LabeledData, simulation: SimulationC
     if exit_policy is not None:
         exit_policy.check_time_steps(simulation.time_steps)
     chunk = exit_policy.chunk_steps if exit_policy is not None and exit_policy.chunk_steps else simulation.chunk_steps
-    plan = TimePlan.per_layer(simulation.time_steps, network.layer_time_steps, chunk)
+    plan = network.time_plan(chunk, simulation.time_steps)
     sim = engine.simulate(data.batches(simulation.batch_size), plan, exit_policy=exit_policy,
                           progress=progress(f"Simulating T={simulation.time_steps}", len(data)), on_batch=on_batch,
                           trace_output=trace_output)

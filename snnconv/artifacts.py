@@ -208,9 +208,12 @@ def build_manifest(network: SpikingNetwork, extra: dict | None = None) -> dict:
             layers.append({"name": name, "neuron": "ttfs", "reset": "refractory", "threshold": threshold.tolist(),
                            "time_steps": network.ttfs.window, **network.ttfs.kernels[name].__dict__})
             continue
+        window = int(network.layer_time_steps.get(name, network.time_steps))
         layers.append({"name": name, "neuron": "if", "reset": "subtract", "half_init": neuron.half_init,
-                       "threshold": threshold.tolist(),
-                       "time_steps": int(network.layer_time_steps.get(name, network.time_steps))})
+                       "threshold": threshold.tolist(), "time_steps": window,
+                       # steps the layer really runs: its first T_l under a DTS mask ("prefix"), else the window
+                       "active_steps": int(network.layer_prefix_steps.get(name, window)),
+                       "crossing": "prefix" if name in network.layer_prefix_steps else "retime"})
     return {
         "schema_version": SCHEMA_VERSION,
         "snnconv_version": __version__,
@@ -226,6 +229,8 @@ def build_manifest(network: SpikingNetwork, extra: dict | None = None) -> dict:
         "graph": graph_to_plain(network.graph),
         "exit_policy": network.exit_policy.describe() if network.exit_policy is not None else None,
         "ttfs": network.ttfs.to_dict() if network.ttfs is not None else None,
+        "time_masks": ({"mode": "prefix", "parameters": network.time_mask_parameters}
+                       if network.layer_prefix_steps or network.time_mask_parameters else None),
         "environment": environment(),
         **(extra or {}),
     }
@@ -320,13 +325,19 @@ def load(directory: str | Path) -> SpikingNetwork:
         ttfs = TTFSCoding.from_dict(manifest["ttfs"]) if manifest.get("ttfs") else None
     except (KeyError, TypeError, ValueError) as exc:
         raise ArtifactError(f"'{directory / MANIFEST}' has a malformed ttfs entry ({exc}); the artifact is corrupt.") from None
-    layer_time_steps = {}
+    layer_time_steps, layer_prefix_steps = {}, {}
     for name, neuron in ((n.name, graph.get_submodule(n.target)) for n in graph.graph.nodes if n.op == "call_module"):
         if isinstance(neuron, IFNeuron):
             entry = next(l for l in manifest["layers"] if l["name"] == name)
             neuron.half_init = bool(entry.get("half_init", False))
             if ttfs is None and int(entry.get("time_steps", manifest["time_steps"])) != int(manifest["time_steps"]):
                 layer_time_steps[name] = int(entry["time_steps"])
+            if entry.get("crossing") == "prefix":
+                layer_prefix_steps[name] = int(entry["active_steps"])
+    masks = manifest.get("time_masks") or {}
+    if masks and masks.get("mode") != "prefix":
+        raise ArtifactError(f"'{directory / MANIFEST}' has time masks in mode '{masks.get('mode')}', which this "
+                            "snnconv version cannot run; upgrade snnconv.")
     exit_policy = _load_exit_policy(directory, manifest.get("exit_policy"))
     return SpikingNetwork(
         graph=graph, input_shape=tuple(inputs["shape"]), time_steps=int(manifest["time_steps"]), config=config,
@@ -334,7 +345,8 @@ def load(directory: str | Path) -> SpikingNetwork:
         input_normalization={k: inputs.get(k) for k in ("mean", "std") if k in inputs},
         num_classes=int(inputs["num_classes"]), calibration_log=manifest.get("calibration", []),
         notes=manifest.get("notes", {}), layer_time_steps=layer_time_steps, exit_policy=exit_policy,
-        ttfs=ttfs)
+        ttfs=ttfs, layer_prefix_steps=layer_prefix_steps,
+        time_mask_parameters={k: [float(v) for v in tp] for k, tp in masks.get("parameters", {}).items()})
 
 
 def _load_exit_policy(directory: Path, description: dict | None):

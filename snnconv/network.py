@@ -7,7 +7,7 @@ import torch
 import torch.fx
 
 from .config import ConvertConfig
-from .engine import ExitPolicy
+from .engine import ExitPolicy, TimePlan
 from .neurons import IFNeuron
 from .neurons.ttfs import TTFSCoding
 from .stages.convert import CoverageRow
@@ -41,10 +41,19 @@ class SpikingNetwork:
     @property
     def coding(self) -> str:
         return "ttfs" if self.ttfs is not None else "rate"
+    # learned time-step masks (DTS): these layers run only the first T_l steps of their window and are
+    # silent after, with no re-timing ("prefix" crossing); their mask parameters TP are kept beside
+    layer_prefix_steps: dict[str, int] = field(default_factory=dict)
+    time_mask_parameters: dict[str, list[float]] = field(default_factory=dict)
 
     def neuron_layers(self) -> list[tuple[str, IFNeuron]]:
         return [(n.name, self.graph.get_submodule(n.target)) for n in self.graph.graph.nodes
                 if n.op == "call_module" and isinstance(self.graph.get_submodule(n.target), IFNeuron)]
+
+    def time_plan(self, chunk_steps: int = 8, time_steps: int | None = None) -> TimePlan:
+        """The plan this network runs: its per-layer windows and prefix masks, read out over ``time_steps``."""
+        return TimePlan.per_layer(self.time_steps if time_steps is None else time_steps, self.layer_time_steps,
+                                  chunk_steps, self.layer_prefix_steps)
 
     def to(self, device: torch.device | str) -> "SpikingNetwork":
         self.graph.to(device)

@@ -85,11 +85,12 @@ def plot_firing_rates(sim: SimulationResult, path: Path, *, t: int | None = None
     ax.set_xticks(positions, names, rotation=45 if len(layers) > 4 else 0, ha="right" if len(layers) > 4 else "center")
     ax.set_ylim(0, max(max(rates, default=0.0) * 1.25, 1e-3))
     steps_axis = ax.twinx()
-    steps_axis.plot(positions, [layer.time_steps for layer in layers], color=_ANN_COLOR, marker="D", linestyle="none",
+    layer_steps = [layer.time_steps if layer.active_steps is None else layer.active_steps for layer in layers]
+    steps_axis.plot(positions, layer_steps, color=_ANN_COLOR, marker="D", linestyle="none",
                     markersize=6)
     steps_axis.set_ylabel("time steps $T_l$ (steps)", color=_ANN_COLOR)
     steps_axis.tick_params(axis="y", colors=_ANN_COLOR)
-    steps_axis.set_ylim(0, max((layer.time_steps for layer in layers), default=1) * 1.15)
+    steps_axis.set_ylim(0, max(max(layer_steps, default=1), 1) * 1.15)
 
     from matplotlib.lines import Line2D
     from matplotlib.patches import Patch

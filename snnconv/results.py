@@ -23,6 +23,7 @@ class NeuronLayerStats:
     spikes_per_step: np.ndarray  # [T_l] spikes emitted at each step, summed over samples
     # TTFS: the global steps [start, end) the layer's membrane is busy; None: every step of its window
     active_window: tuple[int, int] | None = None
+    active_steps: int | None = None  # DTS prefix mask: only the first steps of the window ran (None: all)
 
     @property
     def spikes(self) -> int:
@@ -49,6 +50,7 @@ class SynapticLayerStats:
     part: str = "network"  # "network", or "exit_policy" for a SEENN-II policy network's layers (not in the ANN)
     # TTFS: the global steps [start, end) during which spikes reach the layer; None: every step of its window
     active_window: tuple[int, int] | None = None
+    active_steps: int | None = None  # DTS: its input is silent after these first steps of the window (None: never)
 
     @property
     def synaptic_ops(self) -> int:

@@ -3,7 +3,8 @@
 Each method takes an artifact and writes a new artifact with the standard reports plus the method's own
 tables. The uncompressed network is evaluated on the same data in the same run, so every before/after
 number comes from one measurement pass. The methods: ``teas`` (per-layer time steps, :mod:`.teas`),
-``seenn`` (per-sample early exit, :mod:`.seenn`) and ``ttfs`` (one spike per neuron, :mod:`.ttfs`).
+``dts`` (learned per-layer time-step masks, :mod:`.dts`), ``seenn`` (per-sample early exit, :mod:`.seenn`) and
+``ttfs`` (one spike per neuron, :mod:`.ttfs`).
 """
 from __future__ import annotations
 
@@ -22,13 +23,14 @@ from ..data import DataConfig, LabeledData, load_data
 from ..errors import ArtifactError, ConfigError
 from ..metrics import load_energy_model
 from ..network import SpikingNetwork
+from ..stages.dts import DtsConfig
 from ..stages.seenn import ExitTrace, SeennConfig, decision_grid
 from ..stages.teas import TeasConfig
 from ..stages.ttfs import TTFSConfig
 from ..workflows import DEFAULT_DATA, RunResult, _check_writable, _report, sweep_steps
 from .teas import teas_rows, teas_summary, uniform_steps_matching  # noqa: F401  (re-exported for benchmarks)
 
-METHODS = ("teas", "seenn", "ttfs")
+METHODS = ("teas", "dts", "seenn", "ttfs")
 
 
 @dataclass
@@ -40,7 +42,7 @@ class MethodOutcome:
     rows: list[dict]  # the method's table (per layer for TEAS, the alpha sweep for SEENN-I)
     extra_summary: dict
     write_tables: Callable[[Path], dict[str, Path]]  # writes the method's files into the report directory
-    details: object  # TeasResult | SeennResult | the TTFS kernel fits
+    details: object  # TeasResult | DtsResult | SeennResult | the TTFS kernel fits
 
 
 @dataclass
@@ -79,7 +81,7 @@ def _with_normalization(data: DataConfig, network) -> DataConfig:
 
 
 def default_config(method: str):
-    return {"teas": TeasConfig, "seenn": SeennConfig, "ttfs": TTFSConfig}[method]()
+    return {"teas": TeasConfig, "dts": DtsConfig, "seenn": SeennConfig, "ttfs": TTFSConfig}[method]()
 
 
 def _check_method(method: str, config) -> None:
@@ -108,7 +110,7 @@ def run_compress(artifact: str | Path, method: str, *, output: Path, config=None
                  batch_size: int = 256, chunk_steps: int = 8, device: str = "cpu", seed: int = 0,
                  limit: int | None = None, progress: ProgressFactory | None = None, note=None,
                  checkpoint: Path | None = None, resume: bool = False) -> CompressResult:
-    """Compress an artifact with ``method`` (``config``: its TeasConfig / SeennConfig; default options when
+    """Compress an artifact with ``method`` (``config``: its TeasConfig / DtsConfig / SeennConfig; default options when
     None); write the new artifact and its reports to ``output``."""
     artifact = Path(artifact)
     if method in METHODS and config is None:
@@ -125,6 +127,8 @@ def run_compress(artifact: str | Path, method: str, *, output: Path, config=None
         raise ConfigError(f"'{artifact}' already exits early (SEENN); compress the artifact it was made from.")
     if network.ttfs is not None:
         raise ConfigError(f"'{artifact}' is already TTFS-coded; compress the rate-coded artifact it was made from.")
+    if network.layer_prefix_steps and method in ("teas", "dts"):
+        raise ConfigError(f"'{artifact}' already has learned time masks (DTS); compress the artifact it was made from.")
     calib_data = _with_normalization(calib_data or _recorded_data(artifact, "calib_data", "train"), network)
     if data is None:
         data = replace(_recorded_data(artifact, "data", "test"), limit=limit, seed=seed)
@@ -139,6 +143,9 @@ def run_compress(artifact: str | Path, method: str, *, output: Path, config=None
     if method == "teas":
         from .teas import apply_teas
         outcome = apply_teas(context, config, checkpoint=checkpoint, resume=resume)
+    elif method == "dts":
+        from .dts import apply_dts
+        outcome = apply_dts(context, config, checkpoint=checkpoint, resume=resume)
     elif method == "seenn":
         from .seenn import apply_seenn
         outcome = apply_seenn(context, config, checkpoint=checkpoint, resume=resume)

@@ -1,7 +1,6 @@
 """TEAS inside `snnconv compress`: allocate per-layer T_l, evaluate, and write ``teas.csv`` / ``teas.md``."""
 from __future__ import annotations
 
-import csv
 from pathlib import Path
 
 import numpy as np
@@ -12,6 +11,7 @@ from ..metrics import load_energy_model, summarize
 from ..metrics.summary import layer_spikes_per_sample, steps_of_equal_accuracy
 from ..stages.finetune import finetune
 from ..stages.teas import TeasConfig, TeasResult, consumer_synapses, teas
+from .tables import quantity_table, write_csv
 
 TEAS_COLUMNS = (
     "layer", "neurons", "activity_spikes_per_neuron_per_step", "first_spike_step", "consumer_params",
@@ -110,11 +110,7 @@ def teas_summary(result: TeasResult, uniform: Evaluation, compressed: Evaluation
 
 
 def write_teas_tables(directory: Path, rows: list[dict], extra: dict, result: TeasResult) -> dict[str, Path]:
-    csv_path = directory / "teas.csv"
-    with csv_path.open("w", newline="") as stream:
-        writer = csv.DictWriter(stream, fieldnames=TEAS_COLUMNS)
-        writer.writeheader()
-        writer.writerows(rows)
+    csv_path = write_csv(directory / "teas.csv", TEAS_COLUMNS, rows)
     md = directory / "teas.md"
     header = ["layer", "Act (spikes/neuron/step)", "#Para", "cut drop (points)", "cut TV", "noise drop (points)",
               "noise TV", "T_l", "spikes/sample uniform", "spikes/sample TEAS", "syn. ops/sample uniform",
@@ -131,10 +127,7 @@ def write_teas_tables(directory: Path, rows: list[dict], extra: dict, result: Te
             f"{r['noise_divergence']:.4f}", str(r["time_steps_teas"]), f"{r['spikes_per_sample_uniform']:,.0f}",
             f"{r['spikes_per_sample_teas']:,.0f}", f"{r['synaptic_ops_per_sample_uniform']:,.0f}",
             f"{r['synaptic_ops_per_sample_teas']:,.0f}"]) + " |")
-    lines += ["", "| quantity | value |", "|---|---|"]
-    for key, value in extra.items():
-        text = "n/a" if value is None else (f"{value:.4g}" if isinstance(value, float) else str(value))
-        lines.append(f"| {key} | {text} |")
+    lines += ["", *quantity_table(extra)]
     lines += ["", "Allocation trace (held-out split):", "", "| layer | T_l from | to | accuracy (%) | syn. ops/sample | accepted |",
               "|---|---|---|---|---|---|"]
     for step in result.trace:

@@ -12,13 +12,18 @@ the prediction after step t is the argmax of that sum, recorded for every t in t
 Early exit: an :class:`ExitPolicy` is asked at every chunk boundary which samples may stop. Those
 samples leave the batch: their rows are dropped from every state tensor and cached value, so later
 chunks cost less.
+
+Prefix masks (DTS): a neuron layer named in ``TimePlan.prefix_steps`` runs only the first T_l steps of its
+window and emits zeros after, without re-timing. Every op whose temporal inputs are all silent from some
+step on computes that constant tail once per chunk instead of once per step, so the skipped steps cost
+no neuron updates and no synaptic operations.
 """
 from __future__ import annotations
 
 import abc
 import time
 from dataclasses import dataclass
-from typing import Callable, Iterable
+from typing import Callable, Iterable, Mapping
 
 import numpy as np
 import torch
@@ -77,11 +82,15 @@ class TimePlan:
     run in the window of the layer they feed, and a signal that crosses into a different window is
     re-timed (see :func:`retime`). Chunk k advances every op to the same fraction of its window,
     ``ceil((k + 1) * chunk_steps * T_op / T_max)`` steps, as far as its inputs allow.
+
+    ``prefix_steps`` (DTS) names neuron layers that run only the first T_l steps of their window and emit
+    zeros afterwards; their consumers keep their own windows (no re-timing). T_l = 0 silences a layer.
     """
 
     time_steps: int
     chunk_steps: int = 8
     layer_steps: tuple[tuple[str, int], ...] = ()
+    prefix_steps: tuple[tuple[str, int], ...] = ()
 
     def __post_init__(self):
         if self.time_steps <= 0:
@@ -91,10 +100,15 @@ class TimePlan:
         for name, steps in self.layer_steps:
             if int(steps) <= 0:
                 raise ConfigError(f"Layer '{name}' has T_l = {steps}; per-layer time steps must be positive.")
+        for name, steps in self.prefix_steps:
+            if int(steps) < 0:
+                raise ConfigError(f"Layer '{name}' has a prefix mask of {steps} steps; it must be 0 or more.")
 
     @classmethod
-    def per_layer(cls, time_steps: int, layer_steps: dict[str, int] | None, chunk_steps: int = 8) -> "TimePlan":
-        return cls(time_steps, chunk_steps, tuple(sorted((k, int(v)) for k, v in (layer_steps or {}).items())))
+    def per_layer(cls, time_steps: int, layer_steps: dict[str, int] | None, chunk_steps: int = 8,
+                  prefix_steps: dict[str, int] | None = None) -> "TimePlan":
+        return cls(time_steps, chunk_steps, tuple(sorted((k, int(v)) for k, v in (layer_steps or {}).items())),
+                   tuple(sorted((k, int(v)) for k, v in (prefix_steps or {}).items())))
 
     @property
     def max_steps(self) -> int:
@@ -123,13 +137,16 @@ def retime(block: torch.Tensor, first: int, source_steps: int, target_steps: int
 
 
 ProgressFn = Callable[[int], None]  # called with the number of samples finished
+InputProbe = Callable[[str, int, torch.Tensor], None]  # (neuron layer, first step, input current)
 
 
 class _Counters:
     """Per-layer statistics accumulated over batches, kept on the simulation device."""
 
-    def __init__(self, program: Program, windows: dict[str, int], readout_steps: int, device: torch.device):
+    def __init__(self, program: Program, windows: dict[str, int], readout_steps: int, device: torch.device,
+                 live: dict[str, int] | None = None):
         self.windows = windows
+        self.live = live or windows  # steps each op really runs (DTS prefix masks), see Engine.live_steps
         self.spikes = {op.name: torch.zeros(windows[op.name], dtype=torch.float64, device=device)
                        for op in program.neuron_ops}
         self.synops = {op.name: torch.zeros(windows[op.name], dtype=torch.float64, device=device)
@@ -145,13 +162,17 @@ class Engine:
     """Runs one converted network; reusable across batches and evaluation sets."""
 
     def __init__(self, graph: torch.fx.GraphModule, device: torch.device | str = "cpu",
-                 surrogate_width: float | None = None):
+                 surrogate_width: float | None = None, time_masks: Mapping[str, Callable[[], torch.Tensor]] | None = None):
         """``surrogate_width``: run neurons differentiably (exact spikes, triangle surrogate gradient of that
-        width in thresholds) so a loss on the outputs can be backpropagated through time; None for inference."""
+        width in thresholds) so a loss on the outputs can be backpropagated through time; None for inference.
+        ``time_masks``: neuron layer name -> a callable returning its mask TM [window] (DTS training); the
+        layer's output at step t is multiplied by TM[t], so gradients reach the mask."""
         self.device = torch.device(device)
         if self.device.type == "cpu":
             keep_large_buffers()
         self.surrogate_width = surrogate_width
+        self.time_masks = dict(time_masks or {})
+        self._live: dict[TimePlan, dict[str, int]] = {}
         self._schedules: dict[TimePlan, list[dict[str, tuple[int, int]]]] = {}
         self.graph = graph.to(self.device).eval()
         self.program = compile_program(self.graph)
@@ -177,7 +198,50 @@ class Engine:
             else:
                 consumers = [windows[user.name] for user in op.node.users if user.name in windows]
                 windows[op.name] = max(consumers) if consumers else plan.time_steps
+        for name, steps in plan.prefix_steps:
+            if name not in neuron_names:
+                raise ConfigError(f"A time-step mask names '{name}', which is not a neuron layer of this network; "
+                                  f"its neuron layers are {', '.join(sorted(neuron_names))}.")
+            if steps > windows[name]:
+                raise ConfigError(f"Layer '{name}' is masked to {steps} steps, more than its window of "
+                                  f"{windows[name]} steps.")
+        for name in self.time_masks:
+            if name not in neuron_names:
+                raise ConfigError(f"A time-step mask names '{name}', which is not a neuron layer of this network.")
         return windows
+
+    def live_steps(self, plan: TimePlan, windows: dict[str, int] | None = None) -> dict[str, int]:
+        """Per temporal op, the leading steps of its window after which its output no longer changes.
+
+        A prefix-masked neuron is live for its T_l steps and emits zeros after. A stateless op is live as
+        long as any temporal input is; past that, every input is constant, so its output is too and is
+        computed once. A max-pool gate fed only by neurons is live as long as they are (zeros in, zeros
+        out). Unmasked neurons, other gates, and every op across a change of window (TEAS re-timing does not
+        keep a constant constant) count as live for the whole window.
+        """
+        if plan in self._live:
+            return self._live[plan]
+        windows = windows if windows is not None else self.windows(plan)
+        prefix = dict(plan.prefix_steps)
+        kinds = {op.name: op.kind for op in self.program.ops}
+        live: dict[str, int] = {}
+        for op in self.program.ops:
+            if op.static:
+                continue
+            window = windows[op.name]
+            if op.kind == "neuron":
+                live[op.name] = min(window, prefix.get(op.name, window))
+            elif op.kind == "stateless":
+                sources = self._temporal_sources(op, windows)
+                live[op.name] = max((live[s] if windows[s] == window else window for s in sources), default=window)
+            elif op.kind == "gate" and all(kinds[s] == "neuron" and windows[s] == window
+                                           for s in self._temporal_sources(op, windows)):
+                # a max-pool gate fed zeros keeps its maximum and emits zeros
+                live[op.name] = max(live[s] for s in self._temporal_sources(op, windows))
+            else:
+                live[op.name] = window
+        self._live[plan] = live
+        return live
 
     def _temporal_sources(self, op: Op, windows: dict[str, int]) -> list[str]:
         return [n.name for n in op.node.all_input_nodes if n.name in windows]
@@ -218,7 +282,8 @@ class Engine:
                  exit_policy: ExitPolicy | None = None, progress: ProgressFn | None = None,
                  on_batch: Callable[[dict], None] | None = None, trace_output: bool = False) -> SimulationResult:
         """Simulate every batch; ``on_batch`` receives each batch's outcome (see :meth:`run_batch`)."""
-        counters = _Counters(self.program, self.windows(plan), plan.time_steps, self.device)
+        windows = self.windows(plan)
+        counters = _Counters(self.program, windows, plan.time_steps, self.device, self.live_steps(plan, windows))
         exit_steps, first_correct, exit_correct = [], [], 0
         samples = 0
         start = time.perf_counter()
@@ -251,7 +316,8 @@ class Engine:
             threshold = float(module.threshold.float().mean()) if op.kind == "neuron" else float("nan")
             neuron_layers.append(NeuronLayerStats(
                 name=op.name, kind=module.kind, neurons=counters.neurons.get(op.name, 0), threshold_mean=threshold,
-                time_steps=counters.windows[op.name], spikes_per_step=counters.spikes[op.name].cpu().numpy().round().astype(np.int64)))
+                time_steps=counters.windows[op.name], spikes_per_step=counters.spikes[op.name].cpu().numpy().round().astype(np.int64),
+                active_steps=_active(counters, op.name)))
         synaptic_layers = []
         for op in self.program.ops:
             if op.role != "synapse" or op.name not in counters.dense_macs:
@@ -262,7 +328,7 @@ class Engine:
                 name=op.name, kind="linear" if isinstance(op.module, torch.nn.Linear) else "conv",
                 spiking_input=not op.static, macs_per_sample_dense=counters.dense_macs[op.name],
                 input_elements=counters.input_elements[op.name], time_steps=window,
-                ops_per_step=ops_per_step.round().astype(np.int64)))
+                ops_per_step=ops_per_step.round().astype(np.int64), active_steps=_active(counters, op.name)))
         return SimulationResult(
             samples=samples, time_steps=plan.time_steps, correct_per_step=counters.correct.cpu().numpy(),
             neuron_layers=neuron_layers, synaptic_layers=synaptic_layers, wall_time_s=wall,
@@ -272,7 +338,7 @@ class Engine:
     # ------------------------------------------------------------------ one batch
     def run_batch(self, x: torch.Tensor, y: torch.Tensor | None, plan: TimePlan, counters: _Counters | None = None,
                   exit_policy: ExitPolicy | None = None, record: Iterable[str] = (), until: str | None = None,
-                  trace_output: bool = False) -> dict:
+                  trace_output: bool = False, input_probe: InputProbe | None = None) -> dict:
         """Simulate one batch: every layer over its window, the readout over ``plan.time_steps`` steps.
 
         ``record`` names neuron layers whose output is summed over all steps and returned (per sample),
@@ -280,11 +346,14 @@ class Engine:
         layer does not pay for the rest of the network. ``trace_output`` keeps the running sum of the output
         after every readout step (``output_trace`` [T, batch, classes]; samples that exit keep their last
         value). Returns a dict with the summed output, exit steps and recorded sums.
+        ``input_probe(layer, first_step, current)`` sees every neuron layer's input current [steps, rows, ...]
+        as the layer runs (a constant current as an expanded view).
         """
         batch = x.shape[0]
         labels = y
         steps = plan.time_steps
         windows = counters.windows if counters is not None else self.windows(plan)
+        live = counters.live if counters is not None else self.live_steps(plan, windows)
         record = set(record)
         static: dict[str, object] = {}
         state: dict[str, torch.Tensor] = {}
@@ -321,7 +390,7 @@ class Engine:
                     inputs = {source: self._take(pending, op.name, source, windows[source], window, start, count)
                               for source in sources}
                     value = self._eval_temporal(op, inputs, static, state, count, active, start, counters,
-                                                record, recorded)
+                                                record, recorded, live[op.name], input_probe)
                     env[op.name] = (start, value)
                 if op.name == until:
                     break
@@ -406,9 +475,15 @@ class Engine:
         return self._call(op, args, kwargs)
 
     def _eval_temporal(self, op: Op, inputs: dict[str, torch.Tensor], static: dict, state: dict, c: int,
-                       active: int, t0: int, counters: _Counters | None, record: set, recorded: dict) -> torch.Tensor:
-        """Run one temporal op on ``c`` steps; ``inputs`` holds its temporal inputs as [c, rows, ...]."""
+                       active: int, t0: int, counters: _Counters | None, record: set, recorded: dict,
+                       live: int | None = None, probe: InputProbe | None = None) -> torch.Tensor:
+        """Run one temporal op on ``c`` steps; ``inputs`` holds its temporal inputs as [c, rows, ...].
+
+        ``live``: steps of the window after which the op's output is constant (see :meth:`live_steps`)."""
         node = op.node
+        if op.kind == "stateless" and live is not None and t0 + c > live:
+            return self._eval_silent_tail(op, inputs, static, state, c, active, t0, counters, record, recorded,
+                                          max(0, live - t0))
 
         def folded(n):
             if n.name in inputs:
@@ -424,8 +499,10 @@ class Engine:
         if op.kind == "neuron":
             source = node.args[0]
             current = inputs[source.name] if source.name in inputs else static[source.name]
+            if probe is not None:
+                probe(op.name, t0, current if source.name in inputs else current.unsqueeze(0).expand(c, *current.shape))
             return self._run_neuron(op, current, source.name in inputs, state, c, active, t0, counters, record,
-                                    recorded)
+                                    recorded, live)
         if op.kind == "gate":
             return self._run_gate(op, inputs[node.args[0].name], state, c, active, t0, counters)
         args = map_arg(node.args, folded)
@@ -437,14 +514,44 @@ class Engine:
             return value
         return value.view(c, active, *value.shape[1:])
 
+    def _eval_silent_tail(self, op: Op, inputs: dict, static: dict, state: dict, c: int, active: int, t0: int,
+                          counters: _Counters | None, record: set, recorded: dict, head: int):
+        """A stateless op whose inputs are constant from step ``head`` of the chunk on: the first ``head`` steps
+        run as usual, the constant rest is computed on one step and repeated (its synaptic ops counted per step)."""
+
+        def steps(lo, hi):
+            return {k: v[lo:hi] if isinstance(v, torch.Tensor) else v for k, v in inputs.items()}
+
+        def every_step():
+            return self._eval_temporal(op, inputs, static, state, c, active, t0, counters, record, recorded)
+
+        # a size read off a folded tensor depends on the number of steps folded: such values run every step
+        if not all(isinstance(v, torch.Tensor) for v in inputs.values()):
+            return every_step()
+        tail = self._eval_temporal(op, steps(head, head + 1), static, state, 1, active, t0 + head, None, record,
+                                   recorded)
+        if not isinstance(tail, torch.Tensor):
+            return every_step()
+        source = op.node.args[0].name if op.node.args and hasattr(op.node.args[0], "name") else None
+        if counters is not None and op.role == "synapse" and source in inputs:
+            x = inputs[source][head]
+            self._count_synaptic_ops(op, x, 1, active, t0 + head, counters, repeat=c - head)
+        tail = tail.expand(c - head, *tail.shape[1:])
+        if head == 0:
+            return tail
+        first = self._eval_temporal(op, steps(0, head), static, state, head, active, t0, counters, record, recorded)
+        return torch.cat([first, tail])
+
     def _call(self, op: Op, args, kwargs):
         return call_op(self.graph, op, args, kwargs)
 
-    def _run_neuron(self, op: Op, current, temporal: bool, state, c, active, t0, counters, record, recorded):
+    def _run_neuron(self, op: Op, current, temporal: bool, state, c, active, t0, counters, record, recorded,
+                    live: int | None = None):
         neuron = op.module
+        run = c if live is None else max(0, min(c, live - t0))  # a prefix-masked layer stops after its T_l
         per_step = None
         if temporal:  # [c, rows, ...]; a static (constant) current is not expanded over the steps
-            per_step, current = current, current[0]
+            per_step, current = current[:run], current[0]
         shape = current.shape[1:]
         theta = neuron.broadcast(neuron.threshold, current.dim())
         bias = neuron.broadcast(neuron.bias, current.dim())
@@ -454,9 +561,14 @@ class Engine:
                 counters.neurons[op.name] = int(shape.numel())
         v = state[op.name]
         if self.surrogate_width is not None:
-            out, state[op.name] = self._run_neuron_differentiably(per_step, current, bias, v, theta, c, neuron)
+            out, state[op.name] = self._run_neuron_differentiably(per_step, current, bias, v, theta, run, neuron)
         else:
-            out = self._run_neuron_in_place(per_step, current, bias, v, theta, c, neuron)
+            out = self._run_neuron_in_place(per_step, current, bias, v, theta, run, neuron)
+        if run < c:  # silent after T_l: nothing runs, zeros go downstream
+            out = torch.cat([out, out.new_zeros((c - run, *out.shape[1:]))])
+        if op.name in self.time_masks:
+            mask = self.time_masks[op.name]()[t0:t0 + c].to(out.dtype)
+            out = out * mask.view(c, *([1] * (out.dim() - 1)))
         if counters is not None:
             counters.spikes[op.name][t0:t0 + c] += _spike_counts(out.detach(), neuron.threshold, c, active)
         if op.name in record:
@@ -488,6 +600,8 @@ class Engine:
         for i in range(c):
             out, v = if_step_surrogate(per_step[i], v, theta, self.surrogate_width)
             outputs.append(out)
+        if not outputs:
+            return v.new_zeros((0, *v.shape)), v
         return torch.stack(outputs), v
 
     def _run_gate(self, op: Op, per_step: torch.Tensor, state, c, active, t0, counters):
@@ -506,7 +620,9 @@ class Engine:
             counters.spikes[op.name][t0:t0 + c] += torch.count_nonzero(out.view(c, -1), dim=1)
         return out
 
-    def _count_synaptic_ops(self, op: Op, x: torch.Tensor, c: int, active: int, t0: int, counters: _Counters):
+    def _count_synaptic_ops(self, op: Op, x: torch.Tensor, c: int, active: int, t0: int, counters: _Counters,
+                            repeat: int = 1):
+        """Count the ops of ``c`` steps from their folded input; ``repeat``: one step that recurs that often."""
         shape = x.shape[1:]
         if op.name not in counters.fanout:
             counters.fanout[op.name] = input_fanout(op.module, shape).to(x.device)
@@ -519,7 +635,8 @@ class Engine:
         nonzero = torch.empty_like(flat)
         torch.ne(flat, 0, out=nonzero)  # compare straight into floats: no bool temporary
         per_row = torch.mv(nonzero, counters.fanout[op.name].reshape(-1))
-        counters.synops[op.name][t0:t0 + c] += per_row.view(c, active).sum(1, dtype=torch.float64)
+        per_step = per_row.view(c, active).sum(1, dtype=torch.float64)
+        counters.synops[op.name][t0:t0 + c * repeat] += per_step.repeat(repeat)
 
     @staticmethod
     def _describe_static_synapse(op: Op, static: dict, counters: _Counters):
@@ -527,6 +644,13 @@ class Engine:
         source = op.node.args[0]
         counters.input_elements[op.name] = int(static[source.name].shape[1:].numel())
         counters.dense_macs[op.name] = dense_macs(op.module, static[op.name].shape[1:])
+
+
+def _active(counters: _Counters, name: str) -> int | None:
+    """Steps an op really ran when a prefix mask (DTS) stopped it before the end of its window, else None."""
+    if name not in counters.live or counters.live[name] >= counters.windows[name]:
+        return None
+    return counters.live[name]
 
 
 def _spike_counts(out: torch.Tensor, threshold: torch.Tensor, c: int, active: int) -> torch.Tensor:

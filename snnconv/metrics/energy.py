@@ -164,28 +164,30 @@ def layer_steps_at(t: int | np.ndarray, layer_time_steps: int, readout_steps: in
     return np.minimum(layer_time_steps, -(-np.asarray(t) * layer_time_steps // readout_steps))
 
 
-def mean_active_steps(sim: SimulationResult, t: int, layer_time_steps: int) -> float:
+def mean_active_steps(sim: SimulationResult, t: int, layer_time_steps: int, active_steps: int | None = None) -> float:
     """Steps a layer with T_l = ``layer_time_steps`` ran per sample within readout steps 1..t.
 
     :func:`layer_steps_at` of t, and with an exit policy the mean over samples of it at min(t, exit step),
-    because exited samples leave the batch.
+    because exited samples leave the batch. ``active_steps`` (a DTS prefix mask) caps it: the layer stopped
+    after its first ``active_steps`` steps.
     """
+    cap = layer_time_steps if active_steps is None else active_steps
     if sim.exit_steps is not None and len(sim.exit_steps):
         reached = np.minimum(np.asarray(sim.exit_steps), t)
-        return float(layer_steps_at(reached, layer_time_steps, sim.time_steps).mean())
-    return float(layer_steps_at(t, layer_time_steps, sim.time_steps))
+        return float(np.minimum(layer_steps_at(reached, layer_time_steps, sim.time_steps), cap).mean())
+    return float(min(layer_steps_at(t, layer_time_steps, sim.time_steps), cap))
 
 
 def layer_active_steps(sim: SimulationResult, t: int, layer) -> float:
     """Steps one layer worked within readout steps 1..t, per sample.
 
     A TTFS layer records the global steps it is busy (``active_window``): the count is the part of that
-    span before t. Otherwise it is :func:`mean_active_steps` of the layer's window.
+    span before t. Otherwise it is :func:`mean_active_steps` of the layer's window (capped by a DTS prefix mask).
     """
-    if layer.active_window is not None:
+    if getattr(layer, "active_window", None) is not None:
         start, end = layer.active_window
         return float(min(max(t - start, 0), end - start))
-    return mean_active_steps(sim, t, layer.time_steps)
+    return mean_active_steps(sim, t, layer.time_steps, layer.active_steps)
 
 
 @dataclass(frozen=True)

@@ -85,7 +85,8 @@ def summarize(sim: SimulationResult, ann: AnnResult, model: EnergyModel, t: int 
         "snn_accuracy_pct": snn_accuracy,
         "accuracy_drop_points": ann.accuracy - snn_accuracy,
         "time_steps": t,
-        "avg_time_steps": (float(np.mean([mean_active_steps(sim, t, layer.time_steps) for layer in layers]))
+        "avg_time_steps": (float(np.mean([mean_active_steps(sim, t, layer.time_steps, layer.active_steps)
+                                          for layer in layers]))
                            if layers else math.nan),
         "spikes_per_sample": spikes,
         "spikes_per_neuron": _ratio(spikes, neurons),
@@ -121,7 +122,7 @@ def layer_rows(sim: SimulationResult, ann: AnnResult, model: EnergyModel, t: int
         rows.append(_layer_row(
             layer=layer.name, type=layer.kind, input="", neurons=layer.neurons,
             threshold=None if threshold is None or not math.isfinite(threshold) else threshold,
-            time_steps=layer.time_steps,
+            time_steps=layer.time_steps if layer.active_steps is None else layer.active_steps,
             firing_rate_spikes_per_neuron_per_step=_ratio(spikes, layer.neurons * steps) if layer.neurons else None,
             spikes_per_sample=spikes))
     energy = {row.name: row for row in energy_breakdown(sim, ann, model, t).layers}
@@ -129,7 +130,7 @@ def layer_rows(sim: SimulationResult, ann: AnnResult, model: EnergyModel, t: int
         macs, acs, zero_checks = layer_work(sim, layer, t)
         rows.append(_layer_row(
             layer=layer.name, type=layer.kind, input="spikes" if layer.spiking_input else "analog",
-            time_steps=layer.time_steps,
+            time_steps=layer.time_steps if layer.active_steps is None else layer.active_steps,
             synaptic_ops_per_sample=acs if layer.spiking_input else None,
             macs_per_sample=None if layer.spiking_input else round(macs),
             zero_checks_per_sample=zero_checks if layer.spiking_input else None,

@@ -23,6 +23,11 @@ class _TriangleSpike(torch.autograd.Function):
         return grad * (1.0 - u.abs()).clamp_(min=0.0)
 
 
+def triangle_spike(u: torch.Tensor) -> torch.Tensor:
+    """1[u >= 0] forward, ``max(0, 1 - |u|)`` backward; u is the membrane's distance to threshold in widths."""
+    return _TriangleSpike.apply(u)
+
+
 def if_step_surrogate(current: torch.Tensor, v: torch.Tensor, threshold: torch.Tensor,
                       width: float = 1.0) -> tuple[torch.Tensor, torch.Tensor]:
     """One differentiable IF step: (output theta * s, new potential); spikes identical to :func:`if_step`."""

@@ -21,7 +21,7 @@ from torch import nn
 
 from ..config import _Plain
 from ..data import LabeledData
-from ..engine import Engine, TimePlan
+from ..engine import Engine
 from ..errors import ConfigError
 from ..network import SpikingNetwork
 from ..training import TrainConfig, TrainLog, fit
@@ -55,7 +55,7 @@ class SurrogateSNN(nn.Module):
         self.graph = network.graph
         device = next(network.graph.parameters()).device
         self.engine = Engine(network.graph, device, surrogate_width=width)
-        self.plan = TimePlan.per_layer(network.time_steps, network.layer_time_steps, chunk_steps)
+        self.plan = network.time_plan(chunk_steps)
         self.windows = self.engine.windows(self.plan)
         self.neurons = {op.name: op.module for op in self.engine.program.neuron_ops if op.kind == "neuron"}
 

@@ -28,7 +28,7 @@ from torch import nn
 
 from ..config import _Plain
 from ..data import LabeledData
-from ..engine import Engine, ExitPolicy, TimePlan
+from ..engine import Engine, ExitPolicy
 from ..engine.fanout import dense_macs
 from ..errors import ConfigError
 from ..network import SpikingNetwork
@@ -249,7 +249,7 @@ def decision_grid(network: SpikingNetwork, device: str | torch.device = "cpu") -
     engine = Engine(network.graph, device)
 
     def steps(chunk_steps: int) -> torch.Tensor:
-        plan = TimePlan.per_layer(network.time_steps, network.layer_time_steps, chunk_steps)
+        plan = network.time_plan(chunk_steps)
         return torch.tensor(engine.decision_steps(plan), dtype=torch.long)
 
     return steps
@@ -259,7 +259,7 @@ def record_trace(network: SpikingNetwork, data: LabeledData, *, batch_size: int 
                  device: str | torch.device = "cpu", progress=None) -> ExitTrace:
     """Simulate ``data`` without exits for the network's T (and its per-layer windows) and keep every step's output."""
     engine = Engine(network.graph, device)
-    plan = TimePlan.per_layer(network.time_steps, network.layer_time_steps, chunk_steps)
+    plan = network.time_plan(chunk_steps)
     advance = progress(f"Simulating T={network.time_steps} without exits", len(data)) if progress else None
     outputs = []
     with torch.no_grad():

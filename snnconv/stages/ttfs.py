@@ -130,7 +130,7 @@ def build_ttfs(network: SpikingNetwork, calibration: LabeledData, config: TTFSCo
     """A TTFS copy of ``network``: percentile thresholds, no calibration currents, initial kernels."""
     ttfs = copy.deepcopy(network)
     ttfs.exit_policy = None
-    ttfs.layer_time_steps = {}
+    ttfs.layer_time_steps, ttfs.layer_prefix_steps, ttfs.time_mask_parameters = {}, {}, {}  # rate-coding windows
     thresholds = percentile_thresholds(ttfs, calibration, config)
     for name, neuron in ttfs.neuron_layers():
         neuron.threshold = thresholds[name].to(neuron.threshold.device)

@@ -61,11 +61,20 @@ class TrainLog:
     resumed_from_epoch: int = 0
 
 
-def _optimizer(model: nn.Module, config: TrainConfig) -> torch.optim.Optimizer:
-    params = [p for p in model.parameters() if p.requires_grad]
+def _optimizer(model: nn.Module, config: TrainConfig, lr_scales: dict[str, float] | None = None) -> torch.optim.Optimizer:
+    """One parameter group at ``config.lr``, plus one per ``lr_scales`` entry (parameter-name prefix -> factor)."""
+    named = [(name, p) for name, p in model.named_parameters() if p.requires_grad]
+    groups = []
+    for prefix, scale in (lr_scales or {}).items():
+        chosen = [p for name, p in named if name.startswith(prefix)]
+        named = [(name, p) for name, p in named if not name.startswith(prefix)]
+        if chosen:
+            groups.append({"params": chosen, "lr": config.lr * scale})
+    if named:
+        groups.insert(0, {"params": [p for _, p in named]})
     if config.optimizer == "adam":
-        return torch.optim.Adam(params, lr=config.lr, weight_decay=config.weight_decay)
-    return torch.optim.SGD(params, lr=config.lr, momentum=config.momentum, weight_decay=config.weight_decay)
+        return torch.optim.Adam(groups, lr=config.lr, weight_decay=config.weight_decay)
+    return torch.optim.SGD(groups, lr=config.lr, momentum=config.momentum, weight_decay=config.weight_decay)
 
 
 def _schedule(optimizer: torch.optim.Optimizer, config: TrainConfig, iterations: int):
@@ -86,11 +95,13 @@ def _save_checkpoint(path: Path, state: dict) -> None:
 
 def fit(model: nn.Module, tensors: Sequence[torch.Tensor], loss_fn: LossFn, config: TrainConfig = TrainConfig(), *,
         checkpoint: Path | None = None, resume: bool = False, progress: ProgressFactory | None = None,
-        description: str = "Training") -> TrainLog:
+        description: str = "Training", lr_scales: dict[str, float] | None = None) -> TrainLog:
     """Train ``model`` in place on ``tensors`` (all indexed by sample, shuffled together each epoch).
 
     With ``checkpoint``, the model, optimizer, schedule and log are saved there after every epoch; with
     ``resume`` too, training continues from that file when it exists (it must come from the same config).
+    ``lr_scales`` gives the parameters whose names start with a prefix their own learning rate, ``lr x factor``
+    (DTS: the time masks learn faster than the weights).
     """
     n = len(tensors[0])
     if any(len(t) != n for t in tensors):
@@ -99,7 +110,7 @@ def fit(model: nn.Module, tensors: Sequence[torch.Tensor], loss_fn: LossFn, conf
         raise ConfigError("Training needs at least one sample.")
     device = next(model.parameters()).device
     per_epoch = math.ceil(n / config.batch_size)
-    optimizer = _optimizer(model, config)
+    optimizer = _optimizer(model, config, lr_scales)
     scheduler = _schedule(optimizer, config, per_epoch * config.epochs)
     log = TrainLog()
     start = 0

@@ -1,0 +1,22 @@
+"""Small writers shared by the methods' own report files (``teas.csv`` / ``teas.md``, ``dts.csv`` / ``dts.md``)."""
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+
+
+def write_csv(path: Path, columns: tuple[str, ...], rows: list[dict]) -> Path:
+    with path.open("w", newline="") as stream:
+        writer = csv.DictWriter(stream, fieldnames=columns)
+        writer.writeheader()
+        writer.writerows(rows)
+    return path
+
+
+def quantity_table(values: dict) -> list[str]:
+    """Markdown lines of a two-column table, one row per summary key (floats to 4 significant digits)."""
+    lines = ["| quantity | value |", "|---|---|"]
+    for key, value in values.items():
+        text = "n/a" if value is None else (f"{value:.4g}" if isinstance(value, float) else str(value))
+        lines.append(f"| {key} | {text} |")
+    return lines

@@ -133,19 +133,27 @@ def profile_table(result: RunResult) -> Table:
     return table
 
 
+def _beside(title: str, baseline: str, method: str, rows: list[tuple[str, str, str, str]]) -> Table:
+    """A method's headline numbers beside its baseline's: (quantity, baseline, method, unit) per row."""
+    table = Table(title=title, header_style="bold")
+    for name, justify in (("quantity", "left"), (baseline, "right"), (method, "right"), ("unit", "left")):
+        table.add_column(name, justify=justify)
+    for row in rows:
+        table.add_row(*row)
+    return table
+
+
 def ttfs_table(summary: dict) -> Table:
     """The TTFS network beside the rate-coded network it came from."""
-    table = Table(title="TTFS: one spike per neuron vs rate coding", header_style="bold")
-    for name, justify in (("quantity", "left"), ("rate-coded", "right"), ("TTFS", "right"), ("unit", "left")):
-        table.add_column(name, justify=justify)
-    table.add_row("accuracy", _fmt(summary["rate_snn_accuracy_pct"], ".2f"), _fmt(summary["snn_accuracy_pct"], ".2f"), "%")
-    table.add_row("time steps (latency)", str(summary["rate_time_steps"]), str(summary["ttfs_latency_steps"]), "steps")
-    table.add_row("spikes per sample", _fmt(summary["rate_spikes_per_sample"], ",.0f"),
-                  _fmt(summary["spikes_per_sample"], ",.0f"), "spikes")
-    table.add_row("synaptic ops per sample", _fmt(summary["rate_synaptic_ops_per_sample"], ",.0f"),
-                  _fmt(summary["synaptic_ops_per_sample"], ",.0f"), "AC")
-    table.add_row("energy per sample", _fmt(summary["rate_energy_pj_per_sample_snn"] / 1e6, ".3f"),
-                  _fmt(summary["energy_pj_per_sample_snn"] / 1e6, ".3f"), "µJ")
+    table = _beside("TTFS: one spike per neuron vs rate coding", "rate-coded", "TTFS", [
+        ("accuracy", _fmt(summary["rate_snn_accuracy_pct"], ".2f"), _fmt(summary["snn_accuracy_pct"], ".2f"), "%"),
+        ("time steps (latency)", str(summary["rate_time_steps"]), str(summary["ttfs_latency_steps"]), "steps"),
+        ("spikes per sample", _fmt(summary["rate_spikes_per_sample"], ",.0f"), _fmt(summary["spikes_per_sample"], ",.0f"),
+         "spikes"),
+        ("synaptic ops per sample", _fmt(summary["rate_synaptic_ops_per_sample"], ",.0f"),
+         _fmt(summary["synaptic_ops_per_sample"], ",.0f"), "AC"),
+        ("energy per sample", _fmt(summary["rate_energy_pj_per_sample_snn"] / 1e6, ".3f"),
+         _fmt(summary["energy_pj_per_sample_snn"] / 1e6, ".3f"), "µJ")])
     matching = summary.get("rate_steps_of_equal_accuracy")
     reduction = summary.get("spike_reduction_vs_rate_equal_accuracy_x")
     table.caption = (f"most spikes of any neuron: {summary['ttfs_most_spikes_per_neuron']}; rate-coded T of equal "
@@ -156,18 +164,15 @@ def ttfs_table(summary: dict) -> Table:
 
 def seenn_table(summary: dict) -> Table:
     """The early-exit result beside the fixed-T network it came from."""
-    table = Table(title=f"{summary['seenn_method']}: early exit vs fixed T", header_style="bold")
-    for name, justify in (("quantity", "left"), ("fixed T", "right"), ("early exit", "right"), ("unit", "left")):
-        table.add_column(name, justify=justify)
-    table.add_row("accuracy", _fmt(summary["fixed_snn_accuracy_pct"], ".2f"), _fmt(summary["snn_accuracy_pct"], ".2f"), "%")
-    table.add_row("time steps per sample", str(summary["fixed_time_steps"]), _fmt(summary["avg_exit_time_steps"], ".2f"),
-                  "steps")
-    table.add_row("wall time per sample", _fmt(summary["wall_time_per_sample_ms_fixed"], ".2f"),
-                  _fmt(summary["wall_time_per_sample_ms_exit"], ".2f"), "ms")
-    table.add_row("synaptic ops per sample", _fmt(summary["fixed_synaptic_ops_per_sample"], ",.0f"),
-                  _fmt(summary["synaptic_ops_per_sample"], ",.0f"), "AC")
-    table.add_row("energy per sample", _fmt(summary["fixed_energy_pj_per_sample_snn"] / 1e6, ".3f"),
-                  _fmt(summary["energy_pj_per_sample_snn"] / 1e6, ".3f"), "µJ")
+    table = _beside(f"{summary['seenn_method']}: early exit vs fixed T", "fixed T", "early exit", [
+        ("accuracy", _fmt(summary["fixed_snn_accuracy_pct"], ".2f"), _fmt(summary["snn_accuracy_pct"], ".2f"), "%"),
+        ("time steps per sample", str(summary["fixed_time_steps"]), _fmt(summary["avg_exit_time_steps"], ".2f"), "steps"),
+        ("wall time per sample", _fmt(summary["wall_time_per_sample_ms_fixed"], ".2f"),
+         _fmt(summary["wall_time_per_sample_ms_exit"], ".2f"), "ms"),
+        ("synaptic ops per sample", _fmt(summary["fixed_synaptic_ops_per_sample"], ",.0f"),
+         _fmt(summary["synaptic_ops_per_sample"], ",.0f"), "AC"),
+        ("energy per sample", _fmt(summary["fixed_energy_pj_per_sample_snn"] / 1e6, ".3f"),
+         _fmt(summary["energy_pj_per_sample_snn"] / 1e6, ".3f"), "µJ")])
     matching = summary.get("fixed_steps_of_equal_accuracy")
     rule = (f"alpha {summary['seenn_alpha']:.6g} on {summary['seenn_score']} (temperature {summary['seenn_temperature']:g})"
             if summary["seenn_method"] == "SEENN-I" else f"policy network (beta {summary['seenn_beta']:g})")

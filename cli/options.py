@@ -91,6 +91,11 @@ def parse_temperature(text: str) -> float | None:
         raise ConfigError(f"--temperature takes a positive number or 'auto', got '{text}'.") from None
 
 
+def _given(value, default):
+    """The option's value when given (even 0, which the config then rejects), else the method's default."""
+    return default if value is None else value
+
+
 def compress_config(method: str, *, accuracy_budget: float | None, holdout: float, seed: int, avg_t_budget, candidates,
                     min_t, noise, score, temperature, alpha, exit_chunk, policy, beta, policy_width, epochs, lr,
                     finetune, activity_weight, window=32, fire_start=None, tc=8.0, percentile=99.9, fit_epochs=2,
@@ -104,7 +109,7 @@ def compress_config(method: str, *, accuracy_budget: float | None, holdout: floa
     from snnconv.stages.teas import TeasConfig
     from snnconv.training import TrainConfig
     if method == "teas":
-        tuning = FinetuneConfig(train=TrainConfig(epochs=epochs or 1, batch_size=32, lr=lr or 1e-4, optimizer="adam",
+        tuning = FinetuneConfig(train=TrainConfig(epochs=_given(epochs, 1), batch_size=32, lr=_given(lr, 1e-4), optimizer="adam",
                                                   weight_decay=0.0, seed=seed), activity_weight=activity_weight)
         return TeasConfig(accuracy_budget=0.1 if accuracy_budget is None else accuracy_budget,
                           avg_steps_budget=avg_t_budget, candidates=parse_ints(candidates, "--candidates"),
@@ -122,10 +127,10 @@ def compress_config(method: str, *, accuracy_budget: float | None, holdout: floa
         return SeennConfig(policy=policy, score=score, temperature=parse_temperature(temperature), alpha=alpha,
                            accuracy_budget=0.5 if accuracy_budget is None else accuracy_budget, chunk_steps=exit_chunk,
                            holdout_fraction=holdout, beta=beta, policy_width=policy_width,
-                           train=TrainConfig(epochs=epochs or 30, lr=lr or 0.01, seed=seed), seed=seed)
+                           train=TrainConfig(epochs=_given(epochs, 30), lr=_given(lr, 0.01), seed=seed), seed=seed)
     if method == "ttfs":
         from snnconv.stages.ttfs import TTFSConfig, TTFSFinetuneConfig
-        tuning = TTFSFinetuneConfig(train=TrainConfig(epochs=epochs or 3, batch_size=64, lr=lr or 1e-3,
+        tuning = TTFSFinetuneConfig(train=TrainConfig(epochs=_given(epochs, 3), batch_size=64, lr=_given(lr, 1e-3),
                                                       optimizer="adam", weight_decay=1e-4, seed=seed),
                                     relaxation=relaxation, kernel_regularization=kernel_reg, bn_loss=bn_loss)
         return TTFSConfig(window=window, fire_start=fire_start, tc=tc, percentile=percentile, fit_epochs=fit_epochs,

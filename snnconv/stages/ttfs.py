@@ -261,8 +261,10 @@ def fit_kernels(network: SpikingNetwork, data: LabeledData, config: TTFSConfig, 
 class EncodeDecode(nn.Module):
     """A neuron of the surrogate model: theta * dec(enc(z / theta)) with the layer's trainable kernel."""
 
-    def __init__(self, neuron: IFNeuron, kernel: TemporalKernel, window: int, relaxation_iterations: int | None):
+    def __init__(self, neuron: IFNeuron, kernel: TemporalKernel, window: int, relaxation_iterations: int | None,
+                 seed: int = 0):
         super().__init__()
+        self.seed = seed  # relaxation draws depend on (seed, iteration) only, so a resumed run repeats them
         self.neuron = neuron  # keeps the threshold; not trained
         self.tc = nn.Parameter(torch.tensor(float(kernel.tc)))
         self.td = nn.Parameter(torch.tensor(float(kernel.td)))
@@ -280,7 +282,8 @@ class EncodeDecode(nn.Module):
             self.iteration += 1
             if self.relaxation_iterations:
                 probability = min(1.0, float(self.iteration) / self.relaxation_iterations)
-                if float(torch.rand(())) >= probability:
+                draw = torch.rand((), generator=torch.Generator().manual_seed(self.seed * 1_000_003 + int(self.iteration)))
+                if float(draw) >= probability:
                     return torch.relu(z)
         return theta * encode_decode(normalized, self.tc.clamp_min(0.1), self.td, self.window)
 
@@ -303,7 +306,7 @@ def _set_submodule(root: nn.Module, target: str, module: nn.Module) -> None:
 class _SurrogateModel(nn.Module):
     """The network's graph with its neurons swapped for :class:`EncodeDecode` (restored by ``restore``)."""
 
-    def __init__(self, network: SpikingNetwork, relaxation_iterations: int | None):
+    def __init__(self, network: SpikingNetwork, relaxation_iterations: int | None, seed: int = 0):
         super().__init__()
         self.graph = network.graph
         self.swapped: dict[str, tuple[str, IFNeuron]] = {}
@@ -312,7 +315,7 @@ class _SurrogateModel(nn.Module):
             if node.op == "call_module" and isinstance(network.graph.get_submodule(node.target), IFNeuron):
                 neuron = network.graph.get_submodule(node.target)
                 activation = EncodeDecode(neuron, network.ttfs.kernels[node.name], network.ttfs.window,
-                                          relaxation_iterations)
+                                          relaxation_iterations, seed=seed * 1_009 + len(self.swapped))
                 self.swapped[node.name] = (node.target, neuron)
                 self.activations[node.name] = activation
                 _set_submodule(network.graph, node.target, activation)
@@ -349,7 +352,7 @@ def finetune_ttfs(network: SpikingNetwork, data: LabeledData, config: TTFSConfig
     tuning = config.tuning
     iterations = math.ceil(len(data) / tuning.train.batch_size) * tuning.train.epochs
     ramp = max(1, round(tuning.relaxation_fraction * iterations)) if tuning.relaxation else None
-    model = _SurrogateModel(network, ramp)
+    model = _SurrogateModel(network, ramp, seed=tuning.train.seed)
     init = torch.tensor([config.tc, config.td_init])
 
     def loss(module, batch):

@@ -77,3 +77,22 @@ def trained(name: str, x: torch.Tensor, y: torch.Tensor) -> torch.nn.Module:
         torch.nn.functional.cross_entropy(model(x), y).backward()
         optimizer.step()
     return model.eval()
+
+
+class Interrupted(Exception):
+    """Raised by :func:`cut_after` to simulate a training run killed part-way."""
+
+
+def cut_after(batches: int):
+    """A progress factory for ``fit()`` that interrupts training after ``batches`` batches."""
+    def factory(_description, _total):
+        done = []
+
+        def advance(n):
+            done.append(n)
+            if len(done) == batches:
+                raise Interrupted
+
+        return advance
+
+    return factory

@@ -20,7 +20,7 @@ from snnconv.stages.dts import DtsConfig, MaskedSNN, penalized_layers, sensitivi
 from snnconv.training import TrainConfig
 from snnconv_cli.main import app
 
-from helpers import as_data, cli_artifact, convert
+from helpers import as_data, cli_artifact, convert, cut_after, Interrupted
 from models import INPUT_SHAPE, TINY_MODELS, build
 
 
@@ -255,10 +255,6 @@ def test_only_the_penalized_groups_are_pushed():
     assert result.layer_steps[names[0]] < free.layer_steps[names[0]]
 
 
-class _Interrupted(Exception):
-    pass
-
-
 def test_resumed_mask_training_replays_the_uninterrupted_run(tmp_path):
     config = DtsConfig(mask_weight=0.01, mask_lr=0.5, sensitivity_samples=32,
                        train=TrainConfig(epochs=2, batch_size=32, lr=1e-3, optimizer="sgd", momentum=0.9,
@@ -266,18 +262,10 @@ def test_resumed_mask_training_replays_the_uninterrupted_run(tmp_path):
     network, data = _tiny_task()
     straight = train_time_masks(network, data, config)
 
-    def cut_in_epoch_two(_description, _total):
-        done = []
-
-        def advance(n):
-            done.append(n)
-            if len(done) == 6:  # 4 batches per epoch: the second epoch is under way
-                raise _Interrupted
-
-        return advance
+    cut_in_epoch_two = cut_after(6)  # 4 batches per epoch: the second epoch is under way
 
     network, data = _tiny_task()
-    with pytest.raises(_Interrupted):
+    with pytest.raises(Interrupted):
         train_time_masks(network, data, config, checkpoint=tmp_path / "dts.pt", progress=cut_in_epoch_two)
     assert torch.load(tmp_path / "dts.pt", weights_only=False)["epoch"] == 1
     network, data = _tiny_task()

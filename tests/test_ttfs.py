@@ -24,7 +24,7 @@ from snnconv.stages.ttfs import (EncodeDecode, TTFSConfig, TTFSFinetuneConfig, b
 from snnconv.training import TrainConfig
 from snnconv_cli.main import app
 
-from helpers import as_data, cli_artifact, convert, quadrant_task, trained
+from helpers import as_data, cli_artifact, convert, cut_after, Interrupted, quadrant_task, trained
 from models import INPUT_SHAPE, TINY_MODELS, build
 
 
@@ -369,10 +369,6 @@ def test_zero_epochs_or_learning_rate_are_refused_not_replaced_by_defaults(tmp_p
                         lr=float(option[1]) if option[0] == "--lr" else None, finetune=True, activity_weight=0.0)
 
 
-class _Interrupted(Exception):
-    pass
-
-
 def test_resumed_finetuning_replays_the_uninterrupted_run(tmp_path):
     """Relaxation draws depend on the seed and the iteration only, so a cut run resumed from its checkpoint ends
     with the same kernels as one that was never cut."""
@@ -382,18 +378,10 @@ def test_resumed_finetuning_replays_the_uninterrupted_run(tmp_path):
     straight = finetune_ttfs(network, train, config)
     straight_kernels = network.ttfs.to_dict()
 
-    def cut_in_epoch_two(_description, _total):
-        done = []
-
-        def advance(n):
-            done.append(n)
-            if len(done) == 6:  # 4 batches per epoch: the second epoch is under way
-                raise _Interrupted
-
-        return advance
+    cut_in_epoch_two = cut_after(6)  # 4 batches per epoch: the second epoch is under way
 
     network, train, _test = _quadrant_ttfs(tc=2.0, window=8)
-    with pytest.raises(_Interrupted):
+    with pytest.raises(Interrupted):
         finetune_ttfs(network, train, config, checkpoint=tmp_path / "ttfs.pt", progress=cut_in_epoch_two)
     network, train, _test = _quadrant_ttfs(tc=2.0, window=8)
     resumed = finetune_ttfs(network, train, config, checkpoint=tmp_path / "ttfs.pt", resume=True)

@@ -214,11 +214,11 @@ def fit_kernels(network: SpikingNetwork, data: LabeledData, config: TTFSConfig, 
     advance = (progress or (lambda _d, _t: (lambda _n: None)))(
         "Fitting TTFS kernels", config.fit_epochs * math.ceil(len(data) / config.fit_batch))
     generator = torch.Generator().manual_seed(0)
+    engine = TTFSEngine(network.graph, coding, device)  # reads coding.kernels live, so updates apply at once
     for _epoch in range(config.fit_epochs):
         order = torch.randperm(len(data), generator=generator)
         for first in range(0, len(data), config.fit_batch):
             x = data.x[order[first:first + config.fit_batch]].to(device)
-            engine = TTFSEngine(network.graph, coding, device)
             spikes = engine.run_batch(x)["spike_times"]
             activations = ann_activations(network, x)
             targets = {}

@@ -1,4 +1,5 @@
-"""``snnconv convert``, ``evaluate`` and ``compress``: parse options, make one library call, render the result."""
+"""``snnconv convert``, ``evaluate``, ``compress`` and ``train``: parse options, make one library call, render the
+result."""
 from __future__ import annotations
 
 import traceback
@@ -137,7 +138,8 @@ def evaluate(
 
 @app.command()
 def compress(
-    artifact: Path = typer.Argument(..., help="An artifact written by snnconv convert (or by compress --method teas)."),
+    artifact: Path = typer.Argument(..., help="An artifact written by snnconv convert (or by compress --method teas); "
+                                              "a spiking transformer from snnconv train takes --method dts."),
     method: str = typer.Option(..., "--method", help="teas (per-layer time steps from spiking activity) | dts "
                                                      "(learned per-layer time-step masks) | seenn (per-sample early "
                                                      "exit) | ttfs (one spike per neuron)."),
@@ -240,6 +242,56 @@ def compress(
             render.console.print(render.dts_table(result.outcome.rows, result.run.summary))
         else:
             render.console.print(render.seenn_table(result.run.summary))
+
+
+@app.command()
+def train(
+    output: Path = typer.Option(Path("snnconv-spikformer"), "-o", "--output", help="Artifact directory to write."),
+    depth: int = typer.Option(2, "--depth", help="Transformer blocks."),
+    dim: int = typer.Option(64, "--dim", help="Embedding dimension (divisible by 4 and by --heads)."),
+    heads: int = typer.Option(4, "--heads", help="Attention heads."),
+    mlp_ratio: int = typer.Option(4, "--mlp-ratio", help="MLP hidden size / embedding dimension."),
+    time_steps: int = typer.Option(4, "-T", "--time-steps", help="Time steps T (direct encoding: the image at every "
+                                                                 "step)."),
+    tet: bool = typer.Option(False, "--tet/--no-tet", help="TET loss (CE at every step) instead of CE of the "
+                                                           "step-averaged output."),
+    masks: bool = typer.Option(False, "--masks/--no-masks", help="Train DTS time masks with the weights "
+                                                                 "(or add them later: compress --method dts)."),
+    mask_weight: float = typer.Option(1e-3, "--mask-weight", help="--masks: lambda_m of the mask loss."),
+    groups: Optional[list[str]] = typer.Option(None, "--groups", help="--masks: groups (sps, qkv, attn, mlp) or "
+                                                                      "LIF-layer patterns the mask loss penalizes; "
+                                                                      "repeat for several (default: qkv, mlp)."),
+    epochs: int = typer.Option(3, "--epochs", help="Training epochs."),
+    lr: float = typer.Option(1e-3, "--lr", help="Learning rate (Adam, cosine schedule)."),
+    train_batch: int = typer.Option(64, "--train-batch-size", help="Training batch size."),
+    train_data: Optional[str] = typer.Option(None, "--train-data", help="Training data spec (train split). "
+                                                                        "Default: the --data spec."),
+    train_samples: Optional[int] = typer.Option(None, "--train-samples", help="Train on at most this many samples "
+                                                                              "(a seeded random subset)."),
+    checkpoint: Optional[Path] = typer.Option(None, "--checkpoint", help="Training checkpoint file, written every epoch."),
+    resume: bool = typer.Option(False, "--resume", help="Continue training from --checkpoint."),
+    data: Optional[str] = DATA, limit: Optional[int] = LIMIT, mean: Optional[str] = MEAN, std: Optional[str] = STD,
+    size: Optional[str] = SIZE, energy: str = ENERGY, device: str = DEVICE, seed: int = SEED,
+    batch_size: int = BATCH, quiet: bool = QUIET, json: bool = JSON, debug: bool = DEBUG,
+):
+    """Train a Spikformer-style spiking transformer directly (it does not convert); write its artifact and reports."""
+    from snnconv.direct_workflows import run_train
+
+    def job():
+        if resume and checkpoint is None:
+            raise ConfigError("--resume needs --checkpoint FILE to resume from.")
+        eval_cfg = opt.data_config(data or "builtin", "test", limit, seed, mean, std, size)
+        train_cfg = opt.data_config(train_data or eval_cfg.spec, "train", train_samples, seed, mean, std, size)
+        architecture, config = opt.direct_config(depth=depth, dim=dim, heads=heads, mlp_ratio=mlp_ratio,
+                                                 time_steps=time_steps, tet=tet, masks=masks, mask_weight=mask_weight,
+                                                 groups=groups, epochs=epochs, lr=lr, batch_size=train_batch)
+        with render.progress_bars(quiet or json) as progress:
+            return run_train(architecture, config, train_data=train_cfg, data=eval_cfg, output=output, energy=energy,
+                             batch_size=batch_size, device=device, seed=seed, progress=progress,
+                             checkpoint=checkpoint, resume=resume)
+
+    result = _run(job, debug)
+    render.show(result, "snnconv train", json, quiet)
 
 
 def run() -> None:

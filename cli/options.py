@@ -136,3 +136,18 @@ def compress_config(method: str, *, accuracy_budget: float | None, holdout: floa
         return TTFSConfig(window=window, fire_start=fire_start, tc=tc, percentile=percentile, fit_epochs=fit_epochs,
                           finetune=finetune, tuning=tuning)
     return None
+
+
+def direct_config(*, depth: int, dim: int, heads: int, mlp_ratio: int, time_steps: int, tet: bool, masks: bool,
+                  mask_weight: float, groups: list[str] | None, epochs: int, lr: float, batch_size: int):
+    """(SpikformerConfig, DirectConfig) of ``snnconv train``; the data fills in channels, image size and classes."""
+    from snnconv.spikformer import SpikformerConfig
+    from snnconv.stages.direct import DirectConfig
+    from snnconv.training import TrainConfig
+    architecture = SpikformerConfig(depth=depth, dim=dim, heads=heads, mlp_ratio=mlp_ratio)
+    defaults = DirectConfig()
+    config = DirectConfig(time_steps=time_steps, tet=tet, masks=masks, mask_weight=mask_weight,
+                          groups=tuple(groups) if groups else defaults.groups,
+                          train=TrainConfig(epochs=epochs, batch_size=batch_size, lr=lr, optimizer="adam",
+                                            momentum=0.0, weight_decay=0.0))
+    return architecture, config

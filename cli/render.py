@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import math
 from contextlib import contextmanager
 
 from rich.console import Console
@@ -30,7 +31,7 @@ def progress_bars(quiet: bool):
 
 
 def _fmt(value, spec: str) -> str:
-    if value is None or value == "":
+    if value is None or value == "" or (isinstance(value, float) and math.isnan(value)):
         return "-"
     return format(value, spec)
 
@@ -39,7 +40,8 @@ def summary_table(result: RunResult, title: str) -> Table:
     s = result.summary
     table = Table(title=title, show_header=True, header_style="bold")
     table.add_column("metric")
-    table.add_column("ANN", justify="right")
+    no_ann = isinstance(s["ann_accuracy_pct"], float) and math.isnan(s["ann_accuracy_pct"])
+    table.add_column("dense, same arch." if no_ann else "ANN", justify="right")  # a directly trained SNN has no ANN
     table.add_column(f"SNN (T={result.time_steps})", justify="right")
     table.add_column("unit")
     table.add_row("accuracy", _fmt(s["ann_accuracy_pct"], ".2f"), _fmt(s["snn_accuracy_pct"], ".2f"), "%")
@@ -65,13 +67,18 @@ def sweep_table(result: RunResult) -> Table:
     table.add_column("drop vs ANN (points)", justify="right")
     ann = result.summary["ann_accuracy_pct"]
     for t, accuracy in result.sweep.items():
-        table.add_row(str(t), f"{accuracy:.2f}", f"{ann - accuracy:.2f}")
+        table.add_row(str(t), f"{accuracy:.2f}", _fmt(ann - accuracy, ".2f"))
     return table
+
+
+def _json_number(value):
+    """NaN (a quantity that does not exist, e.g. the ANN accuracy of a directly trained model) is JSON null."""
+    return None if isinstance(value, float) and math.isnan(value) else value
 
 
 def show(result: RunResult, title: str, as_json: bool, quiet: bool) -> None:
     if as_json:
-        payload = {"summary": result.summary, "sweep_accuracy_pct": {str(t): a for t, a in result.sweep.items()},
+        payload = {"summary": {k: _json_number(v) for k, v in result.summary.items()}, "sweep_accuracy_pct": {str(t): a for t, a in result.sweep.items()},
                    "report_dir": str(result.report_dir), "artifact": str(result.artifact) if result.artifact else None}
         print(json.dumps(payload, indent=2, default=str))
         return
@@ -107,8 +114,8 @@ def dts_table(rows: list[dict], summary: dict) -> Table:
     for r in rows:
         table.add_row(r["layer"], f"{r['input_similarity_first_vs_later']:.4f}",
                       "yes" if r["suggested_for_mask_loss"] else "no", "yes" if r["penalized"] else "no",
-                      str(r["time_steps_dts"]), f"{r['synaptic_ops_per_sample_uniform']:,.0f}",
-                      f"{r['synaptic_ops_per_sample_dts']:,.0f}")
+                      str(r["time_steps_dts"]), _fmt(r["synaptic_ops_per_sample_uniform"], ",.0f"),
+                      _fmt(r["synaptic_ops_per_sample_dts"], ",.0f"))
     matching = summary.get("uniform_steps_of_equal_accuracy")
     table.caption = (f"T_max={summary['uniform_time_steps']}: uniform {summary['uniform_snn_accuracy_pct']:.2f} %, "
                      f"DTS {summary['snn_accuracy_pct']:.2f} % at average T {summary['avg_time_steps']:.2f} steps; "

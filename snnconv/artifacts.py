@@ -7,6 +7,9 @@ configuration. Loading rebuilds the graph through the handler table and loads th
 ``torch.load(weights_only=True)``: nothing is unpickled. Writing goes to a temporary sibling
 directory that is renamed into place, so an interrupted run never leaves a half artifact that looks
 complete.
+
+A directly trained spiking transformer (manifest ``"family": "spikformer"``) is stored as its model
+configuration, its LIF layers with their T_l, and the module's state dict (:func:`save_direct`).
 """
 from __future__ import annotations
 
@@ -23,11 +26,14 @@ from torch import nn
 
 from . import __version__
 from .config import ConvertConfig
-from .errors import ArtifactError, OutputError
+from .direct_network import FAMILY as DIRECT_FAMILY
+from .direct_network import DirectNetwork
+from .errors import ArtifactError, ConfigError, OutputError
 from .handlers import HANDLERS
 from .network import SpikingNetwork
 from .neurons import IFNeuron
 from .neurons.ttfs import TTFSCoding
+from .spikformer import Spikformer, SpikformerConfig
 from .stages.convert import CoverageRow
 
 SCHEMA_VERSION = 1
@@ -35,6 +41,7 @@ MANIFEST = "manifest.json"
 WEIGHTS = "weights.pt"
 EXIT_POLICY_WEIGHTS = "exit_policy.pt"
 CONSTANT_PREFIX = "__graph_constant__."
+CONVERTED_FAMILY = "converted"  # manifests without a "family" key hold converted networks
 
 
 # ---------------------------------------------------------------- graph <-> plain data
@@ -239,14 +246,7 @@ def build_manifest(network: SpikingNetwork, extra: dict | None = None) -> dict:
 def save(network: SpikingNetwork, directory: str | Path, extra_files: dict[str, Path] | None = None,
          extra_manifest: dict | None = None) -> Path:
     """Write the artifact atomically; ``extra_files`` (e.g. reports) are moved in with it."""
-    directory = Path(directory)
-    parent = directory.resolve().parent
-    try:
-        parent.mkdir(parents=True, exist_ok=True)
-        staging = Path(tempfile.mkdtemp(prefix=f".{directory.name}.", dir=parent))
-    except OSError as exc:
-        raise OutputError(f"Cannot write the artifact directory '{directory}': {exc.strerror}.") from None
-    try:
+    def write(staging: Path) -> None:
         manifest = build_manifest(network, extra_manifest)
         state = {k: v.detach().cpu() for k, v in network.graph.state_dict().items()}
         state.update(_graph_constants(network.graph))
@@ -255,6 +255,20 @@ def save(network: SpikingNetwork, directory: str | Path, extra_files: dict[str, 
         if policy_state:
             torch.save(policy_state, staging / EXIT_POLICY_WEIGHTS)
         (staging / MANIFEST).write_text(json.dumps(manifest, indent=2, default=_json_default))
+
+    return _write_atomically(Path(directory), write, extra_files)
+
+
+def _write_atomically(directory: Path, write, extra_files: dict[str, Path] | None) -> Path:
+    """Fill a temporary sibling with ``write(staging)`` and the extra files, then swap it into ``directory``."""
+    parent = directory.resolve().parent
+    try:
+        parent.mkdir(parents=True, exist_ok=True)
+        staging = Path(tempfile.mkdtemp(prefix=f".{directory.name}.", dir=parent))
+    except OSError as exc:
+        raise OutputError(f"Cannot write the artifact directory '{directory}': {exc.strerror}.") from None
+    try:
+        write(staging)
         for name, path in (extra_files or {}).items():
             shutil.copy2(path, staging / name) if Path(path).is_file() else shutil.copytree(path, staging / name)
         if directory.exists():
@@ -273,6 +287,71 @@ def save(network: SpikingNetwork, directory: str | Path, extra_files: dict[str, 
         shutil.rmtree(staging, ignore_errors=True)
         raise
     return directory
+
+
+# ---------------------------------------------------------------- directly trained transformers
+def build_direct_manifest(network: DirectNetwork, extra: dict | None = None) -> dict:
+    steps = network.layer_steps
+    layers = [{"name": name, "neuron": "lif", "reset": "hard", "tau": lif.tau, "threshold": lif.threshold,
+               "group": group, "time_steps": network.time_steps, "active_steps": steps[name]}
+              for name, (lif, group) in network.model.lif_layers().items()]
+    return {
+        "schema_version": SCHEMA_VERSION,
+        "snnconv_version": __version__,
+        "family": DIRECT_FAMILY,
+        "source": network.source,
+        "input": {"shape": list(network.input_shape), "num_classes": network.num_classes,
+                  **network.input_normalization},
+        "time_steps": network.time_steps,
+        "spikformer": network.model.config.to_dict(),
+        "layers": layers,
+        "training": network.training,
+        "time_masks": ({"mode": "prefix", "parameters": network.time_mask_parameters}
+                       if network.time_mask_parameters else None),
+        "environment": environment(),
+        **(extra or {}),
+    }
+
+
+def save_direct(network: DirectNetwork, directory: str | Path, extra_files: dict[str, Path] | None = None,
+                extra_manifest: dict | None = None) -> Path:
+    """Write a directly trained spiking transformer as an artifact (same layout and atomicity as :func:`save`)."""
+    def write(staging: Path) -> None:
+        manifest = build_direct_manifest(network, extra_manifest)
+        torch.save({k: v.detach().cpu() for k, v in network.model.state_dict().items()}, staging / WEIGHTS)
+        (staging / MANIFEST).write_text(json.dumps(manifest, indent=2, default=_json_default))
+
+    return _write_atomically(Path(directory), write, extra_files)
+
+
+def family(directory: str | Path) -> str:
+    """``converted`` (a :class:`SpikingNetwork`) or ``spikformer`` (a :class:`DirectNetwork`)."""
+    return read_manifest(directory).get("family", CONVERTED_FAMILY)
+
+
+def load_direct(directory: str | Path) -> DirectNetwork:
+    """Rebuild a directly trained spiking transformer from an artifact directory."""
+    directory = Path(directory)
+    manifest = read_manifest(directory)
+    if manifest.get("family") != DIRECT_FAMILY:
+        raise ArtifactError(f"'{directory}' holds a converted network, not a directly trained spiking transformer.")
+    state = _read_weights(directory)
+    try:
+        model = Spikformer(SpikformerConfig.from_dict(manifest["spikformer"]))
+        model.load_state_dict(state)
+        inputs = manifest["input"]
+        network = DirectNetwork(
+            model=model.eval(), time_steps=int(manifest["time_steps"]), input_shape=tuple(inputs["shape"]),
+            num_classes=int(inputs["num_classes"]), source=manifest["source"],
+            input_normalization={k: inputs.get(k) for k in ("mean", "std") if k in inputs},
+            training=manifest.get("training", {}),
+            time_mask_parameters={k: [float(v) for v in tp]
+                                  for k, tp in (manifest.get("time_masks") or {}).get("parameters", {}).items()})
+        network.set_layer_steps({entry["name"]: int(entry["active_steps"]) for entry in manifest["layers"]})
+    except (KeyError, TypeError, ValueError, RuntimeError, ConfigError) as exc:
+        raise ArtifactError(f"'{directory / MANIFEST}' and {WEIGHTS} do not describe a loadable spiking transformer "
+                            f"({type(exc).__name__}: {exc}); the artifact is corrupt.") from None
+    return network
 
 
 def _json_default(value):
@@ -308,12 +387,10 @@ def load(directory: str | Path) -> SpikingNetwork:
     """Rebuild a SpikingNetwork from an artifact directory."""
     directory = Path(directory)
     manifest = read_manifest(directory)
-    try:
-        state = torch.load(directory / WEIGHTS, map_location="cpu", weights_only=True)
-    except FileNotFoundError:
-        raise ArtifactError(f"Artifact '{directory}' has no {WEIGHTS}.") from None
-    except Exception as exc:
-        raise ArtifactError(f"'{directory / WEIGHTS}' is corrupt ({type(exc).__name__}); re-create the artifact.") from None
+    if manifest.get("family", CONVERTED_FAMILY) != CONVERTED_FAMILY:
+        raise ArtifactError(f"'{directory}' holds a directly trained spiking transformer ({manifest['family']}); "
+                            "only snnconv evaluate and snnconv compress --method dts take it.")
+    state = _read_weights(directory)
     try:
         graph = plain_to_graph(manifest["graph"], state)
         config = ConvertConfig.from_dict(manifest["config"])
@@ -347,6 +424,15 @@ def load(directory: str | Path) -> SpikingNetwork:
         notes=manifest.get("notes", {}), layer_time_steps=layer_time_steps, exit_policy=exit_policy,
         ttfs=ttfs, layer_prefix_steps=layer_prefix_steps,
         time_mask_parameters={k: [float(v) for v in tp] for k, tp in masks.get("parameters", {}).items()})
+
+
+def _read_weights(directory: Path) -> dict[str, torch.Tensor]:
+    try:
+        return torch.load(directory / WEIGHTS, map_location="cpu", weights_only=True)
+    except FileNotFoundError:
+        raise ArtifactError(f"Artifact '{directory}' has no {WEIGHTS}.") from None
+    except Exception as exc:
+        raise ArtifactError(f"'{directory / WEIGHTS}' is corrupt ({type(exc).__name__}); re-create the artifact.") from None
 
 
 def _load_exit_policy(directory: Path, description: dict | None):

@@ -44,7 +44,8 @@ def plot_accuracy_vs_t(sim: SimulationResult, ann: AnnResult, path: Path, *, cho
     ax = figure.add_subplot()
     ax.plot(steps, sim.accuracy_per_step, color=_SNN_COLOR, marker="o", markersize=3, linewidth=1.5,
             label="SNN (accumulated output, steps 1..t)")
-    ax.axhline(ann.accuracy, color=_ANN_COLOR, linestyle="--", linewidth=1.2, label=f"ANN ({ann.accuracy:.2f} %)")
+    if ann.correct is not None:  # a directly trained model has no ANN to draw
+        ax.axhline(ann.accuracy, color=_ANN_COLOR, linestyle="--", linewidth=1.2, label=f"ANN ({ann.accuracy:.2f} %)")
     if chosen_t is not None:
         ax.axvline(chosen_t, color="gray", linestyle=":", linewidth=1,
                    label=f"chosen T = {chosen_t} ({sim.accuracy_at(chosen_t):.2f} %)")

@@ -182,7 +182,8 @@ def _markdown(*, title, sim, ann, model, t, sweep_steps, summary, layers, sweep,
     summary_rows.append(["Wall time on the evaluation set (SNN: all simulated steps)",
                          _number(ann.wall_time_s, ".2f"), _number(sim.wall_time_s, ".2f"), "s"])
     summary_rows = [[cell if cell else "—" for cell in row] for row in summary_rows]
-    parts += ["## Summary", "", _table(["Quantity", "ANN", "SNN", "Unit"], summary_rows,
+    reference = "ANN" if ann.correct is not None else "Dense, same architecture"
+    parts += ["## Summary", "", _table(["Quantity", reference, "SNN", "Unit"], summary_rows,
                                        ["---", "---:", "---:", "---"]), ""]
     if extra_summary:
         parts += ["Additional results:", "",
@@ -196,7 +197,9 @@ def _markdown(*, title, sim, ann, model, t, sweep_steps, summary, layers, sweep,
                     _number(by_t[step]["energy_pj_per_sample_snn"]),
                     _number(by_t[step]["energy_ratio_ann_over_snn"], ".2f")] for step in sweep_steps]
     parts += ["## Accuracy and cost at each T", "",
-              f"ANN accuracy: {ann.accuracy:.2f} %. Every t = 1..{sim.time_steps} is in sweep.csv.", "",
+              (f"ANN accuracy: {ann.accuracy:.2f} %." if ann.correct is not None else
+               "No source ANN (a directly trained spiking model): the ANN columns describe the same architecture "
+               "computed densely, without an accuracy.") + f" Every t = 1..{sim.time_steps} is in sweep.csv.", "",
               _table(["T (steps)", "SNN accuracy (%)", "Drop vs ANN (points)", "Spikes / sample",
                       "ACs / sample", "SNN energy (pJ / sample)", "ANN / SNN energy (×)"], sweep_table,
                      ["---:"] * 7), ""]

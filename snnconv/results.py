@@ -6,6 +6,7 @@ t = 1..T (index 0 is step 1) and hold what happened *at* that step, not cumulati
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -83,13 +84,17 @@ class SimulationResult:
 
 @dataclass
 class AnnResult:
-    """The source network evaluated on the same data, for side-by-side reports."""
+    """The source network evaluated on the same data, for side-by-side reports.
+
+    A directly trained spiking model has no source ANN: ``correct`` is None, its accuracy NaN (shown as
+    missing), and the energy comparison uses the dense MACs of the same architecture.
+    """
 
     samples: int
-    correct: int
+    correct: int | None
     wall_time_s: float
     macs_per_sample: dict[str, int] = field(default_factory=dict)  # weighted layer name -> dense MACs
 
     @property
     def accuracy(self) -> float:
-        return 100.0 * self.correct / self.samples
+        return math.nan if self.correct is None else 100.0 * self.correct / self.samples

@@ -107,16 +107,29 @@ class SpikingPatchSplitting(nn.Module):
         return x.flatten(3).transpose(2, 3)
 
 
+class SpikeAttentionProduct(nn.Module):
+    """``(q k^T) v * scale`` per head on spikes [T, B, heads, N, D / heads]: the attention map is not normalized
+    (no softmax), so a spike product is a count of coincidences and needs no multiplier (docs/spikformer.md)."""
+
+    def __init__(self, scale: float):
+        super().__init__()
+        self.scale = scale
+
+    def forward(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+        return (q @ k.transpose(-2, -1)) @ v * self.scale
+
+
 class SpikingSelfAttention(nn.Module):
     """SSA without softmax: per head ``LIF(q k^T v * scale)``, then Linear-BN-LIF."""
 
     def __init__(self, config: SpikformerConfig):
         super().__init__()
         d = config.dim
-        self.heads, self.scale = config.heads, config.attention_scale
+        self.heads = config.heads
         self.q, self.q_lif = _LinearBN(d, d), MultiStepLIF(config.tau)
         self.k, self.k_lif = _LinearBN(d, d), MultiStepLIF(config.tau)
         self.v, self.v_lif = _LinearBN(d, d), MultiStepLIF(config.tau)
+        self.product = SpikeAttentionProduct(config.attention_scale)
         self.attn_lif = MultiStepLIF(config.tau, config.attention_threshold)
         self.proj, self.proj_lif = _LinearBN(d, d), MultiStepLIF(config.tau)
 
@@ -128,8 +141,7 @@ class SpikingSelfAttention(nn.Module):
         q = self._split(self.q_lif(self.q(x)))
         k = self._split(self.k_lif(self.k(x)))
         v = self._split(self.v_lif(self.v(x)))
-        y = (q @ k.transpose(-2, -1)) @ v * self.scale  # spikes are >= 0: no softmax needed
-        y = y.transpose(2, 3).flatten(3)
+        y = self.product(q, k, v).transpose(2, 3).flatten(3)
         return self.proj_lif(self.proj(self.attn_lif(y)))
 
 
@@ -171,6 +183,19 @@ class Spikformer(nn.Module):
         for block in self.blocks:
             tokens = block(tokens)
         return self.head(tokens.mean(2))
+
+    def spike_sources(self) -> dict[str, tuple[str, ...]]:
+        """For every layer that reads spikes straight from LIF layers, those LIF layers (by qualified name).
+
+        A layer named here receives nothing once all of them have stopped (DTS); the others read sums of spike
+        trains (the residual stream, the token mean), which stay live for the whole window."""
+        sources = {"sps.conv2.conv": ("sps.lif1",), "sps.conv3.conv": ("sps.lif2",), "sps.rpe.conv": ("sps.lif3",)}
+        for i in range(len(self.blocks)):
+            a, m = f"blocks.{i}.attn", f"blocks.{i}.mlp"
+            sources[f"{a}.product"] = (f"{a}.q_lif", f"{a}.k_lif", f"{a}.v_lif")
+            sources[f"{a}.proj.linear"] = (f"{a}.attn_lif",)
+            sources[f"{m}.fc2.linear"] = (f"{m}.lif1",)
+        return sources
 
     def lif_layers(self) -> dict[str, tuple[MultiStepLIF, str]]:
         """Every LIF layer by qualified name, with its group (``sps``, ``qkv``, ``attn`` or ``mlp``)."""

@@ -5,6 +5,7 @@ reports and the artifact, and returns a :class:`RunResult`. Front ends only rend
 """
 from __future__ import annotations
 
+import math
 import shutil
 import tempfile
 from dataclasses import dataclass, field, replace
@@ -16,6 +17,7 @@ from . import artifacts
 from .api import Evaluation, ProgressFactory, convert, evaluate, resolve_device
 from .config import ConvertConfig, SimulationConfig
 from .data import DataConfig, LabeledData, load_data
+from .direct_network import FAMILY as DIRECT_FAMILY
 from .errors import ConfigError, GateFailed, OutputError
 from .metrics import load_energy_model, summarize
 from .network import SpikingNetwork
@@ -173,6 +175,11 @@ def run_evaluate(target: str | None, *, arch: str | None = None, allow_pickle: b
     A failed gate raises :class:`GateFailed` after the reports are written, so CI keeps the evidence.
     Without ``data``, an artifact is evaluated on the data its convert run used (``limit`` still applies).
     """
+    if target is not None and artifacts.is_artifact(target) and artifacts.family(target) == DIRECT_FAMILY:
+        from .direct_workflows import run_evaluate_direct
+        return run_evaluate_direct(Path(target), data=data, time_steps=time_steps, energy=energy, report_dir=report_dir,
+                                   gates=gates, batch_size=batch_size, device=device, seed=seed, limit=limit,
+                                   progress=progress)
     load_energy_model(energy)
     dev = resolve_device(device)
     torch.manual_seed(seed)
@@ -231,6 +238,9 @@ def _replace_directory(source: Path, destination: Path) -> None:
 
 def check_gates(summary: dict, gates: Gates) -> None:
     """Raise GateFailed naming the first gate the summary does not meet."""
+    if gates.max_acc_drop is not None and math.isnan(summary["accuracy_drop_points"]):
+        raise ConfigError("--max-acc-drop compares with the source ANN, and this model has none (it was trained "
+                          "as a spiking network); gate on its accuracy report instead, or drop the option.")
     if gates.max_acc_drop is not None and summary["accuracy_drop_points"] > gates.max_acc_drop:
         raise GateFailed("max-acc-drop", f"Gate --max-acc-drop failed: the SNN is {summary['accuracy_drop_points']:.2f} "
                                          f"points below the ANN, more than the allowed {gates.max_acc_drop:g}.")

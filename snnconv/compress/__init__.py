@@ -20,6 +20,7 @@ from .. import artifacts
 from ..api import Evaluation, ProgressFactory, evaluate, resolve_device
 from ..config import SimulationConfig
 from ..data import DataConfig, LabeledData, load_data
+from ..direct_network import FAMILY as DIRECT_FAMILY
 from ..errors import ArtifactError, ConfigError
 from ..metrics import load_energy_model
 from ..network import SpikingNetwork
@@ -118,6 +119,13 @@ def run_compress(artifact: str | Path, method: str, *, output: Path, config=None
     _check_method(method, config)
     if not artifacts.is_artifact(artifact):
         raise ArtifactError(f"'{artifact}' is not an snnconv artifact (no manifest.json); run snnconv convert first.")
+    if artifacts.family(artifact) == DIRECT_FAMILY:
+        from ..direct_workflows import refuse_unless_dts
+        from .dts_direct import compress_direct_dts
+        refuse_unless_dts(artifact, method)
+        return compress_direct_dts(artifact, config, output=output, calib_data=calib_data, data=data, energy=energy,
+                                   batch_size=batch_size, device=device, seed=seed, limit=limit, progress=progress,
+                                   note=note, checkpoint=checkpoint, resume=resume)
     load_energy_model(energy)
     _check_writable(output, "-o")
     dev = resolve_device(device)

@@ -86,6 +86,11 @@ def dts_summary(result: DtsResult, config: DtsConfig, uniform: Evaluation, compr
     }
 
 
+def _count(value: float | None) -> str:
+    """A per-sample count; '—' where a layer's consumers are not its own (a spiking transformer's residual stream)."""
+    return "—" if value is None else f"{value:,.0f}"
+
+
 def write_dts_tables(directory: Path, rows: list[dict], extra: dict, result: DtsResult) -> dict[str, Path]:
     csv_path = write_csv(directory / "dts.csv", DTS_COLUMNS, rows)
     md = directory / "dts.md"
@@ -101,7 +106,7 @@ def write_dts_tables(directory: Path, rows: list[dict], extra: dict, result: Dts
             r["layer"], f"{r['neurons']:,}", f"{r['input_similarity_first_vs_later']:.4f}",
             "yes" if r["suggested_for_mask_loss"] else "no", "yes" if r["penalized"] else "no",
             str(r["time_steps_dts"]), f"{r['spikes_per_sample_uniform']:,.0f}", f"{r['spikes_per_sample_dts']:,.0f}",
-            f"{r['synaptic_ops_per_sample_uniform']:,.0f}", f"{r['synaptic_ops_per_sample_dts']:,.0f}"]) + " |")
+            _count(r["synaptic_ops_per_sample_uniform"]), _count(r["synaptic_ops_per_sample_dts"])]) + " |")
     lines += ["", *quantity_table(extra)]
     md.write_text("\n".join(lines) + "\n")
     return {"dts.csv": csv_path, "dts.md": md}

@@ -11,6 +11,7 @@ steps and emits zeros after.
 """
 from __future__ import annotations
 
+import fnmatch
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -22,8 +23,10 @@ from ..config import _Plain
 from ..data import LabeledData
 from ..errors import ConfigError
 from ..neurons.time_mask import TimeMask
+from .dts import LayerSensitivity, StepValueSampler, compare_step_histograms
 from ..spikformer import GROUPS, Spikformer
-from ..training import TrainConfig, TrainLog, fit
+from ..training import ParamGroup, TrainConfig, TrainLog, fit
+from ..training.loop import OPTIMIZERS
 
 MASK_PREFIX = "masks."
 
@@ -39,8 +42,10 @@ class DirectConfig(_Plain):
     tet_weight: float = 1e-3  # lambda of TET's MSE term
     masks: bool = False
     mask_weight: float = 0.0  # lambda_m
-    groups: tuple[str, ...] = ("qkv", "mlp")  # groups the mask loss penalizes
+    # the LIF layers the mask loss penalizes: fnmatch patterns over group names (sps, qkv, attn, mlp) or layer names
+    groups: tuple[str, ...] = ("qkv", "mlp")
     mask_lr: float = 0.01
+    mask_optimizer: str = "sgd"  # the masks' own optimizer (momentum 0.9), whatever trains the weights
     initial_steps: int | None = None
     train: TrainConfig = field(default_factory=_direct_defaults)
 
@@ -51,10 +56,12 @@ class DirectConfig(_Plain):
             raise ConfigError(f"TET weight must be in [0, 1], got {self.tet_weight}.")
         if not self.mask_weight >= 0:
             raise ConfigError(f"--mask-weight must be >= 0, got {self.mask_weight}.")
+        if isinstance(self.groups, str) or not all(isinstance(g, str) and g for g in self.groups):
+            raise ConfigError(f"--groups takes group names ({', '.join(GROUPS)}) or layer-name patterns, "
+                              f"got {self.groups!r}.")
         object.__setattr__(self, "groups", tuple(self.groups))
-        unknown = sorted(set(self.groups) - set(GROUPS))
-        if unknown:
-            raise ConfigError(f"Unknown mask-loss group(s) {', '.join(unknown)}; choose from {', '.join(GROUPS)}.")
+        if self.mask_optimizer not in OPTIMIZERS:
+            raise ConfigError(f"Mask optimizer '{self.mask_optimizer}' is unknown; choose from {', '.join(OPTIMIZERS)}.")
         if not self.mask_lr > 0:
             raise ConfigError(f"--mask-lr must be positive, got {self.mask_lr}.")
         if self.initial_steps is not None and not 0 <= self.initial_steps <= self.time_steps:
@@ -77,10 +84,23 @@ class TrainableSpikformer(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.model(x, self.time_steps)
 
-    def mask_steps(self, groups: tuple[str, ...]) -> list[torch.Tensor]:
-        """TM of every masked LIF layer in ``groups``."""
-        layers = self.model.lif_layers()
-        return [mask() for key, mask in self.masks.items() if layers[key.replace("/", ".")][1] in groups]
+    def mask_steps(self, layers: list[str]) -> list[torch.Tensor]:
+        """TM of the named LIF layers."""
+        return [self.masks[name.replace(".", "/")]() for name in layers]
+
+
+def penalized_lif_layers(model: Spikformer, patterns: tuple[str, ...]) -> list[str]:
+    """LIF layers whose group or name matches a pattern, in model order; a pattern matching nothing is an error."""
+    layers = {name: group for name, (_lif, group) in model.lif_layers().items()}
+
+    def hit(name: str, pattern: str) -> bool:
+        return fnmatch.fnmatchcase(layers[name], pattern) or fnmatch.fnmatchcase(name, pattern)
+
+    for pattern in patterns:
+        if not any(hit(name, pattern) for name in layers):
+            raise ConfigError(f"--groups pattern '{pattern}' matches no LIF layer or group; the groups are "
+                              f"{', '.join(GROUPS)}.")
+    return [name for name in layers if any(hit(name, p) for p in patterns)]
 
 
 def direct_loss(outputs: torch.Tensor, y: torch.Tensor, tet: bool, tet_weight: float) -> torch.Tensor:
@@ -95,18 +115,20 @@ def train_direct(model: Spikformer, data: LabeledData, config: DirectConfig = Di
                  checkpoint: Path | None = None, resume: bool = False, progress=None) -> tuple[TrainableSpikformer, TrainLog]:
     """Train ``model`` (and its masks) in place; returns the wrapper holding the masks and the training log."""
     trainable = TrainableSpikformer(model, config.time_steps, config.masks, config.initial_steps)
+    penalized = penalized_lif_layers(model, config.groups) if config.masks and config.mask_weight > 0 else []
 
     def loss(module: TrainableSpikformer, batch):
         x, y = batch
         value = direct_loss(module(x), y, config.tet, config.tet_weight)
-        if config.masks and config.mask_weight > 0:
-            value = value + config.mask_weight * sum(tm.sum() for tm in module.mask_steps(config.groups))
+        if penalized:
+            value = value + config.mask_weight * sum(tm.sum() for tm in module.mask_steps(penalized))
         return value
 
     torch.manual_seed(config.train.seed)
     log = fit(trainable, [data.x, data.y], loss, config.train, checkpoint=checkpoint, resume=resume,
               progress=progress, description=f"Training the spiking transformer (T={config.time_steps})",
-              lr_scales={MASK_PREFIX: config.mask_lr / config.train.lr} if config.masks else None)
+              param_groups=(ParamGroup(MASK_PREFIX, config.mask_lr, config.mask_optimizer),) if config.masks else (),
+              fingerprint={**config.to_dict(), "train": None})
     model.eval()
     return trainable, log
 
@@ -123,43 +145,20 @@ def freeze_masks(trainable: TrainableSpikformer) -> dict[str, int]:
     return steps
 
 
-@dataclass
-class DirectEvaluation:
-    accuracy_pct: float  # top-1 of the output averaged over T steps
-    accuracy_per_step_pct: list[float]  # read out after steps 1..t
-    average_steps: float  # mean over LIF layers of the steps each ran (T_l, or T)
-    layer_steps: dict[str, int]
-    spikes_per_sample: float
-    spiking_activity: float  # spikes / (LIF neurons x T): the paper's SA, as a fraction
-
-
-def evaluate_direct(model: Spikformer, data: LabeledData, time_steps: int, batch_size: int = 256) -> DirectEvaluation:
-    """Accuracy after every step, spikes and average T of a trained spiking transformer."""
-    model.eval()
+def lif_input_sensitivity(model: Spikformer, data: LabeledData, time_steps: int, *, samples: int = 64,
+                          bins: int = 64) -> list[LayerSensitivity]:
+    """The paper's Section III-B analysis on a spiking transformer: per LIF layer, the cosine similarity of the
+    histograms of its input at step 1 and at steps 2..T (one batch of ``samples`` images, no masks)."""
     layers = model.lif_layers()
-    spikes = {name: 0.0 for name in layers}
-    neurons = {name: 0 for name in layers}
-    hooks = []
-    for name, (lif, _group) in layers.items():
-        def count(_module, _inputs, output, name=name):
-            spikes[name] += float(output.sum())
-            neurons[name] = output[0, 0].numel()
-        hooks.append(lif.register_forward_hook(count))
-    correct = torch.zeros(time_steps, dtype=torch.float64)
+    sampler = StepValueSampler()
+    hooks = [lif.register_forward_pre_hook(lambda _m, inputs, name=name: sampler(name, 0, inputs[0]))
+             for name, (lif, _group) in layers.items()]
+    was_training = model.training
     try:
         with torch.no_grad():
-            for x, y in data.batches(batch_size):
-                running = model(x, time_steps).cumsum(0)
-                correct += (running.argmax(-1) == y.unsqueeze(0)).sum(1).double()
+            model.eval()(data.x[:samples].to(next(model.parameters()).device), time_steps)
     finally:
         for hook in hooks:
             hook.remove()
-    n = len(data)
-    layer_steps = {name: (lif.active_steps if lif.active_steps is not None else time_steps)
-                   for name, (lif, _g) in layers.items()}
-    total = sum(spikes.values())
-    capacity = sum(neurons.values()) * time_steps
-    return DirectEvaluation(
-        accuracy_pct=100.0 * float(correct[-1]) / n, accuracy_per_step_pct=(100.0 * correct / n).tolist(),
-        average_steps=sum(layer_steps.values()) / len(layer_steps), layer_steps=layer_steps,
-        spikes_per_sample=total / n, spiking_activity=total / (capacity * n) if capacity else float("nan"))
+        model.train(was_training)
+    return compare_step_histograms(list(layers), sampler.first, sampler.later, bins)

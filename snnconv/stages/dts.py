@@ -31,7 +31,7 @@ from ..engine import Engine, TimePlan
 from ..errors import ConfigError
 from ..network import SpikingNetwork
 from ..neurons.time_mask import TimeMask
-from ..training import TrainConfig, TrainLog, fit
+from ..training import ParamGroup, TrainConfig, TrainLog, fit
 
 SENSITIVITY_VALUES_PER_STEP = 16384  # input values per layer and step kept for the histograms
 MASK_PREFIX = "masks."  # parameter-name prefix of the masks inside MaskedSNN (their own learning rate)
@@ -138,25 +138,45 @@ def sensitivity(network: SpikingNetwork, data: LabeledData, *, samples: int = 64
     encoding) has similarity 1. Layers at or above the mean similarity are suggested for the mask loss.
     """
     engine = Engine(network.graph, device)
-    first: dict[str, torch.Tensor] = {}
-    later: dict[str, list[torch.Tensor]] = {}
-    picks: dict[str, torch.Tensor] = {}  # a fixed random subset of each layer's inputs keeps memory flat
-
-    def probe(name: str, t0: int, current: torch.Tensor) -> None:
-        if name not in picks:
-            generator = torch.Generator().manual_seed(len(picks))
-            picks[name] = torch.randperm(current[0].numel(), generator=generator)[:SENSITIVITY_VALUES_PER_STEP]
-        for i in range(current.shape[0]):
-            values = current[i].detach().flatten()[picks[name].to(current.device)].float().cpu()
-            if t0 + i == 0:
-                first[name] = values
-            else:
-                later.setdefault(name, []).append(values)
-
+    sampler = StepValueSampler()
     with torch.no_grad():
-        engine.run_batch(data.x[:samples].to(engine.device), None, network.time_plan(chunk_steps), input_probe=probe)
+        engine.run_batch(data.x[:samples].to(engine.device), None, network.time_plan(chunk_steps), input_probe=sampler)
+    return compare_step_histograms([name for name, _ in network.neuron_layers()], sampler.first, sampler.later, bins)
+
+
+class StepValueSampler:
+    """Collects a fixed random subset of each layer's input values at step 1 and at every later step.
+
+    Called as ``sampler(layer, first_step, inputs)`` with ``inputs`` [steps, ...] (the engine's input probe);
+    the subset keeps memory flat whatever the layer size.
+    """
+
+    def __init__(self):
+        self.first: dict[str, torch.Tensor] = {}
+        self.later: dict[str, list[torch.Tensor]] = {}
+        self._picks: dict[str, torch.Tensor] = {}
+
+    def __call__(self, name: str, t0: int, current: torch.Tensor) -> None:
+        if name not in self._picks:
+            generator = torch.Generator().manual_seed(len(self._picks))
+            self._picks[name] = torch.randperm(current[0].numel(), generator=generator)[:SENSITIVITY_VALUES_PER_STEP]
+        for i in range(current.shape[0]):
+            values = current[i].detach().flatten()[self._picks[name].to(current.device)].float().cpu()
+            if t0 + i == 0:
+                self.first[name] = values
+            else:
+                self.later.setdefault(name, []).append(values)
+
+
+def compare_step_histograms(layers: list[str], first: dict[str, torch.Tensor], later: dict[str, list[torch.Tensor]],
+                            bins: int) -> list[LayerSensitivity]:
+    """Cosine similarity of each layer's histogram of input values at step 1 (``first``) and at later steps.
+
+    Both histograms span the range of the layer's input over all steps, so they share bins; a constant input
+    has similarity 1, and a layer without later steps NaN. Layers at or above the mean similarity are suggested.
+    """
     results = []
-    for name, _ in network.neuron_layers():
+    for name in layers:
         if name not in first or name not in later:  # a layer of one step has nothing to compare
             results.append(LayerSensitivity(name, float("nan"), False))
             continue
@@ -207,7 +227,8 @@ def train_time_masks(network: SpikingNetwork, data: LabeledData, config: DtsConf
     torch.manual_seed(config.train.seed)
     log = fit(model, [data.x, data.y], loss, config.train, checkpoint=checkpoint, resume=resume, progress=progress,
               description=f"Training time masks (DTS, BPTT, T_max={steps})",
-              lr_scales={MASK_PREFIX: config.mask_lr / config.train.lr})
+              param_groups=(ParamGroup(MASK_PREFIX, config.mask_lr),),
+              fingerprint={**config.to_dict(), "train": None, "penalized": penalized})
     network.graph.eval()
     learned = {name: mask.steps() for name, mask in masks.items()}
     network.layer_prefix_steps = {name: t for name, t in learned.items() if t < steps}

@@ -1,4 +1,4 @@
 """The shared training loop (surrogate-model and policy training, checkpoints, resume, progress)."""
-from .loop import TrainConfig, TrainLog, fit
+from .loop import ParamGroup, TrainConfig, TrainLog, fit
 
-__all__ = ["TrainConfig", "TrainLog", "fit"]
+__all__ = ["ParamGroup", "TrainConfig", "TrainLog", "fit"]

@@ -61,20 +61,46 @@ class TrainLog:
     resumed_from_epoch: int = 0
 
 
-def _optimizer(model: nn.Module, config: TrainConfig, lr_scales: dict[str, float] | None = None) -> torch.optim.Optimizer:
-    """One parameter group at ``config.lr``, plus one per ``lr_scales`` entry (parameter-name prefix -> factor)."""
+@dataclass(frozen=True)
+class ParamGroup(_Plain):
+    """Parameters whose names start with ``prefix`` train with their own learning rate, and optionally their own
+    optimizer (DTS: time masks learn with SGD at a higher rate while Adam trains a transformer's weights)."""
+
+    prefix: str
+    lr: float
+    optimizer: str | None = None  # None: in the main optimizer, only the learning rate differs
+    momentum: float = 0.9  # for a separate SGD optimizer
+
+    def __post_init__(self):
+        if not self.lr > 0:
+            raise ConfigError(f"Learning rate of '{self.prefix}*' must be positive, got {self.lr}.")
+        if self.optimizer is not None and self.optimizer not in OPTIMIZERS:
+            raise ConfigError(f"Optimizer '{self.optimizer}' is unknown; choose from {', '.join(OPTIMIZERS)}.")
+
+
+def _build(kind: str, groups: list[dict], lr: float, momentum: float, weight_decay: float) -> torch.optim.Optimizer:
+    if kind == "adam":
+        return torch.optim.Adam(groups, lr=lr, weight_decay=weight_decay)
+    return torch.optim.SGD(groups, lr=lr, momentum=momentum, weight_decay=weight_decay)
+
+
+def _optimizers(model: nn.Module, config: TrainConfig, param_groups: Sequence[ParamGroup]) -> list[torch.optim.Optimizer]:
+    """The main optimizer (``config``) and one more per group that names a different optimizer kind."""
     named = [(name, p) for name, p in model.named_parameters() if p.requires_grad]
-    groups = []
-    for prefix, scale in (lr_scales or {}).items():
-        chosen = [p for name, p in named if name.startswith(prefix)]
-        named = [(name, p) for name, p in named if not name.startswith(prefix)]
-        if chosen:
-            groups.append({"params": chosen, "lr": config.lr * scale})
+    shared, separate = [], []
+    for group in param_groups:
+        chosen = [p for name, p in named if name.startswith(group.prefix)]
+        named = [(name, p) for name, p in named if not name.startswith(group.prefix)]
+        if not chosen:
+            continue
+        if group.optimizer is None or group.optimizer == config.optimizer:
+            shared.append({"params": chosen, "lr": group.lr})
+        else:
+            separate.append(_build(group.optimizer, [{"params": chosen}], group.lr, group.momentum, 0.0))
     if named:
-        groups.insert(0, {"params": [p for _, p in named]})
-    if config.optimizer == "adam":
-        return torch.optim.Adam(groups, lr=config.lr, weight_decay=config.weight_decay)
-    return torch.optim.SGD(groups, lr=config.lr, momentum=config.momentum, weight_decay=config.weight_decay)
+        shared.insert(0, {"params": [p for _, p in named]})
+    main = [_build(config.optimizer, shared, config.lr, config.momentum, config.weight_decay)] if shared else []
+    return main + separate
 
 
 def _schedule(optimizer: torch.optim.Optimizer, config: TrainConfig, iterations: int):
@@ -95,13 +121,15 @@ def _save_checkpoint(path: Path, state: dict) -> None:
 
 def fit(model: nn.Module, tensors: Sequence[torch.Tensor], loss_fn: LossFn, config: TrainConfig = TrainConfig(), *,
         checkpoint: Path | None = None, resume: bool = False, progress: ProgressFactory | None = None,
-        description: str = "Training", lr_scales: dict[str, float] | None = None) -> TrainLog:
+        description: str = "Training", param_groups: Sequence[ParamGroup] = (),
+        fingerprint: dict | None = None) -> TrainLog:
     """Train ``model`` in place on ``tensors`` (all indexed by sample, shuffled together each epoch).
 
     With ``checkpoint``, the model, optimizer, schedule and log are saved there after every epoch; with
     ``resume`` too, training continues from that file when it exists (it must come from the same config).
-    ``lr_scales`` gives the parameters whose names start with a prefix their own learning rate, ``lr x factor``
-    (DTS: the time masks learn faster than the weights).
+    ``param_groups`` give the parameters under a name prefix their own learning rate or optimizer (every group
+    follows the same schedule). ``fingerprint`` describes whatever else makes a run what it is (the loss and its
+    weights): a checkpoint is resumed only under the same config, groups and fingerprint.
     """
     n = len(tensors[0])
     if any(len(t) != n for t in tensors):
@@ -110,18 +138,22 @@ def fit(model: nn.Module, tensors: Sequence[torch.Tensor], loss_fn: LossFn, conf
         raise ConfigError("Training needs at least one sample.")
     device = next(model.parameters()).device
     per_epoch = math.ceil(n / config.batch_size)
-    optimizer = _optimizer(model, config, lr_scales)
-    scheduler = _schedule(optimizer, config, per_epoch * config.epochs)
+    optimizers = _optimizers(model, config, param_groups)
+    schedulers = [_schedule(o, config, per_epoch * config.epochs) for o in optimizers]
+    identity = {"train": config.to_dict(), "param_groups": [g.to_dict() for g in param_groups],
+                "fingerprint": fingerprint or {}}
     log = TrainLog()
     start = 0
     if resume and checkpoint is not None and Path(checkpoint).is_file():
         state = torch.load(checkpoint, map_location=device, weights_only=False)
-        if state.get("config") != config.to_dict():
+        if state.get("config") != identity:
             raise ConfigError(f"Checkpoint '{checkpoint}' was written with another training configuration; "
                               "remove it or train without --resume.")
         model.load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
-        scheduler.load_state_dict(state["scheduler"])
+        for optimizer, saved in zip(optimizers, state["optimizers"]):
+            optimizer.load_state_dict(saved)
+        for scheduler, saved in zip(schedulers, state["schedulers"]):
+            scheduler.load_state_dict(saved)
         log = TrainLog(epoch_losses=list(state["epoch_losses"]), resumed_from_epoch=int(state["epoch"]))
         start = int(state["epoch"])
     advance = (progress or (lambda _d, _t: (lambda _n: None)))(description, per_epoch * (config.epochs - start))
@@ -137,17 +169,19 @@ def fit(model: nn.Module, tensors: Sequence[torch.Tensor], loss_fn: LossFn, conf
             if not torch.isfinite(loss.detach()):
                 raise ConfigError(f"{description}: the loss became {float(loss)} in epoch {epoch + 1}; "
                                   "lower the learning rate.")
-            optimizer.zero_grad(set_to_none=True)
+            for optimizer in optimizers:
+                optimizer.zero_grad(set_to_none=True)
             loss.backward()
-            optimizer.step()
-            scheduler.step()
+            for optimizer, scheduler in zip(optimizers, schedulers):
+                optimizer.step()
+                scheduler.step()
             total += float(loss.detach()) * len(index)
             advance(1)
         log.epoch_losses.append(total / n)
         if checkpoint is not None:
             _save_checkpoint(Path(checkpoint), {
-                "config": config.to_dict(), "epoch": epoch + 1, "model": model.state_dict(),
-                "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
+                "config": identity, "epoch": epoch + 1, "model": model.state_dict(),
+                "optimizers": [o.state_dict() for o in optimizers], "schedulers": [s.state_dict() for s in schedulers],
                 "epoch_losses": log.epoch_losses})
     model.train(was_training)
     return log

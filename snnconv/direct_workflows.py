@@ -126,10 +126,11 @@ def _run_result(network, evaluation: Evaluation, summary: dict, report_dir: Path
                      files=files)
 
 
-def recorded_data(target: Path, key: str, split: str, seed: int, limit: int | None = None) -> DataConfig:
+def recorded_data(target: Path, key: str, split: str, seed: int) -> DataConfig:
+    """The data spec the artifact's run recorded under ``key`` (its sample limit too), drawn with ``seed``."""
     recorded = artifacts.read_manifest(target).get("run", {}).get(key)
     data = DataConfig.from_dict(recorded) if recorded else DataConfig(DEFAULT_DATA, split=split)
-    return replace(data, split=split, limit=limit, seed=seed)
+    return replace(data, split=split, seed=seed)
 
 
 def run_evaluate_direct(target: Path, *, data: DataConfig | None = None, time_steps: list[int] | None = None,
@@ -146,7 +147,8 @@ def run_evaluate_direct(target: Path, *, data: DataConfig | None = None, time_st
     _check_writable(report_dir, "--report-dir")
     if gates.max_acc_drop is not None:  # refused before any work: there is no ANN to compare with
         check_gates({"accuracy_drop_points": float("nan")}, Gates(max_acc_drop=gates.max_acc_drop))
-    data = data or recorded_data(target, "data", "test", seed, limit)
+    # as for converted artifacts: the recorded evaluation data, all of it unless --limit says otherwise
+    data = data or replace(recorded_data(target, "data", "test", seed), limit=limit)
     steps = _check_time_steps(list(time_steps or [network.time_steps]))
     evaluation = evaluate_direct(network.to(dev), load_data(data), max(steps), batch_size=batch_size, device=dev,
                                  progress=progress)

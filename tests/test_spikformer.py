@@ -11,7 +11,8 @@ from snnconv.errors import ConfigError
 from snnconv.neurons.lif import MultiStepLIF
 from snnconv.neurons.time_mask import initial_parameters
 from snnconv.spikformer import GROUPS, Spikformer, SpikformerConfig, SpikingSelfAttention, lif_group
-from snnconv.stages.direct import DirectConfig, TrainableSpikformer, evaluate_direct, freeze_masks, train_direct
+from snnconv.engine.direct import simulate_spikformer
+from snnconv.stages.direct import DirectConfig, TrainableSpikformer, freeze_masks, penalized_lif_layers, train_direct
 from snnconv.training import TrainConfig
 
 
@@ -115,9 +116,13 @@ def test_direct_training_with_masks_and_the_mask_loss_lowers_time_steps():
     model_p, trainable_p, _ = _train(0.05)
     penalized = freeze_masks(trainable_p)
     assert sum(penalized.values()) < sum(free.values())
-    evaluation = evaluate_direct(model_p, _task(), 4)
-    assert evaluation.average_steps == pytest.approx(sum(penalized.values()) / len(penalized))
-    assert len(evaluation.accuracy_per_step_pct) == 4 and 0 <= evaluation.spiking_activity <= 1
+    sim = simulate_spikformer(model_p, _task(), 4)
+    recorded = {layer.name: layer.active_steps for layer in sim.neuron_layers}
+    assert recorded == {name: (t if t < 4 else None) for name, t in penalized.items()}
+    for layer in sim.neuron_layers:  # a masked layer is silent after its T_l
+        if layer.active_steps is not None:
+            assert layer.spikes_per_step[layer.active_steps:].sum() == 0
+    assert len(sim.correct_per_step) == 4
     assert all(v == v for v in log.epoch_losses) and len(log.epoch_losses) == 2
 
 
@@ -127,9 +132,18 @@ def test_tet_loss_trains_too():
 
 
 def test_direct_config_rejects_bad_groups_and_steps():
-    with pytest.raises(ConfigError, match="Unknown mask-loss group"):
-        DirectConfig(groups=("qkv", "ffn"))
+    with pytest.raises(ConfigError, match="pattern 'ffn' matches no LIF layer"):
+        penalized_lif_layers(Spikformer(SpikformerConfig(depth=1, dim=16, heads=2, image_size=8)), ("qkv", "ffn"))
+    with pytest.raises(ConfigError, match="Mask optimizer"):
+        DirectConfig(mask_optimizer="rmsprop")
     with pytest.raises(ConfigError, match="--initial-steps"):
         DirectConfig(time_steps=4, initial_steps=5)
     with pytest.raises(ConfigError, match="divisible"):
         SpikformerConfig(dim=10, heads=4)
+
+
+def test_mask_loss_patterns_name_groups_or_layers():
+    model = Spikformer(SpikformerConfig(depth=2, dim=16, heads=2, image_size=8))
+    assert penalized_lif_layers(model, ("qkv",)) == [f"blocks.{b}.attn.{x}_lif" for b in (0, 1) for x in "qkv"]
+    assert penalized_lif_layers(model, ("blocks.1.mlp.*", "sps")) == [
+        "sps.lif1", "sps.lif2", "sps.lif3", "sps.rpe_lif", "blocks.1.mlp.lif1", "blocks.1.mlp.lif2"]

@@ -76,8 +76,8 @@ def compress_direct_dts(artifact: Path, config: DtsConfig, *, output: Path, cali
     initial = steps if config.initial_steps is None else config.initial_steps
     if initial > steps:
         raise ConfigError(f"--initial-steps {initial} exceeds the network's T = {steps}.")
-    calib_data = calib_data or recorded_data(artifact, "train_data", "train", seed)
-    data = data or recorded_data(artifact, "data", "test", seed, limit)
+    calib_data = calib_data or recorded_data(artifact, "train_data", "train", seed)  # what it was trained on
+    data = data or replace(recorded_data(artifact, "data", "test", seed), limit=limit)
     training, evaluation_data = load_data(calib_data), load_data(data)
     network.to(dev)
     uniform = evaluate_direct(network, evaluation_data, steps, batch_size=batch_size, device=dev, progress=progress)

@@ -23,7 +23,7 @@ from .errors import ConfigError, DataError
 from .metrics import load_energy_model
 from .results import AnnResult
 from .spikformer import Spikformer, SpikformerConfig
-from .stages.direct import DirectConfig, freeze_masks, train_direct
+from .stages.direct import DirectConfig, freeze_masks, mask_parameters, train_direct
 from .workflows import (DEFAULT_DATA, Gates, RunResult, _check_time_steps, _check_writable, _replace_directory, _report,
                         check_gates, sweep_steps)
 
@@ -89,8 +89,7 @@ def run_train(architecture: SpikformerConfig = SpikformerConfig(), config: Direc
     config = replace(config, train=replace(config.train, seed=seed))
     torch.manual_seed(seed)
     model = Spikformer(architecture).to(dev)
-    trainable, log = train_direct(model, _on(training, dev), config, checkpoint=checkpoint, resume=resume,
-                                  progress=progress)
+    trainable, log = train_direct(model, training, config, checkpoint=checkpoint, resume=resume, progress=progress)
     network = DirectNetwork(model=model, time_steps=config.time_steps, input_shape=tuple(training.x.shape[1:]),
                             num_classes=training.num_classes,
                             source={"source": f"snnconv train (Spikformer-{architecture.depth}-{architecture.dim})",
@@ -101,8 +100,7 @@ def run_train(architecture: SpikformerConfig = SpikformerConfig(), config: Direc
                                       "train_samples": len(training), "epoch_losses": log.epoch_losses})
     if config.masks:
         freeze_masks(trainable)
-        network.time_mask_parameters = {key.replace("/", "."): mask.tp().detach().cpu().tolist()
-                                        for key, mask in trainable.masks.items()}
+        network.time_mask_parameters = mask_parameters(trainable)
     evaluation = evaluate_direct(network, evaluation_data, config.time_steps, batch_size=batch_size, device=dev,
                                  progress=progress)
     resolved = {"model": network.source["source"], "spikformer": architecture.to_dict(), "train": config.to_dict(),
@@ -113,14 +111,10 @@ def run_train(architecture: SpikformerConfig = SpikformerConfig(), config: Direc
     return _run_result(network, evaluation, summary, Path(output) / "reports", files, artifact=Path(output))
 
 
-def _on(data: LabeledData, device: torch.device) -> LabeledData:
-    return data if device.type == "cpu" else replace(data, x=data.x.to(device), y=data.y.to(device))
-
-
 def _run_result(network, evaluation: Evaluation, summary: dict, report_dir: Path, files: dict[str, Path],
-                artifact: Path | None = None) -> RunResult:
+                artifact: Path | None = None, requested: list[int] = ()) -> RunResult:
     sim = evaluation.simulation
-    steps = sweep_steps([sim.time_steps], sim.time_steps)
+    steps = sweep_steps(list(requested) or [sim.time_steps], sim.time_steps)
     return RunResult(network=network, evaluation=evaluation, summary=summary, time_steps=sim.time_steps,
                      sweep={t: sim.accuracy_at(t) for t in steps}, report_dir=report_dir, artifact=artifact,
                      files=files)
@@ -163,8 +157,7 @@ def run_evaluate_direct(target: Path, *, data: DataConfig | None = None, time_st
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     result = _run_result(network, evaluation, summary, report_dir,
-                         {name: report_dir / Path(p).name for name, p in files.items()})
-    result.sweep = {t: evaluation.simulation.accuracy_at(t) for t in sweep_steps(steps, max(steps))}
+                         {name: report_dir / Path(p).name for name, p in files.items()}, requested=steps)
     check_gates(summary, gates)
     return result
 

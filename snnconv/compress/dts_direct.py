@@ -19,7 +19,8 @@ from ..direct_workflows import _run_result, _save_with_reports, evaluate_direct,
 from ..errors import ConfigError
 from ..metrics import load_energy_model
 from ..metrics.summary import layer_spikes_per_sample
-from ..stages.direct import DirectConfig, freeze_masks, lif_input_sensitivity, penalized_lif_layers, train_direct
+from ..stages.direct import (DirectConfig, freeze_masks, lif_input_sensitivity, mask_parameters,
+                             penalized_lif_layers, train_direct)
 from ..stages.dts import DtsConfig, DtsResult
 from ..workflows import _check_writable
 from .dts import dts_summary, write_dts_tables
@@ -92,8 +93,7 @@ def compress_direct_dts(artifact: Path, config: DtsConfig, *, output: Path, cali
     trainable, log = train_direct(network.model, training, direct, checkpoint=checkpoint, resume=resume,
                                   progress=progress)
     learned = freeze_masks(trainable)
-    network.time_mask_parameters = {key.replace("/", "."): mask.tp().detach().cpu().tolist()
-                                    for key, mask in trainable.masks.items()}
+    network.time_mask_parameters = mask_parameters(trainable)
     masked = evaluate_direct(network, evaluation_data, steps, batch_size=batch_size, device=dev, progress=progress)
     result = DtsResult(max_steps=steps, layer_steps=learned, penalized=penalized, sensitivity=report, log=log,
                        mask_parameters=network.time_mask_parameters, initial_steps=initial)

@@ -162,3 +162,8 @@ def lif_input_sensitivity(model: Spikformer, data: LabeledData, time_steps: int,
             hook.remove()
         model.train(was_training)
     return compare_step_histograms(list(layers), sampler.first, sampler.later, bins)
+
+
+def mask_parameters(trainable: TrainableSpikformer) -> dict[str, list[float]]:
+    """TP of every LIF layer's mask, by layer name (what an artifact keeps beside the frozen T_l)."""
+    return {key.replace("/", "."): mask.tp().detach().cpu().tolist() for key, mask in trainable.masks.items()}

@@ -77,7 +77,7 @@ def with_equal_fixed(network, data, curve_sim, row: dict, cache: dict) -> dict:
 
 
 def run(model: str, limit: int, selection_count: int, policy_train: int, epochs: int, log,
-        temperatures=(8.0,), policy: bool = True) -> dict:
+        temperatures=(8.0,), policy: bool = True, base_t: int = BASE_T) -> dict:
     cx, cy = C.calibration_set(model)
     tx, ty = C.test_order(model)
     cal = LabeledData(x=cx, y=cy, num_classes=10, description=f"{model} calibration")
@@ -86,15 +86,15 @@ def run(model: str, limit: int, selection_count: int, policy_train: int, epochs:
     selection = LabeledData(x=tx[chosen], y=ty[chosen], num_classes=10,
                             description=f"{model} test[{chosen.start}:{chosen.stop}]")
     imported = load_model(C.source_model(model), example=cx)
-    network = snnconv.convert(imported, cal, ConvertConfig(time_steps=BASE_T, balance=BalanceConfig(time_steps=BASE_T)))
+    network = snnconv.convert(imported, cal, ConvertConfig(time_steps=base_t, balance=BalanceConfig(time_steps=base_t)))
     traces = []
-    fixed = snnconv.evaluate(network, test, SimulationConfig(time_steps=BASE_T), exit_policy=None, trace_output=True,
+    fixed = snnconv.evaluate(network, test, SimulationConfig(time_steps=base_t), exit_policy=None, trace_output=True,
                              on_batch=lambda outcome: traces.append(outcome["output_trace"].cpu()))
     sim = fixed.simulation
     eval_trace = ExitTrace(torch.cat(traces, dim=1), test.y.clone())
-    full = measured(network, test, None)  # again without the trace, for a clean wall time
-    cache = {BASE_T: full}
-    log(f"[{model}] fixed T={BASE_T}: {full['accuracy_pct']:.2f} %, {full['wall_ms_per_sample']:.2f} ms/sample")
+    full = measured(network, test, None, base_t)  # again without the trace, for a clean wall time
+    cache = {base_t: full}
+    log(f"[{model}] fixed T={base_t}: {full['accuracy_pct']:.2f} %, {full['wall_ms_per_sample']:.2f} ms/sample")
 
     selected = record_trace(network, selection)
     selection_full = 100.0 * float(selected.correct()[:, -1].double().mean())
@@ -103,7 +103,7 @@ def run(model: str, limit: int, selection_count: int, policy_train: int, epochs:
         tau, chosen, _ = choose_rule(selected, selection_full, budget, temperatures=temperatures)
         row = {"budget_points": budget, "alpha": chosen.alpha, "temperature": tau,
                "selection_accuracy_pct": chosen.accuracy_pct, "selection_avg_exit": chosen.avg_exit_time_steps,
-               **measured(network, test, ConfidenceExit(chosen.alpha, "confidence", tau, 1))}
+               **measured(network, test, ConfidenceExit(chosen.alpha, "confidence", tau, 1), base_t)}
         seenn_one.append(with_equal_fixed(network, test, sim, row, cache))
         log(f"[{model}] SEENN-I budget {budget}: alpha {chosen.alpha:.6f} tau {tau:g} -> {row['accuracy_pct']:.2f} % at "
             f"{row['avg_time_steps']:.2f} steps (fixed of equal accuracy: {row['equal_accuracy_t']})")
@@ -133,14 +133,14 @@ def run(model: str, limit: int, selection_count: int, policy_train: int, epochs:
         fit(net, [train.x, correct, weights], lambda m, b: policy_loss(m(b[0]), b[1], b[2], beta),
             TrainConfig(epochs=epochs, batch_size=128, lr=1e-3, optimizer="adam", weight_decay=5e-4))
         row = {"beta": beta, "train_s": time.perf_counter() - t1,
-               **measured(network, test, PolicyExit(net, points, POLICY_CHUNK))}
+               **measured(network, test, PolicyExit(net, points, POLICY_CHUNK), base_t)}
         seenn_two.append(with_equal_fixed(network, test, sim, row, cache))
         log(f"[{model}] SEENN-II beta {beta}: {row['accuracy_pct']:.2f} % at {row['avg_time_steps']:.2f} steps "
             f"(fixed of equal accuracy: {row['equal_accuracy_t']})")
     return {
-        "model": model, "base_t": BASE_T, "samples": limit, "selection_samples": len(selection),
+        "model": model, "base_t": base_t, "samples": limit, "selection_samples": len(selection),
         "policy_train_samples": policy_train if policy else 0, "policy_epochs": epochs, "ann_accuracy_pct": fixed.ann.accuracy,
-        "fixed_curve_pct": [sim.accuracy_at(t) for t in range(1, BASE_T + 1)], "fixed": full,
+        "fixed_curve_pct": [sim.accuracy_at(t) for t in range(1, base_t + 1)], "fixed": full,
         "fixed_runs": {str(t): v for t, v in cache.items()},
         "selection_accuracy_fixed_pct": selection_full,
         "oracle_aet": oracle_aet(sim.correct_per_step, sim.samples),
@@ -152,16 +152,16 @@ def run(model: str, limit: int, selection_count: int, policy_train: int, epochs:
     }
 
 
-def _ratio_text(row: dict) -> tuple[str, str, str]:
+def _ratio_text(row: dict, base_t: int) -> tuple[str, str, str]:
     if row.get("equal_accuracy_t") is None:
-        return "> 32", "-", "-"
+        return f"> {base_t}", "-", "-"
     return str(row["equal_accuracy_t"]), f"{row['step_ratio']:.2f}", f"{row['wall_ratio']:.2f}"
 
 
 def render(results: list[dict]) -> None:
     lines = ["## 5. SEENN: per-sample early exit", "",
              f"Command: `{COMMAND}` (results: `benchmarks/results/seenn_<model>.json`). Machine: {C.machine()}.", "",
-             "Default pipeline converted for T = 32. SEENN-I: max softmax of the summed output at temperature tau "
+             "Default pipeline converted for T = 32 (T = 64 for models tagged `t64`). SEENN-I: max softmax of the summed output at temperature tau "
              "(8, or, for models tagged `tau-auto`, chosen per budget from {1, 2, ..., 64} on the selection images as "
              "`--temperature auto` does), "
              "alpha chosen on unseen test images (the "
@@ -187,7 +187,7 @@ def render(results: list[dict]) -> None:
                 for x in r["seenn_one"]]
         rows += [(f"SEENN-II beta {x['beta']:g}", x) for x in r["seenn_two"]]
         for name, x in rows:
-            equal, step, wall = _ratio_text(x)
+            equal, step, wall = _ratio_text(x, r["base_t"])
             step_ok = x.get("step_ratio") is not None and x["step_ratio"] >= 2
             wall_ok = x.get("wall_ratio") is not None and x["wall_ratio"] >= 0.7 * x["step_ratio"]
             body.append([r["model"], name, f"{x['accuracy_pct']:.2f}", f"{x['avg_time_steps']:.2f}", equal, step,
@@ -201,15 +201,15 @@ def render(results: list[dict]) -> None:
     for r in results:
         s = r["other_scores"]
         other.append([r["model"], str(r["samples"]), str(r["selection_samples"]), str(r["policy_train_samples"]),
-                      f"{r['ann_accuracy_pct']:.2f}", f"{r['fixed']['accuracy_pct']:.2f}",
+                      f"{r['ann_accuracy_pct']:.2f}", f"{r['fixed']['accuracy_pct']:.2f} (T={r['base_t']})",
                       f"{r['oracle_aet']:.2f}", f"{r['empirical_aet']:.2f}"]
                      + [f"{s[k]['accuracy_pct']:.2f} % at {s[k]['avg_time_steps']:.2f}" for k in ("entropy", "margin")])
-    lines += [C.md_table(["model", "images", "selection", "policy train", "ANN", "fixed T=32", "oracle AET",
+    lines += [C.md_table(["model", "images", "selection", "policy train", "ANN", "fixed T", "oracle AET",
                           "empirical AET", "entropy score", "margin score"],
                          other), ""]
     for r in results:
         curve = r["fixed_curve_pct"]
-        marks = (1, 2, 4, 6, 8, 10, 12, 16, 20, 24, 32)
+        marks = [t for t in (1, 2, 4, 6, 8, 10, 12, 16, 20, 24, 32, 40, 48, 64) if t <= r["base_t"]]
         lines += [f"Fixed-T curve, {r['model']}:", "",
                   C.md_table(["t"] + [str(t) for t in marks], [["accuracy (%)"] + [f"{curve[t - 1]:.2f}" for t in marks]]),
                   ""]
@@ -226,6 +226,7 @@ def main() -> None:
     parser.add_argument("--temperature", default="8", help="SEENN-I softmax temperature, or auto (grid 1..64)")
     parser.add_argument("--no-policy", action="store_true", help="skip SEENN-II")
     parser.add_argument("--tag", default="", help="suffix of the result file and the model label, e.g. tau-auto")
+    parser.add_argument("--time-steps", type=int, default=BASE_T, help="T the models are converted for")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--render-only", action="store_true")
     args = parser.parse_args()
@@ -235,7 +236,8 @@ def main() -> None:
         for model in args.models.split(","):
             temperatures = TEMPERATURE_GRID if args.temperature == "auto" else (float(args.temperature),)
             result = run(model, args.limit, args.selection, args.policy_train, args.epochs,
-                         lambda m: print(m, flush=True), temperatures, policy=not args.no_policy)
+                         lambda m: print(m, flush=True), temperatures, policy=not args.no_policy,
+                         base_t=args.time_steps)
             suffix = f"_{args.tag}" if args.tag else ""
             result["model"] = f"{model} ({args.tag})" if args.tag else model
             (C.RESULTS / f"seenn_{model}{suffix}.json").write_text(json.dumps(result, indent=1))

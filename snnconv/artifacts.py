@@ -22,7 +22,7 @@ import torch.fx
 from torch import nn
 
 from . import __version__
-from .config import ConvertConfig
+from .config import SPIKE_TIMINGS, ConvertConfig
 from .errors import ArtifactError, OutputError
 from .handlers import HANDLERS
 from .network import SpikingNetwork
@@ -221,6 +221,8 @@ def build_manifest(network: SpikingNetwork, extra: dict | None = None) -> dict:
         "input": {"shape": list(network.input_shape), "num_classes": network.num_classes,
                   **network.input_normalization},
         "time_steps": network.time_steps,
+        # how IF spikes are re-timed where per-layer windows differ; absent in older manifests: linear
+        "timing": network.timing,
         "layers": layers,
         "coverage": [row.__dict__ for row in network.coverage],
         "calibration": network.calibration_log,
@@ -334,6 +336,10 @@ def load(directory: str | Path) -> SpikingNetwork:
                 layer_time_steps[name] = int(entry["time_steps"])
             if entry.get("crossing") == "prefix":
                 layer_prefix_steps[name] = int(entry["active_steps"])
+    timing = manifest.get("timing", "linear")
+    if timing not in SPIKE_TIMINGS:
+        raise ArtifactError(f"'{directory / MANIFEST}' has spike timing '{timing}', which this snnconv version cannot "
+                            f"run (it knows {', '.join(SPIKE_TIMINGS)}); upgrade snnconv.")
     masks = manifest.get("time_masks") or {}
     if masks and masks.get("mode") != "prefix":
         raise ArtifactError(f"'{directory / MANIFEST}' has time masks in mode '{masks.get('mode')}', which this "
@@ -345,7 +351,7 @@ def load(directory: str | Path) -> SpikingNetwork:
         input_normalization={k: inputs.get(k) for k in ("mean", "std") if k in inputs},
         num_classes=int(inputs["num_classes"]), calibration_log=manifest.get("calibration", []),
         notes=manifest.get("notes", {}), layer_time_steps=layer_time_steps, exit_policy=exit_policy,
-        ttfs=ttfs, layer_prefix_steps=layer_prefix_steps,
+        ttfs=ttfs, layer_prefix_steps=layer_prefix_steps, timing=timing,
         time_mask_parameters={k: [float(v) for v in tp] for k, tp in masks.get("parameters", {}).items()})
 
 

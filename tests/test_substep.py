@@ -52,6 +52,21 @@ def test_crossing_fraction_by_hand():
         crossing_fraction(current, v_fire, theta, "nope")
 
 
+def test_interpolated_times_are_those_of_the_continuous_neuron():
+    """Constant z < theta from V(0) = theta / 2: the k-th spike crosses at (k - 1/2) theta / z (docs/teas.md)."""
+    theta, z = torch.tensor(1.0), torch.tensor([0.3, 0.55, 0.9], dtype=torch.float64)
+    v = torch.full((3,), 0.5, dtype=torch.float64)
+    times: list[list[float]] = [[], [], []]
+    for x in range(40):
+        out, fraction = torch.empty(3, dtype=torch.float64), torch.empty(3, dtype=torch.float64)
+        if_step_timed_(z, v, theta.double(), out, fraction, "interpolate")
+        for i in out.nonzero().flatten().tolist():
+            times[i].append(x + fraction[i].item())
+    for i in range(3):
+        expected = [(k - 0.5) / z[i].item() for k in range(1, len(times[i]) + 1)]
+        assert len(times[i]) >= 11 and times[i] == pytest.approx(expected, abs=1e-9)
+
+
 @pytest.mark.parametrize("reading", ["interpolate", "vfire"])
 def test_timed_step_spikes_exactly_like_the_plain_step(reading):
     generator = torch.Generator().manual_seed(1)

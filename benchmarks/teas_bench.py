@@ -147,15 +147,16 @@ def timing_lines(results: list[dict]) -> list[str]:
     """The timing comparison as markdown (docs/benchmarks.md, section 4)."""
     if not results:
         return []
+    models, samples = ",".join(r["model"] for r in results), results[0]["samples"]
     lines = ["### Spike timing between windows (fixed allocation)", "",
-             f"Command: `{COMMAND} --models vgg --timing-comparison --limit N --threads 1` (results: "
+             f"Command: `{COMMAND} --models {models} --timing-comparison --limit {samples} --threads 1` (results: "
              "`benchmarks/results/teas-timing_<model>.json`). The allocation stored by the run above, the same "
              "converted network, every timing on the same test images in one run. `linear`: t' = floor(t W / S); "
              "`substep`: from the interpolated threshold-crossing time x + f, f = (theta - V_before) / I; "
              "`substep-vfire`: the slides' x + Vth / Vfire (docs/teas.md, \"5. Execute\"). Recalibration under "
              "linear: the network TEAS built, only the execution differs; recalibration under each timing: what "
              "`compress --method teas --timing T` gives for this allocation.", ""]
-    header = ["model", "images", "uniform T=32", "recalibrated under", "timing", "accuracy (%)", "syn. ops/sample",
+    header = ["model", "images", f"uniform T={results[0]['base_t']}", "recalibrated under", "timing", "accuracy (%)", "syn. ops/sample",
               "spikes/sample"]
     body = []
     for r in results:
@@ -171,6 +172,7 @@ def timing_lines(results: list[dict]) -> list[str]:
         lines += [f"`{r['model']}` windows {r['layer_time_steps']}; crossings between windows: " + "; ".join(
             f"{c['source']} ({c['source_steps']}) -> {c['consumer']} ({c['target_steps']}, {c['signal']})"
             for c in crossings) + ".", "",
+            "Accuracy (%) read out after t steps:", "",
             C.md_table(["timing (recalibrated under linear)"] + [f"t={t}" for t in marks],
                        [[x["timing"]] + [f"{x['curve_pct'][t - 1]:.2f}" for t in marks]
                         for x in r["linear_calibration"]]), ""]

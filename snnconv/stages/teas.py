@@ -32,8 +32,7 @@ import torch
 
 from ..config import _Plain, check_timing
 from ..data import LabeledData
-from ..engine import Engine, TimePlan
-from ..engine.simulate import Crossing
+from ..engine import Crossing, Engine, TimePlan
 from ..errors import ConfigError
 from ..network import SpikingNetwork
 from ..results import SimulationResult

@@ -8,10 +8,20 @@ T_l in {T, T/2, ..., 1}); the uniform network and the TEAS network are then simu
 t at which the uniform network, read out after t steps, is within 0.1 points of the TEAS accuracy.
 
     /work/venv/bin/python benchmarks/teas_bench.py --models vgg,resnet
+
+``--timing-comparison``: instead of allocating, take the allocation this benchmark stored in
+``teas_<model>.json``, convert the same network, and measure it under every spike timing between windows
+(linear map, sub-step interpolated crossing, the slides' x + Vth/Vfire; docs/teas.md, "5. Execute") on the
+same images in one run (result: ``teas-timing_<model>.json``). Each timing is measured twice: on the network
+recalibrated under the linear map (only the execution differs) and on the network recalibrated under that
+timing (what ``snnconv compress --method teas --timing T`` produces for this allocation).
+
+    /work/venv/bin/python benchmarks/teas_bench.py --models vgg --timing-comparison --limit 2000
 """
 from __future__ import annotations
 
 import argparse
+import copy
 import json
 import sys
 import time
@@ -28,9 +38,11 @@ import snnconv  # noqa: E402
 import snnconv.zoo  # noqa: E402
 from snnconv.api import load_model  # noqa: E402
 from snnconv.compress import teas_rows, teas_summary, uniform_steps_matching  # noqa: E402
-from snnconv.config import BalanceConfig, ConvertConfig, SimulationConfig  # noqa: E402
+from snnconv.config import SPIKE_TIMINGS, BalanceConfig, ConvertConfig, SimulationConfig  # noqa: E402
 from snnconv.data import LabeledData  # noqa: E402
+from snnconv.engine import Engine  # noqa: E402
 from snnconv.metrics import load_energy_model, summarize  # noqa: E402
+from snnconv.stages.calibrate import calibrate  # noqa: E402
 from snnconv.stages.finetune import FinetuneConfig, finetune  # noqa: E402
 from snnconv.stages.teas import TeasConfig, teas  # noqa: E402
 from snnconv.training import TrainConfig  # noqa: E402
@@ -86,6 +98,87 @@ def run(model: str, base: int, limit: int, holdout: float, finetune_samples: int
     }
 
 
+def compare_timings(model: str, base: int, limit: int) -> dict:
+    """The stored TEAS allocation of ``model`` under each spike timing, on the same ``limit`` test images."""
+    stored = json.loads((C.RESULTS / f"teas_{model}.json").read_text())
+    if stored["base_t"] != base:
+        raise SystemExit(f"teas_{model}.json was allocated for T={stored['base_t']}, not --base-t {base}.")
+    windows = {k: int(v) for k, v in stored["layer_time_steps"].items() if int(v) != base}
+    cx, cy = C.calibration_set(model)
+    tx, ty = C.test_order(model)
+    cal = LabeledData(x=cx, y=cy, num_classes=10, description=f"{model} calibration")
+    test = LabeledData(x=tx[:limit], y=ty[:limit], num_classes=10, description=f"{model} test[:{limit}]")
+    converted = snnconv.convert(load_model(C.source_model(model), example=cx), cal,
+                                ConvertConfig(time_steps=base, balance=BalanceConfig(time_steps=base)))
+    simulation = SimulationConfig(time_steps=base)
+    uniform = snnconv.evaluate(converted, test, simulation)
+    energy = load_energy_model("45nm")
+
+    def recalibrated(timing: str):
+        network = copy.deepcopy(converted)
+        network.layer_time_steps = dict(windows)
+        with torch.no_grad():  # as TEAS does after allocating: calibration redone over the allocated windows
+            calibrate(Engine(network.graph), cal.x[:network.config.calibration_samples], base,
+                      network.config.calibrate, 8, layer_steps=windows, timing=timing)
+        return network
+
+    def measure(network, timing: str) -> dict:
+        start = time.perf_counter()
+        evaluation = snnconv.evaluate(network, test, SimulationConfig(time_steps=base, timing=timing))
+        s = summarize(evaluation.simulation, evaluation.ann, energy)
+        print(f"  [{model}] {timing}: {s['snn_accuracy_pct']:.2f} % ({time.perf_counter() - start:.0f} s)", flush=True)
+        crossings = Engine(network.graph).crossings(network.time_plan(8, timing=timing))
+        return {"timing": timing, "accuracy_pct": s["snn_accuracy_pct"],
+                "synaptic_ops_per_sample": s["synaptic_ops_per_sample"], "spikes_per_sample": s["spikes_per_sample"],
+                "curve_pct": [evaluation.simulation.accuracy_at(t) for t in range(1, base + 1)],
+                "crossings": [c.__dict__ for c in crossings]}
+
+    linear_calibrated = recalibrated("linear")
+    same_calibration = [measure(linear_calibrated, timing) for timing in SPIKE_TIMINGS]
+    own_calibration = [same_calibration[0]] + [measure(recalibrated(timing), timing) for timing in SPIKE_TIMINGS[1:]]
+    return {"model": model, "base_t": base, "samples": limit, "layer_time_steps": stored["layer_time_steps"],
+            "ann_accuracy_pct": uniform.ann.accuracy,
+            "uniform_accuracy_pct": uniform.simulation.accuracy_at(base), "linear_calibration": same_calibration,
+            "own_calibration": own_calibration, "date": C.today(), "snnconv": C.git_head(),
+            "torch": torch.__version__}
+
+
+def timing_lines(results: list[dict]) -> list[str]:
+    """The timing comparison as markdown (docs/benchmarks.md, section 4)."""
+    if not results:
+        return []
+    models, samples = ",".join(r["model"] for r in results), results[0]["samples"]
+    lines = ["### Spike timing between windows (fixed allocation)", "",
+             f"Command: `{COMMAND} --models {models} --timing-comparison --limit {samples} --threads 1` (results: "
+             "`benchmarks/results/teas-timing_<model>.json`). The allocation stored by the run above, the same "
+             "converted network, every timing on the same test images in one run. `linear`: t' = floor(t W / S); "
+             "`substep`: from the interpolated threshold-crossing time x + f, f = (theta - V_before) / I; "
+             "`substep-vfire`: the slides' x + Vth / Vfire (docs/teas.md, \"5. Execute\"). Recalibration under "
+             "linear: the network TEAS built, only the execution differs; recalibration under each timing: what "
+             "`compress --method teas --timing T` gives for this allocation.", ""]
+    header = ["model", "images", f"uniform T={results[0]['base_t']}", "recalibrated under", "timing", "accuracy (%)", "syn. ops/sample",
+              "spikes/sample"]
+    body = []
+    for r in results:
+        for label, runs in (("linear", r["linear_calibration"]), ("each timing", r["own_calibration"])):
+            for run_ in runs:
+                body.append([r["model"], str(r["samples"]), f"{r['uniform_accuracy_pct']:.2f}", label, run_["timing"],
+                             f"{run_['accuracy_pct']:.2f}", f"{run_['synaptic_ops_per_sample']:,.0f}",
+                             f"{run_['spikes_per_sample']:,.0f}"])
+    lines += [C.md_table(header, body), ""]
+    for r in results:
+        crossings = r["linear_calibration"][1]["crossings"]
+        marks = sorted({t for t in (1, 2, 4, 8, 12, 16, 24, 32) if t <= r["base_t"]})
+        lines += [f"`{r['model']}` windows {r['layer_time_steps']}; crossings between windows: " + "; ".join(
+            f"{c['source']} ({c['source_steps']}) -> {c['consumer']} ({c['target_steps']}, {c['signal']})"
+            for c in crossings) + ".", "",
+            "Accuracy (%) read out after t steps:", "",
+            C.md_table(["timing (recalibrated under linear)"] + [f"t={t}" for t in marks],
+                       [[x["timing"]] + [f"{x['curve_pct'][t - 1]:.2f}" for t in marks]
+                        for x in r["linear_calibration"]]), ""]
+    return lines
+
+
 def render(results: list[dict]) -> None:
     lines = ["## 4. TEAS: per-layer time steps", "",
              f"Command: `{COMMAND}` (results: `benchmarks/results/teas_<model>.json`). Machine: {C.machine()}.", "",
@@ -137,6 +230,7 @@ def render(results: list[dict]) -> None:
                       f"{k.removeprefix('rho_activity_vs_')} {v:+.2f}" for k, v in r["summary"].items()
                       if k.startswith("rho_")) + f". TEAS took {r['teas_s']:.0f} s "
                   f"({r['summary']['teas_allocation_simulations']} held-out simulations of {r['holdout']} images).", ""]
+    lines += timing_lines([json.loads(p.read_text()) for p in sorted(C.RESULTS.glob("teas-timing_*.json"))])
     C.update_doc("teas", "\n".join(lines))
 
 
@@ -150,11 +244,17 @@ def main() -> None:
     parser.add_argument("--finetune-samples", type=int, default=0,
                         help="also fine-tune with T_l fixed on this many training images (result: teas_<model>_finetune.json)")
     parser.add_argument("--finetune-epochs", type=int, default=1)
+    parser.add_argument("--timing-comparison", action="store_true",
+                        help="measure the stored allocation under every spike timing (result: teas-timing_<model>.json)")
     parser.add_argument("--render-only", action="store_true")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     C.RESULTS.mkdir(parents=True, exist_ok=True)
-    if not args.render_only:
+    if args.timing_comparison and not args.render_only:
+        for model in args.models.split(","):
+            result = compare_timings(model, args.base_t, args.limit)
+            (C.RESULTS / f"teas-timing_{model}.json").write_text(json.dumps(result, indent=1, default=float))
+    elif not args.render_only:
         for model in args.models.split(","):
             result = run(model, args.base_t, args.limit, args.holdout, args.finetune_samples, args.finetune_epochs)
             name = f"teas_{model}_finetune.json" if args.finetune_samples else f"teas_{model}.json"

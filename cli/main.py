@@ -44,6 +44,8 @@ HALF_INIT = typer.Option(True, "--half-init/--no-half-init", help="Initial membr
 CALIBRATE = typer.Option("advanced", "--calibrate", help="Post-conversion calibration: advanced (default) | light | none.")
 CALIBRATE_N = typer.Option(256, "--calibrate-samples", help="Samples used by light/advanced calibration.")
 MAXPOOL = typer.Option("gate", "--maxpool", help="Max pooling: gate (spiking gate) | avg (rewrite, changes the ANN).")
+TIMING_HELP = ("How IF spikes cross between per-layer windows: linear (t' = floor(t W/S)) | substep (from the "
+               "interpolated threshold-crossing time) | substep-vfire (the TEAS slides' x + Vth/Vfire). docs/teas.md.")
 
 
 def _run(job, debug: bool):
@@ -112,6 +114,7 @@ def evaluate(
     profile: bool = typer.Option(False, "--profile", help="Print per-layer spiking activity (and plot it)."),
     no_exit: bool = typer.Option(False, "--no-exit", help="Run every sample for all steps, ignoring the artifact's "
                                                           "exit policy (SEENN)."),
+    timing: Optional[str] = typer.Option(None, "--timing", help=TIMING_HELP + " Default: the artifact's own."),
 ):
     """Simulate an artifact (or a model, converted in memory), write reports, and apply CI gates."""
     from snnconv.workflows import Gates, run_evaluate
@@ -122,12 +125,13 @@ def evaluate(
         calib_cfg = opt.data_config(calib_spec, "train", calib_samples, seed, mean, std, size)
         config = opt.convert_config(balance, granularity, percentile, half_init, calibrate, maxpool, calibrate_samples)
         gates = Gates(max_acc_drop=max_acc_drop, max_avg_t=max_avg_t, min_energy_ratio=min_energy_ratio)
+        opt.check_timing_option(timing)
         with render.progress_bars(quiet or json) as progress:
             return run_evaluate(opt.model_argument(target), arch=arch, allow_pickle=allow_pickle, data=eval_cfg,
                                 calib_data=calib_cfg, config=config, time_steps=opt.parse_time_steps(time_steps, None),
                                 energy=energy, report_dir=report_dir, gates=gates, batch_size=batch_size,
                                 chunk_steps=chunk_steps, device=device, seed=seed, limit=limit, progress=progress,
-                                use_exit_policy=not no_exit)
+                                use_exit_policy=not no_exit, timing=timing)
 
     result = _run(job, debug)
     render.show(result, "snnconv evaluate", json, quiet)
@@ -156,6 +160,7 @@ def compress(
                                                                        "(default: T, T/2, T/4, ... down to --min-t)."),
     min_t: int = typer.Option(1, "--min-t", help="TEAS: smallest T_l."),
     noise: float = typer.Option(0.1, "--noise", help="TEAS: u of the noise sensitivity, relative to the threshold."),
+    timing: Optional[str] = typer.Option(None, "--timing", help="TEAS: " + TIMING_HELP + " Default: linear."),
     score: str = typer.Option("confidence", "--score", help="SEENN-I: confidence (max softmax) | entropy | margin."),
     temperature: str = typer.Option("8", "--temperature", help="SEENN-I: softmax temperature on the summed output, "
                                                                "or auto (chosen on the held-out split)."),
@@ -218,7 +223,7 @@ def compress(
                                      fire_start=fire_start, tc=tc, percentile=percentile, fit_epochs=fit_epochs,
                                      relaxation=relaxation, kernel_reg=kernel_reg, bn_loss=bn_loss,
                                      mask_weight=mask_weight, groups=groups, mask_lr=mask_lr,
-                                     initial_steps=initial_steps)
+                                     initial_steps=initial_steps, timing=timing)
         if resume and checkpoint is None:
             raise ConfigError("--resume needs --checkpoint FILE to resume from.")
         eval_cfg = opt.data_config(data, "test", limit, seed, None, None, None)

@@ -4,7 +4,7 @@ from __future__ import annotations
 from dataclasses import replace
 from pathlib import Path
 
-from snnconv.config import BalanceConfig, ConvertConfig
+from snnconv.config import BalanceConfig, ConvertConfig, check_timing
 from snnconv.data import DataConfig
 from snnconv.errors import ConfigError
 
@@ -91,6 +91,12 @@ def parse_temperature(text: str) -> float | None:
         raise ConfigError(f"--temperature takes a positive number or 'auto', got '{text}'.") from None
 
 
+def check_timing_option(timing: str | None) -> None:
+    """--timing, when given, names one of snnconv.config.SPIKE_TIMINGS."""
+    if timing is not None:
+        check_timing(timing)
+
+
 def _given(value, default):
     """The option's value when given (even 0, which the config then rejects), else the method's default."""
     return default if value is None else value
@@ -100,9 +106,11 @@ def compress_config(method: str, *, accuracy_budget: float | None, holdout: floa
                     min_t, noise, score, temperature, alpha, exit_chunk, policy, beta, policy_width, epochs, lr,
                     finetune, activity_weight, window=32, fire_start=None, tc=8.0, percentile=99.9, fit_epochs=2,
                     relaxation=True, kernel_reg=1e-5, bn_loss=1e-5, mask_weight=None, groups=None, mask_lr=None,
-                    initial_steps=None):
+                    initial_steps=None, timing=None):
     """The TeasConfig, DtsConfig, SeennConfig or TTFSConfig of ``snnconv compress --method METHOD``; an unknown
     method is left to the library."""
+    if timing is not None and method != "teas":
+        raise ConfigError(f"--timing applies to --method teas (per-layer windows), not to --method {method}.")
     from snnconv.stages.dts import DtsConfig
     from snnconv.stages.finetune import FinetuneConfig
     from snnconv.stages.seenn import SeennConfig
@@ -114,7 +122,7 @@ def compress_config(method: str, *, accuracy_budget: float | None, holdout: floa
         return TeasConfig(accuracy_budget=0.1 if accuracy_budget is None else accuracy_budget,
                           avg_steps_budget=avg_t_budget, candidates=parse_ints(candidates, "--candidates"),
                           min_steps=min_t, holdout_fraction=holdout, noise=noise, seed=seed, finetune=finetune,
-                          tuning=tuning)
+                          tuning=tuning, timing=_given(timing, "linear"))
     if method == "dts":
         defaults = DtsConfig()
         train = replace(defaults.train, epochs=defaults.train.epochs if epochs is None else epochs,

@@ -102,7 +102,8 @@ def teas_table(rows: list[dict], extra: dict) -> Table:
     matching = extra.get("uniform_steps_of_equal_accuracy")
     table.caption = (f"uniform T={extra['uniform_time_steps']}: {extra['uniform_snn_accuracy_pct']:.2f} %; "
                      f"op-weighted mean T_l {extra['teas_avg_time_steps_op_weighted']:.2f}; uniform T of equal accuracy "
-                     f"(within 0.1 points): {matching if matching else 'none'}")
+                     f"(within 0.1 points): {matching if matching else 'none'}; spike timing {extra['teas_timing']} "
+                     f"({extra['teas_crossings_linear']} of {extra['teas_crossings']} window crossings linear)")
     return table
 
 

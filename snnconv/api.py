@@ -187,7 +187,8 @@ def evaluate(network: SpikingNetwork, data: LabeledData, simulation: SimulationC
 
     ``exit_policy``: "network" (default) applies the network's own exit policy if it has one; None runs
     every sample for all steps; or an :class:`ExitPolicy`. A policy with its own ``chunk_steps`` decides
-    at those boundaries, whatever ``simulation.chunk_steps`` says.
+    at those boundaries, whatever ``simulation.chunk_steps`` says. ``simulation.timing`` overrides the
+    network's spike timing between per-layer windows (docs/teas.md, "5. Execute").
     """
     progress = progress or _no_progress
     dev = resolve_device(simulation.device)
@@ -207,7 +208,7 @@ def evaluate(network: SpikingNetwork, data: LabeledData, simulation: SimulationC
     if exit_policy is not None:
         exit_policy.check_time_steps(simulation.time_steps)
     chunk = exit_policy.chunk_steps if exit_policy is not None and exit_policy.chunk_steps else simulation.chunk_steps
-    plan = network.time_plan(chunk, simulation.time_steps)
+    plan = network.time_plan(chunk, simulation.time_steps, simulation.timing)
     sim = engine.simulate(data.batches(simulation.batch_size), plan, exit_policy=exit_policy,
                           progress=progress(f"Simulating T={simulation.time_steps}", len(data)), on_batch=on_batch,
                           trace_output=trace_output)

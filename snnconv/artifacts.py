@@ -25,7 +25,7 @@ import torch.fx
 from torch import nn
 
 from . import __version__
-from .config import ConvertConfig
+from .config import SPIKE_TIMINGS, ConvertConfig
 from .direct_network import FAMILY as DIRECT_FAMILY
 from .direct_network import DirectNetwork
 from .errors import ArtifactError, ConfigError, OutputError
@@ -36,7 +36,10 @@ from .neurons.ttfs import TTFSCoding
 from .spikformer import Spikformer, SpikformerConfig
 from .stages.convert import CoverageRow
 
-SCHEMA_VERSION = 1
+# Newest manifest schema this version reads. A manifest carries the oldest schema that describes it, so older
+# snnconv versions keep reading plain artifacts and refuse, rather than misread, what they cannot run:
+# 2 adds sub-step spike timing ("timing" other than linear) and directly trained transformers ("family").
+SCHEMA_VERSION = 2
 MANIFEST = "manifest.json"
 WEIGHTS = "weights.pt"
 EXIT_POLICY_WEIGHTS = "exit_policy.pt"
@@ -222,12 +225,14 @@ def build_manifest(network: SpikingNetwork, extra: dict | None = None) -> dict:
                        "active_steps": int(network.layer_prefix_steps.get(name, window)),
                        "crossing": "prefix" if name in network.layer_prefix_steps else "retime"})
     return {
-        "schema_version": SCHEMA_VERSION,
+        "schema_version": 1 if network.timing == "linear" else 2,
         "snnconv_version": __version__,
         "source": network.source,
         "input": {"shape": list(network.input_shape), "num_classes": network.num_classes,
                   **network.input_normalization},
         "time_steps": network.time_steps,
+        # how IF spikes are re-timed where per-layer windows differ; absent in older manifests: linear
+        "timing": network.timing,
         "layers": layers,
         "coverage": [row.__dict__ for row in network.coverage],
         "calibration": network.calibration_log,
@@ -296,7 +301,7 @@ def build_direct_manifest(network: DirectNetwork, extra: dict | None = None) -> 
                "group": group, "time_steps": network.time_steps, "active_steps": steps[name]}
               for name, (lif, group) in network.model.lif_layers().items()]
     return {
-        "schema_version": SCHEMA_VERSION,
+        "schema_version": 2,
         "snnconv_version": __version__,
         "family": DIRECT_FAMILY,
         "source": network.source,
@@ -411,6 +416,10 @@ def load(directory: str | Path) -> SpikingNetwork:
                 layer_time_steps[name] = int(entry["time_steps"])
             if entry.get("crossing") == "prefix":
                 layer_prefix_steps[name] = int(entry["active_steps"])
+    timing = manifest.get("timing", "linear")
+    if timing not in SPIKE_TIMINGS:
+        raise ArtifactError(f"'{directory / MANIFEST}' has spike timing '{timing}', which this snnconv version cannot "
+                            f"run (it knows {', '.join(SPIKE_TIMINGS)}); upgrade snnconv.")
     masks = manifest.get("time_masks") or {}
     if masks and masks.get("mode") != "prefix":
         raise ArtifactError(f"'{directory / MANIFEST}' has time masks in mode '{masks.get('mode')}', which this "
@@ -422,7 +431,7 @@ def load(directory: str | Path) -> SpikingNetwork:
         input_normalization={k: inputs.get(k) for k in ("mean", "std") if k in inputs},
         num_classes=int(inputs["num_classes"]), calibration_log=manifest.get("calibration", []),
         notes=manifest.get("notes", {}), layer_time_steps=layer_time_steps, exit_policy=exit_policy,
-        ttfs=ttfs, layer_prefix_steps=layer_prefix_steps,
+        ttfs=ttfs, layer_prefix_steps=layer_prefix_steps, timing=timing,
         time_mask_parameters={k: [float(v) for v in tp] for k, tp in masks.get("parameters", {}).items()})
 
 

@@ -13,6 +13,17 @@ BALANCE_METHODS = ("max", "percentile", "mse")
 GRANULARITIES = ("layer", "channel")
 CALIBRATIONS = ("none", "light", "advanced")
 MAXPOOL_MODES = ("gate", "avg")
+# how a spike train crossing into a layer with another window is re-timed (docs/teas.md, "5. Execute"):
+# linear: t' = floor(t W / S); substep: from the interpolated threshold-crossing time x + f;
+# substep-vfire: from the slides' literal x + theta / V_fire
+SPIKE_TIMINGS = ("linear", "substep", "substep-vfire")
+
+
+def check_timing(timing: str) -> str:
+    """``timing`` if it is one of :data:`SPIKE_TIMINGS`, else a ConfigError naming the option."""
+    if timing not in SPIKE_TIMINGS:
+        raise ConfigError(f"--timing must be one of {', '.join(SPIKE_TIMINGS)}, got '{timing}'.")
+    return timing
 
 
 class _Plain:
@@ -87,9 +98,12 @@ class SimulationConfig(_Plain):
     chunk_steps: int = 8
     batch_size: int = 256
     device: str = "cpu"
+    timing: str | None = None  # spike timing between per-layer windows; None: the network's own (SPIKE_TIMINGS)
 
     def __post_init__(self):
         for name in ("time_steps", "chunk_steps", "batch_size"):
             if getattr(self, name) <= 0:
                 raise ConfigError(f"{name.replace('_', ' ')} must be positive, got {getattr(self, name)}.")
+        if self.timing is not None:
+            check_timing(self.timing)
 

@@ -45,15 +45,18 @@ class SpikingNetwork:
     # silent after, with no re-timing ("prefix" crossing); their mask parameters TP are kept beside
     layer_prefix_steps: dict[str, int] = field(default_factory=dict)
     time_mask_parameters: dict[str, list[float]] = field(default_factory=dict)
+    # how IF spikes are re-timed between per-layer windows (snnconv.config.SPIKE_TIMINGS; docs/teas.md)
+    timing: str = "linear"
 
     def neuron_layers(self) -> list[tuple[str, IFNeuron]]:
         return [(n.name, self.graph.get_submodule(n.target)) for n in self.graph.graph.nodes
                 if n.op == "call_module" and isinstance(self.graph.get_submodule(n.target), IFNeuron)]
 
-    def time_plan(self, chunk_steps: int = 8, time_steps: int | None = None) -> TimePlan:
-        """The plan this network runs: its per-layer windows and prefix masks, read out over ``time_steps``."""
+    def time_plan(self, chunk_steps: int = 8, time_steps: int | None = None, timing: str | None = None) -> TimePlan:
+        """The plan this network runs: its per-layer windows, prefix masks and spike timing (``timing``
+        overrides it), read out over ``time_steps``."""
         return TimePlan.per_layer(self.time_steps if time_steps is None else time_steps, self.layer_time_steps,
-                                  chunk_steps, self.layer_prefix_steps)
+                                  chunk_steps, self.layer_prefix_steps, timing or self.timing)
 
     def to(self, device: torch.device | str) -> "SpikingNetwork":
         self.graph.to(device)

@@ -168,10 +168,12 @@ def run_evaluate(target: str | None, *, arch: str | None = None, allow_pickle: b
                  config: ConvertConfig = ConvertConfig(), time_steps: list[int] | None = None, energy: str = "45nm",
                  report_dir: Path | None = None, gates: Gates = Gates(), batch_size: int = 256, chunk_steps: int = 8,
                  device: str = "cpu", seed: int = 0, limit: int | None = None,
-                 progress: ProgressFactory | None = None, use_exit_policy: bool = True) -> RunResult:
+                 progress: ProgressFactory | None = None, use_exit_policy: bool = True,
+                 timing: str | None = None) -> RunResult:
     """Evaluate an artifact (or convert a model in memory first), write reports, then apply the gates.
 
-    An artifact with an exit policy (SEENN) runs with it unless ``use_exit_policy`` is False.
+    An artifact with an exit policy (SEENN) runs with it unless ``use_exit_policy`` is False. ``timing``
+    overrides the artifact's spike timing between per-layer windows (None: its own).
     A failed gate raises :class:`GateFailed` after the reports are written, so CI keeps the evidence.
     Without ``data``, an artifact is evaluated on the data its convert run used (``limit`` still applies).
     """
@@ -207,11 +209,13 @@ def run_evaluate(target: str | None, *, arch: str | None = None, allow_pickle: b
             target, data, calib_data, config, max(steps), arch=arch, allow_pickle=allow_pickle, device=str(dev),
             batch_size=batch_size, chunk_steps=chunk_steps, progress=progress)
     target_t = max(steps)
-    simulation = SimulationConfig(time_steps=target_t, chunk_steps=chunk_steps, batch_size=batch_size, device=str(dev))
+    simulation = SimulationConfig(time_steps=target_t, chunk_steps=chunk_steps, batch_size=batch_size, device=str(dev),
+                                  timing=timing)
     evaluation = evaluate(network, evaluation_data, simulation, progress=progress,
                           exit_policy="network" if use_exit_policy else None)
     resolved = {"target": source_label, "data": data.to_dict(), "convert": network.config.to_dict(),
-                "simulation": simulation.to_dict(), "energy": energy, "seed": seed, "time_steps": steps,
+                "simulation": replace(simulation, timing=timing or network.timing).to_dict(), "energy": energy,
+                "seed": seed, "time_steps": steps,
                 "gates": gates.__dict__,
                 "exit_policy": network.exit_policy.describe() if use_exit_policy and network.exit_policy else None}
     staging = Path(tempfile.mkdtemp(prefix="snnconv-report-"))

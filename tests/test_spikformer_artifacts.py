@@ -137,7 +137,7 @@ def trained_artifact(tmp_path_factory):
 
 def test_cli_train_then_evaluate_reproduces_the_reports(trained_artifact):
     manifest = json.loads((trained_artifact / "manifest.json").read_text())
-    assert manifest["family"] == "spikformer" and manifest["time_steps"] == 3
+    assert manifest["family"] == "spikformer" and manifest["time_steps"] == 3 and manifest["schema_version"] == 2
     assert len(manifest["training"]["epoch_losses"]) == 2
     trained = pd.read_csv(trained_artifact / "reports" / "summary.csv").iloc[0]
     assert np.isnan(trained["ann_accuracy_pct"]) and trained["synaptic_ops_per_sample"] > 0

@@ -35,6 +35,7 @@ def apply_teas(context, config: TeasConfig, *, checkpoint: Path | None = None, r
                   batch_size=simulation.batch_size, chunk_steps=simulation.chunk_steps, device=str(context.device),
                   progress=context.note)
     network.layer_time_steps = {k: v for k, v in result.layer_time_steps.items() if v != network.time_steps}
+    network.timing = config.timing
     tuned = {}
     if config.finetune:
         allocated = evaluate(network, context.evaluation_data, simulation, progress=context.progress)
@@ -105,6 +106,9 @@ def teas_summary(result: TeasResult, uniform: Evaluation, compressed: Evaluation
         "teas_holdout_samples": result.holdout_samples,
         "teas_allocation_simulations": result.evaluations,
         "teas_recalibrated": result.recalibrated,
+        "teas_timing": result.timing,
+        "teas_crossings": len(result.crossings),
+        "teas_crossings_linear": sum(c.timing == "linear" for c in result.crossings),
         **{f"rho_activity_vs_{key}": value for key, value in result.correlation.items()},
     }
 
@@ -127,7 +131,7 @@ def write_teas_tables(directory: Path, rows: list[dict], extra: dict, result: Te
             f"{r['noise_divergence']:.4f}", str(r["time_steps_teas"]), f"{r['spikes_per_sample_uniform']:,.0f}",
             f"{r['spikes_per_sample_teas']:,.0f}", f"{r['synaptic_ops_per_sample_uniform']:,.0f}",
             f"{r['synaptic_ops_per_sample_teas']:,.0f}"]) + " |")
-    lines += ["", *quantity_table(extra)]
+    lines += ["", *quantity_table(extra), "", *crossing_lines(result)]
     lines += ["", "Allocation trace (held-out split):", "", "| layer | T_l from | to | accuracy (%) | syn. ops/sample | accepted |",
               "|---|---|---|---|---|---|"]
     for step in result.trace:
@@ -135,3 +139,20 @@ def write_teas_tables(directory: Path, rows: list[dict], extra: dict, result: Te
                      f"{step.synaptic_ops_per_sample:,.0f} | {'yes' if step.accepted else 'no (budget)'} |")
     md.write_text("\n".join(lines) + "\n")
     return {"teas.csv": csv_path, "teas.md": md}
+
+
+SIGNALS = {"spikes": "IF spikes", "gate": "max-pool gate output", "computed": "computed (pooled/added spikes, current)"}
+
+
+def crossing_lines(result: TeasResult) -> list[str]:
+    """Markdown: every edge between different windows and the re-timing it got, so that a linear fallback
+    under sub-step timing (a signal that is not an IF layer's spikes) is visible."""
+    lines = [f"Spike timing between windows: {result.timing} (docs/teas.md, \"5. Execute\"). Sub-step timing applies "
+             "to IF layers' spikes only; other signals crossing windows use the linear map.", ""]
+    if not result.crossings:
+        return lines + ["No signal crosses between windows of different lengths."]
+    lines += ["| source | steps | consumer | steps | signal | map |", "|---|---|---|---|---|---|"]
+    for c in result.crossings:
+        lines.append(f"| {c.source} | {c.source_steps} | {c.consumer} | {c.target_steps} | {SIGNALS[c.signal]} | "
+                     f"{c.timing} |")
+    return lines

@@ -29,8 +29,9 @@ import numpy as np
 import torch
 from torch.fx.node import map_arg
 
+from ..config import check_timing
 from ..errors import ConfigError
-from ..neurons import if_step_, if_step_surrogate, maxpool_gate_step
+from ..neurons import crossing_fraction, if_step_, if_step_surrogate, if_step_timed_, maxpool_gate_step
 from ..results import NeuronLayerStats, SimulationResult, SynapticLayerStats
 from .allocator import keep_large_buffers
 from .fanout import dense_macs, input_fanout
@@ -85,12 +86,19 @@ class TimePlan:
 
     ``prefix_steps`` (DTS) names neuron layers that run only the first T_l steps of their window and emit
     zeros afterwards; their consumers keep their own windows (no re-timing). T_l = 0 silences a layer.
+
+    ``timing`` (one of ``snnconv.config.SPIKE_TIMINGS``) is how an IF layer's spikes are re-timed into a
+    window of another length: ``linear`` maps step t to floor(t W / S); ``substep`` and ``substep-vfire`` map
+    the sub-step crossing time of each spike (see :func:`retime_substep`). Every other crossing signal (a
+    max-pool gate's output, pooled or added spikes, a current) is re-timed linearly; :meth:`Engine.crossings`
+    lists which map each crossing gets.
     """
 
     time_steps: int
     chunk_steps: int = 8
     layer_steps: tuple[tuple[str, int], ...] = ()
     prefix_steps: tuple[tuple[str, int], ...] = ()
+    timing: str = "linear"
 
     def __post_init__(self):
         if self.time_steps <= 0:
@@ -103,12 +111,13 @@ class TimePlan:
         for name, steps in self.prefix_steps:
             if int(steps) < 0:
                 raise ConfigError(f"Layer '{name}' has a prefix mask of {steps} steps; it must be 0 or more.")
+        check_timing(self.timing)
 
     @classmethod
     def per_layer(cls, time_steps: int, layer_steps: dict[str, int] | None, chunk_steps: int = 8,
-                  prefix_steps: dict[str, int] | None = None) -> "TimePlan":
+                  prefix_steps: dict[str, int] | None = None, timing: str = "linear") -> "TimePlan":
         return cls(time_steps, chunk_steps, tuple(sorted((k, int(v)) for k, v in (layer_steps or {}).items())),
-                   tuple(sorted((k, int(v)) for k, v in (prefix_steps or {}).items())))
+                   tuple(sorted((k, int(v)) for k, v in (prefix_steps or {}).items())), timing)
 
     @property
     def max_steps(self) -> int:
@@ -134,6 +143,48 @@ def retime(block: torch.Tensor, first: int, source_steps: int, target_steps: int
     out = torch.zeros((count, *block.shape[1:]), dtype=block.dtype, device=block.device)
     out.index_add_(0, index, block)
     return out.mul_(target_steps / source_steps)
+
+
+# timing -> the crossing-fraction reading of snnconv.neurons.crossing_fraction (None: the linear map)
+CROSSING_READING = {"linear": None, "substep": "interpolate", "substep-vfire": "vfire"}
+
+
+def retime_substep(spikes: torch.Tensor, fraction: torch.Tensor, first: int, source_steps: int, target_steps: int,
+                   start: int, count: int) -> torch.Tensor:
+    """Re-time an IF layer's spikes by their sub-step crossing times (TEAS slides: x_T = x + f).
+
+    ``spikes`` [m, ...] holds source steps first..first+m-1 and ``fraction`` [m, ...] each neuron's crossing
+    fraction f in [0, 1] at that step. A spike of step x lands on target step floor((x + f) W / S), clipped
+    to W - 1; returns target steps start..start+count-1, values landing on one step summed and scaled by
+    W / S as in :func:`retime`, so the charge over the window is the same rate code. Spikes landing outside
+    start..start+count-1 are left out: the caller passes every source step that can land inside (one more
+    on each side than the linear map needs, since x + f reaches up to x + 1).
+    """
+    shape = (spikes.shape[0],) + (1,) * (spikes.dim() - 1)
+    steps = torch.arange(first, first + spikes.shape[0], dtype=torch.float64, device=spikes.device).view(shape)
+    landing = torch.floor((steps + fraction.to(torch.float64)) * target_steps / source_steps)
+    landing = landing.clamp_(max=target_steps - 1).to(torch.int64) - start
+    inside = (landing >= 0) & (landing < count)
+    values = torch.where(inside, spikes, torch.zeros_like(spikes))
+    out = spikes.new_zeros((count, *spikes.shape[1:])).scatter_add(0, landing.clamp_(0, count - 1), values)
+    return out.mul(target_steps / source_steps)
+
+
+@dataclass(frozen=True)
+class Crossing:
+    """A signal crossing from ``source`` (window ``source_steps``) into ``consumer`` (``target_steps``).
+
+    ``signal``: ``spikes`` (an IF layer's output), ``gate`` (a max-pool gate's output) or ``computed`` (a
+    stateless op's output: pooled or added spikes, a current). ``timing``: the map it gets, the plan's
+    timing for IF spikes and ``linear`` for everything else.
+    """
+
+    source: str
+    consumer: str
+    source_steps: int
+    target_steps: int
+    signal: str
+    timing: str
 
 
 ProgressFn = Callable[[int], None]  # called with the number of samples finished
@@ -245,6 +296,22 @@ class Engine:
 
     def _temporal_sources(self, op: Op, windows: dict[str, int]) -> list[str]:
         return [n.name for n in op.node.all_input_nodes if n.name in windows]
+
+    def crossings(self, plan: TimePlan, windows: dict[str, int] | None = None) -> list[Crossing]:
+        """Every edge between ops of different windows, with the re-timing it gets under ``plan.timing``."""
+        windows = windows if windows is not None else self.windows(plan)
+        kinds = {op.name: op.kind for op in self.program.ops}
+        found = []
+        for op in self.program.ops:
+            if op.static:
+                continue
+            for source in self._temporal_sources(op, windows):
+                if windows[source] == windows[op.name]:
+                    continue
+                signal = {"neuron": "spikes", "gate": "gate"}.get(kinds[source], "computed")
+                found.append(Crossing(source, op.name, windows[source], windows[op.name], signal,
+                                      plan.timing if signal == "spikes" else "linear"))
+        return found
 
     def schedule(self, plan: TimePlan, windows: dict[str, int] | None = None) -> list[dict[str, tuple[int, int]]]:
         """Per chunk, the steps [start, goal) each temporal op runs: as far as ``plan.target`` asks and its
@@ -361,6 +428,11 @@ class Engine:
         chunks = self.schedule(plan, windows)
         # steps a producer made that its consumer has not used yet: (consumer, producer) -> (first step, [m, rows, ...])
         pending: dict[tuple[str, str], tuple[int, torch.Tensor]] = {}
+        # sub-step timing: the IF layers whose spikes cross into another window carry their crossing fractions,
+        # kept beside the spikes as a last axis in those crossings' pending blocks ([m, rows, ..., 2])
+        reading = CROSSING_READING[plan.timing]
+        timed = {(c.consumer, c.source) for c in self.crossings(plan, windows) if c.timing != "linear"}
+        timed_sources = {source for _, source in timed}
         accumulated = None
         rows = torch.arange(batch, device=self.device)  # original index of each active row
         exit_step = np.full(batch, steps, dtype=np.int64)
@@ -373,6 +445,7 @@ class Engine:
         for chunk_index in range(plan.chunk_count()):
             active = rows.shape[0]
             env: dict[str, tuple[int, torch.Tensor] | None] = {}  # op -> (first step, [n, rows, ...]) of this chunk
+            fractions: dict[str, torch.Tensor] = {}  # timed IF layer -> crossing fractions of its env block
             for op in self.program.ops:
                 if op.static:
                     if chunk_index == 0:
@@ -382,20 +455,26 @@ class Engine:
                     continue
                 sources = self._temporal_sources(op, windows)
                 for source in sources:
-                    _absorb(pending, (op.name, source), env.get(source))
+                    produced = env.get(source)
+                    if (op.name, source) in timed and produced is not None:
+                        produced = (produced[0], torch.stack([produced[1], fractions[source]], -1))
+                    _absorb(pending, (op.name, source), produced)
                 if op.name in chunks[chunk_index]:
                     window = windows[op.name]
                     start, goal = chunks[chunk_index][op.name]
                     count = goal - start
-                    inputs = {source: self._take(pending, op.name, source, windows[source], window, start, count)
+                    inputs = {source: self._take(pending, op.name, source, windows[source], window, start, count,
+                                                 substep=(op.name, source) in timed)
                               for source in sources}
                     value = self._eval_temporal(op, inputs, static, state, count, active, start, counters,
-                                                record, recorded, live[op.name], input_probe)
+                                                record, recorded, live[op.name], input_probe,
+                                                fractions if op.name in timed_sources else None, reading)
                     env[op.name] = (start, value)
                 if op.name == until:
                     break
                 for name in op.release:
                     env.pop(name, None)
+                    fractions.pop(name, None)
             if until is not None:
                 continue
             produced = env.get(self.program.output.name)
@@ -447,20 +526,29 @@ class Engine:
 
     @staticmethod
     def _take(pending: dict, consumer: str, source: str, source_window: int, window: int, start: int,
-              count: int) -> torch.Tensor:
-        """The source's steps for the consumer's steps start..start+count-1, re-timed when the windows differ."""
+              count: int, substep: bool = False) -> torch.Tensor:
+        """The source's steps for the consumer's steps start..start+count-1, re-timed when the windows differ.
+
+        ``substep``: the block carries crossing fractions on a last axis (see :func:`retime_substep`)."""
         first, block = pending.pop((consumer, source))
         if not isinstance(block, torch.Tensor):
             return block
         if source_window == window:
             lo, hi = start, start + count
+            keep = hi
         else:  # target step j integrates source steps ceil(j*S/W) .. ceil((j+1)*S/W) - 1
             lo, hi = -(-start * source_window // window), -(-(start + count) * source_window // window)
+            keep = hi
+            if substep:  # x + f reaches up to x + 1: step lo - 1 may land here, step hi - 1 after this block
+                lo, keep = max(first, lo - 1), hi - 1
         used = block[lo - first:hi - first]
-        if hi - first < block.shape[0]:
-            pending[(consumer, source)] = (hi, block[hi - first:])
+        # kept even when empty: an up-sampled consumer can run steps that need no new source step (an empty
+        # source range), in a chunk where the source produced nothing
+        pending[(consumer, source)] = (keep, block[keep - first:])
         if source_window == window:
             return used
+        if substep:
+            return retime_substep(used[..., 0], used[..., 1], lo, source_window, window, start, count)
         return retime(used, lo, source_window, window, start, count)
 
     # ------------------------------------------------------------------ ops
@@ -476,10 +564,13 @@ class Engine:
 
     def _eval_temporal(self, op: Op, inputs: dict[str, torch.Tensor], static: dict, state: dict, c: int,
                        active: int, t0: int, counters: _Counters | None, record: set, recorded: dict,
-                       live: int | None = None, probe: InputProbe | None = None) -> torch.Tensor:
+                       live: int | None = None, probe: InputProbe | None = None, fractions: dict | None = None,
+                       reading: str | None = None) -> torch.Tensor:
         """Run one temporal op on ``c`` steps; ``inputs`` holds its temporal inputs as [c, rows, ...].
 
-        ``live``: steps of the window after which the op's output is constant (see :meth:`live_steps`)."""
+        ``live``: steps of the window after which the op's output is constant (see :meth:`live_steps`).
+        ``fractions``: given for an IF layer whose spikes are re-timed by sub-step times; its crossing
+        fractions [c, rows, ...] (``reading`` of :func:`snnconv.neurons.crossing_fraction`) are stored there."""
         node = op.node
         if op.kind == "stateless" and live is not None and t0 + c > live:
             return self._eval_silent_tail(op, inputs, static, state, c, active, t0, counters, record, recorded,
@@ -502,7 +593,7 @@ class Engine:
             if probe is not None:
                 probe(op.name, t0, current if source.name in inputs else current.unsqueeze(0).expand(c, *current.shape))
             return self._run_neuron(op, current, source.name in inputs, state, c, active, t0, counters, record,
-                                    recorded, live)
+                                    recorded, live, fractions, reading)
         if op.kind == "gate":
             return self._run_gate(op, inputs[node.args[0].name], state, c, active, t0, counters)
         args = map_arg(node.args, folded)
@@ -546,7 +637,7 @@ class Engine:
         return call_op(self.graph, op, args, kwargs)
 
     def _run_neuron(self, op: Op, current, temporal: bool, state, c, active, t0, counters, record, recorded,
-                    live: int | None = None):
+                    live: int | None = None, fractions: dict | None = None, reading: str | None = None):
         neuron = op.module
         run = c if live is None else max(0, min(c, live - t0))  # a prefix-masked layer stops after its T_l
         per_step = None
@@ -560,12 +651,18 @@ class Engine:
             if counters is not None:
                 counters.neurons[op.name] = int(shape.numel())
         v = state[op.name]
+        timed = reading if fractions is not None else None
         if self.surrogate_width is not None:
-            out, state[op.name] = self._run_neuron_differentiably(per_step, current, bias, v, theta, run, neuron)
+            out, state[op.name], fraction = self._run_neuron_differentiably(per_step, current, bias, v, theta, run,
+                                                                            neuron, timed)
         else:
-            out = self._run_neuron_in_place(per_step, current, bias, v, theta, run, neuron)
+            out, fraction = self._run_neuron_in_place(per_step, current, bias, v, theta, run, neuron, timed)
         if run < c:  # silent after T_l: nothing runs, zeros go downstream
             out = torch.cat([out, out.new_zeros((c - run, *out.shape[1:]))])
+            if fraction is not None:
+                fraction = torch.cat([fraction, fraction.new_zeros((c - run, *fraction.shape[1:]))])
+        if fraction is not None:
+            fractions[op.name] = fraction
         if op.name in self.time_masks:
             mask = self.time_masks[op.name]()[t0:t0 + c].to(out.dtype)
             out = out * mask.view(c, *([1] * (out.dim() - 1)))
@@ -577,32 +674,42 @@ class Engine:
         return out
 
     @staticmethod
-    def _run_neuron_in_place(per_step, current, bias, v, theta, c, neuron) -> torch.Tensor:
+    def _run_neuron_in_place(per_step, current, bias, v, theta, c, neuron,
+                             reading: str | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Outputs theta * s [c, ...], and with a ``reading`` the crossing fraction of every step (else None)."""
         out = torch.empty((c, *current.shape), dtype=current.dtype, device=current.device)
         if per_step is None:
             step_current = current + bias
-            for i in range(c):
-                if_step_(step_current, v, theta, out[i])
-        else:
-            if neuron.bias.any():
-                per_step = per_step + bias
+            per_step = step_current.expand(c, *current.shape)  # a view: the constant current is not copied
+        elif neuron.bias.any():
+            per_step = per_step + bias
+        if reading is None:
             for i in range(c):
                 if_step_(per_step[i], v, theta, out[i])
-        return out
+            return out, None
+        fraction = torch.empty_like(out)
+        for i in range(c):
+            if_step_timed_(per_step[i], v, theta, out[i], fraction[i], reading)
+        return out, fraction
 
-    def _run_neuron_differentiably(self, per_step, current, bias, v, theta, c, neuron):
-        """The same dynamics as :meth:`_run_neuron_in_place`, out of place with surrogate spikes (training)."""
+    def _run_neuron_differentiably(self, per_step, current, bias, v, theta, c, neuron, reading: str | None = None):
+        """The same dynamics as :meth:`_run_neuron_in_place`, out of place with surrogate spikes (training).
+
+        The crossing fractions (with a ``reading``) carry no gradient: they only choose target steps."""
         if per_step is None:
             per_step = (current + bias).expand(c, *current.shape)
         elif neuron.bias.any():
             per_step = per_step + bias
-        outputs = []
+        outputs, fractions = [], []
         for i in range(c):
+            if reading is not None:
+                fractions.append(crossing_fraction(per_step[i].detach(), (v + per_step[i]).detach(), theta, reading))
             out, v = if_step_surrogate(per_step[i], v, theta, self.surrogate_width)
             outputs.append(out)
         if not outputs:
-            return v.new_zeros((0, *v.shape)), v
-        return torch.stack(outputs), v
+            empty = v.new_zeros((0, *v.shape))
+            return empty, v, (empty.detach() if reading is not None else None)
+        return torch.stack(outputs), v, (torch.stack(fractions) if reading is not None else None)
 
     def _run_gate(self, op: Op, per_step: torch.Tensor, state, c, active, t0, counters):
         gate = op.module

@@ -35,9 +35,55 @@ def if_step_(current: torch.Tensor, v: torch.Tensor, threshold: torch.Tensor, ou
     instead of six, and no temporaries.
     """
     v.add_(current)
+    _fire_(v, threshold, out)
+
+
+def if_step_timed_(current: torch.Tensor, v: torch.Tensor, threshold: torch.Tensor, out: torch.Tensor,
+                   fraction: torch.Tensor, reading: str = "interpolate") -> None:
+    """:func:`if_step_` that also writes each neuron's :func:`crossing_fraction` into ``fraction``.
+
+    The spikes and the membrane are exactly those of :func:`if_step_`: the fraction is read between the
+    integration and the threshold test.
+    """
+    v.add_(current)
+    fraction.copy_(crossing_fraction(current, v, threshold, reading))
+    _fire_(v, threshold, out)
+
+
+def _fire_(v: torch.Tensor, threshold: torch.Tensor, out: torch.Tensor) -> None:
     torch.ge(v, threshold, out=out)  # comparing straight into a float buffer is ~4x faster than via bool on CPU
     out.mul_(threshold)
     v.sub_(out)
+
+
+CROSSING_READINGS = ("interpolate", "vfire")
+
+
+def crossing_fraction(current: torch.Tensor, v_fire: torch.Tensor, threshold: torch.Tensor,
+                      reading: str = "interpolate") -> torch.Tensor:
+    """Fraction f in [0, 1] of the step at which the membrane crossed threshold: a spike emitted at step x
+    has the sub-step time x + f (the TEAS slides' x_T; docs/teas.md, "5. Execute").
+
+    ``v_fire`` is the membrane after integrating the step's ``current`` I, before the reset (V_fire >= theta
+    where the neuron fires). Readings:
+
+    - ``interpolate``: the step's charge arrives uniformly, so the membrane rises linearly from
+      V_before = V_fire - I to V_fire and crosses theta at f = (theta - V_before) / I = 1 - (V_fire - theta) / I.
+      These are the firing times of a continuous-time IF neuron fed the same current. A neuron that was
+      already at or above theta when the step began (an IF neuron fires once per step, so a strong input
+      leaves a backlog), or whose input was not positive, gets f = 0.
+    - ``vfire``: the slides' x_T = x + Vth / Vfire read literally, f = theta / V_fire (= ``interpolate``
+      when the step starts from V_before = 0).
+
+    Where the neuron does not fire, f is meaningless (it moves no charge).
+    """
+    if reading == "vfire":
+        return (threshold / v_fire.clamp_min(torch.finfo(v_fire.dtype).tiny)).clamp_(0.0, 1.0)
+    if reading != "interpolate":
+        raise ValueError(f"crossing reading must be one of {', '.join(CROSSING_READINGS)}, got '{reading}'.")
+    rising = current > 0
+    fraction = 1.0 - (v_fire - threshold) / torch.where(rising, current, torch.ones_like(current))
+    return torch.where(rising, fraction.clamp_(0.0, 1.0), torch.zeros_like(fraction))
 
 
 class IFNeuron(nn.Module):

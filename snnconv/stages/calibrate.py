@@ -59,10 +59,13 @@ def _neuron_gap(rate: torch.Tensor, target: torch.Tensor) -> float:
 
 
 def calibrate(engine: Engine, x: torch.Tensor, time_steps: int, mode: str, chunk_steps: int = 8,
-              progress: Callable[[int], None] | None = None, layer_steps: dict[str, int] | None = None) -> list[dict]:
-    """Calibrate the IF layers of ``engine.graph`` in place; returns per layer the channel gap before and after."""
+              progress: Callable[[int], None] | None = None, layer_steps: dict[str, int] | None = None,
+              timing: str = "linear") -> list[dict]:
+    """Calibrate the IF layers of ``engine.graph`` in place; returns per layer the channel gap before and after.
+
+    ``timing``: how spikes are re-timed between the ``layer_steps`` windows (docs/teas.md, "5. Execute")."""
     x = x.to(engine.device)
-    plan = TimePlan.per_layer(time_steps, layer_steps, chunk_steps)
+    plan = TimePlan.per_layer(time_steps, layer_steps, chunk_steps, timing=timing)
     windows = engine.windows(plan)
     ann = _ann_activations(engine.graph, x)
     layers = [op for op in engine.program.neuron_ops if op.kind == "neuron"]

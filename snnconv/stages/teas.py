@@ -15,6 +15,9 @@ option, are documented in docs/teas.md. In short:
    budget of the uniform network (or, with an average-T budget, until the mean T_l reaches it).
 4. Recalibrate: a network converted with calibration gets it again, for the allocated windows (its bias and
    potential corrections were measured over the uniform T).
+
+``timing`` chooses how spikes cross between windows (linear map or sub-step crossing times, docs/teas.md
+"5. Execute"); the sensitivity probes, the allocation, the recalibration and the result all run with it.
 """
 from __future__ import annotations
 
@@ -27,9 +30,9 @@ import numpy as np
 import pandas as pd
 import torch
 
-from ..config import _Plain
+from ..config import _Plain, check_timing
 from ..data import LabeledData
-from ..engine import Engine, TimePlan
+from ..engine import Crossing, Engine, TimePlan
 from ..errors import ConfigError
 from ..network import SpikingNetwork
 from ..results import SimulationResult
@@ -49,6 +52,7 @@ class TeasConfig(_Plain):
     probe_steps: int | None = None  # T_l used to measure a layer's sensitivity (default: T/4)
     noise: float = 0.1  # u of the noise sensitivity, relative to the layer's threshold
     seed: int = 0
+    timing: str = "linear"  # spike timing between windows, allocation and result alike (SPIKE_TIMINGS)
     finetune: bool = False  # after allocating: surrogate-gradient BPTT with T_l fixed (docs/teas.md)
     tuning: FinetuneConfig = field(default_factory=FinetuneConfig)
 
@@ -63,6 +67,7 @@ class TeasConfig(_Plain):
             raise ConfigError(f"--holdout-fraction must be between 0 and 1, got {self.holdout_fraction}.")
         if any(int(c) <= 0 for c in self.candidates):
             raise ConfigError(f"--candidates must be positive step counts, got {list(self.candidates)}.")
+        check_timing(self.timing)
 
     def steps_for(self, base: int) -> list[int]:
         """Allowed T_l, descending, all <= base and >= min_steps (base itself always allowed)."""
@@ -117,6 +122,8 @@ class TeasResult:
     trace: list[AllocationStep] = field(default_factory=list)
     evaluations: int = 0  # held-out simulations the allocation ran
     recalibrated: bool = False  # calibration redone for the allocated windows
+    timing: str = "linear"  # spike timing between windows (TeasConfig.timing)
+    crossings: list[Crossing] = field(default_factory=list)  # edges between different windows, with their map
 
     @property
     def mean_steps(self) -> float:
@@ -126,14 +133,16 @@ class TeasResult:
 class _Runner:
     """Held-out simulations of one network under different per-layer plans, with their output distributions."""
 
-    def __init__(self, engine: Engine, data: LabeledData, base: int, batch_size: int, chunk_steps: int):
+    def __init__(self, engine: Engine, data: LabeledData, base: int, batch_size: int, chunk_steps: int,
+                 timing: str = "linear"):
         self.engine, self.data, self.base = engine, data, base
-        self.batch_size, self.chunk_steps = batch_size, chunk_steps
+        self.batch_size, self.chunk_steps, self.timing = batch_size, chunk_steps, timing
         self.count = 0
 
     def run(self, windows: dict[str, int]) -> tuple[SimulationResult, torch.Tensor]:
         outputs: list[torch.Tensor] = []
-        plan = TimePlan.per_layer(self.base, {k: v for k, v in windows.items() if v != self.base}, self.chunk_steps)
+        plan = TimePlan.per_layer(self.base, {k: v for k, v in windows.items() if v != self.base}, self.chunk_steps,
+                                  timing=self.timing)
         sim = self.engine.simulate(self.data.batches(self.batch_size), plan,
                                    on_batch=lambda outcome: outputs.append(outcome["accumulated"].float().cpu()))
         self.count += 1
@@ -221,7 +230,7 @@ def teas(network: SpikingNetwork, calibration: LabeledData, config: TeasConfig =
     profiles = profile_layers(engine, profile_sim)
     names = [p.name for p in profiles]
 
-    runner = _Runner(engine, holdout, base, batch_size, chunk_steps)
+    runner = _Runner(engine, holdout, base, batch_size, chunk_steps, config.timing)
     uniform = {name: base for name in names}
     base_sim, base_out = runner.run(uniform)
     base_acc, base_ops = base_sim.accuracy_at(base), _synaptic_ops(base_sim)
@@ -256,15 +265,17 @@ def teas(network: SpikingNetwork, calibration: LabeledData, config: TeasConfig =
         note(f"{network.config.calibrate} calibration for the allocated windows")
         with torch.no_grad():
             calibrate(engine, calibration.x[:network.config.calibration_samples], base, network.config.calibrate,
-                      chunk_steps, layer_steps={k: v for k, v in windows.items() if v != base})
+                      chunk_steps, layer_steps={k: v for k, v in windows.items() if v != base}, timing=config.timing)
     final_sim, _ = runner.run(windows)
+    crossings = engine.crossings(TimePlan.per_layer(base, {k: v for k, v in windows.items() if v != base},
+                                                    chunk_steps, timing=config.timing))
     for prof in profiles:
         prof.time_steps = windows[prof.name]
     return TeasResult(base_steps=base, layer_time_steps=windows, profiles=profiles, holdout_samples=len(holdout),
                       uniform_accuracy_pct=base_acc, final_accuracy_pct=final_sim.accuracy_at(base),
                       uniform_ops_per_sample=base_ops, final_ops_per_sample=_synaptic_ops(final_sim),
                       probe_steps=probe, correlation=correlation, trace=trace, evaluations=runner.count,
-                      recalibrated=recalibrated)
+                      recalibrated=recalibrated, timing=config.timing, crossings=crossings)
 
 
 def _activation_shape(engine: Engine, data: LabeledData, name: str) -> torch.Size:

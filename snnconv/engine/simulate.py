@@ -568,8 +568,10 @@ class Engine:
                 lo, keep = max(first, lo - 1), hi - 1
         used = block[lo - first:hi - first]
         # kept even when empty: an up-sampled consumer can run steps that need no new source step (an empty
-        # source range), in a chunk where the source produced nothing
-        pending[(consumer, source)] = (keep, block[keep - first:])
+        # source range), in a chunk where the source produced nothing. A copy, not a view: a view of the
+        # rest would keep the whole chunk's buffer alive until the next chunk, for every edge of the graph
+        rest = block[keep - first:]
+        pending[(consumer, source)] = (keep, rest.clone() if rest.shape[0] < block.shape[0] else rest)
         if source_window == window:
             return used
         if substep:

@@ -195,7 +195,7 @@ def machine() -> str:
             f"torch {torch.__version__}, {torch.get_num_threads()} torch threads")
 
 
-SECTIONS = ("fidelity", "spikingjelly", "speed_memory", "bias_fold", "teas", "seenn", "ttfs", "dts", "spikformer")
+SECTIONS = ("fidelity", "spikingjelly", "speed_memory", "teas", "seenn", "ttfs", "dts", "spikformer")
 HEADER = """# Benchmarks
 
 Quality bars of SPEC section 5, measured by the scripts in `benchmarks/`. Every section names the exact

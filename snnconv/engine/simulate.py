@@ -27,7 +27,6 @@ from typing import Callable, Iterable, Mapping
 
 import numpy as np
 import torch
-from torch.func import functional_call
 from torch.fx.node import map_arg
 
 from ..config import check_timing
@@ -214,14 +213,11 @@ class Engine:
     """Runs one converted network; reusable across batches and evaluation sets."""
 
     def __init__(self, graph: torch.fx.GraphModule, device: torch.device | str = "cpu",
-                 surrogate_width: float | None = None, time_masks: Mapping[str, Callable[[], torch.Tensor]] | None = None,
-                 fold_bias: bool = True):
+                 surrogate_width: float | None = None, time_masks: Mapping[str, Callable[[], torch.Tensor]] | None = None):
         """``surrogate_width``: run neurons differentiably (exact spikes, triangle surrogate gradient of that
         width in thresholds) so a loss on the outputs can be backpropagated through time; None for inference.
         ``time_masks``: neuron layer name -> a callable returning its mask TM [window] (DTS training); the
-        layer's output at step t is multiplied by TM[t], so gradients reach the mask.
-        ``fold_bias``: at inference, a weighted layer read only by an IF layer adds that layer's calibration
-        current to its own bias (one pass less per step; the same spikes up to float rounding)."""
+        layer's output at step t is multiplied by TM[t], so gradients reach the mask."""
         self.device = torch.device(device)
         if self.device.type == "cpu":
             keep_large_buffers()
@@ -232,25 +228,6 @@ class Engine:
         self.graph = graph.to(self.device).eval()
         self.program = compile_program(self.graph)
         self._batched_static = {op.name for op in self.program.ops if op.static and op.batched}
-        # inference only: spikes are then the same, training keeps the plain graph for its gradients
-        self._bias_into = self._bias_folds() if fold_bias and surrogate_width is None else {}
-        self._folds: dict[str, Op] = {}  # the folds of the running batch (none while a probe reads currents)
-        self._folded: set[str] = set()  # the IF layers whose current already holds their bias, this batch
-
-    def _bias_folds(self) -> dict[str, Op]:
-        """Temporal weighted layers (with a bias) read by one IF layer only -> that layer.
-
-        Such a layer adds the IF layer's calibration current to its own bias, inside the convolution, which
-        saves the IF layer a pass over its whole input chunk (the largest tensors of the run)."""
-        folds = {}
-        synapses = {op.name: op for op in self.program.synapse_ops}
-        for op in self.program.neuron_ops:
-            source = op.node.args[0] if op.kind == "neuron" and op.node.args else None
-            synapse = synapses.get(getattr(source, "name", None))
-            if (synapse is not None and not synapse.static and len(source.users) == 1
-                    and getattr(synapse.module, "bias", None) is not None):
-                folds[synapse.name] = op
-        return folds
 
     def windows(self, plan: TimePlan) -> dict[str, int]:
         """The window (steps) of every temporal op: neurons their T_l, other ops that of the layer they feed."""
@@ -442,8 +419,6 @@ class Engine:
         batch = x.shape[0]
         labels = y
         steps = plan.time_steps
-        self._folds = self._bias_into if input_probe is None else {}  # a probe sees currents without the bias
-        self._folded = {neuron.name for neuron in self._folds.values()}
         windows = counters.windows if counters is not None else self.windows(plan)
         live = counters.live if counters is not None else self.live_steps(plan, windows)
         record = set(record)
@@ -627,10 +602,7 @@ class Engine:
         kwargs = map_arg(node.kwargs, folded)
         if op.role == "synapse" and counters is not None:
             self._count_synaptic_ops(op, args[0], c, active, t0, counters)
-        if op.name in self._folds:
-            value = self._call_with_neuron_bias(op, args, kwargs, self._folds[op.name].module)
-        else:
-            value = self._call(op, args, kwargs)
+        value = self._call(op, args, kwargs)
         if not isinstance(value, torch.Tensor):  # e.g. a size read off a folded tensor: no time axis
             return value
         return value.view(c, active, *value.shape[1:])
@@ -666,13 +638,6 @@ class Engine:
     def _call(self, op: Op, args, kwargs):
         return call_op(self.graph, op, args, kwargs)
 
-    @staticmethod
-    def _call_with_neuron_bias(op: Op, args, kwargs, neuron) -> torch.Tensor:
-        """The weighted layer with the IF layer's calibration current added to its bias (read live: calibration
-        and training change it)."""
-        bias = op.module.bias + neuron.bias  # [C] + [] or [C]
-        return functional_call(op.module, {"bias": bias}, tuple(args), kwargs)
-
     def _run_neuron(self, op: Op, current, temporal: bool, state, c, active, t0, counters, record, recorded,
                     live: int | None = None, fractions: dict | None = None, reading: str | None = None):
         neuron = op.module
@@ -682,8 +647,7 @@ class Engine:
             per_step, current = current[:run], current[0]
         shape = current.shape[1:]
         theta = neuron.broadcast(neuron.threshold, current.dim())
-        # a bias folded into the weighted layer feeding this one is already in the current
-        bias = neuron.broadcast(neuron.bias, current.dim()) if op.name not in self._folded else None
+        bias = neuron.broadcast(neuron.bias, current.dim())
         if op.name not in state:
             state[op.name] = neuron.initial_potential(shape, active)
             if counters is not None:
@@ -717,9 +681,9 @@ class Engine:
         """Outputs theta * s [c, ...], and with a ``reading`` the crossing fraction of every step (else None)."""
         out = torch.empty((c, *current.shape), dtype=current.dtype, device=current.device)
         if per_step is None:
-            step_current = current if bias is None else current + bias
+            step_current = current + bias
             per_step = step_current.expand(c, *current.shape)  # a view: the constant current is not copied
-        elif bias is not None and neuron.bias.any():
+        elif neuron.bias.any():
             per_step = per_step + bias
         if reading is None:
             for i in range(c):

@@ -25,7 +25,7 @@ from .results import AnnResult
 from .spikformer import Spikformer, SpikformerConfig
 from .stages.direct import DirectConfig, freeze_masks, mask_parameters, train_direct
 from .workflows import (DEFAULT_DATA, Gates, RunResult, _check_time_steps, _check_writable, _replace_directory, _report,
-                        check_gates, sweep_steps)
+                        check_gates, recorded_data, sweep_steps)
 
 
 def evaluate_direct(network: DirectNetwork, data: LabeledData, time_steps: int, *, batch_size: int = 256,
@@ -120,13 +120,6 @@ def _run_result(network, evaluation: Evaluation, summary: dict, report_dir: Path
                      files=files)
 
 
-def recorded_data(target: Path, key: str, split: str, seed: int) -> DataConfig:
-    """The data spec the artifact's run recorded under ``key`` (its sample limit too), drawn with ``seed``."""
-    recorded = artifacts.read_manifest(target).get("run", {}).get(key)
-    data = DataConfig.from_dict(recorded) if recorded else DataConfig(DEFAULT_DATA, split=split)
-    return replace(data, split=split, seed=seed)
-
-
 def run_evaluate_direct(target: Path, *, data: DataConfig | None = None, time_steps: list[int] | None = None,
                         energy: str = "45nm", report_dir: Path | None = None, gates: Gates = Gates(),
                         batch_size: int = 256, device: str = "cpu", seed: int = 0, limit: int | None = None,
@@ -142,7 +135,7 @@ def run_evaluate_direct(target: Path, *, data: DataConfig | None = None, time_st
     if gates.max_acc_drop is not None:  # refused before any work: there is no ANN to compare with
         check_gates({"accuracy_drop_points": float("nan")}, Gates(max_acc_drop=gates.max_acc_drop))
     # as for converted artifacts: the recorded evaluation data, all of it unless --limit says otherwise
-    data = data or replace(recorded_data(target, "data", "test", seed), limit=limit)
+    data = data or replace(recorded_data(target, "data", "test"), limit=limit, seed=seed)
     steps = _check_time_steps(list(time_steps or [network.time_steps]))
     evaluation = evaluate_direct(network.to(dev), load_data(data), max(steps), batch_size=batch_size, device=dev,
                                  progress=progress)

@@ -53,6 +53,12 @@ def sweep_steps(requested: list[int], limit: int) -> list[int]:
     return sorted(set(powers) | set(requested))
 
 
+def recorded_data(artifact: str | Path, key: str, split: str) -> DataConfig:
+    """The data spec an artifact's run recorded under ``key`` (its sample limit too); builtin if none."""
+    recorded = artifacts.read_manifest(artifact).get("run", {}).get(key)
+    return DataConfig.from_dict(recorded) if recorded else DataConfig(DEFAULT_DATA, split=split)
+
+
 def _check_time_steps(steps: list[int]) -> list[int]:
     if not steps:
         raise ConfigError("-T needs at least one value.")
@@ -190,9 +196,7 @@ def run_evaluate(target: str | None, *, arch: str | None = None, allow_pickle: b
         report_dir = report_dir or Path(target) / "reports"
         _check_writable(report_dir, "--report-dir")
         if data is None:
-            recorded = artifacts.read_manifest(target).get("run", {}).get("data")
-            data = DataConfig.from_dict(recorded) if recorded else DataConfig(DEFAULT_DATA, split="test")
-            data = replace(data, limit=limit, seed=seed)
+            data = replace(recorded_data(target, "data", "test"), limit=limit, seed=seed)
         norm = network.input_normalization
         if data.mean is None and norm.get("mean"):
             data = replace(data, mean=tuple(norm["mean"]), std=tuple(norm["std"]))

@@ -28,7 +28,7 @@ from ..stages.dts import DtsConfig
 from ..stages.seenn import ExitTrace, SeennConfig, decision_grid
 from ..stages.teas import TeasConfig
 from ..stages.ttfs import TTFSConfig
-from ..workflows import DEFAULT_DATA, RunResult, _check_writable, _report, sweep_steps
+from ..workflows import RunResult, _check_writable, _report, recorded_data, sweep_steps
 from .teas import teas_rows, teas_summary, uniform_steps_matching  # noqa: F401  (re-exported for benchmarks)
 
 METHODS = ("teas", "dts", "seenn", "ttfs")
@@ -67,11 +67,6 @@ class CompressContext:
     device: torch.device
     progress: ProgressFactory | None
     note: Callable[[str], None]
-
-
-def _recorded_data(target: Path, key: str, split: str) -> DataConfig:
-    recorded = artifacts.read_manifest(target).get("run", {}).get(key)
-    return DataConfig.from_dict(recorded) if recorded else DataConfig(DEFAULT_DATA, split=split)
 
 
 def _with_normalization(data: DataConfig, network) -> DataConfig:
@@ -137,9 +132,9 @@ def run_compress(artifact: str | Path, method: str, *, output: Path, config=None
         raise ConfigError(f"'{artifact}' is already TTFS-coded; compress the rate-coded artifact it was made from.")
     if network.layer_prefix_steps and method in ("teas", "dts"):
         raise ConfigError(f"'{artifact}' already has learned time masks (DTS); compress the artifact it was made from.")
-    calib_data = _with_normalization(calib_data or _recorded_data(artifact, "calib_data", "train"), network)
+    calib_data = _with_normalization(calib_data or recorded_data(artifact, "calib_data", "train"), network)
     if data is None:
-        data = replace(_recorded_data(artifact, "data", "test"), limit=limit, seed=seed)
+        data = replace(recorded_data(artifact, "data", "test"), limit=limit, seed=seed)
     data = _with_normalization(data, network)
     calibration, evaluation_data = load_data(calib_data), load_data(data)
     base = network.time_steps

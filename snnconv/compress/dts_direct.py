@@ -15,14 +15,14 @@ from .. import artifacts
 from ..api import Evaluation, ProgressFactory, resolve_device
 from ..data import DataConfig, load_data
 from ..direct_network import DirectNetwork
-from ..direct_workflows import _run_result, _save_with_reports, evaluate_direct, recorded_data
+from ..direct_workflows import _run_result, _save_with_reports, evaluate_direct
 from ..errors import ConfigError
 from ..metrics import load_energy_model
 from ..metrics.summary import layer_spikes_per_sample
 from ..stages.direct import (DirectConfig, freeze_masks, lif_input_sensitivity, mask_parameters,
                              penalized_lif_layers, train_direct)
 from ..stages.dts import DtsConfig, DtsResult
-from ..workflows import _check_writable
+from ..workflows import _check_writable, recorded_data
 from .dts import dts_summary, write_dts_tables
 
 
@@ -77,8 +77,8 @@ def compress_direct_dts(artifact: Path, config: DtsConfig, *, output: Path, cali
     initial = steps if config.initial_steps is None else config.initial_steps
     if initial > steps:
         raise ConfigError(f"--initial-steps {initial} exceeds the network's T = {steps}.")
-    calib_data = calib_data or recorded_data(artifact, "train_data", "train", seed)  # what it was trained on
-    data = data or replace(recorded_data(artifact, "data", "test", seed), limit=limit)
+    calib_data = calib_data or replace(recorded_data(artifact, "train_data", "train"), seed=seed)  # its training data
+    data = data or replace(recorded_data(artifact, "data", "test"), limit=limit, seed=seed)
     training, evaluation_data = load_data(calib_data), load_data(data)
     network.to(dev)
     uniform = evaluate_direct(network, evaluation_data, steps, batch_size=batch_size, device=dev, progress=progress)

@@ -658,7 +658,7 @@ class Engine:
             out, state[op.name], fraction = self._run_neuron_differentiably(per_step, current, bias, v, theta, run,
                                                                             neuron, timed)
         else:
-            out, fraction = self._run_neuron_in_place(per_step, current, bias, v, theta, run, neuron, timed)
+            out, fraction = self._run_neuron_in_place(per_step, current, bias, v, theta, run, neuron, t0, timed)
         if run < c:  # silent after T_l: nothing runs, zeros go downstream
             out = torch.cat([out, out.new_zeros((c - run, *out.shape[1:]))])
             if fraction is not None:
@@ -676,13 +676,22 @@ class Engine:
         return out
 
     @staticmethod
-    def _run_neuron_in_place(per_step, current, bias, v, theta, c, neuron,
+    def _run_neuron_in_place(per_step, current, bias, v, theta, c, neuron, t0: int = 0,
                              reading: str | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """Outputs theta * s [c, ...], and with a ``reading`` the crossing fraction of every step (else None)."""
+        """Outputs theta * s [c, ...], and with a ``reading`` the crossing fraction of every step (else None).
+
+        ``t0``: the layer's first step in this chunk (0-based), which the bias-shifted membrane needs."""
         out = torch.empty((c, *current.shape), dtype=current.dtype, device=current.device)
         if per_step is None:
             step_current = current + bias
             per_step = step_current.expand(c, *current.shape)  # a view: the constant current is not copied
+        elif neuron.bias.any() and reading is None:
+            # Adding the bias current b to every step's input would copy the whole chunk. Instead the state holds
+            # V' = V - t*b after step t, so V >= theta reads V' >= theta - t*b, a per-channel vector per step.
+            # Every chunk of a layer takes this branch, so V' stays consistent; the membrane is read nowhere else.
+            for i in range(c):
+                if_step_(per_step[i], v, theta, out[i], compare=theta - (t0 + i + 1) * bias)
+            return out, None
         elif neuron.bias.any():
             per_step = per_step + bias
         if reading is None:
@@ -782,6 +791,9 @@ def _absorb(pending: dict, key: tuple[str, str], produced: tuple[int, torch.Tens
         pending[key] = produced
         return
     first, block = pending[key]
+    if block.shape[0] == 0:  # the usual case with equal windows: no copy of the new block
+        pending[key] = produced
+        return
     pending[key] = (first, torch.cat([block, produced[1]]))
 
 

@@ -28,14 +28,17 @@ def if_step(current: torch.Tensor, v: torch.Tensor, threshold: torch.Tensor) -> 
     return spikes, v - spikes * threshold
 
 
-def if_step_(current: torch.Tensor, v: torch.Tensor, threshold: torch.Tensor, out: torch.Tensor) -> None:
+def if_step_(current: torch.Tensor, v: torch.Tensor, threshold: torch.Tensor, out: torch.Tensor,
+             compare: torch.Tensor | None = None) -> None:
     """The same step as :func:`if_step`, in place for the time engine's inner loop.
 
     Updates ``v`` and writes the layer's output theta * s into ``out``: four passes over memory
-    instead of six, and no temporaries.
+    instead of six, and no temporaries. ``compare``, when given, is the value ``v`` is tested against
+    instead of ``threshold`` (the reset still subtracts ``threshold``): a membrane kept shifted by a
+    known amount is tested against an equally shifted threshold.
     """
     v.add_(current)
-    _fire_(v, threshold, out)
+    _fire_(v, threshold, out, compare)
 
 
 def if_step_timed_(current: torch.Tensor, v: torch.Tensor, threshold: torch.Tensor, out: torch.Tensor,
@@ -50,8 +53,9 @@ def if_step_timed_(current: torch.Tensor, v: torch.Tensor, threshold: torch.Tens
     _fire_(v, threshold, out)
 
 
-def _fire_(v: torch.Tensor, threshold: torch.Tensor, out: torch.Tensor) -> None:
-    torch.ge(v, threshold, out=out)  # comparing straight into a float buffer is ~4x faster than via bool on CPU
+def _fire_(v: torch.Tensor, threshold: torch.Tensor, out: torch.Tensor, compare: torch.Tensor | None = None) -> None:
+    # comparing straight into a float buffer is ~4x faster than via bool on CPU
+    torch.ge(v, threshold if compare is None else compare, out=out)
     out.mul_(threshold)
     v.sub_(out)
 

@@ -220,3 +220,31 @@ def test_cpu_engine_keeps_large_buffers_on_glibc(setup, monkeypatch):
     monkeypatch.setattr(allocator, "_state", {})
     monkeypatch.setenv("SNNCONV_KEEP_MALLOC", "1")
     assert allocator.keep_large_buffers() is False
+
+
+@pytest.mark.parametrize("name", ["mlp", "residual", "maxpool"])  # the tiny VGG and concat nets pool or concatenate first
+def test_spike_fed_layers_count_like_the_nonzero_pass(name, monkeypatch):
+    """A weighted layer reading a neuron layer's output directly gets its synaptic ops from that layer's spike
+    counts per position; the general path counts the nonzero inputs it receives. Both must give the same exact
+    integers, on 300 rows (two partial sums of rows), with samples leaving the batch, and with per-layer windows."""
+    torch.manual_seed(0)
+    model = build(name)
+    x = torch.rand(300, 1, 8, 8, generator=torch.Generator().manual_seed(3))
+    network = convert(model, x)
+    labels = model(x).argmax(-1)
+    engine = Engine(network.graph)
+    assert engine._spike_fed, "every tiny model has a weighted layer fed straight by a neuron layer"
+    names = [n for n, _ in network.neuron_layers()]
+    plans = [TimePlan(T, 5), TimePlan.per_layer(T, {names[0]: T // 2, names[-1]: T // 4}, 5)]
+    counts = []
+    for spike_fed in (engine._spike_fed, {}):
+        monkeypatch.setattr(engine, "_spike_fed", spike_fed)
+        monkeypatch.setattr(engine, "_spike_sources", set(spike_fed.values()))
+        runs = [engine.simulate([(x, labels)], plan) for plan in plans]
+        runs.append(engine.simulate([(x, labels)], TimePlan(T, 4), exit_policy=Confident(0.6)))
+        counts.append([[layer.ops_per_step for layer in run.synaptic_layers] +
+                       [layer.spikes_per_step for layer in run.neuron_layers] for run in runs])
+    for fast, general in zip(*counts):
+        for a, b in zip(fast, general):
+            assert np.array_equal(a, b)
+            assert np.array_equal(a, np.round(a))  # whole operations

@@ -207,6 +207,9 @@ class _Counters:
         self.fanout: dict[str, torch.Tensor] = {}
         self.input_elements: dict[str, int] = {}
         self.dense_macs: dict[str, int] = {}
+        # this chunk's spikes per step and neuron position, summed over rows, of the layers whose output a
+        # weighted layer reads unchanged: name -> (first step, [steps, neurons] float64)
+        self.positions: dict[str, tuple[int, torch.Tensor]] = {}
 
 
 class Engine:
@@ -228,6 +231,13 @@ class Engine:
         self.graph = graph.to(self.device).eval()
         self.program = compile_program(self.graph)
         self._batched_static = {op.name for op in self.program.ops if op.static and op.batched}
+        # weighted layers that read a neuron layer's output unchanged: their synaptic ops come from that layer's
+        # spike counts per position (one reduction over rows) instead of a nonzero pass over their whole input
+        neurons = {op.name for op in self.program.neuron_ops}
+        self._spike_fed = {op.name: op.node.args[0].name for op in self.program.synapse_ops
+                           if not op.static and op.node.args and isinstance(op.node.args[0], torch.fx.Node)
+                           and op.node.args[0].name in neurons}
+        self._spike_sources = set(self._spike_fed.values())
 
     def windows(self, plan: TimePlan) -> dict[str, int]:
         """The window (steps) of every temporal op: neurons their T_l, other ops that of the layer they feed."""
@@ -444,6 +454,8 @@ class Engine:
 
         for chunk_index in range(plan.chunk_count()):
             active = rows.shape[0]
+            if counters is not None:
+                counters.positions.clear()
             env: dict[str, tuple[int, torch.Tensor] | None] = {}  # op -> (first step, [n, rows, ...]) of this chunk
             fractions: dict[str, torch.Tensor] = {}  # timed IF layer -> crossing fractions of its env block
             for op in self.program.ops:
@@ -668,7 +680,11 @@ class Engine:
         if op.name in self.time_masks:
             mask = self.time_masks[op.name]()[t0:t0 + c].to(out.dtype)
             out = out * mask.view(c, *([1] * (out.dim() - 1)))
-        if counters is not None:
+        if counters is not None and op.name in self._spike_sources and op.name not in self.time_masks:
+            positions = _position_counts(out.detach(), neuron.broadcast(neuron.threshold, out.dim() - 1))
+            counters.positions[op.name] = (t0, positions)
+            counters.spikes[op.name][t0:t0 + c] += positions.sum(1)
+        elif counters is not None:
             counters.spikes[op.name][t0:t0 + c] += _spike_counts(out.detach(), neuron.threshold, c, active)
         if op.name in record:
             summed = out.sum(0)
@@ -748,6 +764,14 @@ class Engine:
             with torch.no_grad():
                 out_shape = op.module(torch.zeros((1, *shape), device=x.device)).shape[1:]
             counters.dense_macs[op.name] = dense_macs(op.module, out_shape)
+        source = self._spike_fed.get(op.name)
+        counted = counters.positions.get(source) if source is not None else None
+        if (repeat == 1 and counted is not None and counted[0] == t0 and counted[1].shape[0] == c
+                and counters.windows[source] == counters.windows[op.name]):
+            # the input is that layer's spikes of these very steps: spikes per position x fan-out, exact in float64
+            fanout = counters.fanout[op.name].reshape(-1).to(torch.float64)
+            counters.synops[op.name][t0:t0 + c] += torch.mv(counted[1], fanout)
+            return
         # nonzero inputs x fan-out, one matrix-vector product over all rows of the chunk
         flat = x.reshape(c * active, -1)
         nonzero = torch.empty_like(flat)
@@ -781,6 +805,18 @@ def _spike_counts(out: torch.Tensor, threshold: torch.Tensor, c: int, active: in
     per_channel = out.reshape(c, active, channels, -1).sum(-1)
     theta = threshold.reshape(-1) if threshold.dim() else threshold.reshape(1)
     return torch.round(per_channel / theta).sum((1, 2), dtype=torch.float64)
+
+
+def _position_counts(out: torch.Tensor, threshold: torch.Tensor, rows_per_sum: int = 256) -> torch.Tensor:
+    """Spikes per step and neuron position, summed over rows, from outputs theta * s [steps, rows, ...].
+
+    Float sums over at most ``rows_per_sum`` rows are exact after division by theta and rounding; the
+    partial sums are added in float64. Returns [steps, neurons] float64."""
+    steps, rows = out.shape[:2]
+    total = torch.zeros((steps, *out.shape[2:]), dtype=torch.float64, device=out.device)
+    for lo in range(0, rows, rows_per_sum):
+        total += out[:, lo:lo + rows_per_sum].sum(1)
+    return torch.round(total / threshold).reshape(steps, -1)
 
 
 def _absorb(pending: dict, key: tuple[str, str], produced: tuple[int, torch.Tensor] | None) -> None:

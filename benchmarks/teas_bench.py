@@ -50,7 +50,8 @@ from snnconv.training import TrainConfig  # noqa: E402
 COMMAND = "/work/venv/bin/python benchmarks/teas_bench.py"
 
 
-def run(model: str, base: int, limit: int, holdout: float, finetune_samples: int = 0, finetune_epochs: int = 1) -> dict:
+def run(model: str, base: int, limit: int, holdout: float, finetune_samples: int = 0, finetune_epochs: int = 1,
+        budget: float = 0.1) -> dict:
     cx, cy = C.calibration_set(model)
     tx, ty = C.test_order(model)
     cal = LabeledData(x=cx, y=cy, num_classes=10, description=f"{model} calibration")
@@ -61,7 +62,7 @@ def run(model: str, base: int, limit: int, holdout: float, finetune_samples: int
     t1 = time.perf_counter()
     simulation = SimulationConfig(time_steps=base)
     uniform = snnconv.evaluate(network, test, simulation)
-    config = TeasConfig(holdout_fraction=holdout)
+    config = TeasConfig(holdout_fraction=holdout, accuracy_budget=budget)
     result = teas(network, cal, config, time_steps=base, progress=lambda m: print(f"  [{model}] {m}", flush=True))
     t2 = time.perf_counter()
     network.layer_time_steps = {k: v for k, v in result.layer_time_steps.items() if v != base}
@@ -85,7 +86,8 @@ def run(model: str, base: int, limit: int, holdout: float, finetune_samples: int
     extra = teas_summary(result, uniform, compressed, rows, energy)
     after = summarize(compressed.simulation, compressed.ann, energy)
     return {
-        "model": model, "base_t": base, "samples": limit, "ann_accuracy_pct": uniform.ann.accuracy,
+        "model": model, "base_t": base, "samples": limit, "accuracy_budget": budget,
+        "command": " ".join([COMMAND] + sys.argv[1:]), "ann_accuracy_pct": uniform.ann.accuracy,
         "uniform_curve_pct": [uniform.simulation.accuracy_at(t) for t in range(1, base + 1)],
         "teas_accuracy_pct": after["snn_accuracy_pct"], "teas_avg_t": after["avg_time_steps"],
         "teas_synaptic_ops_per_sample": after["synaptic_ops_per_sample"],
@@ -183,8 +185,9 @@ def render(results: list[dict]) -> None:
     lines = ["## 4. TEAS: per-layer time steps", "",
              f"Command: `{COMMAND}` (results: `benchmarks/results/teas_<model>.json`). Machine: {C.machine()}.", "",
              "Default pipeline converted for the base T on the 1000 benchmark calibration images; TEAS (default "
-             "options: accuracy budget 0.1 points on a held-out half of those images, T_l in {T, T/2, ..., 1}) "
-             "profiles the other half. Accuracy, operations and energy are measured on the evaluation set for the "
+             "options: accuracy budget 0.1 points, unless the model's name gives another, on a held-out part of those "
+             "images, half unless the per-model line below says otherwise, T_l in {T, T/2, ..., 1}) "
+             "profiles the rest. Accuracy, operations and energy are measured on the evaluation set for the "
              "uniform network and the TEAS network in the same run. Average T = mean of T_l over neuron layers "
              "(the readout keeps the base T). `equal-accuracy T` = smallest uniform t whose accuracy is within 0.1 "
              "points of the TEAS accuracy; the bar asks for average T at least 3x below it.", ""]
@@ -229,7 +232,8 @@ def render(results: list[dict]) -> None:
                   "Spearman rho of activity vs sensitivity: " + ", ".join(
                       f"{k.removeprefix('rho_activity_vs_')} {v:+.2f}" for k, v in r["summary"].items()
                       if k.startswith("rho_")) + f". TEAS took {r['teas_s']:.0f} s "
-                  f"({r['summary']['teas_allocation_simulations']} held-out simulations of {r['holdout']} images).", ""]
+                  f"({r['summary']['teas_allocation_simulations']} held-out simulations of {r['holdout']} images)."
+                  + (f" Command: `{r['command']}`." if r.get("command") else ""), ""]
     lines += timing_lines([json.loads(p.read_text()) for p in sorted(C.RESULTS.glob("teas-timing_*.json"))])
     C.update_doc("teas", "\n".join(lines))
 
@@ -240,6 +244,8 @@ def main() -> None:
     parser.add_argument("--base-t", type=int, default=32)
     parser.add_argument("--limit", type=int, default=2000)
     parser.add_argument("--holdout", type=float, default=0.5)
+    parser.add_argument("--budget", type=float, default=0.1,
+                        help="accuracy budget in points (result: teas_<model>_budget<B>.json unless 0.1)")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--finetune-samples", type=int, default=0,
                         help="also fine-tune with T_l fixed on this many training images (result: teas_<model>_finetune.json)")
@@ -256,10 +262,14 @@ def main() -> None:
             (C.RESULTS / f"teas-timing_{model}.json").write_text(json.dumps(result, indent=1, default=float))
     elif not args.render_only:
         for model in args.models.split(","):
-            result = run(model, args.base_t, args.limit, args.holdout, args.finetune_samples, args.finetune_epochs)
+            result = run(model, args.base_t, args.limit, args.holdout, args.finetune_samples, args.finetune_epochs,
+                         args.budget)
             name = f"teas_{model}_finetune.json" if args.finetune_samples else f"teas_{model}.json"
             if args.finetune_samples:
                 result["model"] = f"{model} + fine-tune"
+            if args.budget != 0.1:
+                name = name.replace(".json", f"_budget{args.budget:g}.json")
+                result["model"] += f" (budget {args.budget:g} points)"
             (C.RESULTS / name).write_text(json.dumps(result, indent=1, default=float))
             print(f"[{model}] TEAS acc {result['teas_accuracy_pct']:.2f} avg T {result['teas_avg_t']:.2f} "
                   f"equal-accuracy uniform T {result['equal_accuracy_t']}", flush=True)

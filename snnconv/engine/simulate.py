@@ -746,13 +746,13 @@ class Engine:
             state[op.name + ".max"] = gate.pool(state[op.name])
         accumulated, window_max = state[op.name], state[op.name + ".max"]
         out = torch.empty((c, *window_max.shape), dtype=x.dtype, device=x.device)
-        if self.surrogate_width is None:  # in place: the accumulated input is the engine's own state tensor
+        if not per_step.requires_grad:  # in place: the accumulated input is the engine's own state tensor
             for i in range(c):
                 accumulated.add_(per_step[i])
                 pooled = gate.pool(accumulated)
                 torch.sub(pooled, window_max, out=out[i])
                 window_max = pooled
-        else:  # out of place: the pooling's backward needs every step's accumulated input
+        else:  # out of place: the pooling's backward needs every step's accumulated input (autograd is recording)
             for i in range(c):
                 out[i], accumulated, window_max = maxpool_gate_step(per_step[i], accumulated, window_max, gate.pool)
         state[op.name], state[op.name + ".max"] = accumulated, window_max

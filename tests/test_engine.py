@@ -248,3 +248,26 @@ def test_spike_fed_layers_count_like_the_nonzero_pass(name, monkeypatch):
         for a, b in zip(fast, general):
             assert np.array_equal(a, b)
             assert np.array_equal(a, np.round(a))  # whole operations
+
+
+@pytest.mark.parametrize("name", ["vgg", "residual", "maxpool", "concat"])
+def test_bias_as_shifted_threshold_matches_adding_the_bias(name):
+    """At inference a calibration current b is read as a threshold shifted by t*b; the differentiable mode adds
+    b to every step's input. Same dynamics summed in another order: spikes agree but for rare rounding ties."""
+    from models import INPUT_SHAPE
+    x = torch.rand(32, *INPUT_SHAPE, generator=torch.Generator().manual_seed(5))
+    network = convert(build(name), x, time_steps=16)
+    generator = torch.Generator().manual_seed(6)
+    for _name, neuron in network.neuron_layers():  # calibration currents large enough to matter
+        neuron.bias = (torch.rand(neuron.threshold.shape, generator=generator) - 0.5) * neuron.threshold
+    plan = TimePlan(16, chunk_steps=5)
+    layers = [n for n, _ in network.neuron_layers()]
+    runs = []
+    for engine in (Engine(network.graph), Engine(network.graph, surrogate_width=1.0)):
+        with torch.no_grad():
+            runs.append(engine.run_batch(x, None, plan, record=layers))
+    for layer, total in runs[1]["recorded"].items():
+        agree = torch.isclose(runs[0]["recorded"][layer], total, rtol=0, atol=1e-4 * float(total.abs().max()) + 1e-6)
+        assert agree.float().mean() >= 0.995, layer
+    assert torch.allclose(runs[0]["accumulated"], runs[1]["accumulated"],
+                          atol=0.05 * float(runs[1]["accumulated"].abs().max()))

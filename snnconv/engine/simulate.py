@@ -701,15 +701,15 @@ class Engine:
         if per_step is None:
             step_current = current + bias
             per_step = step_current.expand(c, *current.shape)  # a view: the constant current is not copied
-        elif neuron.bias.any() and reading is None:
-            # Adding the bias current b to every step's input would copy the whole chunk. Instead the state holds
-            # V' = V - t*b after step t, so V >= theta reads V' >= theta - t*b, a per-channel vector per step.
-            # Every chunk of a layer takes this branch, so V' stays consistent; the membrane is read nowhere else.
-            for i in range(c):
-                if_step_(per_step[i], v, theta, out[i], compare=theta - (t0 + i + 1) * bias)
-            return out, None
         elif neuron.bias.any():
-            per_step = per_step + bias
+            if reading is None:
+                # Adding the bias current b to every step's input would copy the whole chunk. Instead the state
+                # holds V' = V - t*b after step t, so V >= theta reads V' >= theta - t*b, a per-channel vector per
+                # step. Every chunk of a layer takes this branch, so V' stays consistent; nothing else reads V.
+                for i in range(c):
+                    if_step_(per_step[i], v, theta, out[i], compare=theta - (t0 + i + 1) * bias)
+                return out, None
+            per_step = per_step + bias  # the crossing fractions need V itself
         if reading is None:
             for i in range(c):
                 if_step_(per_step[i], v, theta, out[i])
@@ -746,15 +746,8 @@ class Engine:
             state[op.name + ".max"] = gate.pool(state[op.name])
         accumulated, window_max = state[op.name], state[op.name + ".max"]
         out = torch.empty((c, *window_max.shape), dtype=x.dtype, device=x.device)
-        if not per_step.requires_grad:  # in place: the accumulated input is the engine's own state tensor
-            for i in range(c):
-                accumulated.add_(per_step[i])
-                pooled = gate.pool(accumulated)
-                torch.sub(pooled, window_max, out=out[i])
-                window_max = pooled
-        else:  # out of place: the pooling's backward needs every step's accumulated input (autograd is recording)
-            for i in range(c):
-                out[i], accumulated, window_max = maxpool_gate_step(per_step[i], accumulated, window_max, gate.pool)
+        for i in range(c):
+            out[i], accumulated, window_max = maxpool_gate_step(per_step[i], accumulated, window_max, gate.pool)
         state[op.name], state[op.name + ".max"] = accumulated, window_max
         if counters is not None:
             counters.neurons[op.name] = int(out.shape[2:].numel())

@@ -41,8 +41,8 @@ BALANCE = typer.Option("mse", "--balance", help="Threshold balancing: max | perc
 GRANULARITY = typer.Option("channel", "--granularity", help="Thresholds per layer or per channel.")
 PERCENTILE = typer.Option(99.99, "--percentile", help="Percentile for --balance percentile.")
 HALF_INIT = typer.Option(True, "--half-init/--no-half-init", help="Initial membrane potential theta/2.")
-CALIBRATE = typer.Option("advanced", "--calibrate", help="Post-conversion calibration: advanced (default) | light | none.")
-CALIBRATE_N = typer.Option(256, "--calibrate-samples", help="Samples used by light/advanced calibration.")
+CALIBRATE = typer.Option("advanced", "--calibrate", help="Post-conversion calibration: advanced (default) | weights (advanced plus weight refit; slower) | light | none.")
+CALIBRATE_N = typer.Option(256, "--calibrate-samples", help="Samples used by calibration.")
 MAXPOOL = typer.Option("gate", "--maxpool", help="Max pooling: gate (spiking gate) | avg (rewrite, changes the ANN).")
 TIMING_HELP = ("How IF spikes cross between per-layer windows: linear (t' = floor(t W/S)) | substep (from the "
                "interpolated threshold-crossing time) | substep-vfire (the TEAS slides' x + Vth/Vfire). docs/teas.md.")

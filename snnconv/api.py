@@ -143,18 +143,24 @@ def convert(model: nn.Module | str | Path | ImportedModel, calibration: LabeledD
     graph = to_spiking(ann, thresholds, config.half_init).to(dev)
 
     calibration_log: list[dict] = []
+    ann_state = {k: v.clone() for k, v in graph.state_dict().items()}
     if config.calibrate != "none":
         engine = Engine(graph, dev)
         count = min(config.calibration_samples, len(calibration))
         layers = sum(1 for op in engine.program.neuron_ops if op.kind == "neuron")
         calibration_log = calibrate(engine, calibration.x[:count], config.time_steps, config.calibrate, chunk_steps,
-                                    progress=progress(f"Calibrating ({config.calibrate})", layers))
+                                    progress=progress(f"Calibrating ({config.calibrate})", layers),
+                                    weight_steps=config.weight_calibration_steps,
+                                    weight_lr=config.weight_calibration_lr)
+    # weight calibration leaves the SNN's weights apart from the ANN's: keep those the ANN had
+    ann_weights = {k: ann_state[k] for k, v in graph.state_dict().items()
+                   if k in ann_state and k.endswith("weight") and not torch.equal(v, ann_state[k])}
     source = {"source": imported.source, "format": imported.source_format, "sha256": imported.source_hash,
               "import_check": imported.import_check}
     input_shape = tuple(int(d) for d in calibration.sample_shape)
     return SpikingNetwork(graph=graph, input_shape=input_shape, time_steps=config.time_steps, config=config,
                           coverage=coverage, source=source, input_normalization={}, num_classes=calibration.num_classes,
-                          calibration_log=calibration_log,
+                          calibration_log=calibration_log, ann_weights=ann_weights,
                           notes={"ann_source_graph": ann_source} if config.maxpool == "avg" else {})
 
 
@@ -194,7 +200,7 @@ def evaluate(network: SpikingNetwork, data: LabeledData, simulation: SimulationC
     dev = resolve_device(simulation.device)
     network.to(dev)
     _check_data_fits(network.graph, data, "Evaluation data")
-    ann = ann_accuracy(network.graph, data, simulation.batch_size, dev)
+    ann = ann_accuracy(network.ann_graph(), data, simulation.batch_size, dev)
     if network.ttfs is not None:
         return _evaluate_ttfs(network, data, simulation, ann, dev, progress)
     engine = Engine(network.graph, dev)

@@ -38,11 +38,13 @@ from .stages.convert import CoverageRow
 
 # Newest manifest schema this version reads. A manifest carries the oldest schema that describes it, so older
 # snnconv versions keep reading plain artifacts and refuse, rather than misread, what they cannot run:
-# 2 adds sub-step spike timing ("timing" other than linear) and directly trained transformers ("family").
-SCHEMA_VERSION = 2
+# 2 adds sub-step spike timing ("timing" other than linear) and directly trained transformers ("family");
+# 3 adds weight calibration, whose ANN weights live beside the SNN's ("ann_weights", ANN_WEIGHTS).
+SCHEMA_VERSION = 3
 MANIFEST = "manifest.json"
 WEIGHTS = "weights.pt"
 EXIT_POLICY_WEIGHTS = "exit_policy.pt"
+ANN_WEIGHTS = "ann_weights.pt"
 CONSTANT_PREFIX = "__graph_constant__."
 CONVERTED_FAMILY = "converted"  # manifests without a "family" key hold converted networks
 
@@ -225,7 +227,7 @@ def build_manifest(network: SpikingNetwork, extra: dict | None = None) -> dict:
                        "active_steps": int(network.layer_prefix_steps.get(name, window)),
                        "crossing": "prefix" if name in network.layer_prefix_steps else "retime"})
     return {
-        "schema_version": 1 if network.timing == "linear" else 2,
+        "schema_version": 3 if network.ann_weights else 1 if network.timing == "linear" else 2,
         "snnconv_version": __version__,
         "source": network.source,
         "input": {"shape": list(network.input_shape), "num_classes": network.num_classes,
@@ -239,6 +241,8 @@ def build_manifest(network: SpikingNetwork, extra: dict | None = None) -> dict:
         "config": network.config.to_dict(),
         "notes": {k: v for k, v in network.notes.items() if isinstance(v, (int, float, str, bool, list, dict))},
         "graph": graph_to_plain(network.graph),
+        # weight calibration: the weights whose ANN values are kept in ANN_WEIGHTS
+        "ann_weights": sorted(network.ann_weights),
         "exit_policy": network.exit_policy.describe() if network.exit_policy is not None else None,
         "ttfs": network.ttfs.to_dict() if network.ttfs is not None else None,
         "time_masks": ({"mode": "prefix", "parameters": network.time_mask_parameters}
@@ -259,6 +263,8 @@ def save(network: SpikingNetwork, directory: str | Path, extra_files: dict[str, 
         policy_state = network.exit_policy.state_dict() if network.exit_policy is not None else {}
         if policy_state:
             torch.save(policy_state, staging / EXIT_POLICY_WEIGHTS)
+        if network.ann_weights:
+            torch.save({k: v.detach().cpu() for k, v in network.ann_weights.items()}, staging / ANN_WEIGHTS)
         (staging / MANIFEST).write_text(json.dumps(manifest, indent=2, default=_json_default))
 
     return _write_atomically(Path(directory), write, extra_files)
@@ -425,14 +431,33 @@ def load(directory: str | Path) -> SpikingNetwork:
         raise ArtifactError(f"'{directory / MANIFEST}' has time masks in mode '{masks.get('mode')}', which this "
                             "snnconv version cannot run; upgrade snnconv.")
     exit_policy = _load_exit_policy(directory, manifest.get("exit_policy"))
+    ann_weights = _load_ann_weights(directory, manifest.get("ann_weights") or [], graph)
     return SpikingNetwork(
         graph=graph, input_shape=tuple(inputs["shape"]), time_steps=int(manifest["time_steps"]), config=config,
         coverage=coverage, source=manifest["source"],
         input_normalization={k: inputs.get(k) for k in ("mean", "std") if k in inputs},
         num_classes=int(inputs["num_classes"]), calibration_log=manifest.get("calibration", []),
         notes=manifest.get("notes", {}), layer_time_steps=layer_time_steps, exit_policy=exit_policy,
-        ttfs=ttfs, layer_prefix_steps=layer_prefix_steps, timing=timing,
+        ttfs=ttfs, layer_prefix_steps=layer_prefix_steps, timing=timing, ann_weights=ann_weights,
         time_mask_parameters={k: [float(v) for v in tp] for k, tp in masks.get("parameters", {}).items()})
+
+
+def _load_ann_weights(directory: Path, keys: list[str], graph: torch.fx.GraphModule) -> dict[str, torch.Tensor]:
+    """The ANN weights of a weight-calibrated network, checked against the manifest and the graph."""
+    if not keys:
+        return {}
+    try:
+        state = torch.load(directory / ANN_WEIGHTS, map_location="cpu", weights_only=True)
+    except FileNotFoundError:
+        raise ArtifactError(f"Artifact '{directory}' records weight calibration but has no {ANN_WEIGHTS}.") from None
+    except Exception as exc:  # torch.load raises several types on a damaged file
+        raise ArtifactError(f"'{directory / ANN_WEIGHTS}' is corrupt ({type(exc).__name__}); "
+                            "re-create the artifact with snnconv convert.") from None
+    expected = graph.state_dict()
+    if sorted(state) != sorted(keys) or any(state[k].shape != expected[k].shape for k in keys if k in expected) \
+            or not set(keys) <= set(expected):
+        raise ArtifactError(f"'{directory / ANN_WEIGHTS}' does not match manifest.json; the artifact is corrupt.")
+    return state
 
 
 def _read_weights(directory: Path) -> dict[str, torch.Tensor]:

@@ -11,7 +11,7 @@ from .errors import ConfigError
 
 BALANCE_METHODS = ("max", "percentile", "mse")
 GRANULARITIES = ("layer", "channel")
-CALIBRATIONS = ("none", "light", "advanced")
+CALIBRATIONS = ("none", "light", "advanced", "weights")
 MAXPOOL_MODES = ("gate", "avg")
 # how a spike train crossing into a layer with another window is re-timed (docs/teas.md, "5. Execute"):
 # linear: t' = floor(t W / S); substep: from the interpolated threshold-crossing time x + f;
@@ -78,6 +78,8 @@ class ConvertConfig(_Plain):
     calibrate: str = "advanced"  # Li et al. 2021 bias + potential calibration: docs/benchmarks.md, section 1
     calibration_samples: int = 256  # samples of the calibration set used by light/advanced calibration
     time_steps: int = 32  # the T conversion and calibration target
+    weight_calibration_steps: int = 200  # Adam steps per layer of weight calibration (calibrate="weights")
+    weight_calibration_lr: float = 1e-3  # its peak learning rate (cosine decay to zero)
 
     def __post_init__(self):
         if self.maxpool not in MAXPOOL_MODES:
@@ -88,6 +90,9 @@ class ConvertConfig(_Plain):
             raise ConfigError(f"Time steps T must be positive, got {self.time_steps}.")
         if self.calibration_samples <= 0:
             raise ConfigError(f"Calibration samples must be positive, got {self.calibration_samples}.")
+        if self.weight_calibration_steps <= 0 or not self.weight_calibration_lr > 0:
+            raise ConfigError("Weight calibration needs positive steps and learning rate, got "
+                              f"{self.weight_calibration_steps} and {self.weight_calibration_lr}.")
 
 
 @dataclass(frozen=True)

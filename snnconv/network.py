@@ -1,6 +1,7 @@
 """The converted network: a spiking GraphModule plus everything needed to run, report and save it."""
 from __future__ import annotations
 
+import copy
 from dataclasses import dataclass, field
 
 import torch
@@ -18,7 +19,8 @@ class SpikingNetwork:
     """``graph`` holds IF neurons and max-pool gates in place of ReLUs and max pools.
 
     Called directly, ``graph`` computes the normalized ANN (neurons act as ReLU, gates as max pooling),
-    which is the reference the SNN is compared with. The time engine runs it as an SNN.
+    which is the reference the SNN is compared with, unless weight calibration changed weights: then
+    :meth:`ann_graph` is the reference. The time engine runs ``graph`` as an SNN.
     """
 
     graph: torch.fx.GraphModule
@@ -47,6 +49,22 @@ class SpikingNetwork:
     time_mask_parameters: dict[str, list[float]] = field(default_factory=dict)
     # how IF spikes are re-timed between per-layer windows (snnconv.config.SPIKE_TIMINGS; docs/teas.md)
     timing: str = "linear"
+    # the ANN's values of the weights weight calibration changed (state-dict key -> tensor); empty otherwise
+    ann_weights: dict[str, torch.Tensor] = field(default_factory=dict)
+
+    def ann_graph(self) -> torch.fx.GraphModule:
+        """The normalized ANN the SNN is compared with: ``graph`` itself, or a copy with the ANN's weights
+        where weight calibration changed them."""
+        if not self.ann_weights:
+            return self.graph
+        graph = copy.deepcopy(self.graph)
+        graph.load_state_dict(self.ann_weights, strict=False)
+        return graph
+
+    def restore_ann_weights(self) -> None:
+        """Undo weight calibration: ``graph`` gets the ANN's weights back."""
+        self.graph.load_state_dict(self.ann_weights, strict=False)
+        self.ann_weights = {}
 
     def neuron_layers(self) -> list[tuple[str, IFNeuron]]:
         return [(n.name, self.graph.get_submodule(n.target)) for n in self.graph.graph.nodes
@@ -60,4 +78,5 @@ class SpikingNetwork:
 
     def to(self, device: torch.device | str) -> "SpikingNetwork":
         self.graph.to(device)
+        self.ann_weights = {k: v.to(device) for k, v in self.ann_weights.items()}
         return self

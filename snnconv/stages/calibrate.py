@@ -10,8 +10,11 @@ compared with the ANN's activation a_l on the same batch.
 - advanced (bias, then potential calibration): after the bias step, V_l(0) <- V_l(0) + T (mean_N(a_l) -
   mean_N(s_l)) per neuron (means over samples only), which corrects the charge a neuron is missing
   over the window.
+- weights (weight, then bias, then potential calibration): before the bias step, the conv / linear layers
+  feeding layer l are refitted to the ANN from the SNN's real inputs (stages/weight_calibration.py).
+  The network's weights then differ from the ANN's; the caller keeps the ANN's (SpikingNetwork.ann_weights).
 
-Both are tied to the T they were computed for; the manifest records it. With per-layer windows T_l
+All are tied to the T they were computed for; the manifest records it. With per-layer windows T_l
 (``layer_steps``, TEAS) each layer is calibrated over its own window: its rate is its summed output / T_l
 and the potential correction is T_l (mean_N(a_l) - mean_N(s_l)).
 """
@@ -24,6 +27,7 @@ import torch.fx
 
 from ..engine import Engine, TimePlan
 from ..neurons import IFNeuron
+from .weight_calibration import Segment, fit_layer_weights
 
 
 def _ann_activations(graph: torch.fx.GraphModule, x: torch.Tensor) -> dict[str, torch.Tensor]:
@@ -60,15 +64,19 @@ def _neuron_gap(rate: torch.Tensor, target: torch.Tensor) -> float:
 
 def calibrate(engine: Engine, x: torch.Tensor, time_steps: int, mode: str, chunk_steps: int = 8,
               progress: Callable[[int], None] | None = None, layer_steps: dict[str, int] | None = None,
-              timing: str = "linear") -> list[dict]:
+              timing: str = "linear", reference: torch.fx.GraphModule | None = None, weight_steps: int = 200,
+              weight_lr: float = 1e-3) -> list[dict]:
     """Calibrate the IF layers of ``engine.graph`` in place; returns per layer the channel gap before and after.
 
-    ``timing``: how spikes are re-timed between the ``layer_steps`` windows (docs/teas.md, "5. Execute")."""
+    ``timing``: how spikes are re-timed between the ``layer_steps`` windows (docs/teas.md, "5. Execute").
+    ``reference``: the ANN the targets come from, when ``engine.graph``'s weights are no longer the ANN's.
+    ``weight_steps`` / ``weight_lr``: Adam steps and peak learning rate of weight calibration."""
     x = x.to(engine.device)
     plan = TimePlan.per_layer(time_steps, layer_steps, chunk_steps, timing=timing)
     windows = engine.windows(plan)
-    ann = _ann_activations(engine.graph, x)
+    ann = _ann_activations(reference if reference is not None else engine.graph, x)
     layers = [op for op in engine.program.neuron_ops if op.kind == "neuron"]
+    nodes = {node.name: node for node in engine.graph.graph.nodes}
 
     def rates(*names: str) -> dict[str, torch.Tensor]:
         recorded = engine.run_batch(x, None, plan, record=names, until=names[-1])["recorded"]
@@ -78,19 +86,27 @@ def calibrate(engine: Engine, x: torch.Tensor, time_steps: int, mode: str, chunk
     for index, op in enumerate(layers):
         neuron: IFNeuron = op.module
         target = ann[op.name]
-        # one truncated run measures this layer before and the previous layer after its calibration
-        names = (layers[index - 1].name, op.name) if index else (op.name,)
-        measured = rates(*names)
+        segment = Segment(engine.graph, nodes[op.name]) if mode == "weights" else None
+        sources = [node.name for node in segment.sources] if segment is not None else []
+        previous = [layers[index - 1].name] if index else []
+        # one truncated run measures this layer before, the previous layer after its calibration, and the
+        # inputs weight calibration fits to
+        measured = rates(*dict.fromkeys(previous + sources + [op.name]))
         if index:
-            _finish_entry(log[-1], measured[names[0]], ann[names[0]])
+            _finish_entry(log[-1], measured[previous[0]], ann[previous[0]])
         rate = measured[op.name]
-        log.append({"layer": op.name, "channel_gap_before": _channel_gap(rate, target),
-                    "neuron_gap_before": _neuron_gap(rate, target)})
+        entry = {"layer": op.name, "channel_gap_before": _channel_gap(rate, target),
+                 "neuron_gap_before": _neuron_gap(rate, target)}
+        log.append(entry)
+        if segment is not None and segment.weighted:
+            values = {name: measured[name] for name in sources} | {node.name: x for node in segment.inputs}
+            entry.update(fit_layer_weights(segment, neuron, values, target, windows[op.name], weight_steps, weight_lr))
+            rate = rates(op.name)[op.name]
         channels = target.shape[1]
         if neuron.bias.dim() == 0 or neuron.bias.numel() != channels:
             neuron.bias = neuron.bias.expand(channels).clone() if neuron.bias.dim() == 0 else neuron.bias
         neuron.bias -= _channel_mean(rate) - _channel_mean(target)
-        if mode == "advanced":
+        if mode in ("advanced", "weights"):
             rate = rates(op.name)[op.name]
             neuron.v_offset = neuron.v_offset + windows[op.name] * (target.mean(0) - rate.mean(0))
         if progress is not None:

@@ -264,8 +264,11 @@ def teas(network: SpikingNetwork, calibration: LabeledData, config: TeasConfig =
         # calibration corrections are tied to the window they were measured over: redo them for each T_l
         note(f"{network.config.calibrate} calibration for the allocated windows")
         with torch.no_grad():
-            calibrate(engine, calibration.x[:network.config.calibration_samples], base, network.config.calibrate,
-                      chunk_steps, layer_steps={k: v for k, v in windows.items() if v != base}, timing=config.timing)
+            # weights stay as calibrated for the base T; bias and potential are measured again per window
+            mode = "advanced" if network.config.calibrate == "weights" else network.config.calibrate
+            calibrate(engine, calibration.x[:network.config.calibration_samples], base, mode, chunk_steps,
+                      layer_steps={k: v for k, v in windows.items() if v != base}, timing=config.timing,
+                      reference=network.ann_graph())
     final_sim, _ = runner.run(windows)
     crossings = engine.crossings(TimePlan.per_layer(base, {k: v for k, v in windows.items() if v != base},
                                                     chunk_steps, timing=config.timing))

@@ -129,6 +129,7 @@ def percentile_thresholds(network: SpikingNetwork, data: LabeledData, config: TT
 def build_ttfs(network: SpikingNetwork, calibration: LabeledData, config: TTFSConfig) -> SpikingNetwork:
     """A TTFS copy of ``network``: percentile thresholds, no calibration currents, initial kernels."""
     ttfs = copy.deepcopy(network)
+    ttfs.restore_ann_weights()  # weights calibrated for rate coding at T are not TTFS weights
     ttfs.exit_policy = None
     ttfs.layer_time_steps, ttfs.layer_prefix_steps, ttfs.time_mask_parameters = {}, {}, {}  # rate-coding windows
     thresholds = percentile_thresholds(ttfs, calibration, config)

@@ -23,6 +23,7 @@ Re-running skips configurations already in the CSV (``--force`` re-runs them).
     /work/venv/bin/python benchmarks/fidelity.py                       # everything, resumable
     /work/venv/bin/python benchmarks/fidelity.py --stage default       # only the default pipeline rows
     /work/venv/bin/python benchmarks/fidelity.py --models resnet20 --limit 2000
+    /work/venv/bin/python benchmarks/fidelity.py --stage extra --full-extra mse-channel-half-weights  # one pipeline
 """
 from __future__ import annotations
 
@@ -133,6 +134,7 @@ def run_model(model: str, args) -> None:
     if args.stage in ("default", "all"):
         jobs += [(key, s) for key in (DEFAULT_KEY, second) for s in subsets]
         jobs += [(key, "grid") for key in per_t_defaults(model)]
+    if args.stage in ("default", "all", "extra"):
         jobs += [(tuple(k), s) for k in args.full_extra for s in subsets if tuple(k) != DEFAULT_KEY]
     if args.stage in ("grid", "all"):
         jobs += [(k, "grid") for k in keys if k not in (DEFAULT_KEY, second)]
@@ -161,7 +163,8 @@ def run_model(model: str, args) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--models", default=",".join(C.ALL_MODELS), help="comma-separated subset of %(default)s")
-    parser.add_argument("--stage", choices=("default", "grid", "all"), default="all")
+    parser.add_argument("--stage", choices=("default", "grid", "all", "extra"), default="all",
+                        help="extra: only the --full-extra pipelines")
     parser.add_argument("--limit", type=int, default=2000, help="ResNet-20 evaluation images (default %(default)s)")
     parser.add_argument("--fmnist-limit", type=int, default=None, help="Fashion-MNIST evaluation images (all)")
     parser.add_argument("--grid-limit", type=int, default=1000, help="images for the grid (default %(default)s)")

@@ -79,7 +79,8 @@ def calibrate(engine: Engine, x: torch.Tensor, time_steps: int, mode: str, chunk
     nodes = {node.name: node for node in engine.graph.graph.nodes}
 
     def rates(*names: str) -> dict[str, torch.Tensor]:
-        recorded = engine.run_batch(x, None, plan, record=names, until=names[-1])["recorded"]
+        with torch.no_grad():  # else every step's tensors stay alive in an autograd graph through the weights
+            recorded = engine.run_batch(x, None, plan, record=names, until=names[-1])["recorded"]
         return {name: recorded[name] / windows[name] for name in names}
 
     log: list[dict] = []

@@ -8,6 +8,7 @@ from __future__ import annotations
 from _common import (ALL_MODELS, MODEL_TITLES, STEPS, accuracy, combine, csv_path, md_table, read_rows, update_doc)
 
 DEFAULT = "mse-channel-half-advanced"
+WEIGHTS = "mse-channel-half-weights"  # the opt-in weight calibration (`--calibrate weights`)
 # SPEC section 5 bars: (T, allowed drop in points) per model family
 BARS = {"fmnist": ((32, 0.3), (16, 1.0)), "resnet20": ((32, 1.0), (64, 0.3))}
 
@@ -17,7 +18,8 @@ SJ_COMMAND = "/work/sjvenv/bin/python benchmarks/spikingjelly_compare.py"
 CONFIG_HELP = """Configuration names: `BALANCE-GRANULARITY-INIT-CALIBRATION`. BALANCE is `max`, `p99.99`
 (percentile of the positive activations) or `mse` (threshold minimizing the T=32 quantization error, Li et al.
 2021); GRANULARITY `layer` or `channel`; INIT `half` (V(0) = theta/2) or `zero`; CALIBRATION `none`, `light`
-(bias) or `advanced` (bias + initial potential), computed on 256 of the calibration images (the library
+(bias), `advanced` (bias + initial potential) or `weights` (conv / linear weights refitted to the ANN from the
+SNN's inputs, then advanced; docs/design.md, "Calibration"), computed on 256 of the calibration images (the library
 default `calibration_samples`). mse balancing and calibration target one T: 32 unless the name ends in `@T16`
 or `@T64` (converted for that T). `mse-channel-half-advanced` is the library default (`ConvertConfig()`), and
 the CLI converts for the first `--time-steps` value, so a user asking for T = 16 gets `mse-channel-half-advanced@T16`.
@@ -56,22 +58,22 @@ def full_row(ours: list[dict], config: str = DEFAULT) -> dict | None:
     return combine([grid[0], rest[0]], "eval")
 
 
-def default_for(t: int) -> str:
-    """The default pipeline as converted for T = t (what `snnconv convert --time-steps t` runs)."""
-    return DEFAULT if t == 32 else f"{DEFAULT}@T{t}"
+def default_for(t: int, pipeline: str = DEFAULT) -> str:
+    """A pipeline as converted for T = t (for the default: what `snnconv convert --time-steps t` runs)."""
+    return pipeline if t == 32 else f"{pipeline}@T{t}"
 
 
-def bar_lines(model: str, ours: list[dict]) -> list[str]:
+def bar_lines(model: str, ours: list[dict], pipeline: str = DEFAULT) -> list[str]:
     lines = []
     for t, allowed in BARS[_family(model)]:
-        row = full_row(ours, default_for(t))
+        row = full_row(ours, default_for(t, pipeline))
         if row is None:
             lines.append(f"T={t}: not measured yet (bar {allowed})")
             continue
         ann = accuracy(row)
         drop = ann - accuracy(row, t)
         verdict = "holds" if drop <= allowed else "FAILS"
-        lines.append(f"T={t}: ANN - SNN = {drop:.2f} points with `{default_for(t)}` (bar {allowed}): **{verdict}**")
+        lines.append(f"T={t}: ANN - SNN = {drop:.2f} points with `{default_for(t, pipeline)}` (bar {allowed}): **{verdict}**")
     return lines
 
 
@@ -103,6 +105,9 @@ def model_section(model: str) -> str:
         out += [f"Evaluation set ({full['samples']} test images{'' if int(full['samples']) == 10000 else ', a seeded random sample'}):", "",
                 md_table(header, body), ""]
         out += ["Bars (default pipeline converted for the T of the bar): " + "; ".join(bar_lines(model, ours)) + ".", ""]
+        if full_row(ours, WEIGHTS) is not None:
+            out += ["The same bars with weight calibration (`--calibrate weights`, not the default): "
+                    + "; ".join(bar_lines(model, ours, WEIGHTS)) + ".", ""]
     grid = [r for r in ours if r["subset"] == "grid"] + [r for r in sj if r["subset"] == "grid"]
     if grid:
         n = grid[0]["samples"]

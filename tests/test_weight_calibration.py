@@ -15,6 +15,7 @@ from snnconv.zoo import default_model
 from snnconv.artifacts import ANN_WEIGHTS, MANIFEST
 from snnconv.errors import ArtifactError
 from snnconv.neurons import IFNeuron, maxpool_gate_step
+from snnconv.stages.ttfs import TTFSConfig, build_ttfs
 from snnconv.stages.weight_calibration import Segment
 from helpers import convert, snn_rate_output
 from models import TINY_MODELS, build
@@ -145,3 +146,11 @@ def test_plain_artifacts_carry_no_ann_weights(images, tmp_path):
     snnconv.save(network, tmp_path / "a")
     assert not (tmp_path / "a" / ANN_WEIGHTS).exists()
     assert json.loads((tmp_path / "a" / MANIFEST).read_text())["schema_version"] == 1
+
+
+def test_ttfs_starts_from_the_ann_weights(shipped):
+    model, calibration, _, network = shipped
+    ttfs = build_ttfs(network, calibration, TTFSConfig())
+    assert ttfs.ann_weights == {} and network.ann_weights  # the source network keeps its calibration
+    state = ttfs.graph.state_dict()
+    assert all(torch.equal(state[k], network.ann_weights[k]) for k in network.ann_weights)

@@ -143,7 +143,8 @@ def convert(model: nn.Module | str | Path | ImportedModel, calibration: LabeledD
     graph = to_spiking(ann, thresholds, config.half_init).to(dev)
 
     calibration_log: list[dict] = []
-    ann_state = {k: v.clone() for k, v in graph.state_dict().items()}
+    # weight calibration moves the SNN's weights away from the ANN's: keep those the ANN had
+    ann_state = {k: v.clone() for k, v in graph.state_dict().items()} if config.calibrate == "weights" else {}
     if config.calibrate != "none":
         engine = Engine(graph, dev)
         count = min(config.calibration_samples, len(calibration))
@@ -152,7 +153,6 @@ def convert(model: nn.Module | str | Path | ImportedModel, calibration: LabeledD
                                     progress=progress(f"Calibrating ({config.calibrate})", layers),
                                     weight_steps=config.weight_calibration_steps,
                                     weight_lr=config.weight_calibration_lr)
-    # weight calibration leaves the SNN's weights apart from the ANN's: keep those the ANN had
     ann_weights = {k: ann_state[k] for k, v in graph.state_dict().items()
                    if k in ann_state and k.endswith("weight") and not torch.equal(v, ann_state[k])}
     source = {"source": imported.source, "format": imported.source_format, "sha256": imported.source_hash,

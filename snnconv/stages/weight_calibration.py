@@ -1,7 +1,7 @@
 """Weight calibration (Li et al. 2021, "A Free Lunch From ANN", the weight step of their calibration code).
 
-For one neuron layer l, the weighted layers that feed it (every conv / linear between the neuron layers,
-or the input, it reads and l itself) are refitted so that the layer's ideal spiking output, given the
+For one neuron layer l, the weighted layers that feed it (every conv / linear between l and the neuron
+layers or graph inputs it reads) are refitted so that the layer's ideal spiking output, given the
 SNN's real time-averaged inputs, matches the ANN:
 
     minimize  mean (CF(z(W)) - a_l)^2,   CF(z) = theta/T * clamp(floor(z T/theta + shift), 0, T)

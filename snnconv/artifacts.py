@@ -212,6 +212,16 @@ def environment() -> dict:
             "platform": platform.platform()}
 
 
+def _config_for_manifest(config: ConvertConfig) -> dict:
+    """The conversion config, without the weight-calibration options unless they were used, so that older
+    snnconv versions, which refuse unknown options, keep reading plain artifacts."""
+    plain = config.to_dict()
+    if config.calibrate != "weights":
+        plain.pop("weight_calibration_steps", None)
+        plain.pop("weight_calibration_lr", None)
+    return plain
+
+
 def build_manifest(network: SpikingNetwork, extra: dict | None = None) -> dict:
     layers = []
     for name, neuron in network.neuron_layers():
@@ -238,7 +248,7 @@ def build_manifest(network: SpikingNetwork, extra: dict | None = None) -> dict:
         "layers": layers,
         "coverage": [row.__dict__ for row in network.coverage],
         "calibration": network.calibration_log,
-        "config": network.config.to_dict(),
+        "config": _config_for_manifest(network.config),
         "notes": {k: v for k, v in network.notes.items() if isinstance(v, (int, float, str, bool, list, dict))},
         "graph": graph_to_plain(network.graph),
         # weight calibration: the weights whose ANN values are kept in ANN_WEIGHTS

@@ -464,8 +464,7 @@ def _load_ann_weights(directory: Path, keys: list[str], graph: torch.fx.GraphMod
         raise ArtifactError(f"'{directory / ANN_WEIGHTS}' is corrupt ({type(exc).__name__}); "
                             "re-create the artifact with snnconv convert.") from None
     expected = graph.state_dict()
-    if sorted(state) != sorted(keys) or any(state[k].shape != expected[k].shape for k in keys if k in expected) \
-            or not set(keys) <= set(expected):
+    if set(state) != set(keys) or any(k not in expected or state[k].shape != expected[k].shape for k in keys):
         raise ArtifactError(f"'{directory / ANN_WEIGHTS}' does not match manifest.json; the artifact is corrupt.")
     return state
 

@@ -27,6 +27,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.func import functional_call
 
+from ..engine.program import fetch_attr
 from ..neurons import IFNeuron
 
 WEIGHTED = (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.Linear)
@@ -77,10 +78,7 @@ class Segment:
             elif node.op == "call_method":
                 env[node] = getattr(args[0], node.target)(*args[1:], **kwargs)
             elif node.op == "get_attr":
-                value = self.graph
-                for part in node.target.split("."):
-                    value = getattr(value, part)
-                env[node] = value
+                env[node] = fetch_attr(self.graph, node.target)
         return env[self.output]
 
 

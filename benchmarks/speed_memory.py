@@ -4,7 +4,9 @@ Speed, per model, one process, on one batch of 256 test images, CPU, the default
 - ANN: T = 32 consecutive forward passes of the source network (PyTorch module; for the ONNX ResNet-20 the
   imported torch.fx graph) on the batch, i.e. T x ANN wall time measured directly;
 - SNN: the time engine simulating the batch for T = 32 steps, as ``snnconv.evaluate`` runs it (with its
-  per-layer spike and synaptic-operation statistics), and bare (``Engine.run_batch`` without statistics).
+  per-layer spike and synaptic-operation statistics), and bare (``Engine.run_batch`` without statistics);
+- the same with the neurons and max-pool gates run as torch ops instead of the fused CPU loops
+  (``snnconv/engine/kernels.py``), to show what the loops change.
 ANN and SNN alternate, ``--repeats`` times each after one warm-up; medians are reported and the ratio is
 median SNN / median (T x ANN).
 
@@ -65,7 +67,7 @@ def build(model: str, threads: int):
 
 
 def measure_speed(model: str, repeats: int, threads: int) -> dict:
-    from snnconv.engine import Engine, TimePlan
+    from snnconv.engine import Engine, TimePlan, kernels
     ann, net, x, y = build(model, threads)
     engine = Engine(net.graph, "cpu")
     plan = TimePlan(T_SPEED, 8)
@@ -82,11 +84,23 @@ def measure_speed(model: str, repeats: int, threads: int) -> dict:
         with torch.no_grad():
             engine.run_batch(x, y, plan)
 
-    timings = {"ann": [], "snn": [], "bare": []}
-    for fn in (run_ann, run_snn, run_bare):  # warm-up
+    def torch_ops(fn):
+        def run():
+            numba = kernels._numba()
+            kernels._compiled["numba"] = None  # what the engine does where numba is unavailable
+            try:
+                fn()
+            finally:
+                kernels._compiled["numba"] = numba
+        return run
+
+    runs = (("ann", run_ann), ("snn", run_snn), ("bare", run_bare), ("snn_torch", torch_ops(run_snn)),
+            ("bare_torch", torch_ops(run_bare)))
+    timings = {key: [] for key, _ in runs}
+    for _, fn in runs:  # warm-up (and the loops' compilation)
         fn()
     for _ in range(repeats):
-        for key, fn in (("ann", run_ann), ("snn", run_snn), ("bare", run_bare)):
+        for key, fn in runs:
             gc.collect()
             start = time.perf_counter()
             fn()
@@ -95,6 +109,8 @@ def measure_speed(model: str, repeats: int, threads: int) -> dict:
     return {"network": net, "model": model, "T": T_SPEED, "batch": BATCH, "repeats": repeats,
             "ann_T_forwards_s": med["ann"], "snn_s": med["snn"], "snn_bare_s": med["bare"],
             "ratio": med["snn"] / med["ann"], "ratio_bare": med["bare"] / med["ann"],
+            "snn_torch_s": med["snn_torch"], "ratio_torch": med["snn_torch"] / med["ann"],
+            "ratio_bare_torch": med["bare_torch"] / med["ann"],
             "ann_runs": timings["ann"], "snn_runs": timings["snn"], "bare_runs": timings["bare"]}
 
 
@@ -145,7 +161,7 @@ def measure_memory(model: str, net, threads: int) -> list[dict]:
 
 
 SPEED_FIELDS = ["model", "T", "batch", "repeats", "ann_T_forwards_s", "snn_s", "snn_bare_s", "ratio", "ratio_bare",
-                "ann_runs", "snn_runs", "bare_runs", "torch", "date", "snnconv"]
+                "snn_torch_s", "ratio_torch", "ratio_bare_torch", "ann_runs", "snn_runs", "bare_runs", "torch", "date", "snnconv"]
 MEMORY_FIELDS = ["model", "T", "rss_before_kb", "hwm_kb", "hwm_reset", "maxrss_life_kb", "wall_s", "accuracy", "date",
                  "snnconv"]
 _RUN_LISTS = ("ann_runs", "snn_runs", "bare_runs")
@@ -173,6 +189,8 @@ def _read_rows(name: str) -> list[dict]:
                     row[key] = [float(v) for v in value.split()]
                 elif key in ("model", "torch", "date", "snnconv", "hwm_reset"):
                     row[key] = value
+                elif value == "":  # a field added after the row was measured
+                    row[key] = None
                 else:
                     row[key] = float(value) if "." in value or "e" in value else int(value)
             rows.append(row)
@@ -181,12 +199,17 @@ def _read_rows(name: str) -> list[dict]:
 
 def render(speed: list[dict], memory: list[dict]) -> None:
     rows = []
+    def optional(row, key):
+        return f"{row[key]:.2f}" if row.get(key) is not None else "-"
+
     for s in speed:
         rows.append([s["model"], f"{s['ann_T_forwards_s']:.2f}", f"{s['snn_s']:.2f}", f"**{s['ratio']:.2f}**",
-                     f"{s['snn_bare_s']:.2f}", f"{s['ratio_bare']:.2f}",
-                     "holds" if s["ratio"] <= 1.2 else "FAILS", f"{s['date']}, {s['snnconv']}"])
+                     f"{s['snn_bare_s']:.2f}", f"{s['ratio_bare']:.2f}", optional(s, "ratio_torch"),
+                     optional(s, "ratio_bare_torch"), "holds" if s["ratio"] <= 1.2 else "FAILS",
+                     f"{s['date']}, {s['snnconv']}"])
     speed_table = C.md_table(["model", "32 x ANN (s)", "SNN T=32 (s)", "ratio", "SNN bare (s)", "ratio bare",
-                              "bar <= 1.2", "measured"], rows, "lrrrrrll")
+                              "ratio, torch ops", "ratio bare, torch ops", "bar <= 1.2", "measured"], rows,
+                             "lrrrrrrrll")
     mrows = []
     by_model: dict[str, dict[int, dict]] = {}
     for m in memory:
@@ -215,7 +238,9 @@ def render(speed: list[dict], memory: list[dict]) -> None:
         f"{T_SPEED} consecutive ANN forward passes of the source network (so the ratio is SNN / (T x ANN)); "
         f"medians of {speed[0]['repeats'] if speed else '?'} alternating repetitions after a warm-up. `SNN` is the "
         "engine as `snnconv.evaluate` runs it (with spike and synaptic-operation statistics); `bare` is "
-        "`Engine.run_batch` without statistics. Bar: ratio <= 1.2.",
+        "`Engine.run_batch` without statistics. `torch ops`: the same two runs, in the same process and "
+        "alternation, with the neurons and max-pool gates run as torch ops instead of the fused CPU loops "
+        "(docs/design.md, \"Fused CPU loops\"; what the engine does without numba or on CUDA). Bar: ratio <= 1.2.",
         "",
         speed_table,
         "",
@@ -233,7 +258,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--models", default=",".join(C.ALL_MODELS))
     parser.add_argument("--repeats", type=int, default=5)
-    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--render-only", action="store_true", help="rewrite docs/benchmarks.md from the CSV files")
     parser.add_argument("--memory-child", default=None, help=argparse.SUPPRESS)
     parser.add_argument("--steps", type=int, default=32, help=argparse.SUPPRESS)

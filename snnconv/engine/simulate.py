@@ -35,6 +35,7 @@ from ..neurons import crossing_fraction, if_step_, if_step_surrogate, if_step_ti
 from ..results import NeuronLayerStats, SimulationResult, SynapticLayerStats
 from .allocator import keep_large_buffers
 from .fanout import dense_macs, input_fanout
+from .kernels import fused_available, gate_chunk_, gate_fusable, if_chunk_
 from .program import Op, Program, call_op, compile_program, fetch_attr
 
 
@@ -666,13 +667,17 @@ class Engine:
                 counters.neurons[op.name] = int(shape.numel())
         v = state[op.name]
         timed = reading if fractions is not None else None
+        counted = None  # spikes per step and position, when the fused loop counted them on the way
         if self.surrogate_width is not None:
             out, state[op.name], fraction = self._run_neuron_differentiably(per_step, current, bias, v, theta, run,
                                                                             neuron, timed)
         else:
-            out, fraction = self._run_neuron_in_place(per_step, current, bias, v, theta, run, neuron, t0, timed)
+            out, fraction, counted = self._run_neuron_in_place(per_step, current, bias, v, theta, run, neuron, t0,
+                                                               timed)
         if run < c:  # silent after T_l: nothing runs, zeros go downstream
             out = torch.cat([out, out.new_zeros((c - run, *out.shape[1:]))])
+            if counted is not None:
+                counted = torch.cat([counted, counted.new_zeros((c - run, counted.shape[1]))])
             if fraction is not None:
                 fraction = torch.cat([fraction, fraction.new_zeros((c - run, *fraction.shape[1:]))])
         if fraction is not None:
@@ -680,10 +685,14 @@ class Engine:
         if op.name in self.time_masks:
             mask = self.time_masks[op.name]()[t0:t0 + c].to(out.dtype)
             out = out * mask.view(c, *([1] * (out.dim() - 1)))
+            counted = None  # the mask changes what was emitted
         if counters is not None and op.name in self._spike_sources and op.name not in self.time_masks:
-            positions = _position_counts(out.detach(), neuron.broadcast(neuron.threshold, out.dim() - 1))
-            counters.positions[op.name] = (t0, positions)
+            positions = counted if counted is not None else \
+                _position_counts(out.detach(), neuron.broadcast(neuron.threshold, out.dim() - 1))
+            counters.positions[op.name] = (t0, positions.to(out.device))
             counters.spikes[op.name][t0:t0 + c] += positions.sum(1)
+        elif counters is not None and counted is not None:
+            counters.spikes[op.name][t0:t0 + c] += counted.sum(1)
         elif counters is not None:
             counters.spikes[op.name][t0:t0 + c] += _spike_counts(out.detach(), neuron.threshold, c, active)
         if op.name in record:
@@ -693,8 +702,10 @@ class Engine:
 
     @staticmethod
     def _run_neuron_in_place(per_step, current, bias, v, theta, c, neuron, t0: int = 0,
-                             reading: str | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """Outputs theta * s [c, ...], and with a ``reading`` the crossing fraction of every step (else None).
+                             reading: str | None = None) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
+        """Outputs theta * s [c, ...]; with a ``reading`` the crossing fraction of every step (else None); and,
+        where the fused CPU loop ran, the spikes per step and neuron position summed over rows ([c, neurons]
+        float64, else None).
 
         ``t0``: the layer's first step in this chunk (0-based), which the bias-shifted membrane needs."""
         out = torch.empty((c, *current.shape), dtype=current.dtype, device=current.device)
@@ -702,22 +713,28 @@ class Engine:
             step_current = current + bias
             per_step = step_current.expand(c, *current.shape)  # a view: the constant current is not copied
         elif neuron.bias.any():
+            if reading is None and c and v.is_contiguous() and fused_available(per_step, v, theta):
+                row = (1, *v.shape[1:])  # the same per-step comparison values as the eager branch below
+                compare = torch.stack([(theta - (t0 + i + 1) * bias).expand(row) for i in range(c)])
+                return out, None, if_chunk_(per_step, v, theta, compare, out)
             if reading is None:
                 # Adding the bias current b to every step's input would copy the whole chunk. Instead the state
                 # holds V' = V - t*b after step t, so V >= theta reads V' >= theta - t*b, a per-channel vector per
                 # step. Every chunk of a layer takes this branch, so V' stays consistent; nothing else reads V.
                 for i in range(c):
                     if_step_(per_step[i], v, theta, out[i], compare=theta - (t0 + i + 1) * bias)
-                return out, None
+                return out, None, None
             per_step = per_step + bias  # the crossing fractions need V itself
         if reading is None:
+            if c and v.is_contiguous() and fused_available(per_step, v, theta):
+                return out, None, if_chunk_(per_step, v, theta, theta.expand(1, *v.shape[1:]).unsqueeze(0), out)
             for i in range(c):
                 if_step_(per_step[i], v, theta, out[i])
-            return out, None
+            return out, None, None
         fraction = torch.empty_like(out)
         for i in range(c):
             if_step_timed_(per_step[i], v, theta, out[i], fraction[i], reading)
-        return out, fraction
+        return out, fraction, None
 
     def _run_neuron_differentiably(self, per_step, current, bias, v, theta, c, neuron, reading: str | None = None):
         """The same dynamics as :meth:`_run_neuron_in_place`, out of place with surrogate spikes (training).
@@ -746,8 +763,12 @@ class Engine:
             state[op.name + ".max"] = gate.pool(state[op.name])
         accumulated, window_max = state[op.name], state[op.name + ".max"]
         out = torch.empty((c, *window_max.shape), dtype=x.dtype, device=x.device)
-        for i in range(c):
-            out[i], accumulated, window_max = maxpool_gate_step(per_step[i], accumulated, window_max, gate.pool)
+        if (c and self.surrogate_width is None and not x.requires_grad and accumulated.is_contiguous()
+                and window_max.is_contiguous() and gate_fusable(gate.pool, x)):
+            gate_chunk_(per_step, accumulated, window_max, out, gate.pool)
+        else:
+            for i in range(c):
+                out[i], accumulated, window_max = maxpool_gate_step(per_step[i], accumulated, window_max, gate.pool)
         state[op.name], state[op.name + ".max"] = accumulated, window_max
         if counters is not None:
             counters.neurons[op.name] = int(out.shape[2:].numel())

@@ -1,0 +1,153 @@
+"""Fused CPU loops for the engine's per-step work: the IF neuron and the max-pool gate.
+
+Run as torch ops, one IF step is four passes over the layer (integrate, compare, scale, reset) and one
+gate step allocates its accumulated input, pools it and subtracts; on CPU those passes, not the
+convolutions, are what made a simulation cost more than T forward passes of the ANN. Compiled with numba,
+each neuron's membrane stays in a register while the loop walks the chunk's steps, and the gate pools
+its window while accumulating.
+
+The loops do the same float32 operations in the same order as :func:`snnconv.neurons.if_step_` and
+:func:`snnconv.neurons.maxpool_gate_step`, so their results are bit-identical (tests/test_kernels.py).
+They are used for float32 tensors on the CPU when numba imports; anything else (CUDA, float64, training
+with surrogate gradients, sub-step timing, ``SNNCONV_FUSED=0``) runs the torch ops. numba is imported on
+first use and its compiled loops are cached on disk.
+"""
+from __future__ import annotations
+
+import os
+
+import torch
+from torch.nn.modules.utils import _pair
+
+_compiled: dict[str, object] = {}
+_NEURON_BLOCK = 2048  # neurons per parallel task of the IF loop: 8 KB of membrane per row
+
+
+def _numba():
+    """The numba module, or None where it cannot be used (not installed, or disabled by SNNCONV_FUSED=0)."""
+    if "numba" not in _compiled:
+        module = None
+        if os.environ.get("SNNCONV_FUSED", "1") != "0":
+            try:
+                import numba as module
+            except ImportError:
+                module = None
+        _compiled["numba"] = module
+    return _compiled["numba"]
+
+
+def fused_available(*tensors: torch.Tensor) -> bool:
+    """Whether the fused loops can run on these tensors: float32, on the CPU, with numba present."""
+    return all(t.device.type == "cpu" and t.dtype == torch.float32 for t in tensors) and _numba() is not None
+
+
+def _kernels():
+    if "if" in _compiled:
+        return _compiled["if"], _compiled["gate"]
+    numba = _numba()
+    njit, prange, float32 = numba.njit, numba.prange, numba.float32
+
+    @njit(cache=True, nogil=True, parallel=True)
+    def if_chunk(current, v, threshold, compare, out, counts, block):  # pragma: no cover - compiled
+        # current, out [steps, rows, neurons]; v [rows, neurons]; threshold [neurons]; compare [steps, neurons];
+        # counts [steps, neurons] float32 += spikes summed over rows (exact below 2**24 rows). Threads split the
+        # neurons, so each owns its counts; counting in a second loop keeps the first one vectorized.
+        steps, rows, neurons = current.shape
+        zero, one = float32(0.0), float32(1.0)
+        for first in prange((neurons + block - 1) // block):
+            lo = first * block
+            hi = min(neurons, lo + block)
+            theta = threshold[lo:hi]
+            for row in range(rows):
+                membrane = v[row, lo:hi]
+                for t in range(steps):
+                    step_current, step_compare = current[t, row, lo:hi], compare[t, lo:hi]
+                    step_out, step_counts = out[t, row, lo:hi], counts[t, lo:hi]
+                    for j in range(hi - lo):
+                        potential = membrane[j] + step_current[j]
+                        fired = theta[j] if potential >= step_compare[j] else zero
+                        step_out[j] = fired
+                        membrane[j] = potential - fired
+                    for j in range(hi - lo):
+                        step_counts[j] += one if step_out[j] != zero else zero
+
+    @njit(cache=True, nogil=True, parallel=True)
+    def gate_chunk(x, accumulated, window_max, out, kernel_h, kernel_w, stride_h, stride_w):  # pragma: no cover
+        # x [steps, planes, H, W]; accumulated [planes, H, W]; window_max [planes, Ho, Wo]; out [steps, planes, Ho, Wo]
+        steps, planes, height, width = x.shape
+        out_h, out_w = window_max.shape[1], window_max.shape[2]
+        for plane in prange(planes):
+            acc, previous = accumulated[plane], window_max[plane]
+            for t in range(steps):
+                step_x, step_out = x[t, plane], out[t, plane]
+                for i in range(height):
+                    for j in range(width):
+                        acc[i, j] = acc[i, j] + step_x[i, j]
+                for i in range(out_h):
+                    for j in range(out_w):
+                        top, left = i * stride_h, j * stride_w
+                        largest = acc[top, left]
+                        for di in range(kernel_h):
+                            for dj in range(kernel_w):
+                                value = acc[top + di, left + dj]
+                                if value > largest:
+                                    largest = value
+                        step_out[i, j] = largest - previous[i, j]
+                        previous[i, j] = largest
+
+    _compiled["if"], _compiled["gate"] = if_chunk, gate_chunk
+    return if_chunk, gate_chunk
+
+
+def _threads() -> None:
+    numba = _numba()
+    numba.set_num_threads(max(1, min(torch.get_num_threads(), numba.config.NUMBA_NUM_THREADS)))
+
+
+def if_chunk_(per_step: torch.Tensor, v: torch.Tensor, threshold: torch.Tensor, compare: torch.Tensor,
+              out: torch.Tensor) -> torch.Tensor:
+    """Run IF steps in place, as :func:`snnconv.neurons.if_step_` applied to each step of ``per_step``.
+
+    ``per_step`` [steps, rows, ...] is the input current (a constant current may be an expanded view);
+    ``v`` [rows, ...] the membrane, contiguous, updated in place; ``threshold`` broadcasts against
+    [1, ...]; ``compare`` [steps or 1, 1, ...] is, per step, what the membrane is tested against;
+    ``out`` [steps, rows, ...] receives theta * s. Returns the spikes per step and neuron position,
+    summed over rows ([steps, neurons] float64).
+    """
+    steps, rows = per_step.shape[:2]
+    shape = v.shape[1:]
+    neurons = shape.numel()
+    if_chunk, _ = _kernels()
+    _threads()
+    flat_threshold = torch.broadcast_to(threshold, (1, *shape)).reshape(neurons).contiguous()
+    flat_compare = torch.broadcast_to(compare, (steps, 1, *shape)).reshape(steps, neurons).contiguous()
+    counts = torch.zeros((steps, neurons), dtype=torch.float32)
+    if_chunk(per_step.reshape(steps, rows, neurons).numpy(), v.view(rows, neurons).numpy(),
+             flat_threshold.numpy(), flat_compare.numpy(), out.view(steps, rows, neurons).numpy(), counts.numpy(),
+             _NEURON_BLOCK)
+    return counts.to(torch.float64)
+
+
+def gate_fusable(pool: torch.nn.MaxPool2d, x: torch.Tensor) -> bool:
+    """Whether :func:`gate_chunk_` handles this pooling: 2-D, no padding or dilation, floor mode."""
+    return (x.dim() == 5 and not pool.ceil_mode and _pair(pool.padding) == (0, 0)
+            and _pair(pool.dilation) == (1, 1) and fused_available(x))
+
+
+def gate_chunk_(per_step: torch.Tensor, accumulated: torch.Tensor, window_max: torch.Tensor, out: torch.Tensor,
+                pool: torch.nn.MaxPool2d) -> None:
+    """Run max-pool gate steps in place, as :func:`snnconv.neurons.maxpool_gate_step` applied to each step.
+
+    ``per_step`` [steps, rows, C, H, W]; ``accumulated`` [rows, C, H, W] and ``window_max`` [rows, C, Ho, Wo]
+    are the gate's state, contiguous, updated in place; ``out`` [steps, rows, C, Ho, Wo] receives the output.
+    """
+    steps, rows, channels, height, width = per_step.shape
+    kernel_h, kernel_w = _pair(pool.kernel_size)
+    stride_h, stride_w = _pair(pool.stride if pool.stride is not None else pool.kernel_size)
+    _, gate_chunk = _kernels()
+    _threads()
+    planes = rows * channels
+    out_h, out_w = window_max.shape[-2:]
+    gate_chunk(per_step.reshape(steps, planes, height, width).numpy(),
+               accumulated.view(planes, height, width).numpy(), window_max.view(planes, out_h, out_w).numpy(),
+               out.view(steps, planes, out_h, out_w).numpy(), kernel_h, kernel_w, stride_h, stride_w)

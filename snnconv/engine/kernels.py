@@ -15,11 +15,14 @@ first use and its compiled loops are cached on disk.
 from __future__ import annotations
 
 import os
+import threading
 
 import torch
 from torch.nn.modules.utils import _pair
 
 _compiled: dict[str, object] = {}
+# numba's built-in thread pool (workqueue) aborts the process when two Python threads launch loops at once
+_launch = threading.Lock()
 _NEURON_BLOCK = 2048  # neurons per parallel task of the IF loop: 8 KB of membrane per row
 
 
@@ -122,9 +125,11 @@ def if_chunk_(per_step: torch.Tensor, v: torch.Tensor, threshold: torch.Tensor, 
     flat_threshold = torch.broadcast_to(threshold, (1, *shape)).reshape(neurons).contiguous()
     flat_compare = torch.broadcast_to(compare, (steps, 1, *shape)).reshape(steps, neurons).contiguous()
     counts = torch.zeros((steps, neurons), dtype=torch.float32)
-    if_chunk(per_step.reshape(steps, rows, neurons).numpy(), v.view(rows, neurons).numpy(),
-             flat_threshold.numpy(), flat_compare.numpy(), out.view(steps, rows, neurons).numpy(), counts.numpy(),
-             _NEURON_BLOCK)
+    with _launch:
+        # an IF step's output carries no gradient (a comparison), so detached inputs give the same values
+        if_chunk(per_step.detach().reshape(steps, rows, neurons).numpy(), v.detach().view(rows, neurons).numpy(),
+                 flat_threshold.detach().numpy(), flat_compare.detach().numpy(),
+                 out.view(steps, rows, neurons).numpy(), counts.numpy(), _NEURON_BLOCK)
     return counts.to(torch.float64)
 
 
@@ -148,6 +153,7 @@ def gate_chunk_(per_step: torch.Tensor, accumulated: torch.Tensor, window_max: t
     _threads()
     planes = rows * channels
     out_h, out_w = window_max.shape[-2:]
-    gate_chunk(per_step.reshape(steps, planes, height, width).numpy(),
-               accumulated.view(planes, height, width).numpy(), window_max.view(planes, out_h, out_w).numpy(),
-               out.view(steps, planes, out_h, out_w).numpy(), kernel_h, kernel_w, stride_h, stride_w)
+    with _launch:
+        gate_chunk(per_step.reshape(steps, planes, height, width).numpy(),
+                   accumulated.view(planes, height, width).numpy(), window_max.view(planes, out_h, out_w).numpy(),
+                   out.view(steps, planes, out_h, out_w).numpy(), kernel_h, kernel_w, stride_h, stride_w)

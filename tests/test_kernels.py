@@ -76,9 +76,10 @@ def test_gate_loop_equals_the_torch_steps(kernel_size, stride, spiking):
     assert kernels.gate_fusable(pool, x)
     fused_acc, fused_max = accumulated.clone(), window_max.clone()
     fused_out = torch.empty(steps, *window_max.shape)
-    kernels.gate_chunk_(x, fused_acc, fused_max, fused_out, pool)
+    counts = kernels.gate_chunk_(x, fused_acc, fused_max, fused_out, pool)
 
     assert torch.equal(fused_out, torch.stack(eager_out))
+    assert torch.equal(counts, (fused_out != 0).sum(1).reshape(steps, -1).to(torch.float64))
     assert torch.equal(fused_acc, eager_acc)
     assert torch.equal(fused_max, eager_max)
 

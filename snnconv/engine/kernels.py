@@ -75,28 +75,34 @@ def _kernels():
                         step_counts[j] += one if step_out[j] != zero else zero
 
     @njit(cache=True, nogil=True, parallel=True)
-    def gate_chunk(x, accumulated, window_max, out, kernel_h, kernel_w, stride_h, stride_w):  # pragma: no cover
-        # x [steps, planes, H, W]; accumulated [planes, H, W]; window_max [planes, Ho, Wo]; out [steps, planes, Ho, Wo]
-        steps, planes, height, width = x.shape
-        out_h, out_w = window_max.shape[1], window_max.shape[2]
-        for plane in prange(planes):
-            acc, previous = accumulated[plane], window_max[plane]
-            for t in range(steps):
-                step_x, step_out = x[t, plane], out[t, plane]
-                for i in range(height):
-                    for j in range(width):
-                        acc[i, j] = acc[i, j] + step_x[i, j]
-                for i in range(out_h):
-                    for j in range(out_w):
-                        top, left = i * stride_h, j * stride_w
-                        largest = acc[top, left]
-                        for di in range(kernel_h):
-                            for dj in range(kernel_w):
-                                value = acc[top + di, left + dj]
-                                if value > largest:
-                                    largest = value
-                        step_out[i, j] = largest - previous[i, j]
-                        previous[i, j] = largest
+    def gate_chunk(x, accumulated, window_max, out, counts, kernel_h, kernel_w, stride_h, stride_w):  # pragma: no cover
+        # x [steps, rows, C, H, W]; accumulated [rows, C, H, W]; window_max [rows, C, Ho, Wo];
+        # out [steps, rows, C, Ho, Wo]; counts [steps, C, Ho, Wo] float32 += nonzero outputs summed over rows.
+        # Threads split the channels, so each owns its counts.
+        steps, rows, channels, height, width = x.shape
+        out_h, out_w = window_max.shape[2], window_max.shape[3]
+        zero, one = float32(0.0), float32(1.0)
+        for channel in prange(channels):
+            for row in range(rows):
+                acc, previous = accumulated[row, channel], window_max[row, channel]
+                for t in range(steps):
+                    step_x, step_out, step_counts = x[t, row, channel], out[t, row, channel], counts[t, channel]
+                    for i in range(height):
+                        for j in range(width):
+                            acc[i, j] = acc[i, j] + step_x[i, j]
+                    for i in range(out_h):
+                        for j in range(out_w):
+                            top, left = i * stride_h, j * stride_w
+                            largest = acc[top, left]
+                            for di in range(kernel_h):
+                                for dj in range(kernel_w):
+                                    value = acc[top + di, left + dj]
+                                    if value > largest:
+                                        largest = value
+                            emitted = largest - previous[i, j]
+                            step_out[i, j] = emitted
+                            previous[i, j] = largest
+                            step_counts[i, j] += one if emitted != zero else zero
 
     _compiled["if"], _compiled["gate"] = if_chunk, gate_chunk
     return if_chunk, gate_chunk
@@ -140,20 +146,20 @@ def gate_fusable(pool: torch.nn.MaxPool2d, x: torch.Tensor) -> bool:
 
 
 def gate_chunk_(per_step: torch.Tensor, accumulated: torch.Tensor, window_max: torch.Tensor, out: torch.Tensor,
-                pool: torch.nn.MaxPool2d) -> None:
+                pool: torch.nn.MaxPool2d) -> torch.Tensor:
     """Run max-pool gate steps in place, as :func:`snnconv.neurons.maxpool_gate_step` applied to each step.
 
     ``per_step`` [steps, rows, C, H, W]; ``accumulated`` [rows, C, H, W] and ``window_max`` [rows, C, Ho, Wo]
     are the gate's state, contiguous, updated in place; ``out`` [steps, rows, C, Ho, Wo] receives the output.
+    Returns the nonzero outputs per step and position, summed over rows ([steps, C * Ho * Wo] float64).
     """
-    steps, rows, channels, height, width = per_step.shape
+    steps = per_step.shape[0]
     kernel_h, kernel_w = _pair(pool.kernel_size)
     stride_h, stride_w = _pair(pool.stride if pool.stride is not None else pool.kernel_size)
     _, gate_chunk = _kernels()
     _threads()
-    planes = rows * channels
-    out_h, out_w = window_max.shape[-2:]
+    counts = torch.zeros((steps, *window_max.shape[1:]), dtype=torch.float32)
     with _launch:
-        gate_chunk(per_step.reshape(steps, planes, height, width).numpy(),
-                   accumulated.view(planes, height, width).numpy(), window_max.view(planes, out_h, out_w).numpy(),
-                   out.view(steps, planes, out_h, out_w).numpy(), kernel_h, kernel_w, stride_h, stride_w)
+        gate_chunk(per_step.numpy(), accumulated.numpy(), window_max.numpy(), out.numpy(), counts.numpy(),
+                   kernel_h, kernel_w, stride_h, stride_w)
+    return counts.reshape(steps, -1).to(torch.float64)

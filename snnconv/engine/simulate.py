@@ -763,16 +763,22 @@ class Engine:
             state[op.name + ".max"] = gate.pool(state[op.name])
         accumulated, window_max = state[op.name], state[op.name + ".max"]
         out = torch.empty((c, *window_max.shape), dtype=x.dtype, device=x.device)
-        if (c and self.surrogate_width is None and not x.requires_grad and accumulated.is_contiguous()
-                and window_max.is_contiguous() and gate_fusable(gate.pool, x)):
-            gate_chunk_(per_step, accumulated, window_max, out, gate.pool)
+        counted = None  # nonzero outputs per step and position, when the fused loop counted them on the way
+        if (c and self.surrogate_width is None and not x.requires_grad and x.is_contiguous()
+                and accumulated.is_contiguous() and window_max.is_contiguous() and gate_fusable(gate.pool, x)):
+            counted = gate_chunk_(per_step, accumulated, window_max, out, gate.pool)
         else:
             for i in range(c):
                 out[i], accumulated, window_max = maxpool_gate_step(per_step[i], accumulated, window_max, gate.pool)
         state[op.name], state[op.name + ".max"] = accumulated, window_max
         if counters is not None:
             counters.neurons[op.name] = int(out.shape[2:].numel())
-            counters.spikes[op.name][t0:t0 + c] += torch.count_nonzero(out.view(c, -1), dim=1)
+            if counted is not None:
+                if op.name in self._spike_sources:  # the layer it feeds counts its synaptic ops from these
+                    counters.positions[op.name] = (t0, counted)
+                counters.spikes[op.name][t0:t0 + c] += counted.sum(1)
+            else:
+                counters.spikes[op.name][t0:t0 + c] += torch.count_nonzero(out.view(c, -1), dim=1)
         return out
 
     def _count_synaptic_ops(self, op: Op, x: torch.Tensor, c: int, active: int, t0: int, counters: _Counters,

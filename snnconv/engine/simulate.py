@@ -35,7 +35,7 @@ from ..neurons import crossing_fraction, if_step_, if_step_surrogate, if_step_ti
 from ..results import NeuronLayerStats, SimulationResult, SynapticLayerStats
 from .allocator import keep_large_buffers
 from .fanout import dense_macs, input_fanout
-from .kernels import fused_available, gate_chunk_, gate_fusable, if_chunk_
+from .kernels import fused_available, gate_chunk_, gate_fusable, if_chunk_, warm_up
 from .program import Op, Program, call_op, compile_program, fetch_attr
 
 
@@ -225,6 +225,7 @@ class Engine:
         self.device = torch.device(device)
         if self.device.type == "cpu":
             keep_large_buffers()
+            warm_up()
         self.surrogate_width = surrogate_width
         self.time_masks = dict(time_masks or {})
         self._live: dict[TimePlan, dict[str, int]] = {}

@@ -197,6 +197,13 @@ def _read_rows(name: str) -> list[dict]:
     return rows
 
 
+def _repeats(speed: list[dict]) -> str:
+    counts = {int(s["repeats"]) for s in speed}
+    if len(counts) <= 1:
+        return str(counts.pop()) if counts else "?"
+    return "; ".join(f"{s['model']} {int(s['repeats'])}" for s in speed)
+
+
 def render(speed: list[dict], memory: list[dict]) -> None:
     rows = []
     def optional(row, key):
@@ -236,7 +243,7 @@ def render(speed: list[dict], memory: list[dict]) -> None:
         "",
         f"Speed: one batch of {BATCH} test images, CPU, default pipeline, T = {T_SPEED}; the ANN column times "
         f"{T_SPEED} consecutive ANN forward passes of the source network (so the ratio is SNN / (T x ANN)); "
-        f"medians of {speed[0]['repeats'] if speed else '?'} alternating repetitions after a warm-up. `SNN` is the "
+        f"medians of {_repeats(speed)} alternating repetitions after a warm-up. `SNN` is the "
         "engine as `snnconv.evaluate` runs it (with spike and synaptic-operation statistics); `bare` is "
         "`Engine.run_batch` without statistics. `torch ops`: the same two runs, in the same process and "
         "alternation, with the neurons and max-pool gates run as torch ops instead of the fused CPU loops "
@@ -268,6 +275,7 @@ def main() -> None:
         memory_child(args.memory_child, args.artifact, args.steps, args.threads)
         return
     if args.render_only:
+        torch.set_num_threads(args.threads)  # the machine line reports the thread count of the measurement
         render(_read_rows("speed.csv"), _read_rows("memory.csv"))
         return
     torch.set_num_threads(args.threads)

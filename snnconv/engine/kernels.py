@@ -3,13 +3,14 @@
 Run as torch ops, one IF step is four passes over the layer (integrate, compare, scale, reset) and one
 gate step allocates its accumulated input, pools it and subtracts; on CPU those passes, not the
 convolutions, are what made a simulation cost more than T forward passes of the ANN. Compiled with numba,
-each neuron's membrane stays in a register while the loop walks the chunk's steps, and the gate pools
-its window while accumulating.
+a block of neurons keeps its membranes in cache while the loop walks the chunk's steps, the gate pools each
+channel plane while accumulating it, and both count their outputs per position for the statistics.
 
 The loops do the same float32 operations in the same order as :func:`snnconv.neurons.if_step_` and
 :func:`snnconv.neurons.maxpool_gate_step`, so their results are bit-identical (tests/test_kernels.py).
 They are used for float32 tensors on the CPU when numba imports; anything else (CUDA, float64, training
-with surrogate gradients, sub-step timing, ``SNNCONV_FUSED=0``) runs the torch ops. numba is imported on
+with surrogate gradients, sub-step timing, max pooling with padding, dilation or ceil mode,
+``SNNCONV_FUSED=0``) runs the torch ops. numba is imported on
 first use and its compiled loops are cached on disk.
 """
 from __future__ import annotations

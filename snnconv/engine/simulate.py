@@ -690,7 +690,7 @@ class Engine:
         if counters is not None and op.name in self._spike_sources and op.name not in self.time_masks:
             positions = counted if counted is not None else \
                 _position_counts(out.detach(), neuron.broadcast(neuron.threshold, out.dim() - 1))
-            counters.positions[op.name] = (t0, positions.to(out.device))
+            counters.positions[op.name] = (t0, positions)
             counters.spikes[op.name][t0:t0 + c] += positions.sum(1)
         elif counters is not None and counted is not None:
             counters.spikes[op.name][t0:t0 + c] += counted.sum(1)
@@ -710,27 +710,26 @@ class Engine:
 
         ``t0``: the layer's first step in this chunk (0-based), which the bias-shifted membrane needs."""
         out = torch.empty((c, *current.shape), dtype=current.dtype, device=current.device)
+        shifted = False  # the bias read as a shifted threshold instead of added to the input (below)
         if per_step is None:
             step_current = current + bias
             per_step = step_current.expand(c, *current.shape)  # a view: the constant current is not copied
         elif neuron.bias.any():
-            if reading is None and c and v.is_contiguous() and fused_available(per_step, v, theta):
-                row = (1, *v.shape[1:])  # the same per-step comparison values as the eager branch below
-                compare = torch.stack([(theta - (t0 + i + 1) * bias).expand(row) for i in range(c)])
-                return out, None, if_chunk_(per_step, v, theta, compare, out)
-            if reading is None:
-                # Adding the bias current b to every step's input would copy the whole chunk. Instead the state
-                # holds V' = V - t*b after step t, so V >= theta reads V' >= theta - t*b, a per-channel vector per
-                # step. Every chunk of a layer takes this branch, so V' stays consistent; nothing else reads V.
-                for i in range(c):
-                    if_step_(per_step[i], v, theta, out[i], compare=theta - (t0 + i + 1) * bias)
-                return out, None, None
-            per_step = per_step + bias  # the crossing fractions need V itself
+            shifted = reading is None
+            if not shifted:
+                per_step = per_step + bias  # the crossing fractions need V itself
         if reading is None:
+            # Adding the bias current b to every step's input would copy the whole chunk. Instead the state holds
+            # V' = V - t*b after step t, so V >= theta reads V' >= theta - t*b, a per-channel vector per step.
+            # Every chunk of a layer takes this branch, so V' stays consistent; nothing else reads V.
+            compare = [theta - (t0 + i + 1) * bias for i in range(c)] if shifted else None
             if c and v.is_contiguous() and fused_available(per_step, v, theta):
-                return out, None, if_chunk_(per_step, v, theta, theta.expand(1, *v.shape[1:]).unsqueeze(0), out)
+                row = (1, *v.shape[1:])
+                stacked = torch.stack([value.expand(row) for value in compare]) if shifted else \
+                    theta.expand(row).unsqueeze(0)
+                return out, None, if_chunk_(per_step, v, theta, stacked, out)
             for i in range(c):
-                if_step_(per_step[i], v, theta, out[i])
+                if_step_(per_step[i], v, theta, out[i], compare=compare[i] if shifted else None)
             return out, None, None
         fraction = torch.empty_like(out)
         for i in range(c):

@@ -86,12 +86,8 @@ def measure_speed(model: str, repeats: int, threads: int) -> dict:
 
     def torch_ops(fn):
         def run():
-            numba = kernels._numba()
-            kernels._compiled["numba"] = None  # what the engine does where numba is unavailable
-            try:
+            with kernels.disabled():
                 fn()
-            finally:
-                kernels._compiled["numba"] = numba
         return run
 
     runs = (("ann", run_ann), ("snn", run_snn), ("bare", run_bare), ("snn_torch", torch_ops(run_snn)),

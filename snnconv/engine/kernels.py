@@ -15,6 +15,7 @@ first use and its compiled loops are cached on disk.
 """
 from __future__ import annotations
 
+import contextlib
 import os
 import threading
 
@@ -38,6 +39,17 @@ def _numba():
                 module = None
         _compiled["numba"] = module
     return _compiled["numba"]
+
+
+@contextlib.contextmanager
+def disabled():
+    """Within this block the engine runs the torch ops, as where numba is missing (for side-by-side checks)."""
+    module = _numba()
+    _compiled["numba"] = None
+    try:
+        yield
+    finally:
+        _compiled["numba"] = module
 
 
 def fused_available(*tensors: torch.Tensor) -> bool:

@@ -13,7 +13,8 @@ reset by subtraction, V(0) = 0; plus its channel-wise + half-threshold option wi
 on the same 1000 training images in batches of 100 (the batch size of SpikingJelly's own examples; its
 statistics are a per-batch max/quantile combined by an EMA with momentum 0.1), then simulates 128 steps one at
 a time and records the accuracy of the accumulated output after every step, on the first ``--grid-limit``
-(1000) images of the seeded test permutation fidelity.py uses. Rows go to
+(1000) images of the seeded test permutation fidelity.py uses and, with ``--limit N``, also on the rest of the
+first N images (fidelity.py's evaluation set, where the default pipeline's bar rows are). Rows go to
 benchmarks/results/spikingjelly_<model>.csv and beside snnconv's rows in docs/benchmarks.md; a failure is
 recorded with its exact error instead.
 """
@@ -118,13 +119,15 @@ def clear_error(model: str, mode: str) -> None:
 
 
 def run_model(model: str, args) -> None:
-    from spikingjelly.activation_based import ann2snn
     path = C.csv_path("spikingjelly", model)
     cal_x, cal_y = C.calibration_set(model)
     calibration = [(cal_x[i:i + CALIBRATION_BATCH], cal_y[i:i + CALIBRATION_BATCH])
                    for i in range(0, len(cal_y), CALIBRATION_BATCH)]
-    x, y = C.test_order(model)
-    x, y = x[:args.grid_limit], y[:args.grid_limit]
+    x_all, y_all = C.test_order(model)
+    subsets = {"grid": (0, args.grid_limit)}
+    if args.limit and args.limit > args.grid_limit:
+        subsets["rest"] = (args.grid_limit, args.limit)
+    x = x_all[:args.grid_limit]  # the shortcut-equivalence check below
     ann = load_ann(model)
     if model == "resnet20":
         error = probe_faithful_resnet20(calibration)
@@ -138,13 +141,19 @@ def run_model(model: str, args) -> None:
                 gap = float((equivalent(x[:256]) - ann(x[:256])).abs().max())
             assert gap < 1e-4, f"the 1x1-conv shortcut changes the ResNet-20 output by {gap}"
             ann = equivalent
+    for subset, (first, stop) in subsets.items():
+        run_subset(model, ann, calibration, x_all[first:stop], y_all[first:stop], subset, first, path, args)
+
+
+def run_subset(model: str, ann, calibration, x, y, subset: str, first: int, path: Path, args) -> None:
+    from spikingjelly.activation_based import ann2snn
     ann_ok = ann_correct(ann, x, y, args.batch_size)
-    print(f"[{model}] ANN {100 * ann_ok / len(y):.2f} on {len(y)} images", flush=True)
+    print(f"[{model}] ANN {100 * ann_ok / len(y):.2f} on {len(y)} images ({subset})", flush=True)
     for name, kwargs in MODES:
         if args.modes and name not in args.modes:
             continue
-        if not args.force and ("spikingjelly", name, "grid") in C.done_keys(path):
-            print(f"[{model}] SJ {name}: already in {path.name}, skipped", flush=True)
+        if not args.force and ("spikingjelly", name, subset) in C.done_keys(path):
+            print(f"[{model}] SJ {name} on {subset}: already in {path.name}, skipped", flush=True)
             continue
         try:
             t0 = time.perf_counter()
@@ -160,12 +169,13 @@ def run_model(model: str, args) -> None:
             record_error(model, name, text)
             continue
         clear_error(model, name)
-        row = C.row_from_counts(model, "spikingjelly", name, "grid", 0, len(y), ann_ok, correct, t1 - t0, t2 - t1,
+        row = C.row_from_counts(model, "spikingjelly", name, subset, first, len(y), ann_ok, correct, t1 - t0, t2 - t1,
                                 notes=f"spikingjelly {metadata.version('spikingjelly')} RateCodingRecipe {kwargs}, "
                                       f"calibration batch {CALIBRATION_BATCH}")
         C.append_row(path, row)
         accs = " ".join(f"T{t}={100 * correct[t - 1] / len(y):.2f}" for t in C.STEPS)
-        print(f"[{model}] SJ {name}: {accs} | convert {t1 - t0:.0f}s simulate {t2 - t1:.0f}s", flush=True)
+        print(f"[{model}] SJ {name} on {subset} ({len(y)}): {accs} | convert {t1 - t0:.0f}s simulate {t2 - t1:.0f}s",
+              flush=True)
         render()
         render_section()
 
@@ -222,6 +232,8 @@ def main() -> None:
     parser.add_argument("--modes", type=lambda s: s.split(","), default=None,
                         help="comma-separated subset of: " + ", ".join(n for n, _ in MODES))
     parser.add_argument("--grid-limit", type=int, default=1000)
+    parser.add_argument("--limit", type=int, default=None,
+                        help="also simulate test images grid-limit..N-1 (fidelity.py's evaluation set)")
     parser.add_argument("--batch-size", type=int, default=256)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--force", action="store_true")

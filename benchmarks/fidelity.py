@@ -22,7 +22,7 @@ Re-running skips configurations already in the CSV (``--force`` re-runs them).
 
     /work/venv/bin/python benchmarks/fidelity.py                       # everything, resumable
     /work/venv/bin/python benchmarks/fidelity.py --stage default       # only the default pipeline rows
-    /work/venv/bin/python benchmarks/fidelity.py --models resnet20 --limit 2000
+    /work/venv/bin/python benchmarks/fidelity.py --models resnet20 --limit 1000    # a faster, noisier ResNet-20 run
     /work/venv/bin/python benchmarks/fidelity.py --stage extra --full-extra mse-channel-half-weights  # one pipeline
 """
 from __future__ import annotations
@@ -165,7 +165,7 @@ def main() -> None:
     parser.add_argument("--models", default=",".join(C.ALL_MODELS), help="comma-separated subset of %(default)s")
     parser.add_argument("--stage", choices=("default", "grid", "all", "extra"), default="all",
                         help="extra: only the --full-extra pipelines")
-    parser.add_argument("--limit", type=int, default=2000, help="ResNet-20 evaluation images (default %(default)s)")
+    parser.add_argument("--limit", type=int, default=10000, help="ResNet-20 evaluation images (default %(default)s)")
     parser.add_argument("--fmnist-limit", type=int, default=None, help="Fashion-MNIST evaluation images (all)")
     parser.add_argument("--grid-limit", type=int, default=1000, help="images for the grid (default %(default)s)")
     parser.add_argument("--grid", choices=("full", "reduced"), default=None,

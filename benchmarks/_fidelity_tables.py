@@ -175,7 +175,7 @@ def render() -> None:
         "grid subset plus the remaining images. The grid of pipelines, the default converted for each small T, and "
         "the SpikingJelly modes run on the first 1000 images of the same permutation, to keep the compute on a "
         "shared 2-core machine reasonable (SpikingJelly also on the Fashion-MNIST evaluation sets, section 2). "
-        "Compare bars on the evaluation set: a 1000-image sample moves accuracies by about half a point.",
+        "The standard error of an accuracy near 90 % is about 0.9 points on 1000 images and 0.3 on 10,000.",
         "",
         *sections,
     ])

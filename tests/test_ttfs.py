@@ -19,8 +19,8 @@ from snnconv.engine.program import compile_program
 from snnconv.engine.ttfs import TTFSEngine, _TTFSCounters
 from snnconv.errors import ConfigError
 from snnconv.neurons.ttfs import TemporalKernel, TTFSCoding, decode, encode, encode_decode
-from snnconv.stages.ttfs import (EncodeDecode, TTFSConfig, TTFSFinetuneConfig, _positive_range, build_ttfs,
-                                 finetune_ttfs, fit_kernels, measure_fit, surrogate_predictions)
+from snnconv.stages.ttfs import (EncodeDecode, TTFSConfig, TTFSFinetuneConfig, build_ttfs, finetune_ttfs, fit_kernels,
+                                 measure_fit, surrogate_predictions)
 from snnconv.training import TrainConfig
 from snnconv_cli.main import app
 
@@ -390,18 +390,3 @@ def test_resumed_finetuning_replays_the_uninterrupted_run(tmp_path):
     for name, kernel in straight_kernels["kernels"].items():
         assert network.ttfs.kernels[name].tc == pytest.approx(kernel["tc"], abs=1e-6)
         assert network.ttfs.kernels[name].td == pytest.approx(kernel["td"], abs=1e-6)
-
-
-def test_positive_range_matches_per_sample_quantiles():
-    # the batched fit statistics against torch.quantile / max row by row; rows 3 and 7 have no positive value
-    values = torch.randn(10, 37, generator=torch.Generator().manual_seed(0))
-    values[3] = -values[3].abs()
-    values[7] = 0.0
-    values[5, 1:] = -1.0  # a single positive value
-    positive = values > 0
-    mins = [torch.quantile(row[mask], 0.02) for row, mask in zip(values, positive) if mask.any()]
-    maxs = [row[mask].max() for row, mask in zip(values, positive) if mask.any()]
-    x_min, x_max = _positive_range(values, positive)
-    assert x_min == pytest.approx(float(torch.stack(mins).mean()), abs=1e-6)
-    assert x_max == pytest.approx(float(torch.stack(maxs).mean()), abs=1e-6)
-    assert _positive_range(-values.abs(), torch.zeros_like(positive)) == (0.0, 0.0)

@@ -164,29 +164,17 @@ def _layer_errors(x: torch.Tensor, represented: torch.Tensor, kernel: TemporalKe
     per_sample = x.flatten(1)
     positive = per_sample > 0
     error = 0.5 * ((per_sample - represented.flatten(1))[positive] ** 2).mean() if positive.any() else torch.zeros(())
-    x_min, x_max = _positive_range(per_sample.float(), positive)
+    mins, maxs = [], []
+    for row, mask in zip(per_sample, positive):
+        if mask.any():
+            mins.append(torch.quantile(row[mask].float(), 0.02))
+            maxs.append(row[mask].max())
+    x_min = float(torch.stack(mins).mean()) if mins else 0.0
+    x_max = float(torch.stack(maxs).mean()) if maxs else 0.0
     silent = (represented.flatten(1) == 0) & positive
     return {"precision_error": float(error), "min_error": x_min - kernel.smallest_value(window),
             "max_error": x_max - kernel.largest_value(),
             "below_range_pct": 100.0 * float(silent.sum()) / max(int(positive.sum()), 1), "x_min": x_min}
-
-
-def _positive_range(values: torch.Tensor, positive: torch.Tensor, low: float = 0.02) -> tuple[float, float]:
-    """Means over the rows with a positive value of their ``low`` quantile and their maximum, both taken over
-    the row's positive values only (linear interpolation, as torch.quantile). One sort for the whole batch:
-    a loop over rows of small tensor ops stalls on a machine whose cores are shared."""
-    counts = positive.sum(1)
-    rows = counts > 0
-    if not bool(rows.any()):
-        return 0.0, 0.0
-    ordered = torch.where(positive, values, torch.full_like(values, math.inf)).sort(1).values[rows]
-    last = (counts[rows] - 1).unsqueeze(1)
-    position = low * last.to(values.dtype)
-    below = position.floor().long()
-    above = torch.minimum(below + 1, last)
-    lower, upper = ordered.gather(1, below), ordered.gather(1, above)
-    quantiles = lower + (position - below.to(values.dtype)) * (upper - lower)
-    return float(quantiles.mean()), float(ordered.gather(1, last).mean())
 
 
 def _snn_values(engine: TTFSEngine, spike_times: dict[str, torch.Tensor], name: str) -> tuple[torch.Tensor, torch.Tensor]:

@@ -141,43 +141,53 @@ def run_model(model: str, args) -> None:
                 gap = float((equivalent(x[:256]) - ann(x[:256])).abs().max())
             assert gap < 1e-4, f"the 1x1-conv shortcut changes the ResNet-20 output by {gap}"
             ann = equivalent
+    ann_ok = {}  # subset -> ANN correct count
     for subset, (first, stop) in subsets.items():
-        run_subset(model, ann, calibration, x_all[first:stop], y_all[first:stop], subset, first, path, args)
-
-
-def run_subset(model: str, ann, calibration, x, y, subset: str, first: int, path: Path, args) -> None:
-    from spikingjelly.activation_based import ann2snn
-    ann_ok = ann_correct(ann, x, y, args.batch_size)
-    print(f"[{model}] ANN {100 * ann_ok / len(y):.2f} on {len(y)} images ({subset})", flush=True)
+        ann_ok[subset] = ann_correct(ann, x_all[first:stop], y_all[first:stop], args.batch_size)
+        print(f"[{model}] ANN {100 * ann_ok[subset] / (stop - first):.2f} on {stop - first} images ({subset})",
+              flush=True)
     for name, kwargs in MODES:
         if args.modes and name not in args.modes:
             continue
-        if not args.force and ("spikingjelly", name, subset) in C.done_keys(path):
-            print(f"[{model}] SJ {name} on {subset}: already in {path.name}, skipped", flush=True)
+        todo = [s for s in subsets if args.force or ("spikingjelly", name, s) not in C.done_keys(path)]
+        if not todo:
+            print(f"[{model}] SJ {name}: already in {path.name}, skipped", flush=True)
             continue
-        try:
-            t0 = time.perf_counter()
-            recipe = ann2snn.RateCodingRecipe(dataloader=calibration, **kwargs)
-            snn = ann2snn.Converter(recipe=recipe, device="cpu").convert(copy.deepcopy(ann))
+        run_mode(model, name, kwargs, ann, calibration, {s: subsets[s] for s in todo}, x_all, y_all, ann_ok,
+                 path, args)
+
+
+def run_mode(model: str, name: str, kwargs: dict, ann, calibration, subsets: dict, x_all, y_all, ann_ok: dict,
+             path: Path, args) -> None:
+    """Convert once with this mode and simulate every subset that still lacks its row."""
+    from spikingjelly.activation_based import ann2snn
+    try:
+        t0 = time.perf_counter()
+        recipe = ann2snn.RateCodingRecipe(dataloader=calibration, **kwargs)
+        snn = ann2snn.Converter(recipe=recipe, device="cpu").convert(copy.deepcopy(ann))
+        convert_s = time.perf_counter() - t0
+        for subset, (first, stop) in subsets.items():
+            x, y = x_all[first:stop], y_all[first:stop]
             t1 = time.perf_counter()
             correct = simulate(snn, x, y, C.T_MAX, args.batch_size)
-            t2 = time.perf_counter()
-        except Exception as exc:  # record the exact error and go on with the next mode
-            text = "".join(traceback.format_exception_only(type(exc), exc)).strip()
-            print(f"[{model}] SJ {name} FAILED: {text}", flush=True)
-            traceback.print_exc()
-            record_error(model, name, text)
-            continue
-        clear_error(model, name)
-        row = C.row_from_counts(model, "spikingjelly", name, subset, first, len(y), ann_ok, correct, t1 - t0, t2 - t1,
-                                notes=f"spikingjelly {metadata.version('spikingjelly')} RateCodingRecipe {kwargs}, "
-                                      f"calibration batch {CALIBRATION_BATCH}")
-        C.append_row(path, row)
-        accs = " ".join(f"T{t}={100 * correct[t - 1] / len(y):.2f}" for t in C.STEPS)
-        print(f"[{model}] SJ {name} on {subset} ({len(y)}): {accs} | convert {t1 - t0:.0f}s simulate {t2 - t1:.0f}s",
-              flush=True)
-        render()
-        render_section()
+            simulate_s = time.perf_counter() - t1
+            row = C.row_from_counts(model, "spikingjelly", name, subset, first, len(y), ann_ok[subset], correct,
+                                    convert_s, simulate_s,
+                                    notes=f"spikingjelly {metadata.version('spikingjelly')} RateCodingRecipe "
+                                          f"{kwargs}, calibration batch {CALIBRATION_BATCH}")
+            C.append_row(path, row)
+            accs = " ".join(f"T{t}={100 * correct[t - 1] / len(y):.2f}" for t in C.STEPS)
+            print(f"[{model}] SJ {name} on {subset} ({len(y)}): {accs} | convert {convert_s:.0f}s "
+                  f"simulate {simulate_s:.0f}s", flush=True)
+            render()
+    except Exception as exc:  # record the exact error and go on with the next mode
+        text = "".join(traceback.format_exception_only(type(exc), exc)).strip()
+        print(f"[{model}] SJ {name} FAILED: {text}", flush=True)
+        traceback.print_exc()
+        record_error(model, name, text)
+        return
+    clear_error(model, name)
+    render_section()
 
 
 def render_section() -> None:

@@ -9,6 +9,7 @@ from _common import (ALL_MODELS, MODEL_TITLES, STEPS, accuracy, combine, csv_pat
 
 DEFAULT = "mse-channel-half-advanced"
 WEIGHTS = "mse-channel-half-weights"  # the opt-in weight calibration (`--calibrate weights`)
+SIGNED = "mse-channel-half-advanced-signed"  # the default pipeline with signed spikes (`--signed-spikes`)
 # SPEC section 5 bars: (T, allowed drop in points) per model family
 BARS = {"fmnist": ((32, 0.3), (16, 1.0)), "resnet20": ((32, 1.0), (64, 0.3))}
 
@@ -21,7 +22,9 @@ CONFIG_HELP = """Configuration names: `BALANCE-GRANULARITY-INIT-CALIBRATION`. BA
 (bias), `advanced` (bias + initial potential) or `weights` (conv / linear weights refitted to the ANN from the
 SNN's inputs, then advanced; docs/design.md, "Calibration"), computed on 256 of the calibration images (the library
 default `calibration_samples`). mse balancing and calibration target one T: 32 unless the name ends in `@T16`
-or `@T64` (converted for that T). `mse-channel-half-advanced` is the library default (`ConvertConfig()`), and
+or `@T64` (converted for that T). A name with `-signed` after the calibration has neurons that also emit
+negative spikes retracting earlier ones (`--signed-spikes`, not the default; docs/design.md, "Signed spikes").
+`mse-channel-half-advanced` is the library default (`ConvertConfig()`), and
 the CLI converts for the first `--time-steps` value, so a user asking for T = 16 gets `mse-channel-half-advanced@T16`.
 SpikingJelly rows (`SJ ...`) are its `RateCodingRecipe` (the ann2snn Converter) with mode `max`, `99.9%`,
 `99.99%` or `0.5` (half of the maximum), layer-wise IF neurons with reset by subtraction and V(0) = 0 unless the
@@ -119,6 +122,9 @@ def model_section(model: str) -> str:
         if full_row(ours, WEIGHTS) is not None:
             out += ["The same bars with weight calibration (`--calibrate weights`, not the default): "
                     + "; ".join(bar_lines(model, ours, WEIGHTS)) + ".", ""]
+        if full_row(ours, SIGNED) is not None:
+            out += ["The same bars with signed spikes (`--signed-spikes`, not the default): "
+                    + "; ".join(bar_lines(model, ours, SIGNED)) + ".", ""]
     grid = [r for r in ours if r["subset"] == "grid"] + [r for r in sj if r["subset"] == "grid"]
     if grid:
         n = grid[0]["samples"]

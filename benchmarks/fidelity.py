@@ -24,6 +24,7 @@ Re-running skips configurations already in the CSV (``--force`` re-runs them).
     /work/venv/bin/python benchmarks/fidelity.py --stage default       # only the default pipeline rows
     /work/venv/bin/python benchmarks/fidelity.py --models resnet20 --limit 1000    # a faster, noisier ResNet-20 run
     /work/venv/bin/python benchmarks/fidelity.py --stage extra --full-extra mse-channel-half-weights  # one pipeline
+    /work/venv/bin/python benchmarks/fidelity.py --stage extra --full-extra mse-channel-half-advanced-signed
 """
 from __future__ import annotations
 
@@ -68,24 +69,28 @@ def retargeted(target: int) -> list[tuple]:
             + [("percentile", "layer", True, c, target) for c in ("light", "advanced")])
 
 
-def label(method: str, granularity: str, half: bool, calib: str, target: int = 32) -> str:
+def label(method: str, granularity: str, half: bool, calib: str, target: int = 32, signed: bool = False) -> str:
     name = "p99.99" if method == "percentile" else method
-    return f"{name}-{granularity}-{'half' if half else 'zero'}-{calib}" + ("" if target == 32 else f"@T{target}")
+    return (f"{name}-{granularity}-{'half' if half else 'zero'}-{calib}" + ("-signed" if signed else "")
+            + ("" if target == 32 else f"@T{target}"))
 
 
 def parse_label(text: str) -> tuple:
-    """'p99.99-layer-half-light@T16' (or 'percentile-...') -> ('percentile', 'layer', True, 'light', 16)."""
+    """'p99.99-layer-half-light@T16' (or 'percentile-...') -> ('percentile', 'layer', True, 'light', 16);
+    a name with '-signed' after the calibration (signed spikes) gets a sixth element, True."""
     text, _, target = text.partition("@T")
-    method, granularity, init, calib = text.split("-")
-    return ("percentile" if method in ("p99.99", "percentile") else method, granularity, init == "half", calib,
-            int(target) if target else 32)
+    method, granularity, init, calib, *signed = text.split("-")
+    if signed not in ([], ["signed"]):
+        raise argparse.ArgumentTypeError(f"unknown pipeline suffix '{'-'.join(signed)}' in '{text}'")
+    return (("percentile" if method in ("p99.99", "percentile") else method, granularity, init == "half", calib,
+             int(target) if target else 32) + ((True,) if signed else ()))
 
 
 def spec_of(key: tuple) -> dict:
-    method, granularity, half, calib, target = key
+    method, granularity, half, calib, target, *signed = key
     return {"label": label(*key), "config": ConvertConfig(
         balance=BalanceConfig(method=method, granularity=granularity, percentile=99.99, time_steps=target),
-        half_init=half, calibrate=calib, time_steps=target)}
+        half_init=half, calibrate=calib, time_steps=target, signed_spikes=bool(signed and signed[0]))}
 
 
 DEFAULT_KEY = ("mse", "channel", True, "advanced", 32)

@@ -41,6 +41,9 @@ BALANCE = typer.Option("mse", "--balance", help="Threshold balancing: max | perc
 GRANULARITY = typer.Option("channel", "--granularity", help="Thresholds per layer or per channel.")
 PERCENTILE = typer.Option(99.99, "--percentile", help="Percentile for --balance percentile.")
 HALF_INIT = typer.Option(True, "--half-init/--no-half-init", help="Initial membrane potential theta/2.")
+SIGNED = typer.Option(False, "--signed-spikes/--no-signed-spikes",
+                      help="Neurons may also emit negative spikes that retract earlier ones "
+                           "(docs/design.md, 'Signed spikes').")
 CALIBRATE = typer.Option("advanced", "--calibrate", help="Post-conversion calibration: advanced (default) | weights (advanced plus weight refit; slower) | light | none.")
 CALIBRATE_N = typer.Option(256, "--calibrate-samples", help="Samples used by calibration.")
 MAXPOOL = typer.Option("gate", "--maxpool", help="Max pooling: gate (spiking gate) | avg (rewrite, changes the ANN).")
@@ -70,8 +73,9 @@ def convert(
     data: Optional[str] = DATA, calib_data: Optional[str] = CALIB, calib_samples: int = CALIB_N,
     limit: Optional[int] = LIMIT, mean: Optional[str] = MEAN, std: Optional[str] = STD, size: Optional[str] = SIZE,
     time_steps: Optional[list[str]] = T, balance: str = BALANCE, granularity: str = GRANULARITY,
-    percentile: float = PERCENTILE, half_init: bool = HALF_INIT, calibrate: str = CALIBRATE,
-    calibrate_samples: int = CALIBRATE_N, maxpool: str = MAXPOOL, energy: str = ENERGY, arch: Optional[str] = ARCH,
+    percentile: float = PERCENTILE, half_init: bool = HALF_INIT, signed_spikes: bool = SIGNED,
+    calibrate: str = CALIBRATE, calibrate_samples: int = CALIBRATE_N, maxpool: str = MAXPOOL, energy: str = ENERGY,
+    arch: Optional[str] = ARCH,
     allow_pickle: bool = PICKLE, device: str = DEVICE, seed: int = SEED, batch_size: int = BATCH,
     chunk_steps: int = CHUNK, quiet: bool = QUIET, json: bool = JSON, debug: bool = DEBUG,
 ):
@@ -81,7 +85,8 @@ def convert(
     def job():
         eval_cfg = opt.data_config(data or "builtin", "test", limit, seed, mean, std, size)
         calib_cfg = opt.data_config(calib_data or eval_cfg.spec, "train", calib_samples, seed, mean, std, size)
-        config = opt.convert_config(balance, granularity, percentile, half_init, calibrate, maxpool, calibrate_samples)
+        config = opt.convert_config(balance, granularity, percentile, half_init, calibrate, maxpool, calibrate_samples,
+                                    signed_spikes)
         steps = opt.parse_time_steps(time_steps, [32])
         with render.progress_bars(quiet or json) as progress:
             return run_convert(opt.model_argument(model), arch=arch, allow_pickle=allow_pickle, calib_data=calib_cfg,
@@ -101,8 +106,9 @@ def evaluate(
     data: Optional[str] = DATA, calib_data: Optional[str] = CALIB, calib_samples: int = CALIB_N,
     limit: Optional[int] = LIMIT, mean: Optional[str] = MEAN, std: Optional[str] = STD, size: Optional[str] = SIZE,
     time_steps: Optional[list[str]] = T, balance: str = BALANCE, granularity: str = GRANULARITY,
-    percentile: float = PERCENTILE, half_init: bool = HALF_INIT, calibrate: str = CALIBRATE,
-    calibrate_samples: int = CALIBRATE_N, maxpool: str = MAXPOOL, energy: str = ENERGY, arch: Optional[str] = ARCH,
+    percentile: float = PERCENTILE, half_init: bool = HALF_INIT, signed_spikes: bool = SIGNED,
+    calibrate: str = CALIBRATE, calibrate_samples: int = CALIBRATE_N, maxpool: str = MAXPOOL, energy: str = ENERGY,
+    arch: Optional[str] = ARCH,
     allow_pickle: bool = PICKLE,
     max_acc_drop: Optional[float] = typer.Option(None, "--max-acc-drop", help="Gate: fail if the SNN loses more "
                                                                               "accuracy points than this vs the ANN."),
@@ -123,7 +129,8 @@ def evaluate(
         eval_cfg = opt.data_config(data, "test", limit, seed, mean, std, size)
         calib_spec = calib_data or (eval_cfg.spec if eval_cfg else None)
         calib_cfg = opt.data_config(calib_spec, "train", calib_samples, seed, mean, std, size)
-        config = opt.convert_config(balance, granularity, percentile, half_init, calibrate, maxpool, calibrate_samples)
+        config = opt.convert_config(balance, granularity, percentile, half_init, calibrate, maxpool, calibrate_samples,
+                                    signed_spikes)
         gates = Gates(max_acc_drop=max_acc_drop, max_avg_t=max_avg_t, min_energy_ratio=min_energy_ratio)
         opt.check_timing_option(timing)
         with render.progress_bars(quiet or json) as progress:

@@ -69,9 +69,9 @@ def data_config(spec: str | None, split: str, limit: int | None, seed: int, mean
 
 
 def convert_config(balance: str, granularity: str, percentile: float, half_init: bool, calibrate: str,
-                   maxpool: str, calibration_samples: int) -> ConvertConfig:
+                   maxpool: str, calibration_samples: int, signed_spikes: bool = False) -> ConvertConfig:
     return ConvertConfig(balance=BalanceConfig(method=balance, granularity=granularity, percentile=percentile),
-                         half_init=half_init, calibrate=calibrate, maxpool=maxpool,
+                         half_init=half_init, signed_spikes=signed_spikes, calibrate=calibrate, maxpool=maxpool,
                          calibration_samples=calibration_samples)
 
 

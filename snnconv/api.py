@@ -140,7 +140,7 @@ def convert(model: nn.Module | str | Path | ImportedModel, calibration: LabeledD
     thresholds = compute_thresholds(stats, config.balance, config.half_init)
     thresholds.update({k: torch.as_tensor(v, dtype=torch.float32) for k, v in config.balance.overrides.items()})
     advance(1)
-    graph = to_spiking(ann, thresholds, config.half_init).to(dev)
+    graph = to_spiking(ann, thresholds, config.half_init, config.signed_spikes).to(dev)
 
     calibration_log: list[dict] = []
     # weight calibration moves the SNN's weights away from the ANN's: keep those the ANN had

@@ -231,7 +231,7 @@ def build_manifest(network: SpikingNetwork, extra: dict | None = None) -> dict:
                            "time_steps": network.ttfs.window, **network.ttfs.kernels[name].__dict__})
             continue
         window = int(network.layer_time_steps.get(name, network.time_steps))
-        layers.append({"name": name, "neuron": "if", "reset": "subtract", "half_init": neuron.half_init,
+        layers.append({"name": name, "neuron": neuron.kind, "reset": "subtract", "half_init": neuron.half_init,
                        "threshold": threshold.tolist(), "time_steps": window,
                        # steps the layer really runs: its first T_l under a DTS mask ("prefix"), else the window
                        "active_steps": int(network.layer_prefix_steps.get(name, window)),

@@ -74,6 +74,7 @@ class ConvertConfig(_Plain):
 
     balance: BalanceConfig = field(default_factory=BalanceConfig)
     half_init: bool = True  # initial membrane potential theta/2
+    signed_spikes: bool = False  # neurons may emit negative spikes that retract earlier ones (neurons/if_neuron.py)
     maxpool: str = "gate"
     calibrate: str = "advanced"  # Li et al. 2021 bias + potential calibration: docs/benchmarks.md, section 1
     calibration_samples: int = 256  # samples of the calibration set used by light/advanced calibration

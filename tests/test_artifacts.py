@@ -26,6 +26,7 @@ from models import INPUT_SHAPE, TINY_MODELS, build
 CONVERSIONS = {
     "light_calibrated": dict(calibrate="light", time_steps=16),
     "channel_balanced": dict(balance=BalanceConfig(method="max", granularity="channel")),
+    "signed_advanced": dict(signed_spikes=True, calibrate="advanced", time_steps=16),
 }
 RESNET20 = SHARED / "models" / "cifar10-resnet20.onnx"
 
@@ -64,6 +65,7 @@ def assert_same_network(original, loaded) -> None:
     for name in thresholds_a:
         assert torch.equal(thresholds_a[name], thresholds_b[name]), name
     assert [n.half_init for _, n in original.neuron_layers()] == [n.half_init for _, n in loaded.neuron_layers()]
+    assert [n.signed for _, n in original.neuron_layers()] == [n.signed for _, n in loaded.neuron_layers()]
     assert loaded.config == original.config
     assert loaded.input_shape == original.input_shape
     assert loaded.time_steps == original.time_steps

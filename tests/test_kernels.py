@@ -10,7 +10,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from snnconv.engine import Engine, ExitPolicy, TimePlan, kernels, simulate
-from snnconv.neurons import if_step_, maxpool_gate_step
+from snnconv.neurons import if_step_, maxpool_gate_step, signed_if_step_
 
 from helpers import convert
 from models import INPUT_SHAPE, TINY_MODELS, build
@@ -29,7 +29,8 @@ def _currents(steps, rows, shape, seed):
 @pytest.mark.parametrize("channel_wise", [False, True])
 @pytest.mark.parametrize("biased", [False, True])
 @pytest.mark.parametrize("constant", [False, True])
-def test_if_loop_equals_the_torch_steps(shape, channel_wise, biased, constant):
+@pytest.mark.parametrize("signed", [False, True])
+def test_if_loop_equals_the_torch_steps(shape, channel_wise, biased, constant, signed):
     steps, rows, t0 = 7, 9, 5
     generator = torch.Generator().manual_seed(1)
     channels = shape[0]
@@ -41,17 +42,27 @@ def test_if_loop_equals_the_torch_steps(shape, channel_wise, biased, constant):
     else:
         per_step = _currents(steps, rows, shape, 2)
     v0 = torch.rand(rows, *shape, generator=generator) * theta
+    net0 = torch.randint(0, 3, (rows, *shape), generator=generator).float() if signed else None
 
     v_eager, out_eager = v0.clone(), torch.empty(steps, rows, *shape)
+    net_eager = net0.clone() if signed else None
     for i in range(steps):  # the engine's eager branch: the bias read as a threshold shifted by t * b
-        if_step_(per_step[i], v_eager, theta, out_eager[i], compare=theta - (t0 + i + 1) * bias)
+        compare = theta - (t0 + i + 1) * bias
+        if signed:
+            signed_if_step_(per_step[i], v_eager, theta, net_eager, out_eager[i], compare=compare)
+        else:
+            if_step_(per_step[i], v_eager, theta, out_eager[i], compare=compare)
 
     v_fused, out_fused = v0.clone(), torch.empty(steps, rows, *shape)
+    net_fused = net0.clone() if signed else None
     compare = torch.stack([(theta - (t0 + i + 1) * bias).expand(1, *shape) for i in range(steps)])
-    counts = kernels.if_chunk_(per_step, v_fused, theta, compare, out_fused)
+    counts = kernels.if_chunk_(per_step, v_fused, theta, compare, out_fused, net_fused)
 
     assert torch.equal(out_fused, out_eager)
     assert torch.equal(v_fused, v_eager)
+    if signed:
+        assert torch.equal(net_fused, net_eager)
+        assert (out_eager < 0).any() and (net_eager >= 0).all()  # some spikes retracted, never below zero net
     assert torch.equal(counts, (out_eager != 0).sum(1).reshape(steps, -1).to(torch.float64))
     assert 0 < counts.sum() < steps * rows * v0[0].numel()  # some neurons fire, not all of them every step
 
@@ -106,12 +117,13 @@ class _ExitHalf(ExitPolicy):
 
 
 @pytest.mark.parametrize("name", TINY_MODELS)
-def test_engine_results_do_not_depend_on_the_fused_loops(name, monkeypatch):
+@pytest.mark.parametrize("signed", [False, True])
+def test_engine_results_do_not_depend_on_the_fused_loops(name, signed, monkeypatch):
     """Whole simulations with and without the fused loops: the same output, spike and synaptic-op counts and
     accuracy curve, with calibration currents, per-layer windows and samples leaving the batch."""
     x = torch.rand(40, *INPUT_SHAPE, generator=torch.Generator().manual_seed(3))
     model = build(name)
-    network = convert(model, x, time_steps=16)
+    network = convert(model, x, time_steps=16, signed_spikes=signed)
     generator = torch.Generator().manual_seed(4)
     for _layer, neuron in network.neuron_layers():
         neuron.bias = (torch.rand(neuron.threshold.shape, generator=generator) - 0.5) * 0.1 * neuron.threshold

@@ -1,4 +1,4 @@
-"""Fused CPU loops for the engine's per-step work: the IF neuron and the max-pool gate.
+"""Fused CPU loops for the engine's per-step work: the IF neuron (plain or signed) and the max-pool gate.
 
 Run as torch ops, one IF step is four passes over the layer (integrate, compare, scale, reset) and one
 gate step allocates its accumulated input, pools it and subtracts; on CPU those passes, not the
@@ -6,8 +6,8 @@ convolutions, are what made a simulation cost more than T forward passes of the 
 a block of neurons keeps its membranes in cache while the loop walks the chunk's steps, the gate pools each
 channel plane while accumulating it, and both count their outputs per position for the statistics.
 
-The loops do the same float32 operations in the same order as :func:`snnconv.neurons.if_step_` and
-:func:`snnconv.neurons.maxpool_gate_step`, so their results are bit-identical (tests/test_kernels.py).
+The loops do the same float32 operations in the same order as :func:`snnconv.neurons.if_step_`,
+:func:`snnconv.neurons.signed_if_step_` and :func:`snnconv.neurons.maxpool_gate_step`, so their results are bit-identical (tests/test_kernels.py).
 They are used for float32 tensors on the CPU when numba imports; anything else (CUDA, float64, training
 with surrogate gradients, sub-step timing, max pooling with padding, dilation or ceil mode,
 ``SNNCONV_FUSED=0``) runs the torch ops. numba is imported on
@@ -59,7 +59,7 @@ def fused_available(*tensors: torch.Tensor) -> bool:
 
 def _kernels():
     if "if" in _compiled:
-        return _compiled["if"], _compiled["gate"]
+        return _compiled["if"], _compiled["signed"], _compiled["gate"]
     numba = _numba()
     njit, prange, float32 = numba.njit, numba.prange, numba.float32
 
@@ -82,6 +82,34 @@ def _kernels():
                     for j in range(hi - lo):
                         potential = membrane[j] + step_current[j]
                         fired = theta[j] if potential >= step_compare[j] else zero
+                        step_out[j] = fired
+                        membrane[j] = potential - fired
+                    for j in range(hi - lo):
+                        step_counts[j] += one if step_out[j] != zero else zero
+
+    @njit(cache=True, nogil=True, parallel=True)
+    def signed_if_chunk(current, v, net, threshold, compare, out, counts, block):  # pragma: no cover - compiled
+        # if_chunk with signed spikes: net [rows, neurons] is each neuron's net spike count (float32, exact)
+        steps, rows, neurons = current.shape
+        zero, one = float32(0.0), float32(1.0)
+        for first in prange((neurons + block - 1) // block):
+            lo = first * block
+            hi = min(neurons, lo + block)
+            theta = threshold[lo:hi]
+            for row in range(rows):
+                membrane, fired_net = v[row, lo:hi], net[row, lo:hi]
+                for t in range(steps):
+                    step_current, step_compare = current[t, row, lo:hi], compare[t, lo:hi]
+                    step_out, step_counts = out[t, row, lo:hi], counts[t, lo:hi]
+                    for j in range(hi - lo):
+                        potential = membrane[j] + step_current[j]
+                        sign = zero
+                        if potential >= step_compare[j]:
+                            sign = one
+                        elif potential < step_compare[j] - theta[j] and fired_net[j] > zero:
+                            sign = -one
+                        fired_net[j] += sign
+                        fired = sign * theta[j]
                         step_out[j] = fired
                         membrane[j] = potential - fired
                     for j in range(hi - lo):
@@ -117,8 +145,8 @@ def _kernels():
                             previous[i, j] = largest
                             step_counts[i, j] += one if emitted != zero else zero
 
-    _compiled["if"], _compiled["gate"] = if_chunk, gate_chunk
-    return if_chunk, gate_chunk
+    _compiled["if"], _compiled["signed"], _compiled["gate"] = if_chunk, signed_if_chunk, gate_chunk
+    return if_chunk, signed_if_chunk, gate_chunk
 
 
 def warm_up() -> None:
@@ -129,9 +157,11 @@ def warm_up() -> None:
     (measured: up to 0.5 GB more peak memory on ResNet-20, varying from run to run)."""
     if "warm" in _compiled or _numba() is None:
         return
-    if_chunk, gate_chunk = _kernels()
+    if_chunk, signed_if_chunk, gate_chunk = _kernels()
     with _launch:
         if_chunk(*(torch.zeros(shape).numpy() for shape in ((1, 1, 1), (1, 1), (1,), (1, 1), (1, 1, 1), (1, 1))), 1)
+        signed_if_chunk(*(torch.zeros(shape).numpy()
+                          for shape in ((1, 1, 1), (1, 1), (1, 1), (1,), (1, 1), (1, 1, 1), (1, 1))), 1)
         gate_chunk(*(torch.zeros(shape).numpy() for shape in ((1, 1, 1, 2, 2), (1, 1, 2, 2), (1, 1, 1, 1),
                                                               (1, 1, 1, 1, 1), (1, 1, 1, 1))), 2, 2, 2, 2)
     _compiled["warm"] = True
@@ -143,8 +173,10 @@ def _threads() -> None:
 
 
 def if_chunk_(per_step: torch.Tensor, v: torch.Tensor, threshold: torch.Tensor, compare: torch.Tensor,
-              out: torch.Tensor) -> torch.Tensor:
-    """Run IF steps in place, as :func:`snnconv.neurons.if_step_` applied to each step of ``per_step``.
+              out: torch.Tensor, net: torch.Tensor | None = None) -> torch.Tensor:
+    """Run IF steps in place, as :func:`snnconv.neurons.if_step_` applied to each step of ``per_step`` (with
+    ``net``, the signed neuron's net spike counts [rows, ...] float32 contiguous, as
+    :func:`snnconv.neurons.signed_if_step_`).
 
     ``per_step`` [steps, rows, ...] is the input current (a constant current may be an expanded view);
     ``v`` [rows, ...] the membrane, contiguous, updated in place; ``threshold`` broadcasts against
@@ -155,16 +187,20 @@ def if_chunk_(per_step: torch.Tensor, v: torch.Tensor, threshold: torch.Tensor, 
     steps, rows = per_step.shape[:2]
     shape = v.shape[1:]
     neurons = shape.numel()
-    if_chunk, _ = _kernels()
+    if_chunk, signed_if_chunk, _ = _kernels()
     _threads()
     flat_threshold = torch.broadcast_to(threshold, (1, *shape)).reshape(neurons).contiguous()
     flat_compare = torch.broadcast_to(compare, (steps, 1, *shape)).reshape(steps, neurons).contiguous()
     counts = torch.zeros((steps, neurons), dtype=torch.float32)
+    # an IF step's output carries no gradient (a comparison), so detached inputs give the same values
+    current, membrane = per_step.detach().reshape(steps, rows, neurons).numpy(), v.detach().view(rows, neurons).numpy()
+    rest = (flat_threshold.detach().numpy(), flat_compare.detach().numpy(), out.view(steps, rows, neurons).numpy(),
+            counts.numpy(), _NEURON_BLOCK)
     with _launch:
-        # an IF step's output carries no gradient (a comparison), so detached inputs give the same values
-        if_chunk(per_step.detach().reshape(steps, rows, neurons).numpy(), v.detach().view(rows, neurons).numpy(),
-                 flat_threshold.detach().numpy(), flat_compare.detach().numpy(),
-                 out.view(steps, rows, neurons).numpy(), counts.numpy(), _NEURON_BLOCK)
+        if net is None:
+            if_chunk(current, membrane, *rest)
+        else:
+            signed_if_chunk(current, membrane, net.view(rows, neurons).numpy(), *rest)
     return counts.to(torch.float64)
 
 
@@ -185,7 +221,7 @@ def gate_chunk_(per_step: torch.Tensor, accumulated: torch.Tensor, window_max: t
     steps = per_step.shape[0]
     kernel_h, kernel_w = _pair(pool.kernel_size)
     stride_h, stride_w = _pair(pool.stride if pool.stride is not None else pool.kernel_size)
-    _, gate_chunk = _kernels()
+    _, _, gate_chunk = _kernels()
     _threads()
     counts = torch.zeros((steps, *window_max.shape[1:]), dtype=torch.float32)
     with _launch:

@@ -31,7 +31,7 @@ from torch.fx.node import map_arg
 
 from ..config import check_timing
 from ..errors import ConfigError
-from ..neurons import crossing_fraction, if_step_, if_step_surrogate, if_step_timed_, maxpool_gate_step
+from ..neurons import crossing_fraction, if_step_, if_step_surrogate, if_step_timed_, maxpool_gate_step, signed_if_step_
 from ..results import NeuronLayerStats, SimulationResult, SynapticLayerStats
 from .allocator import keep_large_buffers
 from .fanout import dense_macs, input_fanout
@@ -669,12 +669,19 @@ class Engine:
         v = state[op.name]
         timed = reading if fractions is not None else None
         counted = None  # spikes per step and position, when the fused loop counted them on the way
+        net = None  # a signed layer's net spike count per neuron
+        if neuron.signed:
+            if self.surrogate_width is not None or timed is not None:
+                raise ConfigError(f"Layer '{op.name}' emits signed spikes, which "
+                                  + ("surrogate-gradient training" if timed is None else "sub-step spike timing")
+                                  + " does not support; convert without --signed-spikes for it.")
+            net = state.setdefault(op.name + ".net", torch.zeros_like(v))
         if self.surrogate_width is not None:
             out, state[op.name], fraction = self._run_neuron_differentiably(per_step, current, bias, v, theta, run,
                                                                             neuron, timed)
         else:
             out, fraction, counted = self._run_neuron_in_place(per_step, current, bias, v, theta, run, neuron, t0,
-                                                               timed)
+                                                               timed, net)
         if run < c:  # silent after T_l: nothing runs, zeros go downstream
             out = torch.cat([out, out.new_zeros((c - run, *out.shape[1:]))])
             if counted is not None:
@@ -687,15 +694,16 @@ class Engine:
             mask = self.time_masks[op.name]()[t0:t0 + c].to(out.dtype)
             out = out * mask.view(c, *([1] * (out.dim() - 1)))
             counted = None  # the mask changes what was emitted
+        emitted = out.detach().abs() if neuron.signed and counters is not None and counted is None else out.detach()
         if counters is not None and op.name in self._spike_sources and op.name not in self.time_masks:
             positions = counted if counted is not None else \
-                _position_counts(out.detach(), neuron.broadcast(neuron.threshold, out.dim() - 1))
+                _position_counts(emitted, neuron.broadcast(neuron.threshold, out.dim() - 1))
             counters.positions[op.name] = (t0, positions)
             counters.spikes[op.name][t0:t0 + c] += positions.sum(1)
         elif counters is not None and counted is not None:
             counters.spikes[op.name][t0:t0 + c] += counted.sum(1)
         elif counters is not None:
-            counters.spikes[op.name][t0:t0 + c] += _spike_counts(out.detach(), neuron.threshold, c, active)
+            counters.spikes[op.name][t0:t0 + c] += _spike_counts(emitted, neuron.threshold, c, active)
         if op.name in record:
             summed = out.sum(0)
             recorded[op.name] = recorded[op.name] + summed if op.name in recorded else summed
@@ -703,12 +711,14 @@ class Engine:
 
     @staticmethod
     def _run_neuron_in_place(per_step, current, bias, v, theta, c, neuron, t0: int = 0,
-                             reading: str | None = None) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
+                             reading: str | None = None, net: torch.Tensor | None = None
+                             ) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
         """Outputs theta * s [c, ...]; with a ``reading`` the crossing fraction of every step (else None); and,
         where the fused CPU loop ran, the spikes per step and neuron position summed over rows ([c, neurons]
         float64, else None).
 
-        ``t0``: the layer's first step in this chunk (0-based), which the bias-shifted membrane needs."""
+        ``t0``: the layer's first step in this chunk (0-based), which the bias-shifted membrane needs.
+        ``net``: a signed layer's net spike counts, updated in place (None: the plain IF neuron)."""
         out = torch.empty((c, *current.shape), dtype=current.dtype, device=current.device)
         shifted = False  # the bias read as a shifted threshold instead of added to the input (below)
         if per_step is None:
@@ -723,13 +733,17 @@ class Engine:
             # V' = V - t*b after step t, so V >= theta reads V' >= theta - t*b, a per-channel vector per step.
             # Every chunk of a layer takes this branch, so V' stays consistent; nothing else reads V.
             compare = [theta - (t0 + i + 1) * bias for i in range(c)] if shifted else None
-            if c and v.is_contiguous() and fused_available(per_step, v, theta):
+            if c and v.is_contiguous() and fused_available(per_step, v, theta) and \
+                    (net is None or net.is_contiguous()):
                 row = (1, *v.shape[1:])
                 stacked = torch.stack([value.expand(row) for value in compare]) if shifted else \
                     theta.expand(row).unsqueeze(0)
-                return out, None, if_chunk_(per_step, v, theta, stacked, out)
+                return out, None, if_chunk_(per_step, v, theta, stacked, out, net)
             for i in range(c):
-                if_step_(per_step[i], v, theta, out[i], compare=compare[i] if shifted else None)
+                if net is None:
+                    if_step_(per_step[i], v, theta, out[i], compare=compare[i] if shifted else None)
+                else:
+                    signed_if_step_(per_step[i], v, theta, net, out[i], compare=compare[i] if shifted else None)
             return out, None, None
         fraction = torch.empty_like(out)
         for i in range(c):

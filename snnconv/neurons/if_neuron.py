@@ -13,6 +13,14 @@ shift "enable_shift"). Fed a constant z >= 0 for T steps from V[0] = theta/2 the
 floor(clamp(z*T/theta + 1/2, 0, T)) times, so its rate rounds z/theta to the nearest 1/T instead of
 flooring it.
 
+Signed spikes (an option, ``ConvertConfig.signed_spikes``): a neuron that has fired n > 0 spikes net may
+also emit a negative spike, -theta, when its membrane falls below theta - theta = 0 (half a threshold under
+its theta/2 start), and then V <- V + theta, n <- n - 1. Its net count after t steps then tracks the charge
+it has received so far, floor((v_init + sum of inputs) / theta) clamped to [0, t] whenever one spike per
+step suffices, instead of keeping spikes that early inputs caused and later inputs cancelled (the
+"unevenness" error of deep rate-coded networks; Wang et al. 2022 call this neuron a signed neuron with
+memory). The readout and the synapses receive +-theta; spike counts and synaptic operations count both signs.
+
 The dynamics are a pure function; the module only binds parameters (threshold, bias, v_init).
 """
 from __future__ import annotations
@@ -39,6 +47,22 @@ def if_step_(current: torch.Tensor, v: torch.Tensor, threshold: torch.Tensor, ou
     """
     v.add_(current)
     _fire_(v, threshold, out, compare)
+
+
+def signed_if_step_(current: torch.Tensor, v: torch.Tensor, threshold: torch.Tensor, net: torch.Tensor,
+                    out: torch.Tensor, compare: torch.Tensor | None = None) -> None:
+    """One in-place step of the signed IF neuron (module docstring): updates ``v`` and the net spike count
+    ``net`` (float, the shape of ``v``) and writes theta * s, s in {-1, 0, 1}, into ``out``.
+
+    ``compare`` as in :func:`if_step_`: the membrane is tested against ``compare`` for a positive spike and
+    against ``compare - threshold`` for a negative one."""
+    v.add_(current)
+    upper = threshold if compare is None else compare
+    torch.ge(v, upper, out=out)
+    out.sub_(((v < upper - threshold) & (net > 0)).to(out.dtype))
+    net.add_(out)
+    out.mul_(threshold)
+    v.sub_(out)
 
 
 def if_step_timed_(current: torch.Tensor, v: torch.Tensor, threshold: torch.Tensor, out: torch.Tensor,
@@ -98,24 +122,28 @@ class IFNeuron(nn.Module):
     initial potential (shape [] or the activation's per-sample shape), as set by calibration.
     """
 
-    kind = "if"
-
-    def __init__(self, threshold: torch.Tensor, half_init: bool = True):
+    def __init__(self, threshold: torch.Tensor, half_init: bool = True, signed: bool = False):
         super().__init__()
         threshold = torch.as_tensor(threshold, dtype=torch.float32).detach().clone()
         self.register_buffer("threshold", threshold)
         self.register_buffer("bias", torch.zeros_like(threshold))
         self.register_buffer("v_offset", torch.zeros(()))
         self.half_init = bool(half_init)
+        self.signed = bool(signed)
+
+    @property
+    def kind(self) -> str:
+        return "signed_if" if self.signed else "if"
 
     def config(self) -> dict:
-        return {"half_init": self.half_init, "channels": int(self.threshold.numel()) if self.threshold.dim() else 0}
+        return {"half_init": self.half_init, "signed": self.signed,
+                "channels": int(self.threshold.numel()) if self.threshold.dim() else 0}
 
     @classmethod
     def from_config(cls, config: dict) -> "IFNeuron":
         channels = int(config["channels"])
         shape = (channels,) if channels else ()
-        return cls(torch.ones(shape), half_init=bool(config["half_init"]))
+        return cls(torch.ones(shape), half_init=bool(config["half_init"]), signed=bool(config.get("signed", False)))
 
     def broadcast(self, value: torch.Tensor, ndim: int) -> torch.Tensor:
         """Shape a per-channel parameter to broadcast against a [N, C, ...] activation of rank ``ndim``."""
@@ -135,4 +163,4 @@ class IFNeuron(nn.Module):
 
     def extra_repr(self) -> str:
         mode = "channel-wise" if self.threshold.dim() else "layer-wise"
-        return f"{mode} threshold, half_init={self.half_init}"
+        return f"{mode} threshold, half_init={self.half_init}" + (", signed spikes" if self.signed else "")

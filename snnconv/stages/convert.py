@@ -90,9 +90,11 @@ def coverage_table(gm: torch.fx.GraphModule, records: list[PassRecord]) -> list[
     return rows
 
 
-def to_spiking(gm: torch.fx.GraphModule, thresholds: dict[str, torch.Tensor], half_init: bool) -> torch.fx.GraphModule:
-    """A copy of the normalized ANN ``gm`` with each ReLU replaced by an IF neuron and each max pooling
-    that sees spikes by a gate. The result still computes the ANN when called directly."""
+def to_spiking(gm: torch.fx.GraphModule, thresholds: dict[str, torch.Tensor], half_init: bool,
+               signed: bool = False) -> torch.fx.GraphModule:
+    """A copy of the normalized ANN ``gm`` with each ReLU replaced by an IF neuron (with signed spikes if
+    ``signed``) and each max pooling that sees spikes by a gate. The result still computes the ANN when
+    called directly."""
     snn = copy.deepcopy(gm)
     temporal = _depends_on_neuron(snn)
     for node in snn.graph.nodes:
@@ -102,7 +104,7 @@ def to_spiking(gm: torch.fx.GraphModule, thresholds: dict[str, torch.Tensor], ha
         if isinstance(module, nn.ReLU):
             if node.name not in thresholds:
                 raise UnsupportedLayerError(f"Layer '{node.name}' (ReLU) saw no calibration data, so it has no threshold.")
-            _set_submodule(snn, node.target, IFNeuron(thresholds[node.name], half_init=half_init))
+            _set_submodule(snn, node.target, IFNeuron(thresholds[node.name], half_init=half_init, signed=signed))
         elif isinstance(module, nn.MaxPool2d) and temporal[node.name]:
             _set_submodule(snn, node.target, MaxPoolGate.from_maxpool(module))
     snn.recompile()

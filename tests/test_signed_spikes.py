@@ -5,7 +5,7 @@ from snnconv.engine import Engine, TimePlan
 from snnconv.errors import ConfigError
 from snnconv.neurons import IFNeuron, signed_if_step_
 
-from helpers import confident_maxpool, convert, snn_rate_output
+from helpers import cli_artifact, confident_maxpool, convert, snn_rate_output
 from models import TINY_MODELS, build
 
 
@@ -138,3 +138,24 @@ def test_surrogate_training_refuses_signed_layers(images):
     engine = Engine(network.graph, surrogate_width=1.0)
     with pytest.raises(ConfigError, match="signed spikes"):
         engine.run_batch(images, None, TimePlan(4, 4))
+
+
+def test_cli_signed_artifact_evaluates_to_the_same_curve(tmp_path):
+    """`convert --signed-spikes` through the real CLI: the manifest names the neuron, and `evaluate` on the
+    artifact reproduces the accuracy curve the conversion reported."""
+    import json
+
+    import pandas as pd
+    from typer.testing import CliRunner
+    from snnconv_cli.main import app
+    artifact = cli_artifact(tmp_path, "--calib-samples", "200", "--signed-spikes")
+    manifest = json.loads((artifact / "manifest.json").read_text())
+    assert {layer["neuron"] for layer in manifest["layers"]} == {"signed_if"}
+    assert manifest["config"]["signed_spikes"] is True
+    result = CliRunner().invoke(app, ["evaluate", str(artifact), "--report-dir", str(tmp_path / "rep"), "--limit",
+                                      "200", "--quiet"])
+    assert result.exit_code == 0, result.output
+    before = pd.read_csv(artifact / "reports/sweep.csv")
+    after = pd.read_csv(tmp_path / "rep/sweep.csv")
+    assert list(before["snn_accuracy_pct"]) == list(after["snn_accuracy_pct"])
+    assert before["snn_accuracy_pct"].iloc[-1] > 70

@@ -14,6 +14,8 @@ and the fixed network is simulated for the "T of equal accuracy" in the same run
 like with like (batch 256, one process).
 
     /work/venv/bin/python benchmarks/seenn_bench.py --models vgg,resnet,maxpool
+    /work/venv/bin/python benchmarks/seenn_bench.py --models resnet20 --limit 1000 --selection 2000 --no-policy \
+        --signed-spikes --tag signed
 """
 from __future__ import annotations
 
@@ -77,7 +79,7 @@ def with_equal_fixed(network, data, curve_sim, row: dict, cache: dict) -> dict:
 
 
 def run(model: str, limit: int, selection_count: int, policy_train: int, epochs: int, log,
-        temperatures=(8.0,), policy: bool = True, base_t: int = BASE_T) -> dict:
+        temperatures=(8.0,), policy: bool = True, base_t: int = BASE_T, signed: bool = False) -> dict:
     cx, cy = C.calibration_set(model)
     tx, ty = C.test_order(model)
     cal = LabeledData(x=cx, y=cy, num_classes=10, description=f"{model} calibration")
@@ -86,7 +88,8 @@ def run(model: str, limit: int, selection_count: int, policy_train: int, epochs:
     selection = LabeledData(x=tx[chosen], y=ty[chosen], num_classes=10,
                             description=f"{model} test[{chosen.start}:{chosen.stop}]")
     imported = load_model(C.source_model(model), example=cx)
-    network = snnconv.convert(imported, cal, ConvertConfig(time_steps=base_t, balance=BalanceConfig(time_steps=base_t)))
+    network = snnconv.convert(imported, cal, ConvertConfig(time_steps=base_t, balance=BalanceConfig(time_steps=base_t),
+                                                           signed_spikes=signed))
     traces = []
     fixed = snnconv.evaluate(network, test, SimulationConfig(time_steps=base_t), exit_policy=None, trace_output=True,
                              on_batch=lambda outcome: traces.append(outcome["output_trace"].cpu()))
@@ -138,7 +141,7 @@ def run(model: str, limit: int, selection_count: int, policy_train: int, epochs:
         log(f"[{model}] SEENN-II beta {beta}: {row['accuracy_pct']:.2f} % at {row['avg_time_steps']:.2f} steps "
             f"(fixed of equal accuracy: {row['equal_accuracy_t']})")
     return {
-        "model": model, "base_t": base_t, "samples": limit, "selection_samples": len(selection),
+        "model": model, "base_t": base_t, "signed_spikes": signed, "samples": limit, "selection_samples": len(selection),
         "policy_train_samples": policy_train if policy else 0, "policy_epochs": epochs, "ann_accuracy_pct": fixed.ann.accuracy,
         "fixed_curve_pct": [sim.accuracy_at(t) for t in range(1, base_t + 1)], "fixed": full,
         "fixed_runs": {str(t): v for t, v in cache.items()},
@@ -161,7 +164,8 @@ def _ratio_text(row: dict, base_t: int) -> tuple[str, str, str]:
 def render(results: list[dict]) -> None:
     lines = ["## 5. SEENN: per-sample early exit", "",
              f"Command: `{COMMAND}` (results: `benchmarks/results/seenn_<model>.json`). Machine: {C.machine()}.", "",
-             "Default pipeline converted for T = 32 (T = 64 for models tagged `t64`). SEENN-I: max softmax of the summed output at temperature tau "
+             "Default pipeline converted for T = 32 (T = 64 for models tagged `t64`; with signed spikes, "
+             "`--signed-spikes`, for models tagged `signed`). SEENN-I: max softmax of the summed output at temperature tau "
              "(8, or, for models tagged `tau-auto`, chosen per budget from {1, 2, ..., 64} on the selection images as "
              "`--temperature auto` does), "
              "alpha chosen on unseen test images (the "
@@ -227,6 +231,7 @@ def main() -> None:
     parser.add_argument("--no-policy", action="store_true", help="skip SEENN-II")
     parser.add_argument("--tag", default="", help="suffix of the result file and the model label, e.g. tau-auto")
     parser.add_argument("--time-steps", type=int, default=BASE_T, help="T the models are converted for")
+    parser.add_argument("--signed-spikes", action="store_true", help="convert with signed spikes (tag it, e.g. signed)")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--render-only", action="store_true")
     args = parser.parse_args()
@@ -237,7 +242,7 @@ def main() -> None:
             temperatures = TEMPERATURE_GRID if args.temperature == "auto" else (float(args.temperature),)
             result = run(model, args.limit, args.selection, args.policy_train, args.epochs,
                          lambda m: print(m, flush=True), temperatures, policy=not args.no_policy,
-                         base_t=args.time_steps)
+                         base_t=args.time_steps, signed=args.signed_spikes)
             suffix = f"_{args.tag}" if args.tag else ""
             result["model"] = f"{model} ({args.tag})" if args.tag else model
             (C.RESULTS / f"seenn_{model}{suffix}.json").write_text(json.dumps(result, indent=1))

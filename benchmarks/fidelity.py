@@ -143,25 +143,28 @@ def run_model(model: str, args) -> None:
         jobs += [(tuple(k), s) for k in args.full_extra for s in subsets if tuple(k) != DEFAULT_KEY]
     if args.stage in ("grid", "all"):
         jobs += [(k, "grid") for k in keys if k not in (DEFAULT_KEY, second)]
+    converted = {}  # key -> (network, seconds): one conversion serves every subset of a pipeline
     for key, subset in jobs:
         spec = spec_of(key)
         if not args.force and ("snnconv", spec["label"], subset) in C.done_keys(path):
             print(f"[{model}] {spec['label']} on {subset}: already in {path.name}, skipped", flush=True)
             continue
         data = subsets[subset]
-        t0 = time.perf_counter()
-        net = snnconv.convert(imported, cal, spec["config"])
+        if key not in converted:
+            t0 = time.perf_counter()
+            converted = {key: (snnconv.convert(imported, cal, spec["config"]), time.perf_counter() - t0)}
+        net, convert_s = converted[key]
         t1 = time.perf_counter()
         ev = snnconv.evaluate(net, data, SimulationConfig(time_steps=C.T_MAX, batch_size=args.batch_size))
         t2 = time.perf_counter()
         sim = ev.simulation
         row = C.row_from_counts(model, "snnconv", spec["label"], subset, 0 if subset == "grid" else grid_n, len(data),
-                                ev.ann.correct, sim.correct_per_step, t1 - t0, t2 - t1,
+                                ev.ann.correct, sim.correct_per_step, convert_s, t2 - t1,
                                 notes=f"maxpool={spec['config'].maxpool}; snnconv {C.git_head()}")
         C.append_row(path, row)
         accs = " ".join(f"T{t}={sim.accuracy_at(t):.2f}" for t in C.STEPS)
         print(f"[{model}] {spec['label']} on {subset} ({len(data)}): ANN {ev.ann.accuracy:.2f} | {accs} "
-              f"| convert {t1 - t0:.0f}s simulate {t2 - t1:.0f}s", flush=True)
+              f"| convert {convert_s:.0f}s simulate {t2 - t1:.0f}s", flush=True)
         render()
 
 

@@ -89,7 +89,8 @@ def _kernels():
 
     @njit(cache=True, nogil=True, parallel=True)
     def signed_if_chunk(current, v, net, threshold, compare, out, counts, block):  # pragma: no cover - compiled
-        # if_chunk with signed spikes: net [rows, neurons] is each neuron's net spike count (float32, exact)
+        # if_chunk with signed spikes: net [rows, neurons] is each neuron's net spike count (float32, exact).
+        # A loop of its own, not a flag of if_chunk, so that the plain loop stays branch-free and vectorized.
         steps, rows, neurons = current.shape
         zero, one = float32(0.0), float32(1.0)
         for first in prange((neurons + block - 1) // block):

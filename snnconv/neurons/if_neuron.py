@@ -14,8 +14,8 @@ floor(clamp(z*T/theta + 1/2, 0, T)) times, so its rate rounds z/theta to the nea
 flooring it.
 
 Signed spikes (an option, ``ConvertConfig.signed_spikes``): a neuron that has fired n > 0 spikes net may
-also emit a negative spike, -theta, when its membrane falls below theta - theta = 0 (half a threshold under
-its theta/2 start), and then V <- V + theta, n <- n - 1. Its net count after t steps then tracks the charge
+also emit a negative spike, -theta, when its membrane falls below 0 (half a threshold under its theta/2
+start), and then V <- V + theta, n <- n - 1. Its net count after t steps then tracks the charge
 it has received so far, floor((v_init + sum of inputs) / theta) clamped to [0, t] whenever one spike per
 step suffices, instead of keeping spikes that early inputs caused and later inputs cancelled (the
 "unevenness" error of deep rate-coded networks; Wang et al. 2022 call this neuron a signed neuron with

@@ -17,7 +17,7 @@ class NeuronLayerStats:
     """Spiking activity of one neuron layer (an IF layer or a max-pool gate)."""
 
     name: str  # qualified name of the graph node
-    kind: str  # "if" | "maxpool_gate"
+    kind: str  # "if" | "signed_if" | "maxpool_gate"
     neurons: int  # neurons per sample
     threshold_mean: float  # mean firing threshold theta over the layer's channels (activation units)
     time_steps: int  # T_l, the steps this layer was simulated for

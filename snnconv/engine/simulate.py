@@ -675,7 +675,9 @@ class Engine:
                 raise ConfigError(f"Layer '{op.name}' emits signed spikes, which "
                                   + ("surrogate-gradient training" if timed is None else "sub-step spike timing")
                                   + " does not support; convert without --signed-spikes for it.")
-            net = state.setdefault(op.name + ".net", torch.zeros_like(v))
+            if op.name + ".net" not in state:
+                state[op.name + ".net"] = torch.zeros_like(v)
+            net = state[op.name + ".net"]
         if self.surrogate_width is not None:
             out, state[op.name], fraction = self._run_neuron_differentiably(per_step, current, bias, v, theta, run,
                                                                             neuron, timed)

@@ -225,7 +225,7 @@ class Engine:
         self.device = torch.device(device)
         if self.device.type == "cpu":
             keep_large_buffers()
-            warm_up()
+            warm_up(signed=any(getattr(m, "signed", False) for m in graph.modules()))
         self.surrogate_width = surrogate_width
         self.time_masks = dict(time_masks or {})
         self._live: dict[TimePlan, dict[str, int]] = {}

@@ -49,6 +49,8 @@ def summary_table(result: RunResult, title: str) -> Table:
     table.add_row("average time steps", "1", _fmt(s["avg_time_steps"], ".1f"), "steps")
     table.add_row("spikes per sample", "", _fmt(s["spikes_per_sample"], ",.0f"), "spikes")
     table.add_row("spikes per neuron", "", _fmt(s["spikes_per_neuron"], ".3f"), "spikes")
+    if s.get("spike_values") == "signed":
+        table.add_row("spike values (signed: both signs counted)", "", "+1 / -1", "")
     table.add_row("MACs per sample", _fmt(s["macs_per_sample_ann"], ",.0f"), _fmt(s["macs_per_sample_snn"], ",.0f"), "MAC")
     table.add_row("ACs per sample (synaptic ops)", "", _fmt(s["synaptic_ops_per_sample"], ",.0f"), "AC")
     table.add_row(f"energy per sample ({s['energy_preset']})", _fmt(s["energy_pj_per_sample_ann"] / 1e6, ".3f"),

@@ -42,8 +42,10 @@ def plot_accuracy_vs_t(sim: SimulationResult, ann: AnnResult, path: Path, *, cho
     steps = np.arange(1, sim.time_steps + 1)
     figure = _figure(7, 4.2)
     ax = figure.add_subplot()
+    signed = any(layer.kind == "signed_if" for layer in sim.neuron_layers)
     ax.plot(steps, sim.accuracy_per_step, color=_SNN_COLOR, marker="o", markersize=3, linewidth=1.5,
-            label="SNN (accumulated output, steps 1..t)")
+            label="SNN, signed spikes (accumulated output, steps 1..t)" if signed
+            else "SNN (accumulated output, steps 1..t)")
     if ann.correct is not None:  # a directly trained model has no ANN to draw
         ax.axhline(ann.accuracy, color=_ANN_COLOR, linestyle="--", linewidth=1.2, label=f"ANN ({ann.accuracy:.2f} %)")
     if chosen_t is not None:

@@ -155,6 +155,9 @@ def _markdown(*, title, sim, ann, model, t, sweep_steps, summary, layers, sweep,
              f"{sim.samples:,} evaluation samples. The SNN is read out after T = {t} time steps (simulated: "
              f"{sim.time_steps} steps). Energy preset `{model.name}`. Counts are per sample; definitions in "
              "docs/metrics.md.", ""]
+    if s["spike_values"] == "signed":
+        parts += ["**Signed spikes**: neurons may also emit negative spikes that retract earlier ones, "
+                  "buying accuracy with extra spikes; spikes of both signs are counted.", ""]
 
     summary_rows = [
         ["Top-1 accuracy", _number(s["ann_accuracy_pct"], ".2f"), _number(s["snn_accuracy_pct"], ".2f"), "%"],
@@ -164,6 +167,7 @@ def _markdown(*, title, sim, ann, model, t, sweep_steps, summary, layers, sweep,
         ["Spikes per sample", "", _number(s["spikes_per_sample"]), "spikes"],
         ["Spikes per neuron (steps 1..T)", "", _number(s["spikes_per_neuron"]), "spikes / neuron"],
         ["Neurons (integrate-and-fire)", "", _number(s["neurons"]), "neurons"],
+        ["Spike values", "", "+1 or −1 (signed)" if s["spike_values"] == "signed" else "1 (binary)", "—"],
         ["Synaptic operations: ACs", "0", _number(s["synaptic_ops_per_sample"]), "ACs / sample"],
         ["Synaptic operations: MACs", _number(s["macs_per_sample_ann"]), _number(s["macs_per_sample_snn"]),
          "MACs / sample"],

@@ -22,8 +22,9 @@ from snnconv_cli.main import app
 runner = CliRunner()
 FAST = ["--calib-samples", "200", "--limit", "200", "-T", "8", "--quiet"]
 SUMMARY_COLUMNS = ["samples", "ann_accuracy_pct", "snn_accuracy_pct", "accuracy_drop_points", "time_steps",
-                   "avg_time_steps", "spikes_per_sample", "spikes_per_neuron", "neurons", "synaptic_ops_per_sample",
-                   "macs_per_sample_snn", "zero_checks_per_sample", "macs_per_sample_ann", "energy_preset",
+                   "avg_time_steps", "spikes_per_sample", "spikes_per_neuron", "neurons", "spike_values",
+                   "synaptic_ops_per_sample", "macs_per_sample_snn", "zero_checks_per_sample", "macs_per_sample_ann",
+                   "energy_preset",
                    "energy_pj_per_sample_snn", "energy_pj_per_sample_ann", "energy_ratio_ann_over_snn",
                    "membrane_updates_per_sample", "activation_sparsity", "exit_accuracy_pct", "avg_exit_time_steps"]
 
@@ -93,7 +94,8 @@ def test_convert_default_writes_artifact_and_reports(default_artifact):
     summary = pd.read_csv(default_artifact / "reports/summary.csv")
     assert list(summary.columns[: len(SUMMARY_COLUMNS)]) == SUMMARY_COLUMNS
     assert summary.loc[0, "samples"] == 200 and summary.loc[0, "time_steps"] == 8
-    assert summary.loc[0, "ann_accuracy_pct"] > 80
+    assert summary.loc[0, "ann_accuracy_pct"] > 80 and summary.loc[0, "spike_values"] == "binary"
+    assert "Signed spikes" not in (default_artifact / "reports/report.md").read_text()
     sweep = pd.read_csv(default_artifact / "reports/sweep.csv")
     assert list(sweep["time_steps"]) == list(range(1, 9))
     manifest = json.loads((default_artifact / "manifest.json").read_text())

@@ -25,8 +25,8 @@ from snnconv import plots
 
 GOLDEN_SUMMARY_KEYS = [
     "samples", "ann_accuracy_pct", "snn_accuracy_pct", "accuracy_drop_points", "time_steps", "avg_time_steps",
-    "spikes_per_sample", "spikes_per_neuron", "neurons", "synaptic_ops_per_sample", "macs_per_sample_snn",
-    "zero_checks_per_sample", "macs_per_sample_ann", "energy_preset", "energy_pj_per_sample_snn",
+    "spikes_per_sample", "spikes_per_neuron", "neurons", "spike_values", "synaptic_ops_per_sample",
+    "macs_per_sample_snn", "zero_checks_per_sample", "macs_per_sample_ann", "energy_preset", "energy_pj_per_sample_snn",
     "energy_pj_per_sample_ann", "energy_ratio_ann_over_snn", "membrane_updates_per_sample",
     "activation_sparsity", "exit_accuracy_pct", "avg_exit_time_steps",
 ]

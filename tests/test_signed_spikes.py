@@ -159,3 +159,7 @@ def test_cli_signed_artifact_evaluates_to_the_same_curve(tmp_path):
     after = pd.read_csv(tmp_path / "rep/sweep.csv")
     assert list(before["snn_accuracy_pct"]) == list(after["snn_accuracy_pct"])
     assert before["snn_accuracy_pct"].iloc[-1] > 70
+    # SPEC section 5: a mode that is not binary is named as such in every report
+    for report in (artifact / "reports", tmp_path / "rep"):
+        assert pd.read_csv(report / "summary.csv")["spike_values"].tolist() == ["signed"]
+        assert "**Signed spikes**" in (report / "report.md").read_text()

@@ -17,11 +17,12 @@ from .energy import (NEUROMORPHIC_PLATFORMS, EnergyModel, check_time_step, energ
 # Layers that forward spikes of an upstream neuron layer (they do not integrate a membrane); they get
 # their own per-layer rows but are left out of the network's neuron, spike and membrane-update totals.
 SPIKE_ROUTING_KINDS = frozenset({"maxpool_gate"})
+SIGNED_KINDS = frozenset({"signed_if"})
 
 SUMMARY_KEYS = (
     "samples", "ann_accuracy_pct", "snn_accuracy_pct", "accuracy_drop_points", "time_steps", "avg_time_steps",
-    "spikes_per_sample", "spikes_per_neuron", "neurons", "synaptic_ops_per_sample", "macs_per_sample_snn",
-    "zero_checks_per_sample", "macs_per_sample_ann", "energy_preset", "energy_pj_per_sample_snn",
+    "spikes_per_sample", "spikes_per_neuron", "neurons", "spike_values", "synaptic_ops_per_sample",
+    "macs_per_sample_snn", "zero_checks_per_sample", "macs_per_sample_ann", "energy_preset", "energy_pj_per_sample_snn",
     "energy_pj_per_sample_ann", "energy_ratio_ann_over_snn", "membrane_updates_per_sample",
     "activation_sparsity", "exit_accuracy_pct", "avg_exit_time_steps",
 )
@@ -69,6 +70,13 @@ def _ratio(numerator: float, denominator: float) -> float:
     return numerator / denominator if denominator else math.nan
 
 
+def spike_values(sim: SimulationResult) -> str:
+    """"signed" when some layer may emit negative spikes (each counted as one spike), else "binary".
+
+    Reports name the signed mode because it buys accuracy with extra spikes (SPEC section 5)."""
+    return "signed" if any(layer.kind in SIGNED_KINDS for layer in sim.neuron_layers) else "binary"
+
+
 def summarize(sim: SimulationResult, ann: AnnResult, model: EnergyModel, t: int | None = None) -> dict:
     """The headline numbers of the SNN read out after ``t`` steps (default: all T), with the ANN beside it."""
     t = check_time_step(sim, t)
@@ -91,6 +99,7 @@ def summarize(sim: SimulationResult, ann: AnnResult, model: EnergyModel, t: int 
         "spikes_per_sample": spikes,
         "spikes_per_neuron": _ratio(spikes, neurons),
         "neurons": neurons,
+        "spike_values": spike_values(sim),
         "synaptic_ops_per_sample": energy.acs_snn,
         "macs_per_sample_snn": round(energy.macs_snn),  # dense MACs: an integer count
         "zero_checks_per_sample": energy.zero_checks_snn,

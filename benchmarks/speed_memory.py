@@ -42,8 +42,9 @@ T_SPEED = 32
 T_MEMORY = (32, 512)
 
 
-def build(model: str, threads: int):
-    """(source ANN module, converted default-pipeline network, one test batch x, y)."""
+def build(model: str, threads: int, signed: bool = False):
+    """(source ANN module, converted default-pipeline network, with signed spikes if ``signed``, one test
+    batch x, y)."""
     torch.set_num_threads(threads)
     import snnconv
     import snnconv.zoo
@@ -61,14 +62,14 @@ def build(model: str, threads: int):
         ann.load_state_dict(torch.load(C.fmnist_weights(model), map_location="cpu", weights_only=True))
         ann.eval()
         source = ann
-    net = snnconv.convert(source, cal, ConvertConfig())
+    net = snnconv.convert(source, cal, ConvertConfig(signed_spikes=signed))
     x, y = C.test_order(model)
     return ann, net, x[:BATCH].contiguous(), y[:BATCH].contiguous()
 
 
-def measure_speed(model: str, repeats: int, threads: int) -> dict:
+def measure_speed(model: str, repeats: int, threads: int, signed: bool = False) -> dict:
     from snnconv.engine import Engine, TimePlan, kernels
-    ann, net, x, y = build(model, threads)
+    ann, net, x, y = build(model, threads, signed)
     engine = Engine(net.graph, "cpu")
     plan = TimePlan(T_SPEED, 8)
 
@@ -102,12 +103,16 @@ def measure_speed(model: str, repeats: int, threads: int) -> dict:
             fn()
             timings[key].append(time.perf_counter() - start)
     med = {k: statistics.median(v) for k, v in timings.items()}
-    return {"network": net, "model": model, "T": T_SPEED, "batch": BATCH, "repeats": repeats,
+    return {"network": net, "model": row_name(model, signed), "T": T_SPEED, "batch": BATCH, "repeats": repeats,
             "ann_T_forwards_s": med["ann"], "snn_s": med["snn"], "snn_bare_s": med["bare"],
             "ratio": med["snn"] / med["ann"], "ratio_bare": med["bare"] / med["ann"],
             "snn_torch_s": med["snn_torch"], "ratio_torch": med["snn_torch"] / med["ann"],
             "ratio_bare_torch": med["bare_torch"] / med["ann"],
             "ann_runs": timings["ann"], "snn_runs": timings["snn"], "bare_runs": timings["bare"]}
+
+
+def row_name(model: str, signed: bool) -> str:
+    return f"{model}-signed" if signed else model
 
 
 def _status_kb(field: str) -> int:
@@ -137,7 +142,7 @@ def memory_child(model: str, artifact: str, steps: int, threads: int) -> None:
     start = time.perf_counter()
     result = engine.simulate([(x, y)], TimePlan(steps, 8))
     wall = time.perf_counter() - start
-    print(json.dumps({"model": model, "T": steps, "rss_before_kb": before, "hwm_kb": _status_kb("VmHWM"),
+    print(json.dumps({"model": row_name(model, net.config.signed_spikes), "T": steps, "rss_before_kb": before, "hwm_kb": _status_kb("VmHWM"),
                       "hwm_reset": reset, "maxrss_life_kb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss,
                       "wall_s": wall, "accuracy": result.accuracy_at(steps)}))
 
@@ -243,7 +248,9 @@ def render(speed: list[dict], memory: list[dict]) -> None:
         "engine as `snnconv.evaluate` runs it (with spike and synaptic-operation statistics); `bare` is "
         "`Engine.run_batch` without statistics. `torch ops`: the same two runs, in the same process and "
         "alternation, with the neurons and max-pool gates run as torch ops instead of the fused CPU loops "
-        "(docs/design.md, \"Fused CPU loops\"; what the engine does without numba or on CUDA). Bar: ratio <= 1.2.",
+        "(docs/design.md, \"Fused CPU loops\"; what the engine does without numba or on CUDA). Rows named "
+        "`MODEL-signed` convert with signed spikes (`--signed-spikes`, not the default; measured with "
+        f"`{COMMAND} --signed-spikes`). Bar: ratio <= 1.2.",
         "",
         speed_table,
         "",
@@ -262,6 +269,8 @@ def main() -> None:
     parser.add_argument("--models", default=",".join(C.ALL_MODELS))
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--signed-spikes", action="store_true",
+                        help="convert with signed spikes; rows are named MODEL-signed and kept beside the default ones")
     parser.add_argument("--render-only", action="store_true", help="rewrite docs/benchmarks.md from the CSV files")
     parser.add_argument("--memory-child", default=None, help=argparse.SUPPRESS)
     parser.add_argument("--steps", type=int, default=32, help=argparse.SUPPRESS)
@@ -278,7 +287,7 @@ def main() -> None:
     print(C.machine(), flush=True)
     speed, memory = [], []
     for model in args.models.split(","):
-        s = measure_speed(model, args.repeats, args.threads)
+        s = measure_speed(model, args.repeats, args.threads, args.signed_spikes)
         print(f"[{model}] speed: 32xANN {s['ann_T_forwards_s']:.2f}s SNN {s['snn_s']:.2f}s bare {s['snn_bare_s']:.2f}s "
               f"ratio {s['ratio']:.2f} (bare {s['ratio_bare']:.2f})", flush=True)
         speed.append(s)
@@ -288,7 +297,7 @@ def main() -> None:
         memory += m
     C.RESULTS.mkdir(parents=True, exist_ok=True)
     stamp = {"date": C.today(), "snnconv": C.git_head()}
-    run = set(args.models.split(","))
+    run = {row_name(model, args.signed_spikes) for model in args.models.split(",")}
     speed = [{**s, "torch": torch.__version__, **stamp} for s in speed]
     memory = [{**m, **stamp} for m in memory]
     # rows of models not measured in this run stay, with their own date

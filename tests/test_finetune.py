@@ -8,7 +8,7 @@ import snnconv
 from snnconv.config import SimulationConfig
 from snnconv.engine import Engine, TimePlan
 from snnconv.errors import ConfigError
-from snnconv.neurons.surrogate import if_step_surrogate
+from snnconv.neurons.surrogate import if_step_surrogate, signed_if_step_surrogate
 from snnconv.stages.finetune import FinetuneConfig, SurrogateSNN, finetune
 from snnconv.training import TrainConfig
 
@@ -22,11 +22,12 @@ def neuron_names(network):
 
 @pytest.mark.parametrize("name", TINY_MODELS)
 @pytest.mark.parametrize("windows", [False, True])
-def test_differentiable_simulation_spikes_exactly_like_the_engine(name, windows):
+@pytest.mark.parametrize("signed", [False, True])
+def test_differentiable_simulation_spikes_exactly_like_the_engine(name, windows, signed):
     torch.manual_seed(0)
     model = build(name)
     x = torch.rand(12, *INPUT_SHAPE)
-    network = convert(model, x, time_steps=8)
+    network = convert(model, x, time_steps=8, signed_spikes=signed)
     if windows:
         network.layer_time_steps = {n: [8, 3, 5][i % 3] for i, n in enumerate(neuron_names(network))}
     plan = TimePlan.per_layer(8, network.layer_time_steps, chunk_steps=3)
@@ -60,6 +61,21 @@ def test_surrogate_gradient_is_the_triangle():
     out.sum().backward()
     u = (v - threshold) / (0.5 * threshold)
     assert torch.allclose(current.grad, (1 - u.abs()).clamp(min=0) / 0.5)
+
+
+def test_signed_surrogate_gradient_is_the_triangle_at_both_boundaries():
+    """A retraction fires below 0 while the net count is positive; its surrogate is the triangle around 0."""
+    threshold = torch.tensor(1.0)
+    v = torch.tensor([-0.2, -0.2, 0.3, 1.2, 0.0])
+    net = torch.tensor([1.0, 0.0, 1.0, 0.0, 2.0])
+    current = torch.zeros_like(v, requires_grad=True)
+    out, potential, counted = signed_if_step_surrogate(current, v, threshold, net, width=1.0)
+    assert out.tolist() == [-1.0, 0.0, 0.0, 1.0, 0.0]
+    assert counted.tolist() == [0.0, 0.0, 1.0, 1.0, 2.0] and not counted.requires_grad
+    assert torch.allclose(potential, torch.tensor([0.8, -0.2, 0.3, 0.2, 0.0]))
+    out.sum().backward()
+    # theta * (max(0, 1 - |V - theta|) + 1[n > 0] max(0, 1 - |V|)) / (width * theta)
+    assert torch.allclose(current.grad, torch.tensor([0.8, 0.0, 1.0, 0.8, 1.0]))
 
 
 def test_finetuning_recovers_accuracy_lost_at_a_short_window():

@@ -31,7 +31,8 @@ from torch.fx.node import map_arg
 
 from ..config import check_timing
 from ..errors import ConfigError
-from ..neurons import crossing_fraction, if_step_, if_step_surrogate, if_step_timed_, maxpool_gate_step, signed_if_step_
+from ..neurons import (crossing_fraction, if_step_, if_step_surrogate, if_step_timed_, maxpool_gate_step, signed_if_step_,
+                       signed_if_step_surrogate)
 from ..results import NeuronLayerStats, SimulationResult, SynapticLayerStats
 from .allocator import keep_large_buffers
 from .fanout import dense_macs, input_fanout
@@ -671,16 +672,17 @@ class Engine:
         counted = None  # spikes per step and position, when the fused loop counted them on the way
         net = None  # a signed layer's net spike count per neuron
         if neuron.signed:
-            if self.surrogate_width is not None or timed is not None:
-                raise ConfigError(f"Layer '{op.name}' emits signed spikes, which "
-                                  + ("surrogate-gradient training" if timed is None else "sub-step spike timing")
-                                  + " does not support; convert without --signed-spikes for it.")
+            if timed is not None:
+                raise ConfigError(f"Layer '{op.name}' emits signed spikes, which sub-step spike timing does not "
+                                  "support; convert without --signed-spikes for it.")
             if op.name + ".net" not in state:
                 state[op.name + ".net"] = torch.zeros_like(v)
             net = state[op.name + ".net"]
         if self.surrogate_width is not None:
-            out, state[op.name], fraction = self._run_neuron_differentiably(per_step, current, bias, v, theta, run,
-                                                                            neuron, timed)
+            out, state[op.name], fraction, net = self._run_neuron_differentiably(per_step, current, bias, v, theta,
+                                                                                 run, neuron, timed, net)
+            if net is not None:
+                state[op.name + ".net"] = net
         else:
             out, fraction, counted = self._run_neuron_in_place(per_step, current, bias, v, theta, run, neuron, t0,
                                                                timed, net)
@@ -752,8 +754,10 @@ class Engine:
             if_step_timed_(per_step[i], v, theta, out[i], fraction[i], reading)
         return out, fraction, None
 
-    def _run_neuron_differentiably(self, per_step, current, bias, v, theta, c, neuron, reading: str | None = None):
+    def _run_neuron_differentiably(self, per_step, current, bias, v, theta, c, neuron, reading: str | None = None,
+                                   net: torch.Tensor | None = None):
         """The same dynamics as :meth:`_run_neuron_in_place`, out of place with surrogate spikes (training).
+        Returns (outputs, potential, crossing fractions or None, a signed layer's net counts or None).
 
         The crossing fractions (with a ``reading``) carry no gradient: they only choose target steps."""
         if per_step is None:
@@ -764,12 +768,15 @@ class Engine:
         for i in range(c):
             if reading is not None:
                 fractions.append(crossing_fraction(per_step[i].detach(), (v + per_step[i]).detach(), theta, reading))
-            out, v = if_step_surrogate(per_step[i], v, theta, self.surrogate_width)
+            if net is None:
+                out, v = if_step_surrogate(per_step[i], v, theta, self.surrogate_width)
+            else:
+                out, v, net = signed_if_step_surrogate(per_step[i], v, theta, net, self.surrogate_width)
             outputs.append(out)
         if not outputs:
             empty = v.new_zeros((0, *v.shape))
-            return empty, v, (empty.detach() if reading is not None else None)
-        return torch.stack(outputs), v, (torch.stack(fractions) if reading is not None else None)
+            return empty, v, (empty.detach() if reading is not None else None), net
+        return torch.stack(outputs), v, (torch.stack(fractions) if reading is not None else None), net
 
     def _run_gate(self, op: Op, per_step: torch.Tensor, state, c, active, t0, counters):
         gate = op.module

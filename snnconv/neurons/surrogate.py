@@ -36,3 +36,18 @@ def if_step_surrogate(current: torch.Tensor, v: torch.Tensor, threshold: torch.T
     spikes = _TriangleSpike.apply((v - threshold) / (width * threshold.clamp_min(1e-12)))
     out = spikes * threshold
     return out, v - out
+
+
+def signed_if_step_surrogate(current: torch.Tensor, v: torch.Tensor, threshold: torch.Tensor, net: torch.Tensor,
+                             width: float = 1.0) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """One differentiable signed IF step: (output theta * s, new potential, new net count); s in {-1, 0, 1}
+    exactly as :func:`snnconv.neurons.signed_if_step_`. The retraction fires below 0 and gets the same
+    triangle surrogate around 0, so the output's derivative is positive near either boundary; the net count
+    only gates the retraction and carries no gradient."""
+    v = v + current
+    scale = width * threshold.clamp_min(1e-12)
+    fire = _TriangleSpike.apply((v - threshold) / scale)
+    retract = (1.0 - _TriangleSpike.apply(v / scale)) * (net > 0).to(v.dtype)  # forward: 1[v < 0] while n > 0
+    spikes = fire - retract
+    out = spikes * threshold
+    return out, v - out, net + spikes.detach()

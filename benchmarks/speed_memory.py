@@ -162,9 +162,9 @@ def measure_memory(model: str, net, threads: int) -> list[dict]:
 
 
 SPEED_FIELDS = ["model", "T", "batch", "repeats", "ann_T_forwards_s", "snn_s", "snn_bare_s", "ratio", "ratio_bare",
-                "snn_torch_s", "ratio_torch", "ratio_bare_torch", "ann_runs", "snn_runs", "bare_runs", "torch", "date", "snnconv"]
+                "snn_torch_s", "ratio_torch", "ratio_bare_torch", "ann_runs", "snn_runs", "bare_runs", "torch", "date", "snnconv", "cpu"]
 MEMORY_FIELDS = ["model", "T", "rss_before_kb", "hwm_kb", "hwm_reset", "maxrss_life_kb", "wall_s", "accuracy", "date",
-                 "snnconv"]
+                 "snnconv", "cpu"]
 _RUN_LISTS = ("ann_runs", "snn_runs", "bare_runs")
 
 
@@ -188,7 +188,7 @@ def _read_rows(name: str) -> list[dict]:
             for key, value in raw.items():
                 if key in _RUN_LISTS:
                     row[key] = [float(v) for v in value.split()]
-                elif key in ("model", "torch", "date", "snnconv", "hwm_reset"):
+                elif key in ("model", "torch", "date", "snnconv", "hwm_reset", "cpu"):
                     row[key] = value
                 elif value == "":  # a field added after the row was measured
                     row[key] = None
@@ -205,6 +205,10 @@ def _repeats(speed: list[dict]) -> str:
     return "; ".join(f"{s['model']} {int(s['repeats'])}" for s in speed)
 
 
+def _measured(row: dict) -> str:
+    return f"{row['date']}, {row['snnconv']}, {row.get('cpu') or 'CPU not recorded'}"
+
+
 def render(speed: list[dict], memory: list[dict]) -> None:
     rows = []
     def optional(row, key):
@@ -214,7 +218,7 @@ def render(speed: list[dict], memory: list[dict]) -> None:
         rows.append([s["model"], f"{s['ann_T_forwards_s']:.2f}", f"{s['snn_s']:.2f}", f"**{s['ratio']:.2f}**",
                      f"{s['snn_bare_s']:.2f}", f"{s['ratio_bare']:.2f}", optional(s, "ratio_torch"),
                      optional(s, "ratio_bare_torch"), "holds" if s["ratio"] <= 1.2 else "FAILS",
-                     f"{s['date']}, {s['snnconv']}"])
+                     _measured(s)])
     speed_table = C.md_table(["model", "32 x ANN (s)", "SNN T=32 (s)", "ratio", "SNN bare (s)", "ratio bare",
                               "ratio, torch ops", "ratio bare, torch ops", "bar <= 1.2", "measured"], rows,
                              "lrrrrrrrll")
@@ -230,7 +234,7 @@ def render(speed: list[dict], memory: list[dict]) -> None:
                       f"**{ratio:.3f}**", f"{growth_a / 1024:.0f} / {growth_b / 1024:.0f}",
                       f"{a['maxrss_life_kb'] / 1024:.0f} / {b['maxrss_life_kb'] / 1024:.0f}",
                       f"{b['wall_s'] / a['wall_s']:.1f}", "holds" if ratio <= 1.2 else "FAILS",
-                      f"{b['date']}, {b['snnconv']}"])
+                      _measured(b)])
     memory_table = C.md_table(["model", "RSS before sim (MiB)", "peak T=32 (MiB)", "peak T=512 (MiB)", "ratio",
                                "growth during sim 32 / 512 (MiB)", "life max RSS 32 / 512 (MiB)",
                                "wall 512/32", "bar <= 1.2", "measured"], mrows, "lrrrrrrrll")
@@ -239,8 +243,9 @@ def render(speed: list[dict], memory: list[dict]) -> None:
         "",
         f"Command: `{COMMAND}`",
         "",
-        f"Machine: {C.machine()}. Each row says when and at which snnconv commit it was measured; a run "
-        "replaces only the rows of the models it measured.",
+        f"Machine of the last run: {C.machine()}. Each row says when, at which snnconv commit and on which CPU "
+        "it was measured; a run replaces only the rows of the models it measured, and ratios compare runs "
+        "within one row only (rows from different CPUs or loads are not comparable with each other).",
         "",
         f"Speed: one batch of {BATCH} test images, CPU, default pipeline, T = {T_SPEED}; the ANN column times "
         f"{T_SPEED} consecutive ANN forward passes of the source network (so the ratio is SNN / (T x ANN)); "
@@ -296,7 +301,7 @@ def main() -> None:
                                                 f"{r['rss_before_kb'] / 1024:.0f})" for r in m), flush=True)
         memory += m
     C.RESULTS.mkdir(parents=True, exist_ok=True)
-    stamp = {"date": C.today(), "snnconv": C.git_head()}
+    stamp = {"date": C.today(), "snnconv": C.git_head(), "cpu": C.cpu_name()}
     run = {row_name(model, args.signed_spikes) for model in args.models.split(",")}
     speed = [{**s, "torch": torch.__version__, **stamp} for s in speed]
     memory = [{**m, **stamp} for m in memory]

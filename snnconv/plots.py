@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 
 from .metrics.energy import EnergyBreakdown, layer_active_steps
-from .metrics.summary import layer_spikes_per_sample
+from .metrics.summary import layer_spikes_per_sample, spike_values
 from .results import AnnResult, SimulationResult
 
 _SNN_COLOR = "#1f77b4"
@@ -42,7 +42,7 @@ def plot_accuracy_vs_t(sim: SimulationResult, ann: AnnResult, path: Path, *, cho
     steps = np.arange(1, sim.time_steps + 1)
     figure = _figure(7, 4.2)
     ax = figure.add_subplot()
-    signed = any(layer.kind == "signed_if" for layer in sim.neuron_layers)
+    signed = spike_values(sim) == "signed"
     ax.plot(steps, sim.accuracy_per_step, color=_SNN_COLOR, marker="o", markersize=3, linewidth=1.5,
             label="SNN, signed spikes (accumulated output, steps 1..t)" if signed
             else "SNN (accumulated output, steps 1..t)")

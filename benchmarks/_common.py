@@ -194,8 +194,7 @@ def cpu_name() -> str:
 
 
 def machine() -> str:
-    cpu = cpu_name()
-    return (f"{os.cpu_count()}-core CPU ({cpu}), shared with other jobs; Python {platform.python_version()}, "
+    return (f"{os.cpu_count()}-core CPU ({cpu_name()}), shared with other jobs; Python {platform.python_version()}, "
             f"torch {torch.__version__}, {torch.get_num_threads()} torch threads")
 
 

@@ -142,8 +142,8 @@ def memory_child(model: str, artifact: str, steps: int, threads: int) -> None:
     start = time.perf_counter()
     result = engine.simulate([(x, y)], TimePlan(steps, 8))
     wall = time.perf_counter() - start
-    print(json.dumps({"model": row_name(model, net.config.signed_spikes), "T": steps, "rss_before_kb": before, "hwm_kb": _status_kb("VmHWM"),
-                      "hwm_reset": reset, "maxrss_life_kb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss,
+    print(json.dumps({"model": row_name(model, net.config.signed_spikes), "T": steps, "rss_before_kb": before,
+                      "hwm_kb": _status_kb("VmHWM"), "hwm_reset": reset, "maxrss_life_kb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss,
                       "wall_s": wall, "accuracy": result.accuracy_at(steps)}))
 
 
@@ -162,7 +162,8 @@ def measure_memory(model: str, net, threads: int) -> list[dict]:
 
 
 SPEED_FIELDS = ["model", "T", "batch", "repeats", "ann_T_forwards_s", "snn_s", "snn_bare_s", "ratio", "ratio_bare",
-                "snn_torch_s", "ratio_torch", "ratio_bare_torch", "ann_runs", "snn_runs", "bare_runs", "torch", "date", "snnconv", "cpu"]
+                "snn_torch_s", "ratio_torch", "ratio_bare_torch", "ann_runs", "snn_runs", "bare_runs", "torch", "date",
+                "snnconv", "cpu"]
 MEMORY_FIELDS = ["model", "T", "rss_before_kb", "hwm_kb", "hwm_reset", "maxrss_life_kb", "wall_s", "accuracy", "date",
                  "snnconv", "cpu"]
 _RUN_LISTS = ("ann_runs", "snn_runs", "bare_runs")

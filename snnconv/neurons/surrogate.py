@@ -28,13 +28,21 @@ def triangle_spike(u: torch.Tensor) -> torch.Tensor:
     return _TriangleSpike.apply(u)
 
 
+def _scale(threshold: torch.Tensor, width: float) -> torch.Tensor:
+    # a zero threshold (a channel that never fired in calibration) would divide by zero; its output is 0 anyway
+    return width * threshold.clamp_min(1e-12)
+
+
+def _fire(v: torch.Tensor, threshold: torch.Tensor, width: float) -> torch.Tensor:
+    """1[V >= theta] forward, the triangle around theta backward."""
+    return triangle_spike((v - threshold) / _scale(threshold, width))
+
+
 def if_step_surrogate(current: torch.Tensor, v: torch.Tensor, threshold: torch.Tensor,
                       width: float = 1.0) -> tuple[torch.Tensor, torch.Tensor]:
     """One differentiable IF step: (output theta * s, new potential); spikes identical to :func:`if_step`."""
     v = v + current
-    # a zero threshold (a channel that never fired in calibration) would divide by zero; its output is 0 anyway
-    spikes = _TriangleSpike.apply((v - threshold) / (width * threshold.clamp_min(1e-12)))
-    out = spikes * threshold
+    out = _fire(v, threshold, width) * threshold
     return out, v - out
 
 
@@ -45,9 +53,7 @@ def signed_if_step_surrogate(current: torch.Tensor, v: torch.Tensor, threshold: 
     triangle surrogate around 0, so the output's derivative is positive near either boundary; the net count
     only gates the retraction and carries no gradient."""
     v = v + current
-    scale = width * threshold.clamp_min(1e-12)
-    fire = _TriangleSpike.apply((v - threshold) / scale)
-    retract = (1.0 - _TriangleSpike.apply(v / scale)) * (net > 0).to(v.dtype)  # forward: 1[v < 0] while n > 0
-    spikes = fire - retract
+    retract = (1.0 - triangle_spike(v / _scale(threshold, width))) * (net > 0).to(v.dtype)  # 1[V < 0], n > 0
+    spikes = _fire(v, threshold, width) - retract
     out = spikes * threshold
     return out, v - out, net + spikes.detach()

@@ -241,7 +241,8 @@ def render(results: list[dict]) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--models", default="vgg,resnet")
-    parser.add_argument("--base-t", type=int, default=32)
+    parser.add_argument("--base-t", type=int, default=32,
+                        help="the uniform T converted for and cut from (result: teas_<model>_t<T>.json unless 32)")
     parser.add_argument("--limit", type=int, default=2000)
     parser.add_argument("--holdout", type=float, default=0.5)
     parser.add_argument("--budget", type=float, default=0.1,
@@ -270,6 +271,9 @@ def main() -> None:
             if args.budget != 0.1:
                 name = name.replace(".json", f"_budget{args.budget:g}.json")
                 result["model"] += f" (budget {args.budget:g} points)"
+            if args.base_t != 32:
+                name = name.replace(".json", f"_t{args.base_t}.json")
+                result["model"] += f" (base T {args.base_t})"
             (C.RESULTS / name).write_text(json.dumps(result, indent=1, default=float))
             print(f"[{model}] TEAS acc {result['teas_accuracy_pct']:.2f} avg T {result['teas_avg_t']:.2f} "
                   f"equal-accuracy uniform T {result['equal_accuracy_t']}", flush=True)

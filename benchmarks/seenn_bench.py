@@ -10,8 +10,9 @@ Per model: the default pipeline converts for T = 32 on the 1000 benchmark calibr
 - SEENN-II policy training: the first ``--policy-train`` images of the seeded training permutation (the
   paper trains the policy on the training set).
 Every exit rule is then run for real on the evaluation set (exited samples leave the batch, chunk of 1 step),
-and the fixed network is simulated for the "T of equal accuracy" in the same run, so wall times compare
-like with like (batch 256, one process).
+and the fixed network is simulated for the "T of equal accuracy" in the same run; for the wall-time ratio the
+rule and that fixed T run alternately WALL_REPEATS times on the same images and the medians are compared, so
+a change of load on a shared machine falls on both sides (batch 256, one process).
 
     /work/venv/bin/python benchmarks/seenn_bench.py --models vgg,resnet,maxpool
     /work/venv/bin/python benchmarks/seenn_bench.py --models resnet20 --limit 1000 --selection 2000 --no-policy \
@@ -52,12 +53,17 @@ BUDGETS = (0.1, 0.25, 0.5, 1.0)
 BETAS = (0.1, 0.5, 2.0)
 POLICY_CHUNK = 4  # SEENN-II chooses among steps 4, 8, ..., 32 (docs/seenn.md)
 SELECTION_START = 5000  # selection images: test permutation 5000.. (never among the evaluation images)
+WALL_REPEATS = 3  # alternated runs of an exit rule and its fixed T of equal accuracy; the wall times are medians
+
+
+def _run(network, data, policy, steps: int):
+    return snnconv.evaluate(network, data, SimulationConfig(time_steps=steps, chunk_steps=1 if policy else 8),
+                            exit_policy=policy)
 
 
 def measured(network, data, policy, steps: int = BASE_T) -> dict:
     """Run ``data`` for real (policy None: fixed ``steps``) and return accuracy, mean steps, wall time, energy."""
-    ev = snnconv.evaluate(network, data, SimulationConfig(time_steps=steps, chunk_steps=1 if policy else 8),
-                          exit_policy=policy)
+    ev = _run(network, data, policy, steps)
     s = summarize(ev.simulation, ev.ann, load_energy_model("45nm"))
     return {"accuracy_pct": s["snn_accuracy_pct"], "avg_time_steps": s["avg_time_steps"],
             "wall_ms_per_sample": 1000.0 * ev.simulation.wall_time_s / ev.simulation.samples,
@@ -65,16 +71,30 @@ def measured(network, data, policy, steps: int = BASE_T) -> dict:
             "macs_per_sample_snn": s["macs_per_sample_snn"]}
 
 
-def with_equal_fixed(network, data, curve_sim, row: dict, cache: dict) -> dict:
-    """Add the fixed T of equal accuracy (within 0.1 points) and its measured wall time."""
+def wall_ms_per_sample(network, data, policy, steps: int) -> float:
+    sim = _run(network, data, policy, steps).simulation
+    return 1000.0 * sim.wall_time_s / sim.samples
+
+
+def with_equal_fixed(network, data, curve_sim, row: dict, cache: dict, policy, base_t: int,
+                     repeats: int = WALL_REPEATS) -> dict:
+    """Add the fixed T of equal accuracy (within 0.1 points) and the wall times of the exit rule and of that
+    fixed T, each the median of ``repeats`` runs taken alternately, so that a change of load on the shared
+    machine falls on both sides of the ratio alike."""
     t = steps_of_equal_accuracy(curve_sim, row["accuracy_pct"])
     row["equal_accuracy_t"] = t
     if t is not None:
         if t not in cache:
             cache[t] = measured(network, data, None, t)
-        row["equal_fixed_wall_ms_per_sample"] = cache[t]["wall_ms_per_sample"]
+        exits, fixed = [], []
+        for _ in range(repeats):
+            exits.append(wall_ms_per_sample(network, data, policy, base_t))
+            fixed.append(wall_ms_per_sample(network, data, None, t))
+        row["wall_ms_per_sample_runs"], row["equal_fixed_wall_ms_per_sample_runs"] = exits, fixed
+        row["wall_ms_per_sample"] = float(np.median(exits))
+        row["equal_fixed_wall_ms_per_sample"] = float(np.median(fixed))
         row["step_ratio"] = t / row["avg_time_steps"]
-        row["wall_ratio"] = cache[t]["wall_ms_per_sample"] / row["wall_ms_per_sample"]
+        row["wall_ratio"] = row["equal_fixed_wall_ms_per_sample"] / row["wall_ms_per_sample"]
     return row
 
 
@@ -104,10 +124,11 @@ def run(model: str, limit: int, selection_count: int, policy_train: int, epochs:
     seenn_one = []
     for budget in BUDGETS:
         tau, chosen, _ = choose_rule(selected, selection_full, budget, temperatures=temperatures)
+        rule = ConfidenceExit(chosen.alpha, "confidence", tau, 1)
         row = {"budget_points": budget, "alpha": chosen.alpha, "temperature": tau,
                "selection_accuracy_pct": chosen.accuracy_pct, "selection_avg_exit": chosen.avg_exit_time_steps,
-               **measured(network, test, ConfidenceExit(chosen.alpha, "confidence", tau, 1), base_t)}
-        seenn_one.append(with_equal_fixed(network, test, sim, row, cache))
+               **measured(network, test, rule, base_t)}
+        seenn_one.append(with_equal_fixed(network, test, sim, row, cache, rule, base_t))
         log(f"[{model}] SEENN-I budget {budget}: alpha {chosen.alpha:.6f} tau {tau:g} -> {row['accuracy_pct']:.2f} % at "
             f"{row['avg_time_steps']:.2f} steps (fixed of equal accuracy: {row['equal_accuracy_t']})")
     offline = alpha_sweep(eval_trace, "confidence", 8.0, 1)
@@ -135,9 +156,9 @@ def run(model: str, limit: int, selection_count: int, policy_train: int, epochs:
         t1 = time.perf_counter()
         fit(net, [train.x, correct, weights], lambda m, b: policy_loss(m(b[0]), b[1], b[2], beta),
             TrainConfig(epochs=epochs, batch_size=128, lr=1e-3, optimizer="adam", weight_decay=5e-4))
-        row = {"beta": beta, "train_s": time.perf_counter() - t1,
-               **measured(network, test, PolicyExit(net, points, POLICY_CHUNK), base_t)}
-        seenn_two.append(with_equal_fixed(network, test, sim, row, cache))
+        rule = PolicyExit(net, points, POLICY_CHUNK)
+        row = {"beta": beta, "train_s": time.perf_counter() - t1, **measured(network, test, rule, base_t)}
+        seenn_two.append(with_equal_fixed(network, test, sim, row, cache, rule, base_t))
         log(f"[{model}] SEENN-II beta {beta}: {row['accuracy_pct']:.2f} % at {row['avg_time_steps']:.2f} steps "
             f"(fixed of equal accuracy: {row['equal_accuracy_t']})")
     return {
@@ -177,16 +198,18 @@ def render(results: list[dict]) -> None:
              "every step). `equal T` = smallest fixed t within 0.1 points of the exit accuracy, simulated in the same "
              "run for its wall time. `step ratio` = equal T / mean exit step (bar >= 2); `wall ratio` = wall time per "
              "sample at equal T / with exits (bar: within 30 % of the step ratio, i.e. wall ratio >= 0.7 x step "
-             "ratio). Energy (45 nm) includes the policy network's MACs for SEENN-II. Wall times were taken while other "
-             "benchmarks shared the 2 cores (up to five processes), so the wall ratios are noisy; the step ratios and "
-             "accuracies are not affected.", ""]
+             "ratio). Energy (45 nm) includes the policy network's MACs for SEENN-II. `wall runs` = how each wall "
+             f"time was taken: `{WALL_REPEATS} alt.` = the rule and its equal T ran alternately {WALL_REPEATS} times each "
+             "on the same images, medians; `1` = one run each, at different moments of the benchmark. Other "
+             "benchmarks shared the 2 cores, so single-run wall ratios are noisy; the step ratios and accuracies are "
+             "not affected.", ""]
     header = ["model", "rule", "accuracy (%)", "mean exit step", "equal T", "step ratio", "bar >= 2", "wall ratio",
-              "wall bar", "ms/sample", "energy (µJ)"]
+              "wall bar", "wall runs", "ms/sample", "energy (µJ)"]
     body = []
     for r in results:
         f = r["fixed"]
         body.append([r["model"], f"fixed T = {r['base_t']}", f"{f['accuracy_pct']:.2f}", str(r["base_t"]), "", "", "",
-                     "", "", f"{f['wall_ms_per_sample']:.2f}", f"{f['energy_pj_per_sample'] / 1e6:.2f}"])
+                     "", "", "", f"{f['wall_ms_per_sample']:.2f}", f"{f['energy_pj_per_sample'] / 1e6:.2f}"])
         rows = [(f"SEENN-I budget {x['budget_points']:g} (alpha {x['alpha']:.6g}, tau {x.get('temperature', 8):g})", x)
                 for x in r["seenn_one"]]
         rows += [(f"SEENN-II beta {x['beta']:g}", x) for x in r["seenn_two"]]
@@ -196,6 +219,7 @@ def render(results: list[dict]) -> None:
             wall_ok = x.get("wall_ratio") is not None and x["wall_ratio"] >= 0.7 * x["step_ratio"]
             body.append([r["model"], name, f"{x['accuracy_pct']:.2f}", f"{x['avg_time_steps']:.2f}", equal, step,
                          "holds" if step_ok else "FAILS", wall, "holds" if wall_ok else "FAILS",
+                         f"{len(x['wall_ms_per_sample_runs'])} alt." if "wall_ms_per_sample_runs" in x else "1",
                          f"{x['wall_ms_per_sample']:.2f}", f"{x['energy_pj_per_sample'] / 1e6:.2f}"])
     lines += [C.md_table(header, body), ""]
     lines += ["Oracle AET (SEENN Eq. 4, from the fixed run's per-step accuracy) and empirical AET (mean earliest "

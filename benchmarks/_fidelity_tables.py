@@ -8,8 +8,9 @@ from __future__ import annotations
 from _common import (ALL_MODELS, MODEL_TITLES, STEPS, accuracy, combine, csv_path, md_table, read_rows, update_doc)
 
 DEFAULT = "mse-channel-half-advanced"
-WEIGHTS = "mse-channel-half-weights"  # the opt-in weight calibration (`--calibrate weights`)
-SIGNED = "mse-channel-half-advanced-signed"  # the default pipeline with signed spikes (`--signed-spikes`)
+PREVIOUS = "mseT-channel-half-advanced"  # the default until the mse search moved to T/2 (`--balance-steps T`)
+WEIGHTS = "mseT-channel-half-weights"  # the opt-in weight calibration (`--calibrate weights`), as measured
+SIGNED = "mseT-channel-half-advanced-signed"  # with signed spikes (`--signed-spikes`), as measured
 # SPEC section 5 bars: (T, allowed drop in points) per model family
 BARS = {"fmnist": ((32, 0.3), (16, 1.0)), "resnet20": ((32, 1.0), (64, 0.3))}
 
@@ -17,8 +18,10 @@ FIDELITY_COMMAND = "/work/venv/bin/python benchmarks/fidelity.py"
 SJ_COMMAND = "/work/sjvenv/bin/python benchmarks/spikingjelly_compare.py"
 
 CONFIG_HELP = """Configuration names: `BALANCE-GRANULARITY-INIT-CALIBRATION`. BALANCE is `max`, `p99.99`
-(percentile of the positive activations) or `mse` (threshold minimizing the T=32 quantization error, Li et al.
-2021); GRANULARITY `layer` or `channel`; INIT `half` (V(0) = theta/2) or `zero`; CALIBRATION `none`, `light`
+(percentile of the positive activations), `mse` (threshold minimizing the quantization error for half the target
+T, i.e. T = 16 levels for a network converted for T = 32, the library default since 2026-12-02, docs/design.md
+"Thresholds instead of weight normalization") or `mseT` (the same search for the target T itself, Li et al.
+2021, the default before; `--balance-steps T`); GRANULARITY `layer` or `channel`; INIT `half` (V(0) = theta/2) or `zero`; CALIBRATION `none`, `light`
 (bias), `advanced` (bias + initial potential) or `weights` (conv / linear weights refitted to the ANN from the
 SNN's inputs, then advanced; docs/design.md, "Calibration"), computed on 256 of the calibration images (the library
 default `calibration_samples`). mse balancing and calibration target one T: 32 unless the name ends in `@T16`
@@ -101,29 +104,29 @@ def model_section(model: str) -> str:
     if not ours and not sj:
         return ""
     out = [f"### {MODEL_TITLES[model]}", ""]
-    full = full_row(ours)
-    if full is not None:
+    eval_subset = "rest" if any(x["subset"] == "rest" for x in ours) else "grid"
+    names = [DEFAULT] + list(dict.fromkeys(r["config"] for r in ours if r["subset"] == eval_subset))
+    full_rows = [row for row in (full_row(ours, name) for name in dict.fromkeys(names)) if row is not None]
+    if full_rows:
         header = ["pipeline", "images", "ANN"] + [f"T={t}" for t in STEPS] + [f"Δ{t}" for t, _ in BARS[_family(model)]]
-        ann = accuracy(full)
-        body = [[f"**{DEFAULT}** (default)", str(full["samples"]), _fmt(ann)]
-                + [_fmt(accuracy(full, t)) for t in STEPS]
-                + [_delta(accuracy(full, t) - ann) for t, _ in BARS[_family(model)]]]
-        for r in ours:
-            if r["subset"] in ("rest" if any(x["subset"] == "rest" for x in ours) else "grid") and r["config"] != DEFAULT:
-                extra = full_row(ours, r["config"])
-                if extra is not None:
-                    a = accuracy(extra)
-                    body.append([extra["config"], str(extra["samples"]), _fmt(a)]
-                                + [_fmt(accuracy(extra, t)) for t in STEPS]
-                                + [_delta(accuracy(extra, t) - a) for t, _ in BARS[_family(model)]])
-        out += [f"Evaluation set ({full['samples']} test images{'' if int(full['samples']) == 10000 else ', a seeded random sample'}):", "",
-                md_table(header, body), ""]
+        body = []
+        for row in full_rows:
+            a = accuracy(row)
+            body.append([f"**{DEFAULT}** (default)" if row["config"] == DEFAULT else row["config"], str(row["samples"]),
+                         _fmt(a)] + [_fmt(accuracy(row, t)) for t in STEPS]
+                        + [_delta(accuracy(row, t) - a) for t, _ in BARS[_family(model)]])
+        samples = full_rows[0]["samples"]
+        out += [f"Evaluation set ({samples} test images{'' if int(samples) == 10000 else ', a seeded random sample'}):",
+                "", md_table(header, body), ""]
         out += ["Bars (default pipeline converted for the T of the bar): " + "; ".join(bar_lines(model, ours)) + ".", ""]
+        if full_row(ours, PREVIOUS) is not None:
+            out += ["The same bars with the previous default (`mseT`: the mse search for the target T): "
+                    + "; ".join(bar_lines(model, ours, PREVIOUS)) + ".", ""]
         if full_row(ours, WEIGHTS) is not None:
-            out += ["The same bars with weight calibration (`--calibrate weights`, not the default): "
+            out += ["The same bars with weight calibration (`--calibrate weights`, not the default; `mseT` balancing): "
                     + "; ".join(bar_lines(model, ours, WEIGHTS)) + ".", ""]
         if full_row(ours, SIGNED) is not None:
-            out += ["The same bars with signed spikes (`--signed-spikes`, not the default): "
+            out += ["The same bars with signed spikes (`--signed-spikes`, not the default; `mseT` balancing): "
                     + "; ".join(bar_lines(model, ours, SIGNED)) + ".", ""]
     grid = [r for r in ours if r["subset"] == "grid"] + [r for r in sj if r["subset"] == "grid"]
     if grid:
@@ -147,16 +150,18 @@ def model_section(model: str) -> str:
                        f"best at T=32: `{best32['config']}` ({_fmt(accuracy(best32, 32))}).")
             by_config = {r["config"]: r for r in ours_grid}
             sj_grid = [r for r in grid if r["toolkit"] == "spikingjelly"]
-            compared = [t for t in (1, 2, 4, 8, 16, 32) if default_for(t) in by_config]
-            if compared and sj_grid:
+            for pipeline, title in ((DEFAULT, "Default pipeline"), (PREVIOUS, "Previous default (`mseT`)")):
+                compared = [t for t in (1, 2, 4, 8, 16, 32) if default_for(t, pipeline) in by_config]
+                if not (compared and sj_grid):
+                    continue
                 parts, wins = [], 0
                 for t in compared:
-                    mine, theirs = _compared_rows(ours, sj, default_for(t), by_config, sj_grid)
+                    mine, theirs = _compared_rows(ours, sj, default_for(t, pipeline), by_config, sj_grid)
                     top = max(theirs, key=lambda r: accuracy(r, t))
                     margin = accuracy(mine, t) - accuracy(top, t)
                     wins += margin > 0
                     parts.append(f"T={t}: {margin:+.2f} vs SJ {top['config']} ({mine['samples']} images)")
-                out.append("Default pipeline converted for each T vs the best SpikingJelly mode at that T (points; "
+                out.append(f"{title} converted for each T vs the best SpikingJelly mode at that T (points; "
                            "on the evaluation set where both toolkits ran on all of it, else on the grid subset): "
                            f"{'; '.join(parts)} -> better at {wins} of {len(compared)}.")
             out.append("")
@@ -176,7 +181,7 @@ def render() -> None:
         "",
         "Evaluation sets: the default pipeline (converted for T = 32 and for the bars' second T) runs on the "
         "evaluation set, a seeded random sample of the test set whose size the `images` column gives (2000 for "
-        "Fashion-MNIST in the current rows, all 10,000 for CIFAR-10, `--limit 10000`; the `mse-channel-half-none` "
+        "Fashion-MNIST in the current rows, all 10,000 for CIFAR-10, `--limit 10000`; the `mseT-channel-half-none` "
         "Fashion-MNIST rows, the default before calibration was switched on, ran on all 10,000), counted as the "
         "grid subset plus the remaining images. The grid of pipelines, the default converted for each small T, and "
         "the SpikingJelly modes run on the first 1000 images of the same permutation, to keep the compute on a "

@@ -1,7 +1,8 @@
 """DTS benchmark (issue #7): learned per-layer time-step masks on the converted VGG-style Fashion-MNIST model,
 beside the uniform-T curve of the same network and the TEAS result of docs/benchmarks.md section 4.
 
-The default pipeline converts the embedded `fmnist_vgg` for T_max = 32 on the 1000 benchmark calibration
+The default pipeline, with the mse threshold search for T_max (``--balance-steps``, the default before
+2026-12-02), converts the embedded `fmnist_vgg` for T_max = 32 on the 1000 benchmark calibration
 images (exactly as teas_bench.py does). Each run then trains masks and weights through the SNN
 (surrogate-gradient BPTT, `snnconv.stages.dts.train_time_masks`) on the first ``--train-samples`` images of
 the seeded training permutation for one epoch, and the masked network is evaluated on the first
@@ -127,7 +128,7 @@ def render(r: dict) -> None:
     lines = [
         "## 7. DTS: learned per-layer time steps", "",
         f"Command: `{COMMAND}` (results: `benchmarks/results/dts_vgg.json`). Machine: {C.machine()}.", "",
-        f"Default pipeline converted `fmnist_vgg` for T_max = {base} on the 1000 benchmark calibration images (as in "
+        f"`mseT-channel-half-advanced` (the default pipeline with the mse search for the base T, as before 2026-12-02; section 1) converted `fmnist_vgg` for T_max = {base} on the 1000 benchmark calibration images (as in "
         f"section 4). Each run trains the time masks jointly with the weights through the SNN (surrogate-gradient "
         f"BPTT, docs/dts.md) on the first {r['train_samples']} images of the seeded training permutation for 1 epoch "
         f"(batch 32, SGD momentum 0.9, weights lr {r['weight_lr']:g}, masks lr {r['mask_lr']:g}, cosine), then the "

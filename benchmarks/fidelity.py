@@ -4,7 +4,8 @@ For each model (the three Fashion-MNIST benchmark models and the CIFAR-10 ResNet
 with 1000 calibration images and simulates 128 steps once per pipeline; the accuracy at every T comes from
 that one run. Pipelines:
 
-- the default pipeline (`ConvertConfig()`: mse balancing, channel-wise, V(0) = theta/2, advanced calibration)
+- the default pipeline (`ConvertConfig()`: mse balancing searched for T/2, channel-wise, V(0) = theta/2, advanced
+  calibration)
   converted for T = 32 and for the second T of the bars (16 for Fashion-MNIST, 64 for ResNet-20), on the
   evaluation set: the first ``--fmnist-limit`` / ``--limit`` images of the seeded test permutation;
 - the default pipeline converted for each T = 1, 2, 4, 8 (and 16 for ResNet-20), on the grid subset: the
@@ -25,6 +26,7 @@ Re-running skips configurations already in the CSV (``--force`` re-runs them).
     /work/venv/bin/python benchmarks/fidelity.py --models resnet20 --limit 1000    # a faster, noisier ResNet-20 run
     /work/venv/bin/python benchmarks/fidelity.py --stage extra --full-extra mse-channel-half-weights  # one pipeline
     /work/venv/bin/python benchmarks/fidelity.py --stage extra --full-extra mse-channel-half-advanced-signed
+    /work/venv/bin/python benchmarks/fidelity.py --stage extra --full-extra mseT-channel-half-advanced  # the old default
 """
 from __future__ import annotations
 
@@ -87,9 +89,11 @@ def parse_label(text: str) -> tuple:
 
 
 def spec_of(key: tuple) -> dict:
+    """``mse`` searches thresholds for half the target T (the library default), ``mseT`` for the target T itself."""
     method, granularity, half, calib, target, *signed = key
     return {"label": label(*key), "config": ConvertConfig(
-        balance=BalanceConfig(method=method, granularity=granularity, percentile=99.99, time_steps=target),
+        balance=BalanceConfig(method="mse" if method == "mseT" else method, granularity=granularity, percentile=99.99,
+                              time_steps=target if method == "mseT" else None),
         half_init=half, calibrate=calib, time_steps=target, signed_spikes=bool(signed and signed[0]))}
 
 
@@ -140,7 +144,7 @@ def run_model(model: str, args) -> None:
         jobs += [(key, s) for key in (DEFAULT_KEY, second) for s in subsets]
         jobs += [(key, "grid") for key in per_t_defaults(model)]
     if args.stage in ("default", "all", "extra"):
-        jobs += [(tuple(k), s) for k in args.full_extra for s in subsets if tuple(k) != DEFAULT_KEY]
+        jobs += [(tuple(k), s) for k in args.full_extra for s in subsets]
     if args.stage in ("grid", "all"):
         jobs += [(k, "grid") for k in keys if k not in (DEFAULT_KEY, second)]
     converted = {}  # key -> (network, seconds): one conversion serves every subset of a pipeline

@@ -2,7 +2,8 @@
 budgets, i.e. several alpha) and SEENN-II (several beta) beside the fixed-T curve, the oracle AET, and
 measured wall time per sample with and without exits.
 
-Per model: the default pipeline converts for T = 32 on the 1000 benchmark calibration images. Data:
+Per model: the default pipeline, with the mse threshold search for the base T (``--balance-steps T``, the
+default before 2026-12-02), converts for T = 32 on the 1000 benchmark calibration images. Data:
 - evaluation: the first ``--limit`` test images of the seeded test permutation (as in the other benchmarks);
 - selection (SEENN-I's held-out split): test images 5000..9999 of that permutation, disjoint from the
   evaluation images and never seen in training (the training split is not used: the network fits it better
@@ -185,7 +186,7 @@ def _ratio_text(row: dict, base_t: int) -> tuple[str, str, str]:
 def render(results: list[dict]) -> None:
     lines = ["## 5. SEENN: per-sample early exit", "",
              f"Command: `{COMMAND}` (results: `benchmarks/results/seenn_<model>.json`). Machine: {C.machine()}.", "",
-             "Default pipeline converted for T = 32 (T = 64 for models tagged `t64`; with signed spikes, "
+             "`mseT-channel-half-advanced` (the default pipeline with the mse search for the base T, as before 2026-12-02; section 1) converted for T = 32 (T = 64 for models tagged `t64`; with signed spikes, "
              "`--signed-spikes`, for models tagged `signed`). SEENN-I: max softmax of the summed output at temperature tau "
              "(8, or, for models tagged `tau-auto`, chosen per budget from {1, 2, ..., 64} on the selection images as "
              "`--temperature auto` does), "

@@ -1,7 +1,8 @@
 """TEAS benchmark (issue: per-layer time steps): average T, accuracy, synaptic operations and energy of the
 TEAS allocation beside the accuracy-vs-uniform-T curve of the same converted network.
 
-Per model: the default pipeline converts for the base T on the 1000 benchmark calibration images; TEAS
+Per model: the default pipeline, with the mse threshold search for the base T (``--balance-steps T``, the
+default before 2026-12-02), converts for the base T on the 1000 benchmark calibration images; TEAS
 profiles half of them and allocates on the other half (default TeasConfig: accuracy budget 0.1 points,
 T_l in {T, T/2, ..., 1}); the uniform network and the TEAS network are then simulated on the evaluation set
 (the first ``--limit`` images of the seeded test permutation). "Uniform T of equal accuracy" is the smallest
@@ -184,7 +185,7 @@ def timing_lines(results: list[dict]) -> list[str]:
 def render(results: list[dict]) -> None:
     lines = ["## 4. TEAS: per-layer time steps", "",
              f"Command: `{COMMAND}` (results: `benchmarks/results/teas_<model>.json`). Machine: {C.machine()}.", "",
-             "Default pipeline converted for the base T on the 1000 benchmark calibration images; TEAS (default "
+             "`mseT-channel-half-advanced` (the default pipeline with the mse search for the base T, as before 2026-12-02; section 1) converted for the base T on the 1000 benchmark calibration images; TEAS (default "
              "options: accuracy budget 0.1 points, unless the model's name gives another, on a held-out part of those "
              "images, half unless the per-model line below says otherwise, T_l in {T, T/2, ..., 1}) "
              "profiles the rest. Accuracy, operations and energy are measured on the evaluation set for the "

@@ -2,7 +2,8 @@
 only and with surrogate-model fine-tuning, the SR / TR / TB ablation, beside the rate-coded network of equal
 accuracy.
 
-The default pipeline converts the model for T = 32 on the 1000 benchmark calibration images. The rate-coded
+The default pipeline, with the mse threshold search for T = 32 (``--balance-steps 32``, the default before
+2026-12-02), converts the model for T = 32 on the 1000 benchmark calibration images. The rate-coded
 network is simulated to ``--rate-t`` steps on the evaluation set (the first ``--limit`` images of the
 seeded test permutation). The TTFS network is built from it (99.9th-percentile thresholds, T_w = T_s = 32,
 tc = 8) and its kernels are fitted on the calibration images. Each fine-tuning configuration starts from
@@ -114,7 +115,7 @@ def render(results: list[dict]) -> None:
     lines = ["## 6. TTFS: one spike per neuron", "",
              f"Command: `{COMMAND} --models vgg --finetune-samples N --epochs E` (results: "
              f"`benchmarks/results/ttfs_<model>.json`). Machine: {C.machine()}.", "",
-             "The default pipeline converts for T = 32 on the 1000 benchmark calibration images; the rate-coded "
+             "`mseT-channel-half-advanced` (the default pipeline with the mse search for the base T, as before 2026-12-02; section 1) converts for T = 32 on the 1000 benchmark calibration images; the rate-coded "
              "network is simulated to the rate T shown. The TTFS network is built from it (99.9th-percentile "
              "thresholds, T_s = T_w, the window and initial tc of each heading, latency (D - 1) T_s + T_w steps), its "
              "kernels fitted on the calibration images (passes as stated), then fine-tuned through the surrogate model (Adam lr 1e-3, cosine, "

@@ -40,6 +40,9 @@ PICKLE = typer.Option(False, "--allow-pickle", help="Allow loading a pickled nn.
 BALANCE = typer.Option("mse", "--balance", help="Threshold balancing: max | percentile | mse.")
 GRANULARITY = typer.Option("channel", "--granularity", help="Thresholds per layer or per channel.")
 PERCENTILE = typer.Option(99.99, "--percentile", help="Percentile for --balance percentile.")
+BALANCE_STEPS = typer.Option(None, "--balance-steps", help="T the mse threshold search quantizes for (default: "
+                                                           "half the converted T; docs/design.md, 'Thresholds "
+                                                           "instead of weight normalization').")
 HALF_INIT = typer.Option(True, "--half-init/--no-half-init", help="Initial membrane potential theta/2.")
 SIGNED = typer.Option(False, "--signed-spikes/--no-signed-spikes",
                       help="Neurons may also emit negative spikes that retract earlier ones "
@@ -73,7 +76,8 @@ def convert(
     data: Optional[str] = DATA, calib_data: Optional[str] = CALIB, calib_samples: int = CALIB_N,
     limit: Optional[int] = LIMIT, mean: Optional[str] = MEAN, std: Optional[str] = STD, size: Optional[str] = SIZE,
     time_steps: Optional[list[str]] = T, balance: str = BALANCE, granularity: str = GRANULARITY,
-    percentile: float = PERCENTILE, half_init: bool = HALF_INIT, signed_spikes: bool = SIGNED,
+    percentile: float = PERCENTILE, balance_steps: Optional[int] = BALANCE_STEPS, half_init: bool = HALF_INIT,
+    signed_spikes: bool = SIGNED,
     calibrate: str = CALIBRATE, calibrate_samples: int = CALIBRATE_N, maxpool: str = MAXPOOL, energy: str = ENERGY,
     arch: Optional[str] = ARCH,
     allow_pickle: bool = PICKLE, device: str = DEVICE, seed: int = SEED, batch_size: int = BATCH,
@@ -86,7 +90,7 @@ def convert(
         eval_cfg = opt.data_config(data or "builtin", "test", limit, seed, mean, std, size)
         calib_cfg = opt.data_config(calib_data or eval_cfg.spec, "train", calib_samples, seed, mean, std, size)
         config = opt.convert_config(balance, granularity, percentile, half_init, calibrate, maxpool, calibrate_samples,
-                                    signed_spikes)
+                                    signed_spikes, balance_steps)
         steps = opt.parse_time_steps(time_steps, [32])
         with render.progress_bars(quiet or json) as progress:
             return run_convert(opt.model_argument(model), arch=arch, allow_pickle=allow_pickle, calib_data=calib_cfg,
@@ -106,7 +110,8 @@ def evaluate(
     data: Optional[str] = DATA, calib_data: Optional[str] = CALIB, calib_samples: int = CALIB_N,
     limit: Optional[int] = LIMIT, mean: Optional[str] = MEAN, std: Optional[str] = STD, size: Optional[str] = SIZE,
     time_steps: Optional[list[str]] = T, balance: str = BALANCE, granularity: str = GRANULARITY,
-    percentile: float = PERCENTILE, half_init: bool = HALF_INIT, signed_spikes: bool = SIGNED,
+    percentile: float = PERCENTILE, balance_steps: Optional[int] = BALANCE_STEPS, half_init: bool = HALF_INIT,
+    signed_spikes: bool = SIGNED,
     calibrate: str = CALIBRATE, calibrate_samples: int = CALIBRATE_N, maxpool: str = MAXPOOL, energy: str = ENERGY,
     arch: Optional[str] = ARCH,
     allow_pickle: bool = PICKLE,
@@ -130,7 +135,7 @@ def evaluate(
         calib_spec = calib_data or (eval_cfg.spec if eval_cfg else None)
         calib_cfg = opt.data_config(calib_spec, "train", calib_samples, seed, mean, std, size)
         config = opt.convert_config(balance, granularity, percentile, half_init, calibrate, maxpool, calibrate_samples,
-                                    signed_spikes)
+                                    signed_spikes, balance_steps)
         gates = Gates(max_acc_drop=max_acc_drop, max_avg_t=max_avg_t, min_energy_ratio=min_energy_ratio)
         opt.check_timing_option(timing)
         with render.progress_bars(quiet or json) as progress:

@@ -69,8 +69,10 @@ def data_config(spec: str | None, split: str, limit: int | None, seed: int, mean
 
 
 def convert_config(balance: str, granularity: str, percentile: float, half_init: bool, calibrate: str,
-                   maxpool: str, calibration_samples: int, signed_spikes: bool = False) -> ConvertConfig:
-    return ConvertConfig(balance=BalanceConfig(method=balance, granularity=granularity, percentile=percentile),
+                   maxpool: str, calibration_samples: int, signed_spikes: bool = False,
+                   balance_steps: int | None = None) -> ConvertConfig:
+    return ConvertConfig(balance=BalanceConfig(method=balance, granularity=granularity, percentile=percentile,
+                                               time_steps=balance_steps),
                          half_init=half_init, signed_spikes=signed_spikes, calibrate=calibrate, maxpool=maxpool,
                          calibration_samples=calibration_samples)
 

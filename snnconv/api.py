@@ -6,7 +6,7 @@ layer over these.
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Callable
 
@@ -125,6 +125,8 @@ def convert(model: nn.Module | str | Path | ImportedModel, calibration: LabeledD
             chunk_steps: int = 8, progress: ProgressFactory | None = None) -> SpikingNetwork:
     """Import, normalize, observe, balance, convert and (optionally) calibrate."""
     progress = progress or _no_progress
+    # the network's config (and so its manifest) names the T the thresholds were searched for
+    config = replace(config, balance=replace(config.balance, time_steps=config.balance_steps))
     dev = resolve_device(device)
     imported = model if isinstance(model, ImportedModel) else load_model(
         model, arch=arch, allow_pickle=allow_pickle, example=calibration.x)

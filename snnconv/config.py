@@ -49,12 +49,13 @@ class _Plain:
 
 @dataclass(frozen=True)
 class BalanceConfig(_Plain):
-    """How thresholds are chosen. ``time_steps`` is the T the MSE quantizer targets."""
+    """How thresholds are chosen. ``time_steps`` is the T the MSE quantizer targets; None (the default) is half
+    the T the network is converted for (ConvertConfig.balance_steps)."""
 
     method: str = "mse"
     percentile: float = 99.99
     granularity: str = "channel"
-    time_steps: int = 32
+    time_steps: int | None = None
     overrides: dict = field(default_factory=dict)  # node name -> threshold (activation units)
 
     def __post_init__(self):
@@ -64,8 +65,8 @@ class BalanceConfig(_Plain):
             raise ConfigError(f"--granularity must be one of {', '.join(GRANULARITIES)}, got '{self.granularity}'.")
         if not 0 < self.percentile <= 100:
             raise ConfigError(f"--percentile must be in (0, 100], got {self.percentile}.")
-        if self.time_steps <= 0:
-            raise ConfigError(f"Balancing time steps must be positive, got {self.time_steps}.")
+        if self.time_steps is not None and self.time_steps <= 0:
+            raise ConfigError(f"--balance-steps must be positive, got {self.time_steps}.")
 
 
 @dataclass(frozen=True)
@@ -81,6 +82,14 @@ class ConvertConfig(_Plain):
     time_steps: int = 32  # the T conversion and calibration target
     weight_calibration_steps: int = 200  # Adam steps per layer of weight calibration (calibrate="weights")
     weight_calibration_lr: float = 1e-3  # its peak learning rate (cosine decay to zero)
+
+    @property
+    def balance_steps(self) -> int:
+        """The T the MSE threshold search quantizes for: ``balance.time_steps`` if set, else half the conversion T.
+        Deep layers start firing steps after the input arrives, so they integrate over fewer steps than T; a
+        quantizer with half the levels picks the lower thresholds that suit them (docs/design.md, "Thresholds
+        instead of weight normalization")."""
+        return self.balance.time_steps or max(1, self.time_steps // 2)
 
     def __post_init__(self):
         if self.maxpool not in MAXPOOL_MODES:

@@ -119,7 +119,7 @@ def _convert_model(model: str | None, data: DataConfig, calib_data: DataConfig, 
         model_obj, source_label = default_model(), DEFAULT_LABEL
     else:
         model_obj, source_label = model, str(model)
-    config = replace(config, time_steps=target_t, balance=replace(config.balance, time_steps=target_t))
+    config = replace(config, time_steps=target_t)
     calibration = load_data(calib_data)
     evaluation_data = load_data(data)
     network = convert(model_obj, calibration, config, **options)

@@ -106,6 +106,7 @@ def test_weights_are_plain_tensors_and_manifest_is_complete(images, tmp_path):
     assert manifest["input"]["shape"] == list(INPUT_SHAPE)
     assert manifest["input"]["num_classes"] == 10
     assert manifest["time_steps"] == 24
+    assert manifest["config"]["balance"]["time_steps"] == 12  # resolved: half the converted T
     # only options a plain conversion uses, so that older versions (which refuse unknown ones) read it
     assert manifest["config"] == {k: v for k, v in network.config.to_dict().items()
                                   if not k.startswith("weight_calibration")}

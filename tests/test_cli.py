@@ -244,3 +244,19 @@ def test_installed_console_script_and_module(tmp_path):
     assert run.returncode == 0, run.stderr
     assert json.loads(run.stdout)["summary"]["time_steps"] == 8
     assert (out / "manifest.json").is_file()
+
+
+def test_balance_steps_option_reaches_the_manifest(tmp_path):
+    """The mse search quantizes for half the converted T unless --balance-steps says otherwise; the manifest
+    names the T used; a non-positive value is refused before anything is written."""
+    from helpers import cli_artifact
+    default = cli_artifact(tmp_path / "default", "--calib-samples", "100")
+    chosen = cli_artifact(tmp_path / "chosen", "--calib-samples", "100", "--balance-steps", "8")
+    steps = {name: json.loads((path / "manifest.json").read_text())["config"]["balance"]["time_steps"]
+             for name, path in (("default", default), ("chosen", chosen))}
+    assert steps == {"default": 4, "chosen": 8}
+    bad = CliRunner().invoke(app, ["convert", "-o", str(tmp_path / "bad"), "--limit", "50", "-T", "8",
+                                   "--balance-steps", "0", "--quiet"])
+    assert bad.exit_code != 0
+    assert "--balance-steps must be positive" in bad.output
+    assert not (tmp_path / "bad").exists()

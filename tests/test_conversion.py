@@ -134,3 +134,21 @@ def test_calibration_reduces_mean_error(calibrate, images):
     gap = "channel_gap" if calibrate == "light" else "neuron_gap"
     for entry in network.calibration_log:
         assert entry[f"{gap}_after"] < entry[f"{gap}_before"]
+
+
+def _thresholds(network) -> dict[str, torch.Tensor]:
+    return {name: neuron.threshold.clone() for name, neuron in network.neuron_layers()}
+
+
+def test_mse_balancing_quantizes_for_half_the_converted_t_unless_told(images):
+    model = build("vgg")
+    mse = snnconv.BalanceConfig(method="mse", granularity="channel")
+    default = _thresholds(convert(model, images, balance=mse, time_steps=32))
+    explicit = {t: _thresholds(convert(model, images, balance=snnconv.BalanceConfig(
+        method="mse", granularity="channel", time_steps=t), time_steps=32)) for t in (16, 32)}
+    for name, threshold in default.items():
+        assert torch.equal(threshold, explicit[16][name]), name
+    # fewer quantizer levels trade clipping for coarser steps: each layer's mean threshold moves down
+    assert all(float(default[name].mean()) < float(explicit[32][name].mean()) for name in default)
+    assert [snnconv.ConvertConfig(time_steps=t).balance_steps for t in (1, 2, 3, 64)] == [1, 1, 1, 32]
+    assert snnconv.ConvertConfig(time_steps=8, balance=snnconv.BalanceConfig(time_steps=8)).balance_steps == 8

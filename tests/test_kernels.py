@@ -154,3 +154,12 @@ def test_engine_results_do_not_depend_on_the_fused_loops(name, signed, monkeypat
             assert np.array_equal(a.ops_per_step, b.ops_per_step), a.name
     assert any(layer.spikes > 0 for layer in runs[True][0][0].neuron_layers)
     assert "if_chunk_" in calls and ("gate_chunk_" in calls) == (name == "maxpool")
+
+
+@pytest.mark.skipif("NUMBA_THREADING_LAYER" in __import__("os").environ, reason="the user chose numba's layer")
+def test_the_loops_run_on_numbas_workqueue_layer_not_a_second_openmp():
+    """numba's OpenMP layer beside torch's OpenMP gave every small torch op a fixed cost of about 15 ms once a
+    loop had run (docs/design.md, "Fused loops"); the engine selects the workqueue layer before the first loop."""
+    numba = kernels._numba()
+    kernels.warm_up()
+    assert numba.threading_layer() == "workqueue"

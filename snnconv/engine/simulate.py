@@ -523,13 +523,15 @@ class Engine:
                     if y is not None and counters is not None:
                         # an exited sample keeps its answer for the remaining steps of the curve
                         counters.correct[t1:] += (accumulated[leaving].argmax(-1) == y[leaving]).sum()
-                    keep = ~leaving
+                    # rows kept as indices, found once: a boolean mask would search them again in every tensor
+                    keep = torch.nonzero(~leaving).squeeze(1)
                     rows, accumulated = rows[keep], accumulated[keep]
                     y = y[keep] if y is not None else None
-                    static = {k: v[keep] if k in self._batched_static else v for k, v in static.items()}
-                    state = {k: v[keep] for k, v in state.items()}
-                    recorded = {k: v[keep] for k, v in recorded.items()}
-                    pending = {k: (offset, block[:, keep] if isinstance(block, torch.Tensor) else block)
+                    static = {k: v.index_select(0, keep) if k in self._batched_static else v
+                              for k, v in static.items()}
+                    state = {k: v.index_select(0, keep) for k, v in state.items()}
+                    recorded = {k: v.index_select(0, keep) for k, v in recorded.items()}
+                    pending = {k: (offset, block.index_select(1, keep) if isinstance(block, torch.Tensor) else block)
                                for k, (offset, block) in pending.items()}
                     if rows.numel() == 0:
                         break

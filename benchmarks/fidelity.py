@@ -22,11 +22,11 @@ and rewrites the tables in docs/benchmarks.md (with SpikingJelly's rows, when sp
 Re-running skips configurations already in the CSV (``--force`` re-runs them).
 
     /work/venv/bin/python benchmarks/fidelity.py                       # everything, resumable
-    /work/venv/bin/python benchmarks/fidelity.py --stage default       # only the default pipeline rows
+    /work/venv/bin/python benchmarks/fidelity.py --stage default       # only the default pipeline rows (all images)
     /work/venv/bin/python benchmarks/fidelity.py --models resnet20 --limit 1000    # a faster, noisier ResNet-20 run
-    /work/venv/bin/python benchmarks/fidelity.py --stage extra --full-extra mse-channel-half-weights  # one pipeline
-    /work/venv/bin/python benchmarks/fidelity.py --stage extra --full-extra mse-channel-half-advanced-signed
-    /work/venv/bin/python benchmarks/fidelity.py --stage extra --full-extra mseT-channel-half-advanced  # the old default
+    /work/venv/bin/python benchmarks/fidelity.py --stage extra --fmnist-limit 2000 --full-extra mse-channel-half-weights
+    /work/venv/bin/python benchmarks/fidelity.py --stage extra --fmnist-limit 2000 --full-extra mse-channel-half-advanced-signed
+    /work/venv/bin/python benchmarks/fidelity.py --stage extra --fmnist-limit 2000 --full-extra mseT-channel-half-advanced
 """
 from __future__ import annotations
 

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import contextlib
+import os
 
 import numpy as np
 import pytest
@@ -156,10 +157,10 @@ def test_engine_results_do_not_depend_on_the_fused_loops(name, signed, monkeypat
     assert "if_chunk_" in calls and ("gate_chunk_" in calls) == (name == "maxpool")
 
 
-@pytest.mark.skipif("NUMBA_THREADING_LAYER" in __import__("os").environ, reason="the user chose numba's layer")
+@pytest.mark.skipif("NUMBA_THREADING_LAYER" in os.environ, reason="the user chose numba's layer")
 def test_the_loops_run_on_numbas_workqueue_layer_not_a_second_openmp():
     """numba's OpenMP layer beside torch's OpenMP gave every small torch op a fixed cost of about 15 ms once a
-    loop had run (docs/design.md, "Fused loops"); the engine selects the workqueue layer before the first loop."""
+    loop had run (docs/design.md, "Fused CPU loops"); the engine selects the workqueue layer before the first loop."""
     numba = kernels._numba()
     kernels.warm_up()
     assert numba.threading_layer() == "workqueue"

@@ -100,7 +100,8 @@ def with_equal_fixed(network, data, curve_sim, row: dict, cache: dict, policy, b
 
 
 def run(model: str, limit: int, selection_count: int, policy_train: int, epochs: int, log,
-        temperatures=(8.0,), policy: bool = True, base_t: int = BASE_T, signed: bool = False) -> dict:
+        temperatures=(8.0,), policy: bool = True, base_t: int = BASE_T, signed: bool = False,
+        default_balance: bool = False) -> dict:
     cx, cy = C.calibration_set(model)
     tx, ty = C.test_order(model)
     cal = LabeledData(x=cx, y=cy, num_classes=10, description=f"{model} calibration")
@@ -109,8 +110,9 @@ def run(model: str, limit: int, selection_count: int, policy_train: int, epochs:
     selection = LabeledData(x=tx[chosen], y=ty[chosen], num_classes=10,
                             description=f"{model} test[{chosen.start}:{chosen.stop}]")
     imported = load_model(C.source_model(model), example=cx)
-    network = snnconv.convert(imported, cal, ConvertConfig(time_steps=base_t, balance=BalanceConfig(time_steps=base_t),
-                                                           signed_spikes=signed))
+    # The product default balances for base_t / 2; the earlier rows kept the search for base_t.
+    balance = BalanceConfig() if default_balance else BalanceConfig(time_steps=base_t)
+    network = snnconv.convert(imported, cal, ConvertConfig(time_steps=base_t, balance=balance, signed_spikes=signed))
     traces = []
     fixed = snnconv.evaluate(network, test, SimulationConfig(time_steps=base_t), exit_policy=None, trace_output=True,
                              on_batch=lambda outcome: traces.append(outcome["output_trace"].cpu()))
@@ -186,7 +188,9 @@ def _ratio_text(row: dict, base_t: int) -> tuple[str, str, str]:
 def render(results: list[dict]) -> None:
     lines = ["## 5. SEENN: per-sample early exit", "",
              f"Command: `{COMMAND}` (results: `benchmarks/results/seenn_<model>.json`). Machine: {C.machine()}.", "",
-             "`mseT-channel-half-advanced` (the default pipeline with the mse search for the base T, as before 2026-12-02; section 1) converted for T = 32 (T = 64 for models tagged `t64`; with signed spikes, "
+             "`mseT-channel-half-advanced` (the default pipeline with the mse search for the base T, as before 2026-12-02; section 1; "
+             "models tagged `default-balance` use today's default `mse-channel-half-advanced`, the search for T/2, "
+             "`--default-balance`) converted for T = 32 (T = 64 for models tagged `t64`; with signed spikes, "
              "`--signed-spikes`, for models tagged `signed`). SEENN-I: max softmax of the summed output at temperature tau "
              "(8, or, for models tagged `tau-auto`, chosen per budget from {1, 2, ..., 64} on the selection images as "
              "`--temperature auto` does), "
@@ -257,6 +261,8 @@ def main() -> None:
     parser.add_argument("--tag", default="", help="suffix of the result file and the model label, e.g. tau-auto")
     parser.add_argument("--time-steps", type=int, default=BASE_T, help="T the models are converted for")
     parser.add_argument("--signed-spikes", action="store_true", help="convert with signed spikes (tag it, e.g. signed)")
+    parser.add_argument("--default-balance", action="store_true",
+                        help="convert with the product default (mse search for T/2; tag it, e.g. default-balance)")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--render-only", action="store_true")
     args = parser.parse_args()
@@ -267,7 +273,8 @@ def main() -> None:
             temperatures = TEMPERATURE_GRID if args.temperature == "auto" else (float(args.temperature),)
             result = run(model, args.limit, args.selection, args.policy_train, args.epochs,
                          lambda m: print(m, flush=True), temperatures, policy=not args.no_policy,
-                         base_t=args.time_steps, signed=args.signed_spikes)
+                         base_t=args.time_steps, signed=args.signed_spikes,
+                         default_balance=args.default_balance)
             suffix = f"_{args.tag}" if args.tag else ""
             result["model"] = f"{model} ({args.tag})" if args.tag else model
             (C.RESULTS / f"seenn_{model}{suffix}.json").write_text(json.dumps(result, indent=1))

@@ -51,15 +51,20 @@ from snnconv.training import TrainConfig  # noqa: E402
 COMMAND = "/work/venv/bin/python benchmarks/teas_bench.py"
 
 
+def balance_for(base: int, default_balance: bool) -> BalanceConfig:
+    """The product default (mse search for base/2) or, as the earlier rows, the mse search for the base T."""
+    return BalanceConfig() if default_balance else BalanceConfig(time_steps=base)
+
+
 def run(model: str, base: int, limit: int, holdout: float, finetune_samples: int = 0, finetune_epochs: int = 1,
-        budget: float = 0.1) -> dict:
+        budget: float = 0.1, default_balance: bool = False) -> dict:
     cx, cy = C.calibration_set(model)
     tx, ty = C.test_order(model)
     cal = LabeledData(x=cx, y=cy, num_classes=10, description=f"{model} calibration")
     test = LabeledData(x=tx[:limit], y=ty[:limit], num_classes=10, description=f"{model} test[:{limit}]")
     imported = load_model(C.source_model(model), example=cx)
     t0 = time.perf_counter()
-    network = snnconv.convert(imported, cal, ConvertConfig(time_steps=base, balance=BalanceConfig(time_steps=base)))
+    network = snnconv.convert(imported, cal, ConvertConfig(time_steps=base, balance=balance_for(base, default_balance)))
     t1 = time.perf_counter()
     simulation = SimulationConfig(time_steps=base)
     uniform = snnconv.evaluate(network, test, simulation)
@@ -87,7 +92,7 @@ def run(model: str, base: int, limit: int, holdout: float, finetune_samples: int
     extra = teas_summary(result, uniform, compressed, rows, energy)
     after = summarize(compressed.simulation, compressed.ann, energy)
     return {
-        "model": model, "base_t": base, "samples": limit, "accuracy_budget": budget,
+        "model": model, "base_t": base, "samples": limit, "accuracy_budget": budget, "default_balance": default_balance,
         "command": " ".join([COMMAND] + sys.argv[1:]), "ann_accuracy_pct": uniform.ann.accuracy,
         "uniform_curve_pct": [uniform.simulation.accuracy_at(t) for t in range(1, base + 1)],
         "teas_accuracy_pct": after["snn_accuracy_pct"], "teas_avg_t": after["avg_time_steps"],
@@ -185,7 +190,9 @@ def timing_lines(results: list[dict]) -> list[str]:
 def render(results: list[dict]) -> None:
     lines = ["## 4. TEAS: per-layer time steps", "",
              f"Command: `{COMMAND}` (results: `benchmarks/results/teas_<model>.json`). Machine: {C.machine()}.", "",
-             "`mseT-channel-half-advanced` (the default pipeline with the mse search for the base T, as before 2026-12-02; section 1) converted for the base T on the 1000 benchmark calibration images; TEAS (default "
+             "`mseT-channel-half-advanced` (the default pipeline with the mse search for the base T, as before 2026-12-02; section 1; "
+             "models tagged `default balance` use today's default `mse-channel-half-advanced`, the search for T/2, "
+             "`--default-balance`) converted for the base T on the 1000 benchmark calibration images; TEAS (default "
              "options: accuracy budget 0.1 points, unless the model's name gives another, on a held-out part of those "
              "images, half unless the per-model line below says otherwise, T_l in {T, T/2, ..., 1}) "
              "profiles the rest. Accuracy, operations and energy are measured on the evaluation set for the "
@@ -254,6 +261,8 @@ def main() -> None:
     parser.add_argument("--finetune-epochs", type=int, default=1)
     parser.add_argument("--timing-comparison", action="store_true",
                         help="measure the stored allocation under every spike timing (result: teas-timing_<model>.json)")
+    parser.add_argument("--default-balance", action="store_true",
+                        help="convert with the product default (mse search for T/2) instead of the search for T")
     parser.add_argument("--render-only", action="store_true")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
@@ -265,7 +274,7 @@ def main() -> None:
     elif not args.render_only:
         for model in args.models.split(","):
             result = run(model, args.base_t, args.limit, args.holdout, args.finetune_samples, args.finetune_epochs,
-                         args.budget)
+                         args.budget, args.default_balance)
             name = f"teas_{model}_finetune.json" if args.finetune_samples else f"teas_{model}.json"
             if args.finetune_samples:
                 result["model"] = f"{model} + fine-tune"
@@ -275,6 +284,9 @@ def main() -> None:
             if args.base_t != 32:
                 name = name.replace(".json", f"_t{args.base_t}.json")
                 result["model"] += f" (base T {args.base_t})"
+            if args.default_balance:
+                name = name.replace(".json", "_default-balance.json")
+                result["model"] += " (default balance)"
             (C.RESULTS / name).write_text(json.dumps(result, indent=1, default=float))
             print(f"[{model}] TEAS acc {result['teas_accuracy_pct']:.2f} avg T {result['teas_avg_t']:.2f} "
                   f"equal-accuracy uniform T {result['equal_accuracy_t']}", flush=True)

@@ -206,13 +206,16 @@ def render_section() -> None:
         "/work/sjvenv/bin/pip install torch==2.14.1 torchvision==0.29.1 spikingjelly",
         "/work/venv/bin/python benchmarks/export_resnet20.py   # ResNet-20 ONNX -> PyTorch state dict, checked vs onnxruntime",
         SJ_COMMAND + " --models resnet20",
-        SJ_COMMAND + " --models vgg,resnet,maxpool --limit 2000",
+        SJ_COMMAND + " --models vgg,resnet --limit 2000",
+        SJ_COMMAND + " --models maxpool --limit 10000 --threads 1",
         "```",
         "",
         f"SpikingJelly {version}, torch {torch.__version__}, date {C.today()}. Its rows (`SJ ...`) are in the grid "
         "tables of section 1, on the same 1000 test images as snnconv's grid rows. For the Fashion-MNIST models it "
-        "also ran on the rest of the evaluation set (`--limit 2000`: test images 1000..1999 of the permutation), "
-        "so at T = 16 and 32 the comparison with the default pipeline uses all 2000 images.",
+        "also ran on the rest of the first N images of the permutation (`--limit N`: 2000 for vgg and resnet, all "
+        "10,000 for maxpool, whose T = 16 comparison was a tie on the 1000-image grid); where the default "
+        "pipeline's rows cover the same N images, the comparison at T = 16 and 32 uses all of them (section 1 "
+        "says which images each comparison used).",
         "",
         "How SpikingJelly is run: `ann2snn.Converter(recipe=RateCodingRecipe(dataloader, mode=...))`, which folds "
         "batch norm, records per-batch activation statistics at every `nn.ReLU` (max, a quantile of all "

@@ -15,7 +15,7 @@ from snnconv import artifacts
 from snnconv.config import SimulationConfig
 from snnconv.engine import Engine, TimePlan
 from snnconv.errors import ConfigError
-from snnconv.stages.teas import TeasConfig, _allocate, consumer_params, profile_layers
+from snnconv.stages.teas import TeasConfig, _allocate, consumer_params, profile_layers, teas, unresolved_budget
 from snnconv_cli.main import app
 
 from helpers import as_data, cli_artifact, convert
@@ -176,3 +176,19 @@ def test_compress_teas_with_finetuning_changes_the_weights_and_reports_before_an
     again = runner.invoke(app, ["evaluate", str(out), "--report-dir", str(tmp_path / "r"), "--limit", "200", "--quiet",
                                 "--json"])
     assert json.loads(again.output)["summary"]["snn_accuracy_pct"] == pytest.approx(summary["snn_accuracy_pct"])
+
+
+def test_a_held_out_split_too_small_for_the_budget_is_said_once_with_its_numbers(residual):
+    model, network, x = residual  # layer-wise thresholds: the noise probe shapes a scalar threshold per sample
+    notes: list[str] = []
+    result = teas(network, as_data(x, model), TeasConfig(holdout_fraction=0.5, accuracy_budget=0.1), time_steps=8,
+                  progress=notes.append)
+    assert result.holdout_samples == 32
+    assert all(np.isfinite(p.noise_drop_points) and np.isfinite(p.noise_divergence) for p in result.profiles)
+    said = [n for n in notes if "held-out split" in n]
+    assert said == [unresolved_budget(32, TeasConfig(accuracy_budget=0.1))]
+    assert "32 samples" in said[0] and "3.12 points" in said[0] and "0.1 points" in said[0]
+    # 1000 held-out samples resolve 0.1 points; a budget of whole samples is resolved; an op budget has no floor
+    assert unresolved_budget(1000, TeasConfig(accuracy_budget=0.1)) is None
+    assert unresolved_budget(32, TeasConfig(accuracy_budget=3.125)) is None
+    assert unresolved_budget(32, TeasConfig(avg_steps_budget=4.0)) is None

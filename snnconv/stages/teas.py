@@ -224,6 +224,9 @@ def teas(network: SpikingNetwork, calibration: LabeledData, config: TeasConfig =
     holdout, profiling = calibration.split(config.holdout_fraction, config.seed)
     steps = config.steps_for(base)
     probe = int(config.probe_steps or max(config.min_steps, base // 4))
+    unresolved = unresolved_budget(len(holdout), config)
+    if unresolved:
+        note(unresolved)
 
     note(f"profiling {len(profiling)} samples at T={base}")
     profile_sim = engine.simulate(profiling.batches(batch_size), TimePlan(base, chunk_steps))
@@ -245,7 +248,8 @@ def teas(network: SpikingNetwork, calibration: LabeledData, config: TeasConfig =
         neuron = neurons[prof.name]
         saved = neuron.v_offset
         shape = _activation_shape(engine, holdout, prof.name)
-        theta = neuron.broadcast(neuron.threshold.cpu(), len(shape) + 1)[0]
+        # per sample: a layer-wise (scalar) threshold broadcasts as well as a per-channel one
+        theta = neuron.broadcast(neuron.threshold.cpu(), len(shape) + 1).expand(1, *shape)[0]
         noise = config.noise * theta * base * torch.randn(shape, generator=generator)
         neuron.v_offset = (saved.cpu() + noise).to(saved.device)
         try:
@@ -279,6 +283,22 @@ def teas(network: SpikingNetwork, calibration: LabeledData, config: TeasConfig =
                       uniform_ops_per_sample=base_ops, final_ops_per_sample=_synaptic_ops(final_sim),
                       probe_steps=probe, correlation=correlation, trace=trace, evaluations=runner.count,
                       recalibrated=recalibrated, timing=config.timing, crossings=crossings)
+
+
+def unresolved_budget(holdout_samples: int, config: TeasConfig) -> str | None:
+    """A sentence saying that the held-out split is too small to resolve the accuracy budget, else None.
+
+    With n held-out samples, accuracy moves in steps of 100/n points; when that step is larger than the
+    budget, the allocator can only accept cuts that lose no sample at all, which is far stricter than asked.
+    """
+    if config.avg_steps_budget is not None or holdout_samples == 0:
+        return None
+    one_sample = 100.0 / holdout_samples
+    if one_sample <= config.accuracy_budget:
+        return None
+    return (f"the held-out split has {holdout_samples} samples, so one sample is {one_sample:.2f} points, more than "
+            f"the accuracy budget of {config.accuracy_budget:g} points: cuts are accepted only where no held-out "
+            f"sample is lost; more calibration samples or a larger holdout fraction resolve the budget")
 
 
 def _activation_shape(engine: Engine, data: LabeledData, name: str) -> torch.Size:

@@ -60,6 +60,13 @@ def source_model(model: str):
     return net.eval()
 
 
+def balance(base_t: int, default_balance: bool = False):
+    """Threshold balancing of the method benchmarks: the product default (the mse search for base_t / 2) with
+    ``--default-balance``, else the mse search for base_t, which their earlier rows (`mseT`) used."""
+    from snnconv.config import BalanceConfig
+    return BalanceConfig() if default_balance else BalanceConfig(time_steps=base_t)
+
+
 # ---------------------------------------------------------------------------------------------------- data
 def permutation(count: int, seed: int = SEED) -> torch.Tensor:
     """The seeded permutation snnconv.data uses for ``limit`` (first ``limit`` entries are kept)."""

@@ -33,7 +33,7 @@ import snnconv  # noqa: E402
 from snnconv import artifacts  # noqa: E402
 from snnconv.api import load_model  # noqa: E402
 from snnconv.compress.dts import dts_rows, dts_summary  # noqa: E402
-from snnconv.config import BalanceConfig, ConvertConfig, SimulationConfig  # noqa: E402
+from snnconv.config import ConvertConfig, SimulationConfig  # noqa: E402
 from snnconv.data import LabeledData  # noqa: E402
 from snnconv.metrics import load_energy_model, summarize  # noqa: E402
 from snnconv.stages.dts import DtsConfig, sensitivity, train_time_masks  # noqa: E402
@@ -63,7 +63,7 @@ def run(base: int, limit: int, train_samples: int, mask_weights: list[float], ma
     train = LabeledData(x=fx, y=fy, num_classes=10, description=f"{MODEL} train[:{train_samples}]")
     imported = load_model(C.source_model(MODEL), example=cx)
     t0 = time.perf_counter()
-    network = snnconv.convert(imported, cal, ConvertConfig(time_steps=base, balance=BalanceConfig(time_steps=base)))
+    network = snnconv.convert(imported, cal, ConvertConfig(time_steps=base, balance=C.balance(base)))
     convert_s = time.perf_counter() - t0
     simulation = SimulationConfig(time_steps=base)
     uniform = snnconv.evaluate(network, test, simulation)

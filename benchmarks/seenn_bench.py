@@ -38,7 +38,7 @@ import _common as C  # noqa: E402
 import snnconv  # noqa: E402
 import snnconv.zoo  # noqa: E402
 from snnconv.api import load_model  # noqa: E402
-from snnconv.config import BalanceConfig, ConvertConfig, SimulationConfig  # noqa: E402
+from snnconv.config import ConvertConfig, SimulationConfig  # noqa: E402
 from snnconv.data import LabeledData  # noqa: E402
 from snnconv.metrics import load_energy_model, summarize  # noqa: E402
 from snnconv.metrics.summary import steps_of_equal_accuracy  # noqa: E402
@@ -110,9 +110,8 @@ def run(model: str, limit: int, selection_count: int, policy_train: int, epochs:
     selection = LabeledData(x=tx[chosen], y=ty[chosen], num_classes=10,
                             description=f"{model} test[{chosen.start}:{chosen.stop}]")
     imported = load_model(C.source_model(model), example=cx)
-    # The product default balances for base_t / 2; the earlier rows kept the search for base_t.
-    balance = BalanceConfig() if default_balance else BalanceConfig(time_steps=base_t)
-    network = snnconv.convert(imported, cal, ConvertConfig(time_steps=base_t, balance=balance, signed_spikes=signed))
+    network = snnconv.convert(imported, cal, ConvertConfig(time_steps=base_t, balance=C.balance(base_t, default_balance),
+                                                           signed_spikes=signed))
     traces = []
     fixed = snnconv.evaluate(network, test, SimulationConfig(time_steps=base_t), exit_policy=None, trace_output=True,
                              on_batch=lambda outcome: traces.append(outcome["output_trace"].cpu()))

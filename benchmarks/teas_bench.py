@@ -39,7 +39,7 @@ import snnconv  # noqa: E402
 import snnconv.zoo  # noqa: E402
 from snnconv.api import load_model  # noqa: E402
 from snnconv.compress import teas_rows, teas_summary, uniform_steps_matching  # noqa: E402
-from snnconv.config import SPIKE_TIMINGS, BalanceConfig, ConvertConfig, SimulationConfig  # noqa: E402
+from snnconv.config import SPIKE_TIMINGS, ConvertConfig, SimulationConfig  # noqa: E402
 from snnconv.data import LabeledData  # noqa: E402
 from snnconv.engine import Engine  # noqa: E402
 from snnconv.metrics import load_energy_model, summarize  # noqa: E402
@@ -51,11 +51,6 @@ from snnconv.training import TrainConfig  # noqa: E402
 COMMAND = "/work/venv/bin/python benchmarks/teas_bench.py"
 
 
-def balance_for(base: int, default_balance: bool) -> BalanceConfig:
-    """The product default (mse search for base/2) or, as the earlier rows, the mse search for the base T."""
-    return BalanceConfig() if default_balance else BalanceConfig(time_steps=base)
-
-
 def run(model: str, base: int, limit: int, holdout: float, finetune_samples: int = 0, finetune_epochs: int = 1,
         budget: float = 0.1, default_balance: bool = False) -> dict:
     cx, cy = C.calibration_set(model)
@@ -64,7 +59,7 @@ def run(model: str, base: int, limit: int, holdout: float, finetune_samples: int
     test = LabeledData(x=tx[:limit], y=ty[:limit], num_classes=10, description=f"{model} test[:{limit}]")
     imported = load_model(C.source_model(model), example=cx)
     t0 = time.perf_counter()
-    network = snnconv.convert(imported, cal, ConvertConfig(time_steps=base, balance=balance_for(base, default_balance)))
+    network = snnconv.convert(imported, cal, ConvertConfig(time_steps=base, balance=C.balance(base, default_balance)))
     t1 = time.perf_counter()
     simulation = SimulationConfig(time_steps=base)
     uniform = snnconv.evaluate(network, test, simulation)
@@ -117,7 +112,7 @@ def compare_timings(model: str, base: int, limit: int) -> dict:
     cal = LabeledData(x=cx, y=cy, num_classes=10, description=f"{model} calibration")
     test = LabeledData(x=tx[:limit], y=ty[:limit], num_classes=10, description=f"{model} test[:{limit}]")
     converted = snnconv.convert(load_model(C.source_model(model), example=cx), cal,
-                                ConvertConfig(time_steps=base, balance=BalanceConfig(time_steps=base)))
+                                ConvertConfig(time_steps=base, balance=C.balance(base)))
     simulation = SimulationConfig(time_steps=base)
     uniform = snnconv.evaluate(converted, test, simulation)
     energy = load_energy_model("45nm")

@@ -33,7 +33,7 @@ import _common as C  # noqa: E402
 import snnconv  # noqa: E402
 from snnconv.api import load_model  # noqa: E402
 from snnconv.compress.ttfs import surrogate_agreement, ttfs_rows, ttfs_summary  # noqa: E402
-from snnconv.config import BalanceConfig, ConvertConfig, SimulationConfig  # noqa: E402
+from snnconv.config import ConvertConfig, SimulationConfig  # noqa: E402
 from snnconv.data import LabeledData  # noqa: E402
 from snnconv.metrics import load_energy_model, summarize  # noqa: E402
 from snnconv.stages.ttfs import (TTFSConfig, TTFSFinetuneConfig, build_ttfs, finetune_ttfs, fit_kernels,  # noqa: E402
@@ -68,7 +68,7 @@ def run(model: str, limit: int, rate_t: int, finetune_samples: int, epochs: int,
     test = LabeledData(x=tx[:limit], y=ty[:limit], num_classes=10, description=f"{model} test[:{limit}]")
     energy = load_energy_model("45nm")
     imported = load_model(C.source_model(model), example=cx)
-    rate_network = snnconv.convert(imported, cal, ConvertConfig(time_steps=BASE_T, balance=BalanceConfig(time_steps=BASE_T)))
+    rate_network = snnconv.convert(imported, cal, ConvertConfig(time_steps=BASE_T, balance=C.balance(BASE_T)))
     rate = snnconv.evaluate(rate_network, test, SimulationConfig(time_steps=rate_t))
     runs = {}
 

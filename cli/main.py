@@ -173,6 +173,10 @@ def compress(
     min_t: int = typer.Option(1, "--min-t", help="TEAS: smallest T_l."),
     noise: float = typer.Option(0.1, "--noise", help="TEAS: u of the noise sensitivity, relative to the threshold."),
     timing: Optional[str] = typer.Option(None, "--timing", help="TEAS: " + TIMING_HELP + " Default: linear."),
+    retune_thresholds: Optional[bool] = typer.Option(
+        None, "--retune-thresholds/--keep-thresholds",
+        help="TEAS: search each cut layer's threshold again for its own T_l (mse-balanced networks; default) or keep "
+             "the thresholds balanced for T."),
     score: str = typer.Option("confidence", "--score", help="SEENN-I: confidence (max softmax) | entropy | margin."),
     temperature: str = typer.Option("8", "--temperature", help="SEENN-I: softmax temperature on the summed output, "
                                                                "or auto (chosen on the held-out split)."),
@@ -235,7 +239,8 @@ def compress(
                                      fire_start=fire_start, tc=tc, percentile=percentile, fit_epochs=fit_epochs,
                                      relaxation=relaxation, kernel_reg=kernel_reg, bn_loss=bn_loss,
                                      mask_weight=mask_weight, groups=groups, mask_lr=mask_lr,
-                                     initial_steps=initial_steps, timing=timing)
+                                     initial_steps=initial_steps, timing=timing,
+                                     retune_thresholds=retune_thresholds)
         if resume and checkpoint is None:
             raise ConfigError("--resume needs --checkpoint FILE to resume from.")
         eval_cfg = opt.data_config(data, "test", limit, seed, None, None, None)

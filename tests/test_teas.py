@@ -12,7 +12,7 @@ from typer.testing import CliRunner
 
 import snnconv
 from snnconv import artifacts
-from snnconv.config import SimulationConfig
+from snnconv.config import BalanceConfig, SimulationConfig
 from snnconv.engine import Engine, TimePlan
 from snnconv.errors import ConfigError
 from snnconv.stages.teas import TeasConfig, _allocate, consumer_params, profile_layers, teas, unresolved_budget
@@ -154,6 +154,9 @@ def test_compress_refuses_what_it_cannot_run(tmp_path):
     assert result.exit_code == 10 and "is not an snnconv artifact" in " ".join(result.output.split())
     result = runner.invoke(app, ["compress", str(tmp_path), "--method", "nope", "-o", str(tmp_path / "o")])
     assert result.exit_code == 3 and "--method 'nope' is not available" in " ".join(result.output.split())
+    result = runner.invoke(app, ["compress", str(tmp_path), "--method", "seenn", "--keep-thresholds", "-o",
+                                 str(tmp_path / "o")])
+    assert result.exit_code == 3 and "--keep-thresholds applies to --method teas" in " ".join(result.output.split())
     assert not (tmp_path / "o").exists()
 
 
@@ -172,7 +175,12 @@ def test_compress_teas_with_finetuning_changes_the_weights_and_reports_before_an
     before, after = artifacts.load(art).graph.state_dict(), artifacts.load(out).graph.state_dict()
     changed = [k for k in before if k.endswith("weight") and not torch.equal(before[k], after[k])]
     assert changed  # BPTT moved the weights; the thresholds are not trained
-    assert all(torch.equal(before[k], after[k]) for k in before if k.endswith("threshold"))
+    old, new = dict(artifacts.load(art).neuron_layers()), dict(artifacts.load(out).neuron_layers())
+    table = pd.read_csv(out / "reports" / "teas.csv")
+    assert summary["teas_retuned_layers"] == int(table["threshold_retuned"].sum())
+    assert (table["threshold_retuned"] == (table["time_steps_teas"] < 8)).all()
+    kept = list(table.loc[~table["threshold_retuned"], "layer"])
+    assert kept and all(torch.equal(old[name].threshold, new[name].threshold) for name in kept)
     again = runner.invoke(app, ["evaluate", str(out), "--report-dir", str(tmp_path / "r"), "--limit", "200", "--quiet",
                                 "--json"])
     assert json.loads(again.output)["summary"]["snn_accuracy_pct"] == pytest.approx(summary["snn_accuracy_pct"])
@@ -192,3 +200,40 @@ def test_a_held_out_split_too_small_for_the_budget_is_said_once_with_its_numbers
     assert unresolved_budget(1000, TeasConfig(accuracy_budget=0.1)) is None
     assert unresolved_budget(32, TeasConfig(accuracy_budget=3.125)) is None
     assert unresolved_budget(32, TeasConfig(avg_steps_budget=4.0)) is None
+
+
+def test_cut_layers_get_the_mse_threshold_of_their_own_window_and_the_others_keep_theirs():
+    x = torch.rand(64, 1, 8, 8, generator=torch.Generator().manual_seed(1))
+    model = build("residual").eval()
+
+    def converted_for(balance_steps: int):
+        return convert(model, x, time_steps=8, balance=BalanceConfig(method="mse", time_steps=balance_steps))
+
+    network = converted_for(4)
+    before = {name: neuron.threshold.clone() for name, neuron in network.neuron_layers()}
+    result = teas(network, as_data(x, model), TeasConfig(avg_steps_budget=2), time_steps=8)
+    cut = {name: t for name, t in result.layer_time_steps.items() if t != 8}
+    assert result.retuned_thresholds == cut and any(t < 4 for t in cut.values())
+    after = dict(network.neuron_layers())
+    for name, threshold in before.items():
+        if name in cut:  # what the conversion's own search finds for that window, on the same data
+            expected = dict(converted_for(cut[name]).neuron_layers())[name].threshold
+            assert torch.equal(after[name].threshold, expected)
+            # balanced for 4 levels at conversion: only windows other than 4 move the threshold
+            assert torch.equal(expected, threshold) == (cut[name] == 4)
+        else:
+            assert torch.equal(after[name].threshold, threshold)
+    kept = converted_for(4)
+    result = teas(kept, as_data(x, model), TeasConfig(avg_steps_budget=2.5, retune_thresholds=False), time_steps=8)
+    assert result.retuned_thresholds == {} and any(t != 8 for t in result.layer_time_steps.values())
+    assert all(torch.equal(neuron.threshold, before[name]) for name, neuron in kept.neuron_layers())
+
+
+def test_thresholds_balanced_without_the_mse_search_are_kept_and_teas_says_why(residual):
+    model, network, x = residual  # max balancing: the threshold does not depend on T
+    notes: list[str] = []
+    before = {name: neuron.threshold.clone() for name, neuron in network.neuron_layers()}
+    result = teas(network, as_data(x, model), TeasConfig(avg_steps_budget=2.5), time_steps=8, progress=notes.append)
+    assert result.retuned_thresholds == {} and any(t != 8 for t in result.layer_time_steps.values())
+    assert all(torch.equal(neuron.threshold, before[name]) for name, neuron in network.neuron_layers())
+    assert "thresholds kept: they were balanced by 'max', which does not depend on T" in notes

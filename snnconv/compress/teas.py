@@ -16,7 +16,7 @@ from .tables import quantity_table, write_csv
 TEAS_COLUMNS = (
     "layer", "neurons", "activity_spikes_per_neuron_per_step", "first_spike_step", "consumer_params",
     "cost_spikes_x_params", "cut_drop_points", "cut_divergence", "noise_drop_points", "noise_divergence",
-    "time_steps_uniform", "time_steps_teas", "spikes_per_sample_uniform", "spikes_per_sample_teas",
+    "time_steps_uniform", "time_steps_teas", "threshold_retuned", "spikes_per_sample_uniform", "spikes_per_sample_teas",
     "synaptic_ops_per_sample_uniform", "synaptic_ops_per_sample_teas",
 )
 
@@ -76,6 +76,7 @@ def teas_rows(network, result: TeasResult, uniform: Evaluation, compressed: Eval
             "cut_divergence": prof.cut_divergence, "noise_drop_points": prof.noise_drop_points,
             "noise_divergence": prof.noise_divergence, "time_steps_uniform": result.base_steps,
             "time_steps_teas": prof.time_steps,
+            "threshold_retuned": prof.name in result.retuned_thresholds,
             "spikes_per_sample_uniform": layer_spikes_per_sample(uniform.simulation, before[prof.name],
                                                                  uniform.simulation.time_steps),
             "spikes_per_sample_teas": layer_spikes_per_sample(compressed.simulation, after[prof.name],
@@ -106,6 +107,7 @@ def teas_summary(result: TeasResult, uniform: Evaluation, compressed: Evaluation
         "teas_holdout_samples": result.holdout_samples,
         "teas_allocation_simulations": result.evaluations,
         "teas_recalibrated": result.recalibrated,
+        "teas_retuned_layers": len(result.retuned_thresholds),
         "teas_timing": result.timing,
         "teas_crossings": len(result.crossings),
         "teas_crossings_linear": sum(c.timing == "linear" for c in result.crossings),

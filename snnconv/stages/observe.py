@@ -84,16 +84,18 @@ class ActivationStatistics:
         return self.layers[name].merged()[1]
 
 
-def relu_nodes(gm: torch.fx.GraphModule) -> list[torch.fx.Node]:
-    return [n for n in gm.graph.nodes if n.op == "call_module" and isinstance(gm.get_submodule(n.target), nn.ReLU)]
+def layer_nodes(gm: torch.fx.GraphModule, module_type: type = nn.ReLU) -> list[torch.fx.Node]:
+    return [n for n in gm.graph.nodes if n.op == "call_module" and isinstance(gm.get_submodule(n.target), module_type)]
 
 
 def collect_statistics(gm: torch.fx.GraphModule, batches: Iterable[torch.Tensor], *, bins: int = DEFAULT_BINS,
-                       progress: Callable[[int], None] | None = None) -> ActivationStatistics:
-    """Run the (normalized) ANN over ``batches`` once and histogram every ReLU's output."""
+                       progress: Callable[[int], None] | None = None,
+                       module_type: type = nn.ReLU) -> ActivationStatistics:
+    """Run the (normalized) ANN over ``batches`` once and histogram the output of every ``module_type`` layer:
+    the ReLUs before conversion; after it, ``IFNeuron`` (a converted graph called directly computes the ANN)."""
     stats = ActivationStatistics()
     handles = []
-    for node in relu_nodes(gm):
+    for node in layer_nodes(gm, module_type):
         module = gm.get_submodule(node.target)
 
         def hook(_module, _inputs, output, name=node.name):

@@ -13,8 +13,11 @@ option, are documented in docs/teas.md. In short:
    the move taken is the one saving the most measured synaptic operations per point of measured accuracy
    lost, re-measured in the current allocation before it is accepted, while the accuracy stays within the
    budget of the uniform network (or, with an average-T budget, until the mean T_l reaches it).
-4. Recalibrate: a network converted with calibration gets it again, for the allocated windows (its bias and
-   potential corrections were measured over the uniform T).
+4. Retune and recalibrate: with mse balancing (the default), a threshold is the clip that best quantizes the
+   layer's ANN activations into the levels its window can express, so a cut layer gets its threshold searched
+   again for its T_l; this holds in every held-out trial, so sensitivities and moves are measured with the
+   thresholds the layer would keep. A network converted with calibration then gets it again, for the
+   allocated windows (its bias and potential corrections were measured over the uniform T).
 
 ``timing`` chooses how spikes cross between windows (linear map or sub-step crossing times, docs/teas.md
 "5. Execute"); the sensitivity probes, the allocation, the recalibration and the result all run with it.
@@ -30,14 +33,17 @@ import numpy as np
 import pandas as pd
 import torch
 
-from ..config import _Plain, check_timing
+from ..config import BalanceConfig, _Plain, check_timing
 from ..data import LabeledData
 from ..engine import Crossing, Engine, TimePlan
 from ..errors import ConfigError
 from ..network import SpikingNetwork
+from ..neurons import IFNeuron
 from ..results import SimulationResult
+from .balance import layer_thresholds
 from .calibrate import calibrate
 from .finetune import FinetuneConfig
+from .observe import LayerHistogram, collect_statistics
 
 ProgressFn = Callable[[str], None]
 
@@ -53,6 +59,7 @@ class TeasConfig(_Plain):
     noise: float = 0.1  # u of the noise sensitivity, relative to the layer's threshold
     seed: int = 0
     timing: str = "linear"  # spike timing between windows, allocation and result alike (SPIKE_TIMINGS)
+    retune_thresholds: bool = True  # mse-balanced networks: search a cut layer's threshold again for its T_l
     finetune: bool = False  # after allocating: surrogate-gradient BPTT with T_l fixed (docs/teas.md)
     tuning: FinetuneConfig = field(default_factory=FinetuneConfig)
 
@@ -122,6 +129,7 @@ class TeasResult:
     trace: list[AllocationStep] = field(default_factory=list)
     evaluations: int = 0  # held-out simulations the allocation ran
     recalibrated: bool = False  # calibration redone for the allocated windows
+    retuned_thresholds: dict[str, int] = field(default_factory=dict)  # layer -> the T_l its threshold was searched for
     timing: str = "linear"  # spike timing between windows (TeasConfig.timing)
     crossings: list[Crossing] = field(default_factory=list)  # edges between different windows, with their map
 
@@ -130,21 +138,75 @@ class TeasResult:
         return float(np.mean(list(self.layer_time_steps.values())))
 
 
+class WindowThresholds:
+    """Thresholds searched for a layer's own window T_l: the mse search of the conversion (ALGORITHMS section
+    6.1), rerun on the layer's ANN activation histogram with T_l quantization levels. Cached per (layer, T_l)."""
+
+    def __init__(self, network: SpikingNetwork, data: LabeledData, batch_size: int = 256):
+        balance = network.config.balance
+        self.enabled = balance.method == "mse"
+        self.balance, self.half_init = balance, network.config.half_init
+        self.neurons = dict(network.neuron_layers())
+        self.original = {name: neuron.threshold.clone() for name, neuron in self.neurons.items()}
+        self.histograms: dict[str, LayerHistogram] = {}
+        if self.enabled:
+            device = next(network.graph.parameters()).device
+            graph = network.ann_graph()
+            self.histograms = collect_statistics(graph, (x.to(device) for x, _ in data.batches(batch_size)),
+                                                 module_type=IFNeuron).layers
+        self._cache: dict[tuple[str, int], torch.Tensor] = {}
+
+    def retunable(self, name: str) -> bool:
+        return self.enabled and name in self.histograms and name not in self.balance.overrides
+
+    def threshold(self, name: str, steps: int) -> torch.Tensor:
+        key = (name, steps)
+        if key not in self._cache:
+            config = BalanceConfig(method="mse", granularity=self.balance.granularity, time_steps=steps)
+            found = layer_thresholds(self.histograms[name], config, self.half_init)
+            self._cache[key] = found.reshape(self.original[name].shape).to(self.original[name])
+        return self._cache[key]
+
+    def apply(self, windows: dict[str, int], base: int) -> dict[str, int]:
+        """Set every cut layer's threshold for its window, the others' back to the original; returns the
+        layers retuned and the T each threshold was searched for."""
+        retuned = {}
+        for name, neuron in self.neurons.items():
+            steps = windows.get(name, base)
+            if steps != base and self.retunable(name):
+                neuron.threshold = self.threshold(name, steps)
+                retuned[name] = steps
+            else:
+                neuron.threshold = self.original[name]
+        return retuned
+
+    def restore(self) -> None:
+        for name, neuron in self.neurons.items():
+            neuron.threshold = self.original[name]
+
+
 class _Runner:
     """Held-out simulations of one network under different per-layer plans, with their output distributions."""
 
     def __init__(self, engine: Engine, data: LabeledData, base: int, batch_size: int, chunk_steps: int,
-                 timing: str = "linear"):
+                 timing: str = "linear", thresholds: WindowThresholds | None = None):
         self.engine, self.data, self.base = engine, data, base
         self.batch_size, self.chunk_steps, self.timing = batch_size, chunk_steps, timing
+        self.thresholds = thresholds
         self.count = 0
 
     def run(self, windows: dict[str, int]) -> tuple[SimulationResult, torch.Tensor]:
         outputs: list[torch.Tensor] = []
         plan = TimePlan.per_layer(self.base, {k: v for k, v in windows.items() if v != self.base}, self.chunk_steps,
                                   timing=self.timing)
-        sim = self.engine.simulate(self.data.batches(self.batch_size), plan,
-                                   on_batch=lambda outcome: outputs.append(outcome["accumulated"].float().cpu()))
+        if self.thresholds is not None:
+            self.thresholds.apply(windows, self.base)
+        try:
+            sim = self.engine.simulate(self.data.batches(self.batch_size), plan,
+                                       on_batch=lambda outcome: outputs.append(outcome["accumulated"].float().cpu()))
+        finally:
+            if self.thresholds is not None:
+                self.thresholds.restore()
         self.count += 1
         return sim, torch.softmax(torch.cat(outputs) / self.base, dim=-1)
 
@@ -233,7 +295,10 @@ def teas(network: SpikingNetwork, calibration: LabeledData, config: TeasConfig =
     profiles = profile_layers(engine, profile_sim)
     names = [p.name for p in profiles]
 
-    runner = _Runner(engine, holdout, base, batch_size, chunk_steps, config.timing)
+    thresholds = WindowThresholds(network, calibration, batch_size) if config.retune_thresholds else None
+    if thresholds is not None and not thresholds.enabled:
+        note(f"thresholds kept: they were balanced by '{network.config.balance.method}', which does not depend on T")
+    runner = _Runner(engine, holdout, base, batch_size, chunk_steps, config.timing, thresholds)
     uniform = {name: base for name in names}
     base_sim, base_out = runner.run(uniform)
     base_acc, base_ops = base_sim.accuracy_at(base), _synaptic_ops(base_sim)
@@ -263,6 +328,13 @@ def teas(network: SpikingNetwork, calibration: LabeledData, config: TeasConfig =
                    for key in ("cut_drop_points", "cut_divergence", "noise_drop_points", "noise_divergence")}
 
     windows, trace = _allocate(runner, names, steps, base_acc, base_ops, config, note)
+    retuned = thresholds.apply(windows, base) if thresholds is not None else {}
+    for name in retuned:  # corrections measured under the old threshold and window do not carry over
+        neurons[name].bias = torch.zeros_like(neurons[name].bias)
+        neurons[name].v_offset = torch.zeros((), device=neurons[name].v_offset.device)
+    if retuned:
+        note(f"thresholds searched again for their T_l in {len(retuned)} layers")
+    runner.thresholds = None  # the network now holds the allocated thresholds
     recalibrated = network.config.calibrate != "none" and any(t != base for t in windows.values())
     if recalibrated:
         # calibration corrections are tied to the window they were measured over: redo them for each T_l
@@ -282,7 +354,8 @@ def teas(network: SpikingNetwork, calibration: LabeledData, config: TeasConfig =
                       uniform_accuracy_pct=base_acc, final_accuracy_pct=final_sim.accuracy_at(base),
                       uniform_ops_per_sample=base_ops, final_ops_per_sample=_synaptic_ops(final_sim),
                       probe_steps=probe, correlation=correlation, trace=trace, evaluations=runner.count,
-                      recalibrated=recalibrated, timing=config.timing, crossings=crossings)
+                      recalibrated=recalibrated, timing=config.timing, crossings=crossings,
+                      retuned_thresholds=retuned)
 
 
 def unresolved_budget(holdout_samples: int, config: TeasConfig) -> str | None:

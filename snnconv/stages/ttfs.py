@@ -33,7 +33,7 @@ from ..neurons import IFNeuron
 from ..neurons.ttfs import TemporalKernel, TTFSCoding, encode_decode
 from ..training import TrainConfig, TrainLog, fit
 from .balance import layer_thresholds
-from .observe import LayerHistogram
+from .observe import collect_statistics
 
 
 def _finetune_defaults() -> TrainConfig:
@@ -117,13 +117,10 @@ def ann_activations(network: SpikingNetwork, x: torch.Tensor) -> dict[str, torch
 
 def percentile_thresholds(network: SpikingNetwork, data: LabeledData, config: TTFSConfig,
                           batch_size: int = 256) -> dict[str, torch.Tensor]:
-    histograms: dict[str, LayerHistogram] = {}
     device = next(network.graph.parameters()).device
-    for x, _y in data.batches(batch_size):
-        for name, activation in ann_activations(network, x.to(device)).items():
-            histograms.setdefault(name, LayerHistogram(channels=activation.shape[1])).update(activation)
+    stats = collect_statistics(network.graph, (x.to(device) for x, _y in data.batches(batch_size)), module_type=IFNeuron)
     balance = BalanceConfig(method="percentile", percentile=config.percentile, granularity=config.granularity)
-    return {name: layer_thresholds(histogram, balance, half_init=False) for name, histogram in histograms.items()}
+    return {name: layer_thresholds(histogram, balance, half_init=False) for name, histogram in stats.layers.items()}
 
 
 def build_ttfs(network: SpikingNetwork, calibration: LabeledData, config: TTFSConfig) -> SpikingNetwork:

@@ -52,10 +52,14 @@ COMMAND = "/work/venv/bin/python benchmarks/teas_bench.py"
 
 
 def run(model: str, base: int, limit: int, holdout: float, finetune_samples: int = 0, finetune_epochs: int = 1,
-        budget: float = 0.1, default_balance: bool = False) -> dict:
+        budget: float = 0.1, default_balance: bool = False, teas_samples: int = C.CALIBRATION_SAMPLES,
+        retune: bool = True) -> dict:
     cx, cy = C.calibration_set(model)
     tx, ty = C.test_order(model)
     cal = LabeledData(x=cx, y=cy, num_classes=10, description=f"{model} calibration")
+    # TEAS profiles and allocates on the first teas_samples training images (they include the conversion's)
+    tcx, tcy = C.calibration_set(model, teas_samples)
+    teas_cal = LabeledData(x=tcx, y=tcy, num_classes=10, description=f"{model} train[:{teas_samples}]")
     test = LabeledData(x=tx[:limit], y=ty[:limit], num_classes=10, description=f"{model} test[:{limit}]")
     imported = load_model(C.source_model(model), example=cx)
     t0 = time.perf_counter()
@@ -63,8 +67,8 @@ def run(model: str, base: int, limit: int, holdout: float, finetune_samples: int
     t1 = time.perf_counter()
     simulation = SimulationConfig(time_steps=base)
     uniform = snnconv.evaluate(network, test, simulation)
-    config = TeasConfig(holdout_fraction=holdout, accuracy_budget=budget)
-    result = teas(network, cal, config, time_steps=base, progress=lambda m: print(f"  [{model}] {m}", flush=True))
+    config = TeasConfig(holdout_fraction=holdout, accuracy_budget=budget, retune_thresholds=retune)
+    result = teas(network, teas_cal, config, time_steps=base, progress=lambda m: print(f"  [{model}] {m}", flush=True))
     t2 = time.perf_counter()
     network.layer_time_steps = {k: v for k, v in result.layer_time_steps.items() if v != base}
     compressed = snnconv.evaluate(network, test, simulation)
@@ -88,6 +92,8 @@ def run(model: str, base: int, limit: int, holdout: float, finetune_samples: int
     after = summarize(compressed.simulation, compressed.ann, energy)
     return {
         "model": model, "base_t": base, "samples": limit, "accuracy_budget": budget, "default_balance": default_balance,
+        "teas_samples": teas_samples, "retune_thresholds": retune,
+        "retuned_layers": len(result.retuned_thresholds),
         "command": " ".join([COMMAND] + sys.argv[1:]), "ann_accuracy_pct": uniform.ann.accuracy,
         "uniform_curve_pct": [uniform.simulation.accuracy_at(t) for t in range(1, base + 1)],
         "teas_accuracy_pct": after["snn_accuracy_pct"], "teas_avg_t": after["avg_time_steps"],
@@ -193,8 +199,12 @@ def render(results: list[dict]) -> None:
              "profiles the rest. Accuracy, operations and energy are measured on the evaluation set for the "
              "uniform network and the TEAS network in the same run. Average T = mean of T_l over neuron layers "
              "(the readout keeps the base T). `equal-accuracy T` = smallest uniform t whose accuracy is within 0.1 "
-             "points of the TEAS accuracy; the bar asks for average T at least 3x below it.", ""]
-    header = ["model", "images", "ANN", "base T", "uniform @ base", "TEAS acc", "TEAS avg T", "op-weighted T",
+             "points of the TEAS accuracy; the bar asks for average T at least 3x below it. `held-out` = TEAS's "
+             "held-out images (one image = 100 / held-out points; models tagged `N TEAS images` allocate on N "
+             "training images, `--teas-samples N`). `cut thresholds`: `retuned (k)` = the k cut layers' thresholds "
+             "searched again for their T_l (the default since 2026-12-03, docs/teas.md section 4); `kept` = the "
+             "thresholds balanced for the base T (`--keep-thresholds`, and every row measured before that date).", ""]
+    header = ["model", "images", "held-out", "cut thresholds", "ANN", "base T", "uniform @ base", "TEAS acc", "TEAS avg T", "op-weighted T",
               "equal-accuracy T", "ratio", "bar >= 3x", "syn. ops uniform", "syn. ops TEAS", "energy uniform (µJ)",
               "energy TEAS (µJ)"]
     body = []
@@ -203,7 +213,9 @@ def render(results: list[dict]) -> None:
         # no uniform t <= base reaches the TEAS accuracy: the equal-accuracy T is above base, the ratio above base / avg
         above = r["equal_accuracy_t"] is None
         ratio = (r["equal_accuracy_t"] or r["base_t"]) / r["teas_avg_t"]
-        body.append([r["model"], str(r["samples"]), f"{r['ann_accuracy_pct']:.2f}", str(r["base_t"]),
+        thresholds = f"retuned ({r['retuned_layers']})" if r.get("retune_thresholds") else "kept"
+        body.append([r["model"], str(r["samples"]), str(r["holdout"]), thresholds, f"{r['ann_accuracy_pct']:.2f}",
+                     str(r["base_t"]),
                      f"{s['uniform_snn_accuracy_pct']:.2f}", f"{r['teas_accuracy_pct']:.2f}", f"{r['teas_avg_t']:.2f}",
                      f"{s['teas_avg_time_steps_op_weighted']:.2f}",
                      f"> {r['base_t']}" if above else str(r["equal_accuracy_t"]),
@@ -258,6 +270,11 @@ def main() -> None:
                         help="measure the stored allocation under every spike timing (result: teas-timing_<model>.json)")
     parser.add_argument("--default-balance", action="store_true",
                         help="convert with the product default (mse search for T/2) instead of the search for T")
+    parser.add_argument("--teas-samples", type=int, default=C.CALIBRATION_SAMPLES,
+                        help="training images TEAS profiles and allocates on (result: teas_<model>_cal<N>.json unless "
+                             f"{C.CALIBRATION_SAMPLES}); the conversion keeps its {C.CALIBRATION_SAMPLES}")
+    parser.add_argument("--keep-thresholds", action="store_true",
+                        help="TEAS keeps the thresholds balanced for T (result: teas_<model>_kept.json)")
     parser.add_argument("--render-only", action="store_true")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
@@ -269,7 +286,7 @@ def main() -> None:
     elif not args.render_only:
         for model in args.models.split(","):
             result = run(model, args.base_t, args.limit, args.holdout, args.finetune_samples, args.finetune_epochs,
-                         args.budget, args.default_balance)
+                         args.budget, args.default_balance, args.teas_samples, not args.keep_thresholds)
             name = f"teas_{model}_finetune.json" if args.finetune_samples else f"teas_{model}.json"
             if args.finetune_samples:
                 result["model"] = f"{model} + fine-tune"
@@ -282,6 +299,12 @@ def main() -> None:
             if args.default_balance:
                 name = name.replace(".json", "_default-balance.json")
                 result["model"] += " (default balance)"
+            if args.teas_samples != C.CALIBRATION_SAMPLES:
+                name = name.replace(".json", f"_cal{args.teas_samples}.json")
+                result["model"] += f" ({args.teas_samples} TEAS images)"
+            if args.keep_thresholds:
+                name = name.replace(".json", "_kept.json")
+                result["model"] += " (thresholds kept)"
             (C.RESULTS / name).write_text(json.dumps(result, indent=1, default=float))
             print(f"[{model}] TEAS acc {result['teas_accuracy_pct']:.2f} avg T {result['teas_avg_t']:.2f} "
                   f"equal-accuracy uniform T {result['equal_accuracy_t']}", flush=True)

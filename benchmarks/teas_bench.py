@@ -107,6 +107,42 @@ def run(model: str, base: int, limit: int, holdout: float, finetune_samples: int
     }
 
 
+def result_name(model: str, args) -> tuple[str, str]:
+    """The result file of ``model`` under these options, and its label in the tables."""
+    name, label = (f"teas_{model}_finetune.json", f"{model} + fine-tune") if args.finetune_samples else \
+        (f"teas_{model}.json", model)
+    for present, suffix, tag in (
+            (args.budget != 0.1, f"_budget{args.budget:g}", f" (budget {args.budget:g} points)"),
+            (args.base_t != 32, f"_t{args.base_t}", f" (base T {args.base_t})"),
+            (args.default_balance, "_default-balance", " (default balance)"),
+            (args.teas_samples != C.CALIBRATION_SAMPLES, f"_cal{args.teas_samples}", f" ({args.teas_samples} TEAS images)"),
+            (args.keep_thresholds, "_kept", " (thresholds kept)")):
+        if present:
+            name, label = name.replace(".json", f"{suffix}.json"), label + tag
+    return name, label
+
+
+def extend_curve(model: str, stored: dict, t_max: int) -> dict:
+    """``stored`` with its uniform curve measured on to ``t_max`` steps: the same conversion run longer on the
+    same images (its first base-T points must reproduce the stored ones), and the equal-accuracy T found on it."""
+    base, limit = stored["base_t"], stored["samples"]
+    cx, cy = C.calibration_set(model)
+    tx, ty = C.test_order(model)
+    cal = LabeledData(x=cx, y=cy, num_classes=10, description=f"{model} calibration")
+    test = LabeledData(x=tx[:limit], y=ty[:limit], num_classes=10, description=f"{model} test[:{limit}]")
+    network = snnconv.convert(load_model(C.source_model(model), example=cx), cal, ConvertConfig(
+        time_steps=base, balance=C.balance(base, stored.get("default_balance", False))))
+    sim = snnconv.evaluate(network, test, SimulationConfig(time_steps=t_max)).simulation
+    curve = [sim.accuracy_at(t) for t in range(1, t_max + 1)]
+    if any(abs(a - b) > 1e-9 for a, b in zip(curve, stored["uniform_curve_pct"])):
+        raise SystemExit(f"{model}: the longer run does not reproduce the stored curve; not extending it.")
+    stored["uniform_curve_pct"] = curve
+    stored["equal_accuracy_t"] = next((t for t, accuracy in enumerate(curve, 1)
+                                       if accuracy >= stored["teas_accuracy_pct"] - 0.1), None)
+    stored["curve_command"] = " ".join([COMMAND] + sys.argv[1:])
+    return stored
+
+
 def compare_timings(model: str, base: int, limit: int) -> dict:
     """The stored TEAS allocation of ``model`` under each spike timing, on the same ``limit`` test images."""
     stored = json.loads((C.RESULTS / f"teas_{model}.json").read_text())
@@ -199,7 +235,9 @@ def render(results: list[dict]) -> None:
              "profiles the rest. Accuracy, operations and energy are measured on the evaluation set for the "
              "uniform network and the TEAS network in the same run. Average T = mean of T_l over neuron layers "
              "(the readout keeps the base T). `equal-accuracy T` = smallest uniform t whose accuracy is within 0.1 "
-             "points of the TEAS accuracy; the bar asks for average T at least 3x below it. `held-out` = TEAS's "
+             "points of the TEAS accuracy; the bar asks for average T at least 3x below it. Where TEAS is more accurate "
+             "than the uniform network at the base T, its curve is measured on past the base T (the same network run "
+             "longer on the same images, `--extend-curve T_MAX`), and `> N` means no uniform t up to N reaches it. `held-out` = TEAS's "
              "held-out images (one image = 100 / held-out points; models tagged `N TEAS images` allocate on N "
              "training images, `--teas-samples N`). `cut thresholds`: `retuned (k)` = the k cut layers' thresholds "
              "searched again for their T_l (the default since 2026-12-03, docs/teas.md section 4); `kept` = the "
@@ -211,14 +249,14 @@ def render(results: list[dict]) -> None:
     for r in results:
         s = r["summary"]
         # no uniform t <= base reaches the TEAS accuracy: the equal-accuracy T is above base, the ratio above base / avg
-        above = r["equal_accuracy_t"] is None
-        ratio = (r["equal_accuracy_t"] or r["base_t"]) / r["teas_avg_t"]
+        above, measured_to = r["equal_accuracy_t"] is None, len(r["uniform_curve_pct"])
+        ratio = (r["equal_accuracy_t"] or measured_to) / r["teas_avg_t"]
         thresholds = f"retuned ({r['retuned_layers']})" if r.get("retune_thresholds") else "kept"
         body.append([r["model"], str(r["samples"]), str(r["holdout"]), thresholds, f"{r['ann_accuracy_pct']:.2f}",
                      str(r["base_t"]),
                      f"{s['uniform_snn_accuracy_pct']:.2f}", f"{r['teas_accuracy_pct']:.2f}", f"{r['teas_avg_t']:.2f}",
                      f"{s['teas_avg_time_steps_op_weighted']:.2f}",
-                     f"> {r['base_t']}" if above else str(r["equal_accuracy_t"]),
+                     f"> {measured_to}" if above else str(r["equal_accuracy_t"]),
                      f"{'> ' if above else ''}{ratio:.2f}", "holds" if ratio >= 3 - 1e-9 else "FAILS",
                      f"{s['uniform_synaptic_ops_per_sample']:,.0f}", f"{r['teas_synaptic_ops_per_sample']:,.0f}",
                      f"{s['uniform_energy_pj_per_sample_snn'] / 1e6:.3f}", f"{r['teas_energy_pj_per_sample'] / 1e6:.3f}"])
@@ -233,7 +271,8 @@ def render(results: list[dict]) -> None:
                       f"{r['teas_synaptic_ops_per_sample']:,.0f}.", ""]
     for r in results:
         curve = r["uniform_curve_pct"]
-        marks = sorted({t for t in (1, 2, 4, 8, 12, 16, 24, 32, 48, 64) if t <= r["base_t"]})
+        marks = sorted({t for t in (1, 2, 4, 8, 12, 16, 24, 32, 48, 64, 96, 128, 192, 256)
+                        if t <= len(curve)})
         lines += [f"### {r['model']}: uniform curve and per-layer allocation", "",
                   C.md_table(["uniform t"] + [str(t) for t in marks], [["accuracy (%)"] + [f"{curve[t - 1]:.2f}" for t in marks]]),
                   "",
@@ -275,6 +314,9 @@ def main() -> None:
                              f"{C.CALIBRATION_SAMPLES}); the conversion keeps its {C.CALIBRATION_SAMPLES}")
     parser.add_argument("--keep-thresholds", action="store_true",
                         help="TEAS keeps the thresholds balanced for T (result: teas_<model>_kept.json)")
+    parser.add_argument("--extend-curve", type=int, default=0, metavar="T_MAX",
+                        help="instead of running TEAS: measure the stored run's uniform curve on to T_MAX steps (same "
+                             "conversion, same images), for a TEAS accuracy the uniform network does not reach by the base T")
     parser.add_argument("--render-only", action="store_true")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
@@ -283,28 +325,17 @@ def main() -> None:
         for model in args.models.split(","):
             result = compare_timings(model, args.base_t, args.limit)
             (C.RESULTS / f"teas-timing_{model}.json").write_text(json.dumps(result, indent=1, default=float))
+    elif args.extend_curve and not args.render_only:
+        for model in args.models.split(","):
+            path = C.RESULTS / result_name(model, args)[0]
+            result = extend_curve(model, json.loads(path.read_text()), args.extend_curve)
+            path.write_text(json.dumps(result, indent=1, default=float))
+            print(f"[{model}] equal-accuracy uniform T {result['equal_accuracy_t']} (curve to {args.extend_curve})")
     elif not args.render_only:
         for model in args.models.split(","):
             result = run(model, args.base_t, args.limit, args.holdout, args.finetune_samples, args.finetune_epochs,
                          args.budget, args.default_balance, args.teas_samples, not args.keep_thresholds)
-            name = f"teas_{model}_finetune.json" if args.finetune_samples else f"teas_{model}.json"
-            if args.finetune_samples:
-                result["model"] = f"{model} + fine-tune"
-            if args.budget != 0.1:
-                name = name.replace(".json", f"_budget{args.budget:g}.json")
-                result["model"] += f" (budget {args.budget:g} points)"
-            if args.base_t != 32:
-                name = name.replace(".json", f"_t{args.base_t}.json")
-                result["model"] += f" (base T {args.base_t})"
-            if args.default_balance:
-                name = name.replace(".json", "_default-balance.json")
-                result["model"] += " (default balance)"
-            if args.teas_samples != C.CALIBRATION_SAMPLES:
-                name = name.replace(".json", f"_cal{args.teas_samples}.json")
-                result["model"] += f" ({args.teas_samples} TEAS images)"
-            if args.keep_thresholds:
-                name = name.replace(".json", "_kept.json")
-                result["model"] += " (thresholds kept)"
+            name, result["model"] = result_name(model, args)
             (C.RESULTS / name).write_text(json.dumps(result, indent=1, default=float))
             print(f"[{model}] TEAS acc {result['teas_accuracy_pct']:.2f} avg T {result['teas_avg_t']:.2f} "
                   f"equal-accuracy uniform T {result['equal_accuracy_t']}", flush=True)

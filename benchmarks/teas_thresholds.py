@@ -59,12 +59,7 @@ def main() -> None:
         variant = copy.deepcopy(network)
         variant.layer_time_steps = dict(cut)
         if levels is not None:
-            searched = WindowThresholds(variant, cal)
-            for name, neuron in variant.neuron_layers():
-                if name in cut:
-                    neuron.threshold = searched.threshold(name, levels(cut[name]))
-                    neuron.bias = torch.zeros_like(neuron.bias)
-                    neuron.v_offset = torch.zeros(())
+            WindowThresholds(variant, cal).settle(windows, base, levels)
         with torch.no_grad():  # as TEAS does after allocating
             calibrate(Engine(variant.graph), cal.x[:variant.config.calibration_samples], base, "advanced", 8,
                       layer_steps=cut, reference=variant.ann_graph())

@@ -167,17 +167,29 @@ class WindowThresholds:
             self._cache[key] = found.reshape(self.original[name].shape).to(self.original[name])
         return self._cache[key]
 
-    def apply(self, windows: dict[str, int], base: int) -> dict[str, int]:
-        """Set every cut layer's threshold for its window, the others' back to the original; returns the
-        layers retuned and the T each threshold was searched for."""
+    def apply(self, windows: dict[str, int], base: int, levels: Callable[[int], int] = lambda steps: steps
+              ) -> dict[str, int]:
+        """Set every cut layer's threshold for its window (searched for ``levels(T_l)`` levels; TEAS: T_l), the
+        others' back to the original; returns the layers retuned and the T each threshold was searched for."""
         retuned = {}
         for name, neuron in self.neurons.items():
             steps = windows.get(name, base)
             if steps != base and self.retunable(name):
-                neuron.threshold = self.threshold(name, steps)
-                retuned[name] = steps
+                neuron.threshold = self.threshold(name, levels(steps))
+                retuned[name] = levels(steps)
             else:
                 neuron.threshold = self.original[name]
+        return retuned
+
+    def settle(self, windows: dict[str, int], base: int, levels: Callable[[int], int] = lambda steps: steps
+               ) -> dict[str, int]:
+        """:meth:`apply` for good: the retuned layers' calibration corrections, measured under the old threshold
+        and window, are reset too (recalibration measures them again)."""
+        retuned = self.apply(windows, base, levels)
+        for name in retuned:
+            neuron = self.neurons[name]
+            neuron.bias = torch.zeros_like(neuron.bias)
+            neuron.v_offset = torch.zeros((), device=neuron.v_offset.device)
         return retuned
 
     def restore(self) -> None:
@@ -328,10 +340,7 @@ def teas(network: SpikingNetwork, calibration: LabeledData, config: TeasConfig =
                    for key in ("cut_drop_points", "cut_divergence", "noise_drop_points", "noise_divergence")}
 
     windows, trace = _allocate(runner, names, steps, base_acc, base_ops, config, note)
-    retuned = thresholds.apply(windows, base) if thresholds is not None else {}
-    for name in retuned:  # corrections measured under the old threshold and window do not carry over
-        neurons[name].bias = torch.zeros_like(neurons[name].bias)
-        neurons[name].v_offset = torch.zeros((), device=neurons[name].v_offset.device)
+    retuned = thresholds.settle(windows, base) if thresholds is not None else {}
     if retuned:
         note(f"thresholds searched again for their T_l in {len(retuned)} layers")
     runner.thresholds = None  # the network now holds the allocated thresholds

@@ -177,6 +177,10 @@ def compress(
         None, "--retune-thresholds/--keep-thresholds",
         help="TEAS: search each cut layer's threshold again for its own T_l (mse-balanced networks; default) or keep "
              "the thresholds balanced for T."),
+    calibrated_trials: Optional[bool] = typer.Option(
+        None, "--calibrated-trials/--uncalibrated-trials",
+        help="TEAS: measure every cut after calibrating the network for its windows, as the result will be "
+             "(calibrated networks; default), or without (faster; the allocation then stops earlier)."),
     score: str = typer.Option("confidence", "--score", help="SEENN-I: confidence (max softmax) | entropy | margin."),
     temperature: str = typer.Option("8", "--temperature", help="SEENN-I: softmax temperature on the summed output, "
                                                                "or auto (chosen on the held-out split)."),
@@ -240,7 +244,7 @@ def compress(
                                      relaxation=relaxation, kernel_reg=kernel_reg, bn_loss=bn_loss,
                                      mask_weight=mask_weight, groups=groups, mask_lr=mask_lr,
                                      initial_steps=initial_steps, timing=timing,
-                                     retune_thresholds=retune_thresholds)
+                                     retune_thresholds=retune_thresholds, calibrated_trials=calibrated_trials)
         if resume and checkpoint is None:
             raise ConfigError("--resume needs --checkpoint FILE to resume from.")
         eval_cfg = opt.data_config(data, "test", limit, seed, None, None, None)

@@ -108,14 +108,15 @@ def compress_config(method: str, *, accuracy_budget: float | None, holdout: floa
                     min_t, noise, score, temperature, alpha, exit_chunk, policy, beta, policy_width, epochs, lr,
                     finetune, activity_weight, window=32, fire_start=None, tc=8.0, percentile=99.9, fit_epochs=2,
                     relaxation=True, kernel_reg=1e-5, bn_loss=1e-5, mask_weight=None, groups=None, mask_lr=None,
-                    initial_steps=None, timing=None, retune_thresholds=None):
+                    initial_steps=None, timing=None, retune_thresholds=None, calibrated_trials=None):
     """The TeasConfig, DtsConfig, SeennConfig or TTFSConfig of ``snnconv compress --method METHOD``; an unknown
     method is left to the library."""
     if timing is not None and method != "teas":
         raise ConfigError(f"--timing applies to --method teas (per-layer windows), not to --method {method}.")
-    if retune_thresholds is not None and method != "teas":
-        flag = "--retune-thresholds" if retune_thresholds else "--keep-thresholds"
-        raise ConfigError(f"{flag} applies to --method teas (per-layer windows), not to --method {method}.")
+    for flag, value in (("--retune-thresholds" if retune_thresholds else "--keep-thresholds", retune_thresholds),
+                        ("--calibrated-trials" if calibrated_trials else "--uncalibrated-trials", calibrated_trials)):
+        if value is not None and method != "teas":
+            raise ConfigError(f"{flag} applies to --method teas (per-layer windows), not to --method {method}.")
     from snnconv.stages.dts import DtsConfig
     from snnconv.stages.finetune import FinetuneConfig
     from snnconv.stages.seenn import SeennConfig
@@ -128,7 +129,8 @@ def compress_config(method: str, *, accuracy_budget: float | None, holdout: floa
                           avg_steps_budget=avg_t_budget, candidates=parse_ints(candidates, "--candidates"),
                           min_steps=min_t, holdout_fraction=holdout, noise=noise, seed=seed, finetune=finetune,
                           tuning=tuning, timing=_given(timing, "linear"),
-                          retune_thresholds=_given(retune_thresholds, True))
+                          retune_thresholds=_given(retune_thresholds, True),
+                          calibrated_trials=_given(calibrated_trials, True))
     if method == "dts":
         defaults = DtsConfig()
         train = replace(defaults.train, epochs=defaults.train.epochs if epochs is None else epochs,

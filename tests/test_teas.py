@@ -1,6 +1,7 @@
 """TEAS: candidate steps, greedy allocation against a known answer, profiles, artifacts and the CLI."""
 from __future__ import annotations
 
+import copy
 import json
 from types import SimpleNamespace
 
@@ -15,7 +16,9 @@ from snnconv import artifacts
 from snnconv.config import BalanceConfig, SimulationConfig
 from snnconv.engine import Engine, TimePlan
 from snnconv.errors import ConfigError
-from snnconv.stages.teas import TeasConfig, _allocate, consumer_params, profile_layers, teas, unresolved_budget
+from snnconv.stages.calibrate import calibrate
+from snnconv.stages.teas import (TeasConfig, WindowSetup, WindowThresholds, _allocate, consumer_params, profile_layers,
+                                  teas, unresolved_budget)
 from snnconv_cli.main import app
 
 from helpers import as_data, cli_artifact, convert
@@ -140,6 +143,7 @@ def test_compress_cli_end_to_end(tmp_path):
     assert [l["time_steps"] for l in manifest["layers"]] == list(table["time_steps_teas"])
     assert summary["avg_time_steps"] == pytest.approx(table["time_steps_teas"].mean())
     assert summary["teas_recalibrated"] == bool((table["time_steps_teas"] < 8).any())
+    assert summary["teas_calibrated_trials"] is True  # the CLI's artifacts are calibrated (advanced)
     # the compressed artifact evaluates to the same accuracy through snnconv evaluate
     again = runner.invoke(app, ["evaluate", str(out), "--report-dir", str(tmp_path / "r"), "--limit", "200", "--quiet", "--json",
                                 "--profile"])
@@ -157,6 +161,9 @@ def test_compress_refuses_what_it_cannot_run(tmp_path):
     result = runner.invoke(app, ["compress", str(tmp_path), "--method", "seenn", "--keep-thresholds", "-o",
                                  str(tmp_path / "o")])
     assert result.exit_code == 3 and "--keep-thresholds applies to --method teas" in " ".join(result.output.split())
+    result = runner.invoke(app, ["compress", str(tmp_path), "--method", "dts", "--uncalibrated-trials", "-o",
+                                 str(tmp_path / "o")])
+    assert result.exit_code == 3 and "--uncalibrated-trials applies to --method teas" in " ".join(result.output.split())
     assert not (tmp_path / "o").exists()
 
 
@@ -237,3 +244,46 @@ def test_thresholds_balanced_without_the_mse_search_are_kept_and_teas_says_why(r
     assert result.retuned_thresholds == {} and any(t != 8 for t in result.layer_time_steps.values())
     assert all(torch.equal(neuron.threshold, before[name]) for name, neuron in network.neuron_layers())
     assert "thresholds kept: they were balanced by 'max', which does not depend on T" in notes
+
+
+def corrections(network) -> dict[str, tuple[torch.Tensor, ...]]:
+    return {name: (n.threshold.clone(), n.bias.clone(), n.v_offset.clone()) for name, n in network.neuron_layers()}
+
+
+def same(a: tuple[torch.Tensor, ...], b: tuple[torch.Tensor, ...]) -> bool:
+    return all(torch.equal(u, v) for u, v in zip(a, b))
+
+
+@pytest.fixture(scope="module")
+def calibrated():
+    x = torch.rand(64, 1, 8, 8, generator=torch.Generator().manual_seed(2))
+    model = build("residual").eval()
+    # the product's default pipeline: mse balancing, advanced calibration
+    return model, convert(model, x, time_steps=8, balance=BalanceConfig(), calibrate="advanced"), x
+
+
+def test_a_calibrated_trial_recalibrates_from_the_first_cut_layer_and_leaves_the_network_as_it_found_it(calibrated):
+    model, network, x = calibrated
+    names = [name for name, _ in network.neuron_layers()]
+    engine = Engine(network.graph)
+    setup = WindowSetup(network, engine, x, 8, 4, "linear", WindowThresholds(network, as_data(x, model)), True)
+    before = corrections(network)
+    windows = {**{name: 8 for name in names}, names[2]: 2}
+    with setup.trial(windows):
+        inside = corrections(network)
+    assert all(same(inside[name], before[name]) for name in names[:2])  # upstream of the cut: untouched
+    assert not torch.equal(inside[names[2]][0], before[names[2]][0])  # threshold searched for 2 steps
+    assert all(not same(inside[name], before[name]) for name in names[2:])  # the cut layer and every later one
+    assert all(same(after, before[name]) for name, after in corrections(network).items())
+    with pytest.raises(ValueError, match="no IF layer named 'nope'"):
+        calibrate(engine, x, 8, "advanced", start="nope")
+
+
+def test_with_calibrated_trials_the_result_is_the_network_its_last_trial_measured(calibrated):
+    model, network, x = calibrated
+    network = copy.deepcopy(network)  # TEAS leaves its allocation in the network
+    result = teas(network, as_data(x, model), TeasConfig(avg_steps_budget=3), time_steps=8)
+    assert result.calibrated_trials and result.recalibrated and result.trace[-1].accepted
+    # the final held-out run repeats the last accepted move's trial exactly: same thresholds, same corrections
+    assert result.final_accuracy_pct == result.trace[-1].accuracy_pct
+    assert result.final_ops_per_sample == result.trace[-1].synaptic_ops_per_sample

@@ -107,6 +107,7 @@ def teas_summary(result: TeasResult, uniform: Evaluation, compressed: Evaluation
         "teas_holdout_samples": result.holdout_samples,
         "teas_allocation_simulations": result.evaluations,
         "teas_recalibrated": result.recalibrated,
+        "teas_calibrated_trials": result.calibrated_trials,
         "teas_retuned_layers": len(result.retuned_thresholds),
         "teas_timing": result.timing,
         "teas_crossings": len(result.crossings),

@@ -16,7 +16,9 @@ compared with the ANN's activation a_l on the same batch.
 
 All are tied to the T they were computed for; the manifest records it. With per-layer windows T_l
 (``layer_steps``, TEAS) each layer is calibrated over its own window: its rate is its summed output / T_l
-and the potential correction is T_l (mean_N(a_l) - mean_N(s_l)).
+and the potential correction is T_l (mean_N(a_l) - mean_N(s_l)). ``start`` names the first layer to
+calibrate: the layers before it (in network order, so none of them reads its spikes) keep their corrections,
+which TEAS uses when only the layers from the first cut one on see a different window.
 """
 from __future__ import annotations
 
@@ -65,17 +67,23 @@ def _neuron_gap(rate: torch.Tensor, target: torch.Tensor) -> float:
 def calibrate(engine: Engine, x: torch.Tensor, time_steps: int, mode: str, chunk_steps: int = 8,
               progress: Callable[[int], None] | None = None, layer_steps: dict[str, int] | None = None,
               timing: str = "linear", reference: torch.fx.GraphModule | None = None, weight_steps: int = 200,
-              weight_lr: float = 1e-3) -> list[dict]:
+              weight_lr: float = 1e-3, start: str | None = None) -> list[dict]:
     """Calibrate the IF layers of ``engine.graph`` in place; returns per layer the channel gap before and after.
 
     ``timing``: how spikes are re-timed between the ``layer_steps`` windows (docs/teas.md, "5. Execute").
     ``reference``: the ANN the targets come from, when ``engine.graph``'s weights are no longer the ANN's.
-    ``weight_steps`` / ``weight_lr``: Adam steps and peak learning rate of weight calibration."""
+    ``weight_steps`` / ``weight_lr``: Adam steps and peak learning rate of weight calibration.
+    ``start``: the first layer calibrated (default: the first of the network); the log covers it and the rest."""
     x = x.to(engine.device)
     plan = TimePlan.per_layer(time_steps, layer_steps, chunk_steps, timing=timing)
     windows = engine.windows(plan)
     ann = _ann_activations(reference if reference is not None else engine.graph, x)
     layers = [op for op in engine.program.neuron_ops if op.kind == "neuron"]
+    if start is not None:
+        names = [op.name for op in layers]
+        if start not in names:
+            raise ValueError(f"calibrate: no IF layer named {start!r}")
+        layers = layers[names.index(start):]
     nodes = {node.name: node for node in engine.graph.graph.nodes}
 
     def rates(*names: str) -> dict[str, torch.Tensor]:

@@ -15,9 +15,10 @@ option, are documented in docs/teas.md. In short:
    budget of the uniform network (or, with an average-T budget, until the mean T_l reaches it).
 4. Retune and recalibrate: with mse balancing (the default), a threshold is the clip that best quantizes the
    layer's ANN activations into the levels its window can express, so a cut layer gets its threshold searched
-   again for its T_l; this holds in every held-out trial, so sensitivities and moves are measured with the
-   thresholds the layer would keep. A network converted with calibration then gets it again, for the
-   allocated windows (its bias and potential corrections were measured over the uniform T).
+   again for its T_l. A network converted with calibration gets it again for the windows (its bias and
+   potential corrections were measured over the uniform T), from the first cut layer on. Both happen in every
+   held-out trial (``calibrated_trials``; without it, only the thresholds), so sensitivities and moves are
+   measured on the network the result will be, and the result is the network of the last accepted move.
 
 ``timing`` chooses how spikes cross between windows (linear map or sub-step crossing times, docs/teas.md
 "5. Execute"); the sensitivity probes, the allocation, the recalibration and the result all run with it.
@@ -26,8 +27,9 @@ from __future__ import annotations
 
 import heapq
 import math
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field
-from typing import Callable
+from typing import Callable, Iterator
 
 import numpy as np
 import pandas as pd
@@ -60,6 +62,7 @@ class TeasConfig(_Plain):
     seed: int = 0
     timing: str = "linear"  # spike timing between windows, allocation and result alike (SPIKE_TIMINGS)
     retune_thresholds: bool = True  # mse-balanced networks: search a cut layer's threshold again for its T_l
+    calibrated_trials: bool = True  # calibrated networks: measure every cut after calibrating for its windows
     finetune: bool = False  # after allocating: surrogate-gradient BPTT with T_l fixed (docs/teas.md)
     tuning: FinetuneConfig = field(default_factory=FinetuneConfig)
 
@@ -129,6 +132,7 @@ class TeasResult:
     trace: list[AllocationStep] = field(default_factory=list)
     evaluations: int = 0  # held-out simulations the allocation ran
     recalibrated: bool = False  # calibration redone for the allocated windows
+    calibrated_trials: bool = False  # every held-out trial was measured after that calibration (TeasConfig)
     retuned_thresholds: dict[str, int] = field(default_factory=dict)  # layer -> the T_l its threshold was searched for
     timing: str = "linear"  # spike timing between windows (TeasConfig.timing)
     crossings: list[Crossing] = field(default_factory=list)  # edges between different windows, with their map
@@ -192,33 +196,72 @@ class WindowThresholds:
             neuron.v_offset = torch.zeros((), device=neuron.v_offset.device)
         return retuned
 
-    def restore(self) -> None:
-        for name, neuron in self.neurons.items():
-            neuron.threshold = self.original[name]
+
+
+class WindowSetup:
+    """Puts the network in the state a plan of windows T_l leaves it in: cut layers' thresholds searched for their
+    T_l (:class:`WindowThresholds`) and, for a calibrated network, its calibration corrections measured again over
+    the windows, from the first layer (in network order) the plan cuts; the layers before it see no change.
+
+    :meth:`trial` does this for one held-out simulation and undoes it; :meth:`settle` does it for good. With
+    ``calibrated_trials`` off, trials only set the thresholds, and only :meth:`settle` recalibrates."""
+
+    def __init__(self, network: SpikingNetwork, engine: Engine, calibration: torch.Tensor, base: int,
+                 chunk_steps: int, timing: str, thresholds: WindowThresholds | None, calibrated_trials: bool):
+        mode = network.config.calibrate
+        # weights stay as calibrated for the base T; bias and potential are measured again per window
+        self.mode = None if mode == "none" else ("advanced" if mode == "weights" else mode)
+        self.engine, self.calibration, self.base = engine, calibration, base
+        self.chunk_steps, self.timing, self.thresholds = chunk_steps, timing, thresholds
+        self.calibrated_trials = calibrated_trials and self.mode is not None
+        self.neurons = dict(network.neuron_layers())
+        self.order = [op.name for op in engine.program.neuron_ops if op.kind == "neuron"]
+        self.reference = network.ann_graph() if self.mode is not None else None
+
+    def settle(self, windows: dict[str, int]) -> tuple[dict[str, int], bool]:
+        """The retuned layers (with the T_l each threshold was searched for) and whether calibration was redone."""
+        retuned = self.thresholds.settle(windows, self.base) if self.thresholds is not None else {}
+        cut = {name: steps for name, steps in windows.items() if steps != self.base}
+        if self.mode is None or not cut:
+            return retuned, False
+        with torch.no_grad():
+            calibrate(self.engine, self.calibration, self.base, self.mode, self.chunk_steps, layer_steps=cut,
+                      timing=self.timing, reference=self.reference,
+                      start=next(name for name in self.order if name in cut))
+        return retuned, True
+
+    @contextmanager
+    def trial(self, windows: dict[str, int]) -> Iterator[None]:
+        saved = {name: (n.threshold, n.bias.clone(), n.v_offset.clone()) for name, n in self.neurons.items()}
+        try:
+            if self.calibrated_trials:
+                self.settle(windows)
+            elif self.thresholds is not None:
+                self.thresholds.apply(windows, self.base)
+            yield
+        finally:
+            for name, (threshold, bias, v_offset) in saved.items():
+                neuron = self.neurons[name]
+                neuron.threshold, neuron.bias, neuron.v_offset = threshold, bias, v_offset
 
 
 class _Runner:
     """Held-out simulations of one network under different per-layer plans, with their output distributions."""
 
     def __init__(self, engine: Engine, data: LabeledData, base: int, batch_size: int, chunk_steps: int,
-                 timing: str = "linear", thresholds: WindowThresholds | None = None):
+                 timing: str = "linear", setup: WindowSetup | None = None):
         self.engine, self.data, self.base = engine, data, base
         self.batch_size, self.chunk_steps, self.timing = batch_size, chunk_steps, timing
-        self.thresholds = thresholds
+        self.setup = setup
         self.count = 0
 
     def run(self, windows: dict[str, int]) -> tuple[SimulationResult, torch.Tensor]:
         outputs: list[torch.Tensor] = []
         plan = TimePlan.per_layer(self.base, {k: v for k, v in windows.items() if v != self.base}, self.chunk_steps,
                                   timing=self.timing)
-        if self.thresholds is not None:
-            self.thresholds.apply(windows, self.base)
-        try:
+        with self.setup.trial(windows) if self.setup is not None else nullcontext():
             sim = self.engine.simulate(self.data.batches(self.batch_size), plan,
                                        on_batch=lambda outcome: outputs.append(outcome["accumulated"].float().cpu()))
-        finally:
-            if self.thresholds is not None:
-                self.thresholds.restore()
         self.count += 1
         return sim, torch.softmax(torch.cat(outputs) / self.base, dim=-1)
 
@@ -310,7 +353,11 @@ def teas(network: SpikingNetwork, calibration: LabeledData, config: TeasConfig =
     thresholds = WindowThresholds(network, calibration, batch_size) if config.retune_thresholds else None
     if thresholds is not None and not thresholds.enabled:
         note(f"thresholds kept: they were balanced by '{network.config.balance.method}', which does not depend on T")
-    runner = _Runner(engine, holdout, base, batch_size, chunk_steps, config.timing, thresholds)
+    setup = WindowSetup(network, engine, calibration.x[:network.config.calibration_samples], base, chunk_steps,
+                        config.timing, thresholds, config.calibrated_trials)
+    if setup.calibrated_trials:
+        note(f"every cut is measured after {setup.mode} calibration for its windows, as the result will be")
+    runner = _Runner(engine, holdout, base, batch_size, chunk_steps, config.timing, setup)
     uniform = {name: base for name in names}
     base_sim, base_out = runner.run(uniform)
     base_acc, base_ops = base_sim.accuracy_at(base), _synaptic_ops(base_sim)
@@ -340,20 +387,12 @@ def teas(network: SpikingNetwork, calibration: LabeledData, config: TeasConfig =
                    for key in ("cut_drop_points", "cut_divergence", "noise_drop_points", "noise_divergence")}
 
     windows, trace = _allocate(runner, names, steps, base_acc, base_ops, config, note)
-    retuned = thresholds.settle(windows, base) if thresholds is not None else {}
+    retuned, recalibrated = setup.settle(windows)
     if retuned:
         note(f"thresholds searched again for their T_l in {len(retuned)} layers")
-    runner.thresholds = None  # the network now holds the allocated thresholds
-    recalibrated = network.config.calibrate != "none" and any(t != base for t in windows.values())
     if recalibrated:
-        # calibration corrections are tied to the window they were measured over: redo them for each T_l
-        note(f"{network.config.calibrate} calibration for the allocated windows")
-        with torch.no_grad():
-            # weights stay as calibrated for the base T; bias and potential are measured again per window
-            mode = "advanced" if network.config.calibrate == "weights" else network.config.calibrate
-            calibrate(engine, calibration.x[:network.config.calibration_samples], base, mode, chunk_steps,
-                      layer_steps={k: v for k, v in windows.items() if v != base}, timing=config.timing,
-                      reference=network.ann_graph())
+        note(f"{setup.mode} calibration for the allocated windows")
+    runner.setup = None  # the network now holds the allocated thresholds and corrections
     final_sim, _ = runner.run(windows)
     crossings = engine.crossings(TimePlan.per_layer(base, {k: v for k, v in windows.items() if v != base},
                                                     chunk_steps, timing=config.timing))
@@ -363,7 +402,8 @@ def teas(network: SpikingNetwork, calibration: LabeledData, config: TeasConfig =
                       uniform_accuracy_pct=base_acc, final_accuracy_pct=final_sim.accuracy_at(base),
                       uniform_ops_per_sample=base_ops, final_ops_per_sample=_synaptic_ops(final_sim),
                       probe_steps=probe, correlation=correlation, trace=trace, evaluations=runner.count,
-                      recalibrated=recalibrated, timing=config.timing, crossings=crossings,
+                      recalibrated=recalibrated, calibrated_trials=setup.calibrated_trials,
+                      timing=config.timing, crossings=crossings,
                       retuned_thresholds=retuned)
 
 

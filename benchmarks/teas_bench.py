@@ -53,7 +53,7 @@ COMMAND = "/work/venv/bin/python benchmarks/teas_bench.py"
 
 def run(model: str, base: int, limit: int, holdout: float, finetune_samples: int = 0, finetune_epochs: int = 1,
         budget: float = 0.1, default_balance: bool = False, teas_samples: int = C.CALIBRATION_SAMPLES,
-        retune: bool = True) -> dict:
+        retune: bool = True, calibrated_trials: bool = True) -> dict:
     cx, cy = C.calibration_set(model)
     tx, ty = C.test_order(model)
     cal = LabeledData(x=cx, y=cy, num_classes=10, description=f"{model} calibration")
@@ -67,7 +67,8 @@ def run(model: str, base: int, limit: int, holdout: float, finetune_samples: int
     t1 = time.perf_counter()
     simulation = SimulationConfig(time_steps=base)
     uniform = snnconv.evaluate(network, test, simulation)
-    config = TeasConfig(holdout_fraction=holdout, accuracy_budget=budget, retune_thresholds=retune)
+    config = TeasConfig(holdout_fraction=holdout, accuracy_budget=budget, retune_thresholds=retune,
+                        calibrated_trials=calibrated_trials)
     result = teas(network, teas_cal, config, time_steps=base, progress=lambda m: print(f"  [{model}] {m}", flush=True))
     t2 = time.perf_counter()
     network.layer_time_steps = {k: v for k, v in result.layer_time_steps.items() if v != base}
@@ -93,7 +94,7 @@ def run(model: str, base: int, limit: int, holdout: float, finetune_samples: int
     return {
         "model": model, "base_t": base, "samples": limit, "accuracy_budget": budget, "default_balance": default_balance,
         "teas_samples": teas_samples, "retune_thresholds": retune,
-        "retuned_layers": len(result.retuned_thresholds),
+        "retuned_layers": len(result.retuned_thresholds), "calibrated_trials": result.calibrated_trials,
         "command": " ".join([COMMAND] + sys.argv[1:]), "ann_accuracy_pct": uniform.ann.accuracy,
         "uniform_curve_pct": [uniform.simulation.accuracy_at(t) for t in range(1, base + 1)],
         "teas_accuracy_pct": after["snn_accuracy_pct"], "teas_avg_t": after["avg_time_steps"],
@@ -116,7 +117,8 @@ def result_name(model: str, args) -> tuple[str, str]:
             (args.base_t != 32, f"_t{args.base_t}", f" (base T {args.base_t})"),
             (args.default_balance, "_default-balance", " (default balance)"),
             (args.teas_samples != C.CALIBRATION_SAMPLES, f"_cal{args.teas_samples}", f" ({args.teas_samples} TEAS images)"),
-            (args.keep_thresholds, "_kept", " (thresholds kept)")):
+            (args.keep_thresholds, "_kept", " (thresholds kept)"),
+            (args.uncalibrated_trials, "_uncal-trials", " (uncalibrated trials)")):
         if present:
             name, label = name.replace(".json", f"{suffix}.json"), label + tag
     return name, label
@@ -241,8 +243,12 @@ def render(results: list[dict]) -> None:
              "held-out images (one image = 100 / held-out points; models tagged `N TEAS images` allocate on N "
              "training images, `--teas-samples N`). `cut thresholds`: `retuned (k)` = the k cut layers' thresholds "
              "searched again for their T_l (the default since 2026-12-03, docs/teas.md section 4); `kept` = the "
-             "thresholds balanced for the base T (`--keep-thresholds`, and every row measured before that date).", ""]
-    header = ["model", "images", "held-out", "cut thresholds", "ANN", "base T", "uniform @ base", "TEAS acc", "TEAS avg T", "op-weighted T",
+             "thresholds balanced for the base T (`--keep-thresholds`, and every row measured before that date). `trials`: "
+             "`calibrated` = every sensitivity cut and allocation move measured after calibrating for its windows, as "
+             "the result runs (the default since 2026-12-03, docs/teas.md section 4); `uncalibrated` = measured "
+             "before that calibration, which only the result got (`--uncalibrated-trials`, and every row measured "
+             "before that date, whose result was calibrated from the first layer on rather than the first cut one).", ""]
+    header = ["model", "images", "held-out", "cut thresholds", "trials", "ANN", "base T", "uniform @ base", "TEAS acc", "TEAS avg T", "op-weighted T",
               "equal-accuracy T", "ratio", "bar >= 3x", "syn. ops uniform", "syn. ops TEAS", "energy uniform (µJ)",
               "energy TEAS (µJ)"]
     body = []
@@ -252,7 +258,8 @@ def render(results: list[dict]) -> None:
         above, measured_to = r["equal_accuracy_t"] is None, len(r["uniform_curve_pct"])
         ratio = (r["equal_accuracy_t"] or measured_to) / r["teas_avg_t"]
         thresholds = f"retuned ({r['retuned_layers']})" if r.get("retune_thresholds") else "kept"
-        body.append([r["model"], str(r["samples"]), str(r["holdout"]), thresholds, f"{r['ann_accuracy_pct']:.2f}",
+        trials = "calibrated" if r.get("calibrated_trials") else "uncalibrated"
+        body.append([r["model"], str(r["samples"]), str(r["holdout"]), thresholds, trials, f"{r['ann_accuracy_pct']:.2f}",
                      str(r["base_t"]),
                      f"{s['uniform_snn_accuracy_pct']:.2f}", f"{r['teas_accuracy_pct']:.2f}", f"{r['teas_avg_t']:.2f}",
                      f"{s['teas_avg_time_steps_op_weighted']:.2f}",
@@ -314,6 +321,9 @@ def main() -> None:
                              f"{C.CALIBRATION_SAMPLES}); the conversion keeps its {C.CALIBRATION_SAMPLES}")
     parser.add_argument("--keep-thresholds", action="store_true",
                         help="TEAS keeps the thresholds balanced for T (result: teas_<model>_kept.json)")
+    parser.add_argument("--uncalibrated-trials", action="store_true",
+                        help="TEAS measures its trials without calibrating for their windows (result: "
+                             "teas_<model>_uncal-trials.json)")
     parser.add_argument("--extend-curve", type=int, default=0, metavar="T_MAX",
                         help="instead of running TEAS: measure the stored run's uniform curve on to T_MAX steps (same "
                              "conversion, same images), for a TEAS accuracy the uniform network does not reach by the base T")
@@ -334,7 +344,8 @@ def main() -> None:
     elif not args.render_only:
         for model in args.models.split(","):
             result = run(model, args.base_t, args.limit, args.holdout, args.finetune_samples, args.finetune_epochs,
-                         args.budget, args.default_balance, args.teas_samples, not args.keep_thresholds)
+                         args.budget, args.default_balance, args.teas_samples, not args.keep_thresholds,
+                         not args.uncalibrated_trials)
             name, result["model"] = result_name(model, args)
             (C.RESULTS / name).write_text(json.dumps(result, indent=1, default=float))
             print(f"[{model}] TEAS acc {result['teas_accuracy_pct']:.2f} avg T {result['teas_avg_t']:.2f} "

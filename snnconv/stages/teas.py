@@ -197,7 +197,6 @@ class WindowThresholds:
         return retuned
 
 
-
 class WindowSetup:
     """Puts the network in the state a plan of windows T_l leaves it in: cut layers' thresholds searched for their
     T_l (:class:`WindowThresholds`) and, for a calibrated network, its calibration corrections measured again over

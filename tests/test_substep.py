@@ -312,7 +312,8 @@ def test_compress_and_evaluate_cli_with_substep_timing(tmp_path):
     art = cli_artifact(tmp_path, "--calib-samples", "200")
     out = tmp_path / "teas"
     result = runner.invoke(app, ["compress", str(art), "--method", "teas", "-o", str(out), "--calib-samples", "200",
-                                 "--limit", "200", "--min-t", "4", "--timing", "substep", "--quiet", "--json"])
+                                 "--limit", "200", "--min-t", "4", "--timing", "substep", "--quiet", "--json",
+                                 "--uncalibrated-trials"])  # this test is about timing; trials: test_teas.py
     assert result.exit_code == 0, result.output
     summary = json.loads(result.output)["summary"]
     manifest = json.loads((out / "manifest.json").read_text())

@@ -30,8 +30,7 @@ from snnconv.compress import uniform_steps_matching  # noqa: E402
 from snnconv.config import ConvertConfig, SimulationConfig  # noqa: E402
 from snnconv.data import LabeledData  # noqa: E402
 from snnconv.engine import Engine  # noqa: E402
-from snnconv.stages.calibrate import calibrate  # noqa: E402
-from snnconv.stages.teas import WindowThresholds  # noqa: E402
+from snnconv.stages.teas import WindowSetup, WindowThresholds  # noqa: E402
 
 
 def main() -> None:
@@ -60,9 +59,9 @@ def main() -> None:
         variant.layer_time_steps = dict(cut)
         if levels is not None:
             WindowThresholds(variant, cal).settle(windows, base, levels)
-        with torch.no_grad():  # as TEAS does after allocating
-            calibrate(Engine(variant.graph), cal.x[:variant.config.calibration_samples], base, "advanced", 8,
-                      layer_steps=cut, reference=variant.ann_graph())
+        # TEAS's own recalibration for the windows (its thresholds are set above, hence no WindowThresholds here)
+        WindowSetup(variant, Engine(variant.graph), cal.x[:variant.config.calibration_samples], base, 8, "linear",
+                    None, calibrated_trials=False).settle(windows)
         accuracy = snnconv.evaluate(variant, test, simulation).simulation.accuracy_at(base)
         print(f"  {label}: {accuracy:.2f} % (uniform T of equal accuracy: {uniform_steps_matching(uniform, accuracy)})",
               flush=True)

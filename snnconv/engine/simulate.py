@@ -38,6 +38,7 @@ from .allocator import keep_large_buffers
 from .fanout import dense_macs, input_fanout
 from .kernels import fused_available, gate_chunk_, gate_fusable, if_chunk_, warm_up
 from .program import Op, Program, call_op, compile_program, fetch_attr
+from .replay import Resume, frontier, make_trace
 
 
 class ExitPolicy(abc.ABC):
@@ -233,6 +234,8 @@ class Engine:
         self._schedules: dict[TimePlan, list[dict[str, tuple[int, int]]]] = {}
         self.graph = graph.to(self.device).eval()
         self.program = compile_program(self.graph)
+        self._ops = {op.name: op for op in self.program.ops}
+        self._op_index = {op.name: index for index, op in enumerate(self.program.ops)}
         self._batched_static = {op.name for op in self.program.ops if op.static and op.batched}
         # weighted layers that read a neuron layer's output unchanged: their synaptic ops come from that layer's
         # spike counts per position (one reduction over rows) instead of a nonzero pass over their whole input
@@ -418,7 +421,8 @@ class Engine:
     # ------------------------------------------------------------------ one batch
     def run_batch(self, x: torch.Tensor, y: torch.Tensor | None, plan: TimePlan, counters: _Counters | None = None,
                   exit_policy: ExitPolicy | None = None, record: Iterable[str] = (), until: str | None = None,
-                  trace_output: bool = False, input_probe: InputProbe | None = None) -> dict:
+                  trace_output: bool = False, input_probe: InputProbe | None = None, capture: Iterable[str] = (),
+                  resume: Resume | None = None) -> dict:
         """Simulate one batch: every layer over its window, the readout over ``plan.time_steps`` steps.
 
         ``record`` names neuron layers whose output is summed over all steps and returned (per sample),
@@ -428,7 +432,14 @@ class Engine:
         value). Returns a dict with the summed output, exit steps and recorded sums.
         ``input_probe(layer, first_step, current)`` sees every neuron layer's input current [steps, rows, ...]
         as the layer runs (a constant current as an expanded view).
+        ``capture`` names temporal ops whose whole output is returned as ``traces`` (name -> :class:`Trace`);
+        ``resume`` starts the run after its op, replaying its traces (engine/replay.py). Both are for
+        calibration: neither goes with counters or an exit policy.
         """
+        capture = set(capture)
+        skip = self._check_replay(capture, resume, until, counters is not None or exit_policy is not None)
+        captured: dict[str, list] = {name: [] for name in capture if self._op_index[name] > skip}
+        captured_fractions: dict[str, list] = {}
         batch = x.shape[0]
         labels = y
         steps = plan.time_steps
@@ -461,12 +472,20 @@ class Engine:
                 counters.positions.clear()
             env: dict[str, tuple[int, torch.Tensor] | None] = {}  # op -> (first step, [n, rows, ...]) of this chunk
             fractions: dict[str, torch.Tensor] = {}  # timed IF layer -> crossing fractions of its env block
-            for op in self.program.ops:
+            for index, op in enumerate(self.program.ops):
                 if op.static:
                     if chunk_index == 0:
                         static[op.name] = self._eval_static(op, static, x)
                         if op.role == "synapse" and counters is not None and op.name not in counters.dense_macs:
                             self._describe_static_synapse(op, static, counters)
+                    continue
+                if index <= skip:  # before the resume point: replayed if a later op reads it, else not needed
+                    trace = resume.traces.get(op.name)
+                    if trace is not None and op.name in chunks[chunk_index]:
+                        start, goal = chunks[chunk_index][op.name]
+                        env[op.name] = (start, trace.block(start, goal))
+                        if trace.fractions is not None:
+                            fractions[op.name] = trace.fractions[start:goal]
                     continue
                 sources = self._temporal_sources(op, windows)
                 for source in sources:
@@ -485,6 +504,10 @@ class Engine:
                                                 record, recorded, live[op.name], input_probe,
                                                 fractions if op.name in timed_sources else None, reading)
                     env[op.name] = (start, value)
+                    if op.name in captured:
+                        captured[op.name].append((start, value))
+                        if op.name in fractions:
+                            captured_fractions.setdefault(op.name, []).append(fractions[op.name])
                 if op.name == until:
                     break
                 for name in op.release:
@@ -538,8 +561,52 @@ class Engine:
         if rows.numel() and accumulated is not None:
             exit_pred[rows] = accumulated.argmax(-1)
         exit_correct = int((exit_pred == labels).sum()) if labels is not None else 0
+        traces = {name: resume.traces[name] for name in capture - set(captured)}
+        for name, blocks in captured.items():
+            op = self._ops[name]
+            threshold = op.module.broadcast(op.module.threshold, blocks[0][1].dim() - 1) \
+                if op.kind == "neuron" and name not in self.time_masks else None
+            traces[name] = make_trace(blocks, captured_fractions.get(name), threshold)
         return {"exit_step": exit_step, "first_correct": first_correct.cpu().numpy(), "exit_correct": exit_correct,
-                "predictions": exit_pred, "recorded": recorded, "accumulated": accumulated, "output_trace": trace}
+                "predictions": exit_pred, "recorded": recorded, "accumulated": accumulated, "output_trace": trace,
+                "traces": traces}
+
+    def resume_after(self, x: torch.Tensor, plan: TimePlan, after: str, resume: Resume | None = None,
+                     keep: Iterable[str] = (), record: Iterable[str] = (), until: str | None = None
+                     ) -> tuple[Resume, dict[str, torch.Tensor]]:
+        """Run ``x`` (from ``resume``, if given) as far as ``until`` (default ``after``) and return the point
+        to resume after op ``after`` (what later ops read, and the ops of ``keep`` before it) with the
+        ``record`` sums of the run."""
+        names = frontier(self.program, after, set(keep))
+        with torch.no_grad():
+            outcome = self.run_batch(x, None, plan, record=record, until=until or after, capture=names,
+                                     resume=resume)
+        return Resume(after, outcome["traces"]), outcome["recorded"]
+
+    def _check_replay(self, capture: set[str], resume: Resume | None, until: str | None, counting: bool) -> int:
+        """Validate ``capture`` / ``resume`` for :meth:`run_batch`; the program index of the resume point (-1)."""
+        if not capture and resume is None:
+            return -1
+        if counting:
+            raise ValueError("run_batch: capture and resume are for calibration runs, without counters or exits")
+        unknown = sorted(name for name in capture | ({resume.after} if resume else set())
+                         if name not in self._op_index or self._ops[name].static)
+        if unknown:
+            raise ValueError(f"run_batch: no temporal op named {', '.join(map(repr, unknown))}")
+        skip = self._op_index[resume.after] if resume is not None else -1
+        last = self._op_index[until] if until is not None else len(self.program.ops)
+        if until is not None and last <= skip:
+            raise ValueError(f"run_batch: stops at {until!r}, before the resume point {resume.after!r}")
+        late = sorted(name for name in capture if self._op_index[name] > last)
+        if late:
+            raise ValueError(f"run_batch: cannot capture {', '.join(map(repr, late))} in a run that stops at {until!r}")
+        if resume is not None:
+            missing = [name for name in frontier(self.program, resume.after) if name not in resume.traces]
+            stale = [name for name in capture if self._op_index[name] <= skip and name not in resume.traces]
+            if missing or stale:
+                raise ValueError(f"run_batch: resuming after {resume.after!r} needs the traces of "
+                                 f"{', '.join(map(repr, missing + stale))}")
+        return skip
 
     @staticmethod
     def _take(pending: dict, consumer: str, source: str, source_window: int, window: int, start: int,

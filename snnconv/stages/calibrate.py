@@ -19,6 +19,9 @@ All are tied to the T they were computed for; the manifest records it. With per-
 and the potential correction is T_l (mean_N(a_l) - mean_N(s_l)). ``start`` names the first layer to
 calibrate: the layers before it (in network order, so none of them reads its spikes) keep their corrections,
 which TEAS uses when only the layers from the first cut one on see a different window.
+
+Cost: each measurement resumes from the recorded output of the finished prefix (engine/replay.py) instead of
+simulating from the input, so a calibration simulates each layer a fixed number of times: linear in depth.
 """
 from __future__ import annotations
 
@@ -27,7 +30,7 @@ from typing import Callable
 import torch
 import torch.fx
 
-from ..engine import Engine, TimePlan
+from ..engine import Engine, Resume, TimePlan
 from ..neurons import IFNeuron
 from .weight_calibration import Segment, fit_layer_weights
 
@@ -78,52 +81,91 @@ def calibrate(engine: Engine, x: torch.Tensor, time_steps: int, mode: str, chunk
     plan = TimePlan.per_layer(time_steps, layer_steps, chunk_steps, timing=timing)
     windows = engine.windows(plan)
     ann = _ann_activations(reference if reference is not None else engine.graph, x)
-    layers = [op for op in engine.program.neuron_ops if op.kind == "neuron"]
-    if start is not None:
-        names = [op.name for op in layers]
-        if start not in names:
-            raise ValueError(f"calibrate: no IF layer named {start!r}")
-        layers = layers[names.index(start):]
+    every = [op for op in engine.program.neuron_ops if op.kind == "neuron"]
+    names = [op.name for op in every]
+    if start is not None and start not in names:
+        raise ValueError(f"calibrate: no IF layer named {start!r}")
+    first = names.index(start) if start is not None else 0
+    layers = every[first:]
     nodes = {node.name: node for node in engine.graph.graph.nodes}
+    segments = {op.name: Segment(engine.graph, nodes[op.name]) for op in layers} if mode == "weights" else {}
+    sources = {name: [node.name for node in segment.sources] for name, segment in segments.items()}
+    resume_points = _resume_points(engine, layers, every[first - 1].name if first else None, segments)
+    order = {op.name: index for index, op in enumerate(engine.program.ops)}
 
-    def rates(*names: str) -> dict[str, torch.Tensor]:
+    def still_read(index: int) -> set[str]:
+        """Weight calibration reads its sources' rates: a source a resume point has passed stays in its traces."""
+        return {name for op in layers[index:] for name in sources.get(op.name, [])}
+
+    resume = None
+    if resume_points[0] is not None:
+        resume, _ = engine.resume_after(x, plan, resume_points[0], keep=still_read(0))
+
+    def rates(resume: Resume | None, *names: str) -> dict[str, torch.Tensor]:
+        """The time-averaged outputs of the neuron layers ``names``, from the traces or a run to the last one."""
+        replayed = resume.traces if resume is not None else {}
+        run = [name for name in names if name not in replayed]
         with torch.no_grad():  # else every step's tensors stay alive in an autograd graph through the weights
-            recorded = engine.run_batch(x, None, plan, record=names, until=names[-1])["recorded"]
-        return {name: recorded[name] / windows[name] for name in names}
+            recorded = engine.run_batch(x, None, plan, record=run, until=run[-1], resume=resume)["recorded"]
+        summed = {name: replayed[name].total() if name in replayed else recorded[name] for name in names}
+        return {name: summed[name] / windows[name] for name in names}
 
     log: list[dict] = []
     for index, op in enumerate(layers):
         neuron: IFNeuron = op.module
         target = ann[op.name]
-        segment = Segment(engine.graph, nodes[op.name]) if mode == "weights" else None
-        sources = [node.name for node in segment.sources] if segment is not None else []
-        previous = [layers[index - 1].name] if index else []
-        # one truncated run measures this layer before, the previous layer after its calibration, and the
-        # inputs weight calibration fits to
-        measured = rates(*dict.fromkeys(previous + sources + [op.name]))
-        if index:
-            _finish_entry(log[-1], measured[previous[0]], ann[previous[0]])
+        segment = segments.get(op.name)
+        measured = rates(resume, *dict.fromkeys(sources.get(op.name, []) + [op.name]))
         rate = measured[op.name]
         entry = {"layer": op.name, "channel_gap_before": _channel_gap(rate, target),
                  "neuron_gap_before": _neuron_gap(rate, target)}
         log.append(entry)
         if segment is not None and segment.weighted:
-            values = {name: measured[name] for name in sources} | {node.name: x for node in segment.inputs}
+            values = {name: measured[name] for name in sources[op.name]} | {node.name: x for node in segment.inputs}
             entry.update(fit_layer_weights(segment, neuron, values, target, windows[op.name], weight_steps, weight_lr))
-            rate = rates(op.name)[op.name]
+            rate = rates(resume, op.name)[op.name]
         channels = target.shape[1]
         if neuron.bias.dim() == 0 or neuron.bias.numel() != channels:
             neuron.bias = neuron.bias.expand(channels).clone() if neuron.bias.dim() == 0 else neuron.bias
         neuron.bias -= _channel_mean(rate) - _channel_mean(target)
         if mode in ("advanced", "weights"):
-            rate = rates(op.name)[op.name]
+            rate = rates(resume, op.name)[op.name]
             neuron.v_offset = neuron.v_offset + windows[op.name] * (target.mean(0) - rate.mean(0))
+        # the calibrated layer measured once more, in the run that records what the next layer resumes from
+        following = resume_points[index + 1] if index + 1 < len(layers) else None
+        if following is None:
+            after = rates(resume, op.name)[op.name]
+        else:
+            # resuming before the current point (a refitted synapse computed early) needs a run from the input
+            forward = resume is None or order[following] >= order[resume.after]
+            resume, recorded = engine.resume_after(x, plan, following, resume if forward else None,
+                                                   keep=still_read(index + 1), record=[op.name], until=op.name)
+            after = recorded[op.name] / windows[op.name]
+        _finish_entry(entry, after, target)
         if progress is not None:
             progress(1)
-    if layers:
-        last = layers[-1].name
-        _finish_entry(log[-1], rates(last)[last], ann[last])
     return log
+
+
+def _resume_points(engine: Engine, layers: list, before_first: str | None, segments: dict[str, Segment]
+                   ) -> list[str | None]:
+    """Per layer to calibrate, the op after which its measurements resume (None: from the input).
+
+    It is the last op that calibrating the layer leaves unchanged, and no later than the layer before it, whose
+    output the next layer reads: the previous neuron layer, or, when weight calibration refits a synapse that
+    the program computes earlier, the op before that synapse."""
+    ops = engine.program.ops
+    order = {op.name: index for index, op in enumerate(ops)}
+    points: list[str | None] = []
+    previous = before_first
+    for op in layers:
+        refitted = [order[node.name] for node in segments[op.name].weighted] if op.name in segments else []
+        point = -1 if previous is None else min([order[previous]] + [index - 1 for index in refitted])
+        while point >= 0 and ops[point].static:  # a resume point is a temporal op (constants sit anywhere)
+            point -= 1
+        points.append(ops[point].name if point >= 0 else None)
+        previous = op.name
+    return points
 
 
 def _finish_entry(entry: dict, rate: torch.Tensor, target: torch.Tensor) -> None:

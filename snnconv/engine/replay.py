@@ -1,0 +1,81 @@
+"""Resuming a simulation part-way through the network from recorded spike trains.
+
+Calibration (stages/calibrate.py) changes one neuron layer at a time, in network order, and after each change
+measures that layer again. Simulating from the input every time costs the whole prefix per measurement, which
+is quadratic in depth. Instead, the outputs that the rest of the network reads from the finished prefix are
+recorded once over their whole windows (a :class:`Trace` each) and replayed chunk by chunk: a run that
+resumes after op ``after`` (a :class:`Resume`) executes only the ops behind it, with bit-identical results,
+because the schedule of steps per chunk depends only on the plan and the graph.
+
+An IF layer's output is theta * s with s in {-1, 0, 1}, so its trace keeps s as int8 and theta beside it: a
+quarter of the float output's memory, restored exactly.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from .program import Program
+
+
+@dataclass
+class Trace:
+    """One temporal op's output over its whole window: [window, rows, ...]."""
+
+    values: torch.Tensor | None  # the output, or an IF layer's spike signs (int8) when ``threshold`` is set
+    threshold: torch.Tensor | None = None  # broadcastable against one step [rows, ...]
+    fractions: torch.Tensor | None = None  # sub-step crossing fractions, for an IF layer re-timed by them
+    dtype: torch.dtype = torch.float32  # of the restored output
+    # an output that is not a tensor (a size read off a folded tensor depends on the steps folded): per chunk,
+    # keyed by its first step
+    per_chunk: dict[int, object] | None = None
+    starts: tuple[int, ...] = (0,)  # the first step of each chunk's block, as the run produced them
+
+
+    def block(self, start: int, goal: int):
+        """The output of steps start..goal-1."""
+        if self.per_chunk is not None:
+            return self.per_chunk[start]
+        values = self.values[start:goal]
+        return values if self.threshold is None else values.to(self.dtype) * self.threshold
+
+    def total(self) -> torch.Tensor:
+        """The output summed over the window, per sample: summed per chunk, then over chunks, as a run records it
+        (the same float sums, bit for bit)."""
+        bounds = list(self.starts) + [self.values.shape[0]]
+        summed = None
+        for start, goal in zip(bounds, bounds[1:]):
+            block = self.block(start, goal).sum(0)
+            summed = block if summed is None else summed + block
+        return summed
+
+
+@dataclass
+class Resume:
+    """A run that starts after op ``after`` (program order) and replays ``traces`` for what later ops read."""
+
+    after: str
+    traces: dict[str, Trace]
+
+
+def frontier(program: Program, after: str, keep: set[str] | frozenset[str] = frozenset()) -> list[str]:
+    """The temporal ops at or before ``after`` whose outputs an op behind it reads, plus those of ``keep`` there."""
+    index = {op.name: i for i, op in enumerate(program.ops)}
+    cut = index[after]
+    read_later = {source.name for op in program.ops[cut + 1:] for source in op.node.all_input_nodes}
+    return [op.name for op in program.ops[:cut + 1] if not op.static and (op.name in read_later or op.name in keep)]
+
+
+def make_trace(blocks: list[tuple[int, object]], fractions: list[torch.Tensor] | None,
+               threshold: torch.Tensor | None) -> Trace:
+    """A trace from an op's (first step, output) blocks in step order; ``threshold`` given for an IF layer (its
+    output is theta * s exactly), whose signs are then stored instead of the output."""
+    if not all(isinstance(value, torch.Tensor) for _, value in blocks):
+        return Trace(None, per_chunk=dict(blocks))
+    starts = tuple(start for start, _ in blocks)
+    values = torch.cat([value for _, value in blocks]) if len(blocks) > 1 else blocks[0][1]
+    joined = None if fractions is None else (torch.cat(fractions) if len(fractions) > 1 else fractions[0])
+    if threshold is None:
+        return Trace(values.clone() if len(blocks) == 1 else values, None, joined, values.dtype, starts=starts)
+    return Trace(torch.sign(values).to(torch.int8), threshold.detach().clone(), joined, values.dtype, starts=starts)

@@ -1,0 +1,103 @@
+"""Resuming a run from recorded spike trains (engine/replay.py), and the linear-cost calibration built on it.
+
+The oracle is the same network simulated from the input: a run resumed after any layer must record the
+same sums and the same output, bit for bit, because it replays exactly the blocks the full run produced.
+"""
+import pytest
+import torch
+
+from snnconv.engine import Engine, TimePlan
+from snnconv.engine.replay import frontier
+from snnconv.stages.calibrate import calibrate
+
+from helpers import convert
+from models import INPUT_SHAPE, TINY_MODELS, build
+
+T = 16
+
+
+def _images(n: int = 24, seed: int = 3) -> torch.Tensor:
+    return torch.rand(n, *INPUT_SHAPE, generator=torch.Generator().manual_seed(seed))
+
+
+def _neurons(engine: Engine) -> list[str]:
+    return [op.name for op in engine.program.neuron_ops if op.kind == "neuron"]
+
+
+CASES = [(name, {}, "linear") for name in TINY_MODELS] + [
+    ("vgg", {"signed_spikes": True}, "linear"),  # spikes of -theta as well
+    ("residual", {}, "substep"),  # crossing fractions replayed beside the spikes
+]
+
+
+@pytest.mark.parametrize("name,options,timing", CASES, ids=lambda v: str(v) if not isinstance(v, dict) else "")
+def test_a_run_resumed_after_any_layer_equals_the_run_from_the_input(name, options, timing):
+    torch.set_num_threads(1)
+    model = build(name).eval()
+    x = _images()
+    network = convert(model, x, calibrate="none", **options)
+    engine = Engine(network.graph)
+    neurons = _neurons(engine)
+    # uneven windows, so replayed blocks cross re-timed edges; chunks of 3 steps do not divide the windows
+    layer_steps = {neurons[0]: 8} if len(neurons) > 1 else {}
+    plan = TimePlan.per_layer(T, layer_steps, 3, timing=timing)
+    with torch.no_grad():
+        full = engine.run_batch(x, None, plan, record=neurons)
+    for index, after in enumerate(neurons[:-1]):
+        resume, _ = engine.resume_after(x, plan, after)
+        assert set(resume.traces) == set(frontier(engine.program, after))
+        for trace_name, trace in resume.traces.items():
+            if trace_name in neurons:  # an IF layer's train is kept as int8 signs
+                assert trace.values.dtype == torch.int8
+        later = neurons[index + 1:]
+        with torch.no_grad():
+            resumed = engine.run_batch(x, None, plan, record=later, resume=resume)
+        assert torch.equal(resumed["accumulated"], full["accumulated"]), after
+        for layer in later:
+            assert torch.equal(resumed["recorded"][layer], full["recorded"][layer]), (after, layer)
+        assert torch.equal(resume.traces[after].total(), full["recorded"][after])
+
+
+def test_resuming_is_refused_without_the_traces_it_needs_or_with_counters():
+    model = build("residual").eval()
+    x = _images(8)
+    engine = Engine(convert(model, x).graph)
+    neurons = _neurons(engine)
+    plan = TimePlan(T, 4)
+    resume, _ = engine.resume_after(x, plan, neurons[1])
+    dropped = type(resume)(resume.after, {k: v for k, v in list(resume.traces.items())[1:]})
+    with pytest.raises(ValueError, match="needs the traces"):
+        engine.run_batch(x, None, plan, resume=dropped)
+    with pytest.raises(ValueError, match="before the resume point"):
+        engine.run_batch(x, None, plan, resume=resume, until=neurons[0])
+    with pytest.raises(ValueError, match="without counters or exits"):
+        engine.run_batch(x, None, plan, resume=resume, counters=object())
+
+
+@pytest.mark.parametrize("mode,runs", [("light", 2), ("advanced", 3)])
+def test_calibration_simulates_every_layer_a_fixed_number_of_times_whatever_the_depth(monkeypatch, mode, runs):
+    """Light: a measurement and the run recording the next resume point; advanced adds the measurement after
+    the bias step. No layer is simulated again when a later one is calibrated."""
+    model = build("vgg").eval()
+    x = _images(16)
+    network = convert(model, x)
+    engine = Engine(network.graph)
+    neurons = _neurons(engine)
+    calls: dict[str, int] = {}
+    real = Engine._run_neuron
+
+    def counting(self, op, *args, **kwargs):
+        calls[op.name] = calls.get(op.name, 0) + 1
+        return real(self, op, *args, **kwargs)
+
+    monkeypatch.setattr(Engine, "_run_neuron", counting)
+    chunk_steps = 4
+    with torch.no_grad():
+        log = calibrate(engine, x, T, mode, chunk_steps)
+    assert [entry["layer"] for entry in log] == neurons
+    assert calls == {name: runs * (T // chunk_steps) for name in neurons}
+    # from a later layer on, the layers before it are replayed, not run
+    calls.clear()
+    with torch.no_grad():
+        calibrate(engine, x, T, mode, chunk_steps, start=neurons[2])
+    assert calls == {name: (1 if i < 2 else runs) * (T // chunk_steps) for i, name in enumerate(neurons)}

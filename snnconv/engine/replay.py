@@ -67,15 +67,35 @@ def frontier(program: Program, after: str, keep: set[str] | frozenset[str] = fro
     return [op.name for op in program.ops[:cut + 1] if not op.static and (op.name in read_later or op.name in keep)]
 
 
-def make_trace(blocks: list[tuple[int, object]], fractions: list[torch.Tensor] | None,
-               threshold: torch.Tensor | None) -> Trace:
-    """A trace from an op's (first step, output) blocks in step order; ``threshold`` given for an IF layer (its
-    output is theta * s exactly), whose signs are then stored instead of the output."""
-    if not all(isinstance(value, torch.Tensor) for _, value in blocks):
-        return Trace(None, per_chunk=dict(blocks))
-    starts = tuple(start for start, _ in blocks)
-    values = torch.cat([value for _, value in blocks]) if len(blocks) > 1 else blocks[0][1]
-    joined = None if fractions is None else (torch.cat(fractions) if len(fractions) > 1 else fractions[0])
-    if threshold is None:
-        return Trace(values.clone() if len(blocks) == 1 else values, None, joined, values.dtype, starts=starts)
-    return Trace(torch.sign(values).to(torch.int8), threshold.detach().clone(), joined, values.dtype, starts=starts)
+class TraceRecorder:
+    """Collects one op's output blocks as a run produces them; an IF layer's (``spikes``) as int8 signs."""
+
+    def __init__(self, spikes: bool):
+        self.spikes = spikes
+        self.starts: list[int] = []
+        self.blocks: list = []
+        self.fractions: list[torch.Tensor] = []
+        self.threshold: torch.Tensor | None = None
+        self.dtype = torch.float32
+
+    def add(self, start: int, value, fractions: torch.Tensor | None, neuron=None) -> None:
+        """One chunk's block [steps, rows, ...] from step ``start``; ``neuron`` the IF layer that emitted it."""
+        self.starts.append(start)
+        if fractions is not None:
+            self.fractions.append(fractions)
+        if not isinstance(value, torch.Tensor):
+            self.blocks.append(value)
+            return
+        self.dtype = value.dtype
+        if self.spikes:
+            if self.threshold is None:
+                self.threshold = neuron.broadcast(neuron.threshold, value.dim() - 1).detach().clone()
+            value = torch.sign(value).to(torch.int8)
+        self.blocks.append(value)
+
+    def finish(self) -> Trace:
+        if not all(isinstance(value, torch.Tensor) for value in self.blocks):
+            return Trace(None, per_chunk=dict(zip(self.starts, self.blocks)), starts=tuple(self.starts))
+        values = torch.cat(self.blocks) if len(self.blocks) > 1 else self.blocks[0].clone()
+        fractions = torch.cat(self.fractions) if self.fractions else None
+        return Trace(values, self.threshold, fractions, self.dtype, starts=tuple(self.starts))

@@ -38,7 +38,7 @@ from .allocator import keep_large_buffers
 from .fanout import dense_macs, input_fanout
 from .kernels import fused_available, gate_chunk_, gate_fusable, if_chunk_, warm_up
 from .program import Op, Program, call_op, compile_program, fetch_attr
-from .replay import Resume, frontier, make_trace
+from .replay import Resume, TraceRecorder, frontier
 
 
 class ExitPolicy(abc.ABC):
@@ -438,8 +438,8 @@ class Engine:
         """
         capture = set(capture)
         skip = self._check_replay(capture, resume, until, counters is not None or exit_policy is not None)
-        captured: dict[str, list] = {name: [] for name in capture if self._op_index[name] > skip}
-        captured_fractions: dict[str, list] = {}
+        captured = {name: TraceRecorder(self._ops[name].kind == "neuron" and name not in self.time_masks)
+                    for name in capture if self._op_index[name] > skip}
         batch = x.shape[0]
         labels = y
         steps = plan.time_steps
@@ -505,9 +505,8 @@ class Engine:
                                                 fractions if op.name in timed_sources else None, reading)
                     env[op.name] = (start, value)
                     if op.name in captured:
-                        captured[op.name].append((start, value))
-                        if op.name in fractions:
-                            captured_fractions.setdefault(op.name, []).append(fractions[op.name])
+                        captured[op.name].add(start, value, fractions.get(op.name),
+                                              op.module if op.kind == "neuron" else None)
                 if op.name == until:
                     break
                 for name in op.release:
@@ -562,11 +561,7 @@ class Engine:
             exit_pred[rows] = accumulated.argmax(-1)
         exit_correct = int((exit_pred == labels).sum()) if labels is not None else 0
         traces = {name: resume.traces[name] for name in capture - set(captured)}
-        for name, blocks in captured.items():
-            op = self._ops[name]
-            threshold = op.module.broadcast(op.module.threshold, blocks[0][1].dim() - 1) \
-                if op.kind == "neuron" and name not in self.time_masks else None
-            traces[name] = make_trace(blocks, captured_fractions.get(name), threshold)
+        traces.update({name: recorder.finish() for name, recorder in captured.items()})
         return {"exit_step": exit_step, "first_correct": first_correct.cpu().numpy(), "exit_correct": exit_correct,
                 "predictions": exit_pred, "recorded": recorded, "accumulated": accumulated, "output_trace": trace,
                 "traces": traces}

@@ -68,34 +68,38 @@ def frontier(program: Program, after: str, keep: set[str] | frozenset[str] = fro
 
 
 class TraceRecorder:
-    """Collects one op's output blocks as a run produces them; an IF layer's (``spikes``) as int8 signs."""
+    """Writes one op's output blocks over its ``window`` as a run produces them; an IF layer's (``spikes``) as
+    int8 signs. The trace is allocated once, so recording never holds more than the trace and one block."""
 
-    def __init__(self, spikes: bool):
-        self.spikes = spikes
+    def __init__(self, spikes: bool, window: int):
+        self.spikes, self.window = spikes, window
         self.starts: list[int] = []
-        self.blocks: list = []
-        self.fractions: list[torch.Tensor] = []
+        self.values: torch.Tensor | None = None
+        self.fractions: torch.Tensor | None = None
+        self.per_chunk: dict[int, object] = {}
         self.threshold: torch.Tensor | None = None
         self.dtype = torch.float32
 
     def add(self, start: int, value, fractions: torch.Tensor | None, neuron=None) -> None:
         """One chunk's block [steps, rows, ...] from step ``start``; ``neuron`` the IF layer that emitted it."""
         self.starts.append(start)
-        if fractions is not None:
-            self.fractions.append(fractions)
         if not isinstance(value, torch.Tensor):
-            self.blocks.append(value)
+            self.per_chunk[start] = value
             return
-        self.dtype = value.dtype
-        if self.spikes:
-            if self.threshold is None:
+        goal = start + value.shape[0]
+        if self.values is None:
+            self.dtype = value.dtype
+            if self.spikes:
                 self.threshold = neuron.broadcast(neuron.threshold, value.dim() - 1).detach().clone()
-            value = torch.sign(value).to(torch.int8)
-        self.blocks.append(value)
+            self.values = value.new_empty((self.window, *value.shape[1:]),
+                                          dtype=torch.int8 if self.spikes else value.dtype)
+        self.values[start:goal] = torch.sign(value) if self.spikes else value
+        if fractions is not None:
+            if self.fractions is None:
+                self.fractions = fractions.new_empty((self.window, *fractions.shape[1:]))
+            self.fractions[start:goal] = fractions
 
     def finish(self) -> Trace:
-        if not all(isinstance(value, torch.Tensor) for value in self.blocks):
-            return Trace(None, per_chunk=dict(zip(self.starts, self.blocks)), starts=tuple(self.starts))
-        values = torch.cat(self.blocks) if len(self.blocks) > 1 else self.blocks[0].clone()
-        fractions = torch.cat(self.fractions) if self.fractions else None
-        return Trace(values, self.threshold, fractions, self.dtype, starts=tuple(self.starts))
+        if self.per_chunk:
+            return Trace(None, per_chunk=self.per_chunk, starts=tuple(self.starts))
+        return Trace(self.values, self.threshold, self.fractions, self.dtype, starts=tuple(self.starts))

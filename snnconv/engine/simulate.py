@@ -438,12 +438,12 @@ class Engine:
         """
         capture = set(capture)
         skip = self._check_replay(capture, resume, until, counters is not None or exit_policy is not None)
-        captured = {name: TraceRecorder(self._ops[name].kind == "neuron" and name not in self.time_masks)
-                    for name in capture if self._op_index[name] > skip}
         batch = x.shape[0]
         labels = y
         steps = plan.time_steps
         windows = counters.windows if counters is not None else self.windows(plan)
+        captured = {name: TraceRecorder(self._ops[name].kind == "neuron" and name not in self.time_masks,
+                                        windows[name]) for name in capture if self._op_index[name] > skip}
         live = counters.live if counters is not None else self.live_steps(plan, windows)
         record = set(record)
         static: dict[str, object] = {}

@@ -7,24 +7,48 @@ recorded once over their whole windows (a :class:`Trace` each) and replayed chun
 resumes after op ``after`` (a :class:`Resume`) executes only the ops behind it, with bit-identical results,
 because the schedule of steps per chunk depends only on the plan and the graph.
 
-An IF layer's output is theta * s with s in {-1, 0, 1}, so its trace keeps s as int8 and theta beside it: a
-quarter of the float output's memory, restored exactly.
+An IF layer's output is theta * s with s in {0, 1} (or {-1, 0, 1} for signed spikes), so its trace keeps s as
+packed bits (one bit plane, two when signed) and theta beside it: 1/32 (1/16) of the float output's memory,
+restored exactly.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
 
 import torch
+import torch.nn.functional as F
 
 from .program import Program
+
+_BIT_VALUES = torch.tensor([1, 2, 4, 8, 16, 32, 64, 128], dtype=torch.uint8)
+
+
+def pack_spikes(block: torch.Tensor, signed: bool) -> torch.Tensor:
+    """[steps, rows, ...] outputs theta * s -> [steps, planes, bytes] uint8: bit planes of s > 0 (and s < 0)."""
+    flat = block.reshape(block.shape[0], -1)
+    planes = torch.stack([flat > 0, flat < 0] if signed else [flat > 0], 1)
+    planes = F.pad(planes, (0, -flat.shape[1] % 8))
+    bits = _BIT_VALUES.to(block.device)
+    return (planes.view(*planes.shape[:2], -1, 8).to(torch.uint8) * bits).sum(-1, dtype=torch.uint8)
+
+
+def unpack_spikes(packed: torch.Tensor, shape: torch.Size, dtype: torch.dtype) -> torch.Tensor:
+    """The spikes s [steps, *shape] (in ``dtype``) of :func:`pack_spikes`."""
+    bits = (packed.unsqueeze(-1) & _BIT_VALUES.to(packed.device)).ne_(0).view(*packed.shape[:2], -1)
+    bits = bits[..., :shape.numel()]
+    spikes = bits[:, 0].to(dtype)
+    if packed.shape[1] == 2:
+        spikes -= bits[:, 1].to(dtype)
+    return spikes.view(packed.shape[0], *shape)
 
 
 @dataclass
 class Trace:
     """One temporal op's output over its whole window: [window, rows, ...]."""
 
-    values: torch.Tensor | None  # the output, or an IF layer's spike signs (int8) when ``threshold`` is set
+    values: torch.Tensor | None  # the output, or an IF layer's packed spikes when ``threshold`` is set
     threshold: torch.Tensor | None = None  # broadcastable against one step [rows, ...]
+    shape: torch.Size | None = None  # of one step [rows, ...], for packed spikes
     fractions: torch.Tensor | None = None  # sub-step crossing fractions, for an IF layer re-timed by them
     dtype: torch.dtype = torch.float32  # of the restored output
     # an output that is not a tensor (a size read off a folded tensor depends on the steps folded): per chunk,
@@ -38,7 +62,7 @@ class Trace:
         if self.per_chunk is not None:
             return self.per_chunk[start]
         values = self.values[start:goal]
-        return values if self.threshold is None else values.to(self.dtype) * self.threshold
+        return values if self.threshold is None else unpack_spikes(values, self.shape, self.dtype) * self.threshold
 
     def total(self) -> torch.Tensor:
         """The output summed over the window, per sample: summed per chunk, then over chunks, as a run records it
@@ -69,7 +93,7 @@ def frontier(program: Program, after: str, keep: set[str] | frozenset[str] = fro
 
 class TraceRecorder:
     """Writes one op's output blocks over its ``window`` as a run produces them; an IF layer's (``spikes``) as
-    int8 signs. The trace is allocated once, so recording never holds more than the trace and one block."""
+    packed bits. The trace is allocated once, so recording never holds more than the trace and one block."""
 
     def __init__(self, spikes: bool, window: int):
         self.spikes, self.window = spikes, window
@@ -87,13 +111,13 @@ class TraceRecorder:
             self.per_chunk[start] = value
             return
         goal = start + value.shape[0]
+        stored = pack_spikes(value, neuron.signed) if self.spikes else value
         if self.values is None:
-            self.dtype = value.dtype
+            self.dtype, self.shape = value.dtype, value.shape[1:]
             if self.spikes:
                 self.threshold = neuron.broadcast(neuron.threshold, value.dim() - 1).detach().clone()
-            self.values = value.new_empty((self.window, *value.shape[1:]),
-                                          dtype=torch.int8 if self.spikes else value.dtype)
-        self.values[start:goal] = torch.sign(value) if self.spikes else value
+            self.values = stored.new_empty((self.window, *stored.shape[1:]))
+        self.values[start:goal] = stored
         if fractions is not None:
             if self.fractions is None:
                 self.fractions = fractions.new_empty((self.window, *fractions.shape[1:]))
@@ -102,4 +126,5 @@ class TraceRecorder:
     def finish(self) -> Trace:
         if self.per_chunk:
             return Trace(None, per_chunk=self.per_chunk, starts=tuple(self.starts))
-        return Trace(self.values, self.threshold, self.fractions, self.dtype, starts=tuple(self.starts))
+        return Trace(self.values, self.threshold, self.shape if self.spikes else None, self.fractions, self.dtype,
+                     starts=tuple(self.starts))

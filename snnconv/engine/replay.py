@@ -20,26 +20,31 @@ import torch.nn.functional as F
 
 from .program import Program
 
-_BIT_VALUES = torch.tensor([1, 2, 4, 8, 16, 32, 64, 128], dtype=torch.uint8)
+_BIT_VALUES = torch.tensor([1, 2, 4, 8, 16, 32, 64, 128], dtype=torch.uint8)  # bit k of byte j: position 8 j + k
 
 
 def pack_spikes(block: torch.Tensor, signed: bool) -> torch.Tensor:
     """[steps, rows, ...] outputs theta * s -> [steps, planes, bytes] uint8: bit planes of s > 0 (and s < 0)."""
     flat = block.reshape(block.shape[0], -1)
-    planes = torch.stack([flat > 0, flat < 0] if signed else [flat > 0], 1)
-    planes = F.pad(planes, (0, -flat.shape[1] % 8))
-    bits = _BIT_VALUES.to(block.device)
-    return (planes.view(*planes.shape[:2], -1, 8).to(torch.uint8) * bits).sum(-1, dtype=torch.uint8)
+    planes = torch.stack([flat > 0, flat < 0], 1) if signed else (flat > 0).unsqueeze(1)
+    if flat.shape[1] % 8:
+        planes = F.pad(planes, (0, -flat.shape[1] % 8))
+    eighths = planes.view(*planes.shape[:2], -1, 8).to(torch.uint8)
+    packed = eighths[..., 0].clone()
+    for bit in range(1, 8):  # one byte-sized pass per bit: no temporary eight times the packed size
+        packed |= eighths[..., bit] << bit
+    return packed
 
 
-def unpack_spikes(packed: torch.Tensor, shape: torch.Size, dtype: torch.dtype) -> torch.Tensor:
-    """The spikes s [steps, *shape] (in ``dtype``) of :func:`pack_spikes`."""
+def unpack_outputs(packed: torch.Tensor, shape: torch.Size, threshold: torch.Tensor, dtype: torch.dtype
+                   ) -> torch.Tensor:
+    """The outputs theta * s [steps, *shape] (in ``dtype``) that :func:`pack_spikes` packed."""
     bits = (packed.unsqueeze(-1) & _BIT_VALUES.to(packed.device)).ne_(0).view(*packed.shape[:2], -1)
     bits = bits[..., :shape.numel()]
-    spikes = bits[:, 0].to(dtype)
+    outputs = bits[:, 0].to(dtype)
     if packed.shape[1] == 2:
-        spikes -= bits[:, 1].to(dtype)
-    return spikes.view(packed.shape[0], *shape)
+        outputs -= bits[:, 1].to(dtype)
+    return outputs.view(packed.shape[0], *shape).mul_(threshold)  # in place: one float block, as a run makes
 
 
 @dataclass
@@ -62,7 +67,7 @@ class Trace:
         if self.per_chunk is not None:
             return self.per_chunk[start]
         values = self.values[start:goal]
-        return values if self.threshold is None else unpack_spikes(values, self.shape, self.dtype) * self.threshold
+        return values if self.threshold is None else unpack_outputs(values, self.shape, self.threshold, self.dtype)
 
     def total(self) -> torch.Tensor:
         """The output summed over the window, per sample: summed per chunk, then over chunks, as a run records it

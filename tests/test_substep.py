@@ -313,9 +313,10 @@ def test_compress_and_evaluate_cli_with_substep_timing(tmp_path):
     out = tmp_path / "teas"
     result = runner.invoke(app, ["compress", str(art), "--method", "teas", "-o", str(out), "--calib-samples", "200",
                                  "--limit", "200", "--min-t", "4", "--timing", "substep", "--quiet", "--json",
-                                 "--uncalibrated-trials"])  # this test is about timing; trials: test_teas.py
+                                 "--uncalibrated-trials"])  # the faster path; the default: test_teas.py
     assert result.exit_code == 0, result.output
     summary = json.loads(result.output)["summary"]
+    assert summary["teas_calibrated_trials"] is False
     manifest = json.loads((out / "manifest.json").read_text())
     assert manifest["timing"] == "substep" and manifest["run"]["compress"]["teas"]["timing"] == "substep"
     assert summary["teas_timing"] == "substep"

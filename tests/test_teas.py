@@ -134,8 +134,7 @@ def test_compress_cli_end_to_end(tmp_path):
     art = cli_artifact(tmp_path, "--calib-samples", "200")
     out = tmp_path / "teas"
     result = runner.invoke(app, ["compress", str(art), "--method", "teas", "-o", str(out), "--calib-data", "builtin",
-                                 "--calib-samples", "200", "--limit", "200", "--min-t", "2", "--quiet", "--json",
-                                 "--uncalibrated-trials"])  # calibrated trials: the library tests below, ~10x slower
+                                 "--calib-samples", "200", "--limit", "200", "--min-t", "2", "--quiet", "--json"])
     assert result.exit_code == 0, result.output
     summary = json.loads(result.output)["summary"]
     table = pd.read_csv(out / "reports" / "teas.csv")
@@ -144,7 +143,7 @@ def test_compress_cli_end_to_end(tmp_path):
     assert [l["time_steps"] for l in manifest["layers"]] == list(table["time_steps_teas"])
     assert summary["avg_time_steps"] == pytest.approx(table["time_steps_teas"].mean())
     assert summary["teas_recalibrated"] == bool((table["time_steps_teas"] < 8).any())
-    assert summary["teas_calibrated_trials"] is False
+    assert summary["teas_calibrated_trials"] is True  # the default; --uncalibrated-trials: test_substep.py
     # the compressed artifact evaluates to the same accuracy through snnconv evaluate
     again = runner.invoke(app, ["evaluate", str(out), "--report-dir", str(tmp_path / "r"), "--limit", "200", "--quiet", "--json",
                                 "--profile"])

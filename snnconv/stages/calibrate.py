@@ -151,9 +151,9 @@ def _resume_points(engine: Engine, layers: list, before_first: str | None, segme
                    ) -> list[str | None]:
     """Per layer to calibrate, the op after which its measurements resume (None: from the input).
 
-    It is the last op that calibrating the layer leaves unchanged, and no later than the layer before it, whose
-    output the next layer reads: the previous neuron layer, or, when weight calibration refits a synapse that
-    the program computes earlier, the op before that synapse."""
+    Everything up to the previous neuron layer is final when a layer is calibrated, so that is the point; when
+    weight calibration refits a synapse the program computes before it, the point moves back to just before that
+    synapse. Static ops (constants can sit anywhere in the program) are stepped back over."""
     ops = engine.program.ops
     order = {op.name: index for index, op in enumerate(ops)}
     points: list[str | None] = []

@@ -24,13 +24,13 @@ def _neurons(engine: Engine) -> list[str]:
     return [op.name for op in engine.program.neuron_ops if op.kind == "neuron"]
 
 
-CASES = [(name, {}, "linear") for name in TINY_MODELS] + [
-    ("vgg", {"signed_spikes": True}, "linear"),  # spikes of -theta as well
-    ("residual", {}, "substep"),  # crossing fractions replayed beside the spikes
+CASES = [pytest.param(name, {}, "linear", id=name) for name in TINY_MODELS] + [
+    pytest.param("vgg", {"signed_spikes": True}, "linear", id="vgg-signed"),  # spikes of -theta as well
+    pytest.param("residual", {}, "substep", id="residual-substep"),  # crossing fractions replayed beside the spikes
 ]
 
 
-@pytest.mark.parametrize("name,options,timing", CASES, ids=lambda v: str(v) if not isinstance(v, dict) else "")
+@pytest.mark.parametrize("name,options,timing", CASES)
 def test_a_run_resumed_after_any_layer_equals_the_run_from_the_input(name, options, timing):
     torch.set_num_threads(1)
     model = build(name).eval()

@@ -61,7 +61,6 @@ class Trace:
     per_chunk: dict[int, object] | None = None
     starts: tuple[int, ...] = (0,)  # the first step of each chunk's block, as the run produced them
 
-
     def block(self, start: int, goal: int):
         """The output of steps start..goal-1."""
         if self.per_chunk is not None:

@@ -13,6 +13,7 @@ restored exactly.
 """
 from __future__ import annotations
 
+import itertools
 from dataclasses import dataclass
 
 import torch
@@ -73,7 +74,7 @@ class Trace:
         (the same float sums, bit for bit)."""
         bounds = list(self.starts) + [self.values.shape[0]]
         summed = None
-        for start, goal in zip(bounds, bounds[1:]):
+        for start, goal in itertools.pairwise(bounds):
             block = self.block(start, goal).sum(0)
             summed = block if summed is None else summed + block
         return summed

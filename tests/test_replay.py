@@ -7,12 +7,13 @@ import copy
 
 import pytest
 import torch
-from helpers import convert
-from models import INPUT_SHAPE, TINY_MODELS, build
 
 from snnconv.engine import Engine, TimePlan
 from snnconv.engine.replay import frontier
 from snnconv.stages.calibrate import calibrate
+
+from helpers import convert
+from models import INPUT_SHAPE, TINY_MODELS, build
 
 T = 16
 

@@ -133,8 +133,9 @@ def calibrate(engine: Engine, x: torch.Tensor, time_steps: int, mode: str, chunk
             neuron.v_offset = neuron.v_offset + windows[op.name] * (target.mean(0) - rate.mean(0))
         # the calibrated layer measured once more, in the run that records what the next layer resumes from
         following = resume_points[index + 1] if index + 1 < len(layers) else None
-        if following is None:
+        if following is None:  # the last layer, or the next one runs from the input
             after = rates(resume, op.name)[op.name]
+            resume = None
         else:
             # resuming before the current point (a refitted synapse computed early) needs a run from the input
             forward = resume is None or order[following] >= order[resume.after]
@@ -152,14 +153,16 @@ def _resume_points(engine: Engine, layers: list, before_first: str | None, segme
     """Per layer to calibrate, the op after which its measurements resume (None: from the input).
 
     Everything up to the previous neuron layer is final when a layer is calibrated, so that is the point; when
-    weight calibration refits a synapse the program computes before it, the point moves back to just before that
-    synapse. Static ops (constants can sit anywhere in the program) are stepped back over."""
+    weight calibration refits a temporal synapse the program computes before it, the point moves back to just
+    before that synapse (a static one is computed again by every run anyway). Static ops (constants can sit
+    anywhere in the program) are stepped back over, down to a neuron layer at worst."""
     ops = engine.program.ops
     order = {op.name: index for index, op in enumerate(ops)}
     points: list[str | None] = []
     previous = before_first
     for op in layers:
-        refitted = [order[node.name] for node in segments[op.name].weighted] if op.name in segments else []
+        refitted = [order[node.name] for node in segments[op.name].weighted if not ops[order[node.name]].static] \
+            if op.name in segments else []
         point = -1 if previous is None else min([order[previous]] + [index - 1 for index in refitted])
         while point >= 0 and ops[point].static:  # a resume point is a temporal op (constants sit anywhere)
             point -= 1

@@ -53,7 +53,7 @@ COMMAND = "/work/venv/bin/python benchmarks/teas_bench.py"
 
 def run(model: str, base: int, limit: int, holdout: float, finetune_samples: int = 0, finetune_epochs: int = 1,
         budget: float = 0.1, default_balance: bool = False, teas_samples: int = C.CALIBRATION_SAMPLES,
-        retune: bool = True, calibrated_trials: bool = True) -> dict:
+        retune: bool = True, calibrated_trials: bool = True, candidates: tuple[int, ...] = ()) -> dict:
     cx, cy = C.calibration_set(model)
     tx, ty = C.test_order(model)
     cal = LabeledData(x=cx, y=cy, num_classes=10, description=f"{model} calibration")
@@ -68,7 +68,7 @@ def run(model: str, base: int, limit: int, holdout: float, finetune_samples: int
     simulation = SimulationConfig(time_steps=base)
     uniform = snnconv.evaluate(network, test, simulation)
     config = TeasConfig(holdout_fraction=holdout, accuracy_budget=budget, retune_thresholds=retune,
-                        calibrated_trials=calibrated_trials)
+                        calibrated_trials=calibrated_trials, candidates=candidates)
     result = teas(network, teas_cal, config, time_steps=base, progress=lambda m: print(f"  [{model}] {m}", flush=True))
     t2 = time.perf_counter()
     network.layer_time_steps = {k: v for k, v in result.layer_time_steps.items() if v != base}
@@ -95,6 +95,7 @@ def run(model: str, base: int, limit: int, holdout: float, finetune_samples: int
         "model": model, "base_t": base, "samples": limit, "accuracy_budget": budget, "default_balance": default_balance,
         "teas_samples": teas_samples, "retune_thresholds": retune,
         "retuned_layers": len(result.retuned_thresholds), "calibrated_trials": result.calibrated_trials,
+        "candidates": config.steps_for(base),
         "command": " ".join([COMMAND] + sys.argv[1:]), "ann_accuracy_pct": uniform.ann.accuracy,
         "uniform_curve_pct": [uniform.simulation.accuracy_at(t) for t in range(1, base + 1)],
         "teas_accuracy_pct": after["snn_accuracy_pct"], "teas_avg_t": after["avg_time_steps"],
@@ -118,7 +119,8 @@ def result_name(model: str, args) -> tuple[str, str]:
             (args.default_balance, "_default-balance", " (default balance)"),
             (args.teas_samples != C.CALIBRATION_SAMPLES, f"_cal{args.teas_samples}", f" ({args.teas_samples} TEAS images)"),
             (args.keep_thresholds, "_kept", " (thresholds kept)"),
-            (args.uncalibrated_trials, "_uncal-trials", " (uncalibrated trials)")):
+            (args.uncalibrated_trials, "_uncal-trials", " (uncalibrated trials)"),
+            (bool(args.candidates), f"_cand{args.candidates.replace(',', '-')}", f" (T_l in {{{args.candidates}}})")):
         if present:
             name, label = name.replace(".json", f"{suffix}.json"), label + tag
     return name, label
@@ -324,6 +326,9 @@ def main() -> None:
     parser.add_argument("--uncalibrated-trials", action="store_true",
                         help="TEAS measures its trials without calibrating for their windows (result: "
                              "teas_<model>_uncal-trials.json)")
+    parser.add_argument("--candidates", default="",
+                        help="TEAS's allowed T_l, e.g. 32,24,16,12,8,6,4,3,2,1 (default: halving from the base T; "
+                             "result: teas_<model>_cand<list>.json)")
     parser.add_argument("--extend-curve", type=int, default=0, metavar="T_MAX",
                         help="instead of running TEAS: measure the stored run's uniform curve on to T_MAX steps (same "
                              "conversion, same images), for a TEAS accuracy the uniform network does not reach by the base T")
@@ -345,7 +350,8 @@ def main() -> None:
         for model in args.models.split(","):
             result = run(model, args.base_t, args.limit, args.holdout, args.finetune_samples, args.finetune_epochs,
                          args.budget, args.default_balance, args.teas_samples, not args.keep_thresholds,
-                         not args.uncalibrated_trials)
+                         not args.uncalibrated_trials,
+                         tuple(int(c) for c in args.candidates.split(",")) if args.candidates else ())
             name, result["model"] = result_name(model, args)
             (C.RESULTS / name).write_text(json.dumps(result, indent=1, default=float))
             print(f"[{model}] TEAS acc {result['teas_accuracy_pct']:.2f} avg T {result['teas_avg_t']:.2f} "

@@ -19,6 +19,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import _common as C  # noqa: E402
+import torch  # noqa: E402
 
 CHILD = r"""
 import hashlib, json, resource, sys, time
@@ -61,6 +62,7 @@ def main() -> None:
     parser.add_argument("--models", default="vgg", help="comma-separated: vgg (shipped), resnet, maxpool, resnet20")
     parser.add_argument("--tag", default="", help="results file conversion_memory_<tag>.json (default: no suffix)")
     args = parser.parse_args()
+    torch.set_num_threads(args.threads)  # the children's count, so that the machine line states what they ran
     rows = []
     here = str(Path(__file__).resolve().parent)
     for model in args.models.split(","):

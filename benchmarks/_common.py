@@ -205,6 +205,21 @@ def machine() -> str:
             f"torch {torch.__version__}, {torch.get_num_threads()} torch threads")
 
 
+def machines_sentence(results: list[dict]) -> str:
+    """Where the rows of a table were measured: the ``machine`` each result records (the same network can
+    convert a few images differently on another CPU, whose kernels sum in another order)."""
+    by_machine: dict[str, list[str]] = {}
+    for r in results:
+        by_machine.setdefault(r.get("machine", ""), []).append(f"`{r['model']}`")
+    recorded = {m: labels for m, labels in by_machine.items() if m}
+    parts = [f"{m} ({', '.join(labels) if len(recorded) > 1 or '' in by_machine else 'every row'})"
+             for m, labels in recorded.items()]
+    if "" in by_machine:
+        parts.append("not recorded for the other rows (earlier sessions, 2-core CPUs, the scripts' default of 1 torch thread "
+                     "unless the command says otherwise)")
+    return "Machine: " + "; ".join(parts) + "."
+
+
 SECTIONS = ("fidelity", "spikingjelly", "speed_memory", "teas", "seenn", "ttfs", "dts", "spikformer")
 HEADER = """# Benchmarks
 

@@ -174,7 +174,7 @@ def run(model: str, limit: int, selection_count: int, policy_train: int, epochs:
         "seenn_one": seenn_one, "other_scores": scores,
         "offline_sweep": [(p.avg_exit_time_steps, p.accuracy_pct) for p in offline[:: max(1, len(offline) // 60)]],
         "seenn_two": seenn_two, "policy_s": time.perf_counter() - t0,
-        "date": C.today(), "snnconv": C.git_head(), "torch": torch.__version__,
+        "date": C.today(), "machine": C.machine(), "snnconv": C.git_head(), "torch": torch.__version__,
     }
 
 
@@ -186,7 +186,7 @@ def _ratio_text(row: dict, base_t: int) -> tuple[str, str, str]:
 
 def render(results: list[dict]) -> None:
     lines = ["## 5. SEENN: per-sample early exit", "",
-             f"Command: `{COMMAND}` (results: `benchmarks/results/seenn_<model>.json`). Machine: {C.machine()}.", "",
+             f"Command: `{COMMAND}` (results: `benchmarks/results/seenn_<model>.json`). " + C.machines_sentence(results), "",
              "`mseT-channel-half-advanced` (the default pipeline with the mse search for the base T, as before 2026-12-02; section 1; "
              "models tagged `default-balance` use today's default `mse-channel-half-advanced`, the search for T/2, "
              "`--default-balance`) converted for T = 32 (T = 64 for models tagged `t64`; with signed spikes, "

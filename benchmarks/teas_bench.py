@@ -104,7 +104,7 @@ def run(model: str, base: int, limit: int, holdout: float, finetune_samples: int
         "ann_energy_pj_per_sample": after["energy_pj_per_sample_ann"],
         "layer_time_steps": result.layer_time_steps, "rows": rows, "summary": extra,
         "convert_s": t1 - t0, "teas_s": t2 - t1, "holdout": result.holdout_samples,
-        "date": C.today(), "snnconv": C.git_head(), "torch": torch.__version__,
+        "date": C.today(), "machine": C.machine(), "snnconv": C.git_head(), "torch": torch.__version__,
         "equal_accuracy_t": uniform_steps_matching(uniform, after["snn_accuracy_pct"]), **tuned,
     }
 
@@ -230,7 +230,7 @@ def timing_lines(results: list[dict]) -> list[str]:
 
 def render(results: list[dict]) -> None:
     lines = ["## 4. TEAS: per-layer time steps", "",
-             f"Command: `{COMMAND}` (results: `benchmarks/results/teas_<model>.json`). Machine: {C.machine()}.", "",
+             f"Command: `{COMMAND}` (results: `benchmarks/results/teas_<model>.json`). " + C.machines_sentence(results), "",
              "`mseT-channel-half-advanced` (the default pipeline with the mse search for the base T, as before 2026-12-02; section 1; "
              "models tagged `default balance` use today's default `mse-channel-half-advanced`, the search for T/2, "
              "`--default-balance`) converted for the base T on the 1000 benchmark calibration images; TEAS (default "

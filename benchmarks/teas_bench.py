@@ -49,18 +49,27 @@ from snnconv.stages.teas import TeasConfig, teas  # noqa: E402
 from snnconv.training import TrainConfig  # noqa: E402
 
 COMMAND = "/work/venv/bin/python benchmarks/teas_bench.py"
+UNSEEN_START = 5000  # --unseen-teas-images: test permutation 5000.. (as SEENN's selection images)
 
 
 def run(model: str, base: int, limit: int, holdout: float, finetune_samples: int = 0, finetune_epochs: int = 1,
         budget: float = 0.1, default_balance: bool = False, teas_samples: int = C.CALIBRATION_SAMPLES,
-        retune: bool = True, calibrated_trials: bool = True, candidates: tuple[int, ...] = ()) -> dict:
+        retune: bool = True, calibrated_trials: bool = True, candidates: tuple[int, ...] = (),
+        unseen: bool = False) -> dict:
     cx, cy = C.calibration_set(model)
     tx, ty = C.test_order(model)
     cal = LabeledData(x=cx, y=cy, num_classes=10, description=f"{model} calibration")
-    # TEAS profiles and allocates on the first teas_samples training images (they include the conversion's)
-    tcx, tcy = C.calibration_set(model, teas_samples)
-    teas_cal = LabeledData(x=tcx, y=tcy, num_classes=10, description=f"{model} train[:{teas_samples}]")
     test = LabeledData(x=tx[:limit], y=ty[:limit], num_classes=10, description=f"{model} test[:{limit}]")
+    if unseen:  # test images the network was never trained on, disjoint from the evaluation images
+        chosen = slice(UNSEEN_START, UNSEEN_START + teas_samples)
+        if chosen.start < limit or chosen.stop > len(ty):
+            raise SystemExit(f"--unseen-teas-images needs test images {chosen.start}..{chosen.stop - 1} outside the "
+                             f"{limit} evaluation images and within the {len(ty)} test images")
+        teas_cal = LabeledData(x=tx[chosen], y=ty[chosen], num_classes=10,
+                               description=f"{model} test[{chosen.start}:{chosen.stop}]")
+    else:  # the first teas_samples training images (they include the conversion's)
+        tcx, tcy = C.calibration_set(model, teas_samples)
+        teas_cal = LabeledData(x=tcx, y=tcy, num_classes=10, description=f"{model} train[:{teas_samples}]")
     imported = load_model(C.source_model(model), example=cx)
     t0 = time.perf_counter()
     network = snnconv.convert(imported, cal, ConvertConfig(time_steps=base, balance=C.balance(base, default_balance)))
@@ -93,7 +102,7 @@ def run(model: str, base: int, limit: int, holdout: float, finetune_samples: int
     after = summarize(compressed.simulation, compressed.ann, energy)
     return {
         "model": model, "base_t": base, "samples": limit, "accuracy_budget": budget, "default_balance": default_balance,
-        "teas_samples": teas_samples, "retune_thresholds": retune,
+        "teas_samples": teas_samples, "teas_images": teas_cal.description, "retune_thresholds": retune,
         "retuned_layers": len(result.retuned_thresholds), "calibrated_trials": result.calibrated_trials,
         "candidates": config.steps_for(base),
         "command": " ".join([COMMAND] + sys.argv[1:]), "ann_accuracy_pct": uniform.ann.accuracy,
@@ -120,7 +129,8 @@ def result_name(model: str, args) -> tuple[str, str]:
             (args.teas_samples != C.CALIBRATION_SAMPLES, f"_cal{args.teas_samples}", f" ({args.teas_samples} TEAS images)"),
             (args.keep_thresholds, "_kept", " (thresholds kept)"),
             (args.uncalibrated_trials, "_uncal-trials", " (uncalibrated trials)"),
-            (bool(args.candidates), f"_cand{args.candidates.replace(',', '-')}", f" (T_l in {{{args.candidates}}})")):
+            (bool(args.candidates), f"_cand{args.candidates.replace(',', '-')}", f" (T_l in {{{args.candidates}}})"),
+            (args.unseen_teas_images, "_unseen", " (unseen TEAS images)")):
         if present:
             name, label = name.replace(".json", f"{suffix}.json"), label + tag
     return name, label
@@ -329,6 +339,9 @@ def main() -> None:
     parser.add_argument("--candidates", default="",
                         help="TEAS's allowed T_l, e.g. 32,24,16,12,8,6,4,3,2,1 (default: halving from the base T; "
                              "result: teas_<model>_cand<list>.json)")
+    parser.add_argument("--unseen-teas-images", action="store_true",
+                        help=f"TEAS profiles and allocates on test images {UNSEEN_START}.. of the seeded permutation (never "
+                             "trained on, never evaluated) instead of training images (result: teas_<model>_unseen.json)")
     parser.add_argument("--extend-curve", type=int, default=0, metavar="T_MAX",
                         help="instead of running TEAS: measure the stored run's uniform curve on to T_MAX steps (same "
                              "conversion, same images), for a TEAS accuracy the uniform network does not reach by the base T")
@@ -351,7 +364,8 @@ def main() -> None:
             result = run(model, args.base_t, args.limit, args.holdout, args.finetune_samples, args.finetune_epochs,
                          args.budget, args.default_balance, args.teas_samples, not args.keep_thresholds,
                          not args.uncalibrated_trials,
-                         tuple(int(c) for c in args.candidates.split(",")) if args.candidates else ())
+                         tuple(int(c) for c in args.candidates.split(",")) if args.candidates else (),
+                         args.unseen_teas_images)
             name, result["model"] = result_name(model, args)
             (C.RESULTS / name).write_text(json.dumps(result, indent=1, default=float))
             print(f"[{model}] TEAS acc {result['teas_accuracy_pct']:.2f} avg T {result['teas_avg_t']:.2f} "

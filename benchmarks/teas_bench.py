@@ -253,7 +253,10 @@ def render(results: list[dict]) -> None:
              "than the uniform network at the base T, its curve is measured on past the base T (the same network run "
              "longer on the same images, `--extend-curve T_MAX`), and `> N` means no uniform t up to N reaches it. `held-out` = TEAS's "
              "held-out images (one image = 100 / held-out points; models tagged `N TEAS images` allocate on N "
-             "training images, `--teas-samples N`). `cut thresholds`: `retuned (k)` = the k cut layers' thresholds "
+             "training images, `--teas-samples N`; models tagged `unseen TEAS images` take them from test images "
+             f"{UNSEEN_START} on instead, never trained on and disjoint from the evaluation images, for the held-out split, the "
+             "profile and the calibrated trials alike, `--unseen-teas-images`; `T_l in {...}` names candidates other than "
+             "the halving ones, `--candidates`). `cut thresholds`: `retuned (k)` = the k cut layers' thresholds "
              "searched again for their T_l (the default since 2026-12-03, docs/teas.md section 4); `kept` = the "
              "thresholds balanced for the base T (`--keep-thresholds`, and every row measured before that date). `trials`: "
              "`calibrated` = every sensitivity cut and allocation move measured after calibrating for its windows, as "
@@ -341,7 +344,8 @@ def main() -> None:
                              "result: teas_<model>_cand<list>.json)")
     parser.add_argument("--unseen-teas-images", action="store_true",
                         help=f"TEAS profiles and allocates on test images {UNSEEN_START}.. of the seeded permutation (never "
-                             "trained on, never evaluated) instead of training images (result: teas_<model>_unseen.json)")
+                             "trained on, never evaluated) instead of training images, its calibrated trials too (result: "
+                             "teas_<model>_unseen.json)")
     parser.add_argument("--extend-curve", type=int, default=0, metavar="T_MAX",
                         help="instead of running TEAS: measure the stored run's uniform curve on to T_MAX steps (same "
                              "conversion, same images), for a TEAS accuracy the uniform network does not reach by the base T")

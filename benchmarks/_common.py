@@ -36,6 +36,9 @@ ALL_MODELS = FMNIST_MODELS + ("resnet20",)
 STEPS = (1, 2, 4, 8, 16, 32, 64, 128)
 T_MAX = 128
 CALIBRATION_SAMPLES = 1000
+# the methods' unseen images (SEENN's selection split, TEAS's --unseen-teas-images): test images from here on in
+# the seeded permutation, disjoint from evaluation sets of up to this many images
+UNSEEN_TEST_START = 5000
 SEED = 0
 
 MODEL_TITLES = {

@@ -53,7 +53,6 @@ BASE_T = 32
 BUDGETS = (0.1, 0.25, 0.5, 1.0)
 BETAS = (0.1, 0.5, 2.0)
 POLICY_CHUNK = 4  # SEENN-II chooses among steps 4, 8, ..., 32 (docs/seenn.md)
-SELECTION_START = 5000  # selection images: test permutation 5000.. (never among the evaluation images)
 WALL_REPEATS = 3  # alternated runs of an exit rule and its fixed T of equal accuracy; the wall times are medians
 
 
@@ -106,7 +105,7 @@ def run(model: str, limit: int, selection_count: int, policy_train: int, epochs:
     tx, ty = C.test_order(model)
     cal = LabeledData(x=cx, y=cy, num_classes=10, description=f"{model} calibration")
     test = LabeledData(x=tx[:limit], y=ty[:limit], num_classes=10, description=f"{model} test[:{limit}]")
-    chosen = slice(SELECTION_START, SELECTION_START + selection_count)
+    chosen = slice(C.UNSEEN_TEST_START, C.UNSEEN_TEST_START + selection_count)
     selection = LabeledData(x=tx[chosen], y=ty[chosen], num_classes=10,
                             description=f"{model} test[{chosen.start}:{chosen.stop}]")
     imported = load_model(C.source_model(model), example=cx)

@@ -49,7 +49,6 @@ from snnconv.stages.teas import TeasConfig, teas  # noqa: E402
 from snnconv.training import TrainConfig  # noqa: E402
 
 COMMAND = "/work/venv/bin/python benchmarks/teas_bench.py"
-UNSEEN_START = 5000  # --unseen-teas-images: test permutation 5000.. (as SEENN's selection images)
 
 
 def run(model: str, base: int, limit: int, holdout: float, finetune_samples: int = 0, finetune_epochs: int = 1,
@@ -61,7 +60,7 @@ def run(model: str, base: int, limit: int, holdout: float, finetune_samples: int
     cal = LabeledData(x=cx, y=cy, num_classes=10, description=f"{model} calibration")
     test = LabeledData(x=tx[:limit], y=ty[:limit], num_classes=10, description=f"{model} test[:{limit}]")
     if unseen:  # test images the network was never trained on, disjoint from the evaluation images
-        chosen = slice(UNSEEN_START, UNSEEN_START + teas_samples)
+        chosen = slice(C.UNSEEN_TEST_START, C.UNSEEN_TEST_START + teas_samples)
         if chosen.start < limit or chosen.stop > len(ty):
             raise SystemExit(f"--unseen-teas-images needs test images {chosen.start}..{chosen.stop - 1} outside the "
                              f"{limit} evaluation images and within the {len(ty)} test images")
@@ -254,7 +253,7 @@ def render(results: list[dict]) -> None:
              "longer on the same images, `--extend-curve T_MAX`), and `> N` means no uniform t up to N reaches it. `held-out` = TEAS's "
              "held-out images (one image = 100 / held-out points; models tagged `N TEAS images` allocate on N "
              "training images, `--teas-samples N`; models tagged `unseen TEAS images` take them from test images "
-             f"{UNSEEN_START} on instead, never trained on and disjoint from the evaluation images, for the held-out split, the "
+             f"{C.UNSEEN_TEST_START} on instead, never trained on and disjoint from the evaluation images, for the held-out split, the "
              "profile and the calibrated trials alike, `--unseen-teas-images`; `T_l in {...}` names candidates other than "
              "the halving ones, `--candidates`). `cut thresholds`: `retuned (k)` = the k cut layers' thresholds "
              "searched again for their T_l (the default since 2026-12-03, docs/teas.md section 4); `kept` = the "
@@ -343,7 +342,7 @@ def main() -> None:
                         help="TEAS's allowed T_l, e.g. 32,24,16,12,8,6,4,3,2,1 (default: halving from the base T; "
                              "result: teas_<model>_cand<list>.json)")
     parser.add_argument("--unseen-teas-images", action="store_true",
-                        help=f"TEAS profiles and allocates on test images {UNSEEN_START}.. of the seeded permutation (never "
+                        help=f"TEAS profiles and allocates on test images {C.UNSEEN_TEST_START}.. of the seeded permutation (never "
                              "trained on, never evaluated) instead of training images, its calibrated trials too (result: "
                              "teas_<model>_unseen.json)")
     parser.add_argument("--extend-curve", type=int, default=0, metavar="T_MAX",

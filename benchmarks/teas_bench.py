@@ -49,12 +49,14 @@ from snnconv.stages.teas import TeasConfig, teas  # noqa: E402
 from snnconv.training import TrainConfig  # noqa: E402
 
 COMMAND = "/work/venv/bin/python benchmarks/teas_bench.py"
+FINETUNE_LOSS_NAMES = {"ce": "cross-entropy on the labels",
+                       "distill": "squared error to the ANN's outputs (`--finetune-loss distill`)"}
 
 
 def run(model: str, base: int, limit: int, holdout: float, finetune_samples: int = 0, finetune_epochs: int = 1,
         budget: float = 0.1, default_balance: bool = False, teas_samples: int = C.CALIBRATION_SAMPLES,
         retune: bool = True, calibrated_trials: bool = True, candidates: tuple[int, ...] = (),
-        unseen: bool = False) -> dict:
+        unseen: bool = False, finetune_loss: str = "ce", finetune_lr: float = 1e-4) -> dict:
     cx, cy = C.calibration_set(model)
     tx, ty = C.test_order(model)
     cal = LabeledData(x=cx, y=cy, num_classes=10, description=f"{model} calibration")
@@ -89,9 +91,10 @@ def run(model: str, base: int, limit: int, holdout: float, finetune_samples: int
         train = LabeledData(x=fx, y=fy, num_classes=10, description=f"{model} train[:{finetune_samples}]")
         t3 = time.perf_counter()
         log = finetune(network, train, FinetuneConfig(train=TrainConfig(
-            epochs=finetune_epochs, batch_size=32, lr=1e-4, optimizer="adam", weight_decay=0.0)),
-            layer_costs={p.name: p.cost for p in result.profiles})
+            epochs=finetune_epochs, batch_size=32, lr=finetune_lr, optimizer="adam", weight_decay=0.0),
+            loss=finetune_loss), layer_costs={p.name: p.cost for p in result.profiles})
         tuned = {"finetune_samples": finetune_samples, "finetune_epochs": finetune_epochs,
+                 "finetune_loss": finetune_loss, "finetune_lr": finetune_lr,
                  "finetune_s": time.perf_counter() - t3, "finetune_losses": log.epoch_losses,
                  "before_finetune_accuracy_pct": before["snn_accuracy_pct"],
                  "before_finetune_synaptic_ops_per_sample": before["synaptic_ops_per_sample"]}
@@ -129,7 +132,13 @@ def result_name(model: str, args) -> tuple[str, str]:
             (args.keep_thresholds, "_kept", " (thresholds kept)"),
             (args.uncalibrated_trials, "_uncal-trials", " (uncalibrated trials)"),
             (bool(args.candidates), f"_cand{args.candidates.replace(',', '-')}", f" (T_l in {{{args.candidates}}})"),
-            (args.unseen_teas_images, "_unseen", " (unseen TEAS images)")):
+            (args.unseen_teas_images, "_unseen", " (unseen TEAS images)"),
+            (args.finetune_samples and args.finetune_loss != "ce", f"_{args.finetune_loss}",
+             f" ({args.finetune_loss} loss)"),
+            (args.finetune_samples and args.finetune_lr != 1e-4, f"_lr{args.finetune_lr:g}",
+             f" (lr {args.finetune_lr:g})"),
+            (args.finetune_samples and args.finetune_samples != 5000, f"_ft{args.finetune_samples}",
+             f" ({args.finetune_samples} fine-tuning images)")):
         if present:
             name, label = name.replace(".json", f"{suffix}.json"), label + tag
     return name, label
@@ -286,7 +295,8 @@ def render(results: list[dict]) -> None:
         if r.get("finetune_samples"):
             lines += [f"`{r['model']}` (`--finetune-samples {r['finetune_samples']}`): after allocation, surrogate-gradient "
                       f"BPTT with T_l fixed on {r['finetune_samples']} training images, {r['finetune_epochs']} epoch(s), "
-                      f"Adam lr 1e-4, batch 32, activity weight 0 ({r['finetune_s']:.0f} s). Accuracy "
+                      f"{FINETUNE_LOSS_NAMES[r.get('finetune_loss', 'ce')]}, Adam lr {r.get('finetune_lr', 1e-4):g}, "
+                      f"batch 32, activity weight 0 ({r['finetune_s']:.0f} s). Accuracy "
                       f"{r['before_finetune_accuracy_pct']:.2f} % before fine-tuning -> {r['teas_accuracy_pct']:.2f} % "
                       f"after; synaptic ops per sample {r['before_finetune_synaptic_ops_per_sample']:,.0f} -> "
                       f"{r['teas_synaptic_ops_per_sample']:,.0f}.", ""]
@@ -326,6 +336,9 @@ def main() -> None:
     parser.add_argument("--finetune-samples", type=int, default=0,
                         help="also fine-tune with T_l fixed on this many training images (result: teas_<model>_finetune.json)")
     parser.add_argument("--finetune-epochs", type=int, default=1)
+    parser.add_argument("--finetune-loss", choices=("ce", "distill"), default="ce",
+                        help="fine-tuning loss: cross-entropy on the labels or squared error to the ANN's outputs")
+    parser.add_argument("--finetune-lr", type=float, default=1e-4, help="fine-tuning learning rate (Adam)")
     parser.add_argument("--timing-comparison", action="store_true",
                         help="measure the stored allocation under every spike timing (result: teas-timing_<model>.json)")
     parser.add_argument("--default-balance", action="store_true",
@@ -368,7 +381,7 @@ def main() -> None:
                          args.budget, args.default_balance, args.teas_samples, not args.keep_thresholds,
                          not args.uncalibrated_trials,
                          tuple(int(c) for c in args.candidates.split(",")) if args.candidates else (),
-                         args.unseen_teas_images)
+                         args.unseen_teas_images, args.finetune_loss, args.finetune_lr)
             name, result["model"] = result_name(model, args)
             (C.RESULTS / name).write_text(json.dumps(result, indent=1, default=float))
             print(f"[{model}] TEAS acc {result['teas_accuracy_pct']:.2f} avg T {result['teas_avg_t']:.2f} "

@@ -212,6 +212,9 @@ def compress(
                                                             "calibration data."),
     activity_weight: float = typer.Option(0.0, "--activity-weight", help="TEAS --finetune: lambda of the activity "
                                                                          "regularizer P_r."),
+    finetune_loss: str = typer.Option("ce", "--finetune-loss", help="TEAS --finetune: 'ce' (cross-entropy on the "
+                                                                    "labels) or 'distill' (squared error to the "
+                                                                    "ANN's outputs)."),
     mask_weight: Optional[float] = typer.Option(None, "--mask-weight", help="DTS: lambda_m, weight of the mask loss "
                                                                             "(sum of kept steps; default 3e-3)."),
     groups: Optional[list[str]] = typer.Option(None, "--groups", help="DTS: layer-name pattern (fnmatch, e.g. "
@@ -239,8 +242,8 @@ def compress(
                                      avg_t_budget=avg_t_budget, candidates=candidates, min_t=min_t, noise=noise,
                                      score=score, temperature=temperature, alpha=alpha, exit_chunk=exit_chunk,
                                      policy=policy, beta=beta, policy_width=policy_width, epochs=epochs, lr=lr,
-                                     finetune=finetune, activity_weight=activity_weight, window=window,
-                                     fire_start=fire_start, tc=tc, percentile=percentile, fit_epochs=fit_epochs,
+                                     finetune=finetune, activity_weight=activity_weight, finetune_loss=finetune_loss,
+                                     window=window, fire_start=fire_start, tc=tc, percentile=percentile, fit_epochs=fit_epochs,
                                      relaxation=relaxation, kernel_reg=kernel_reg, bn_loss=bn_loss,
                                      mask_weight=mask_weight, groups=groups, mask_lr=mask_lr,
                                      initial_steps=initial_steps, timing=timing,

@@ -106,8 +106,8 @@ def _given(value, default):
 
 def compress_config(method: str, *, accuracy_budget: float | None, holdout: float, seed: int, avg_t_budget, candidates,
                     min_t, noise, score, temperature, alpha, exit_chunk, policy, beta, policy_width, epochs, lr,
-                    finetune, activity_weight, window=32, fire_start=None, tc=8.0, percentile=99.9, fit_epochs=2,
-                    relaxation=True, kernel_reg=1e-5, bn_loss=1e-5, mask_weight=None, groups=None, mask_lr=None,
+                    finetune, activity_weight, finetune_loss="ce", window=32, fire_start=None, tc=8.0, percentile=99.9,
+                    fit_epochs=2, relaxation=True, kernel_reg=1e-5, bn_loss=1e-5, mask_weight=None, groups=None, mask_lr=None,
                     initial_steps=None, timing=None, retune_thresholds=None, calibrated_trials=None):
     """The TeasConfig, DtsConfig, SeennConfig or TTFSConfig of ``snnconv compress --method METHOD``; an unknown
     method is left to the library."""
@@ -124,7 +124,8 @@ def compress_config(method: str, *, accuracy_budget: float | None, holdout: floa
     from snnconv.training import TrainConfig
     if method == "teas":
         tuning = FinetuneConfig(train=TrainConfig(epochs=_given(epochs, 1), batch_size=32, lr=_given(lr, 1e-4), optimizer="adam",
-                                                  weight_decay=0.0, seed=seed), activity_weight=activity_weight)
+                                                  weight_decay=0.0, seed=seed), activity_weight=activity_weight,
+                                loss=finetune_loss)
         return TeasConfig(accuracy_budget=0.1 if accuracy_budget is None else accuracy_budget,
                           avg_steps_budget=avg_t_budget, candidates=parse_ints(candidates, "--candidates"),
                           min_steps=min_t, holdout_fraction=holdout, noise=noise, seed=seed, finetune=finetune,

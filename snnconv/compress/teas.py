@@ -46,6 +46,7 @@ def apply_teas(context, config: TeasConfig, *, checkpoint: Path | None = None, r
         tuned = {"teas_accuracy_before_finetune_pct": before["snn_accuracy_pct"],
                  "teas_synaptic_ops_per_sample_before_finetune": before["synaptic_ops_per_sample"],
                  "finetune_epochs": config.tuning.train.epochs, "finetune_samples": len(context.calibration),
+                 "finetune_loss": config.tuning.loss,
                  "finetune_loss_first_epoch": log.epoch_losses[0] if log.epoch_losses else None,
                  "finetune_loss_last_epoch": log.epoch_losses[-1] if log.epoch_losses else None}
     compressed = evaluate(network, context.evaluation_data, simulation, progress=context.progress)

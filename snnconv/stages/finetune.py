@@ -8,7 +8,9 @@ the convolution and linear layers train; thresholds, calibration currents and in
 Loss (ALGORITHMS.md section 6.2): ``CE(F_T / T, y) + lambda * P_r``, with F_T the output summed over the
 readout window and ``P_r = sum_l w_l * r_l``: r_l the layer's spikes per neuron per step in the batch,
 w_l its share of a per-layer cost (TEAS: #Act(l) x #Para(l), normalized to sum to 1). lambda = 0 trains
-for accuracy only.
+for accuracy only. ``loss="distill"`` (ours) replaces the cross-entropy by the mean squared error between
+F_T / T and the outputs of the ANN the network was converted from: the SNN is trained towards what
+conversion approximates, with a target for every output instead of one label per sample.
 """
 from __future__ import annotations
 
@@ -27,6 +29,9 @@ from ..network import SpikingNetwork
 from ..training import TrainConfig, TrainLog, fit
 
 
+FINETUNE_LOSSES = ("ce", "distill")
+
+
 def _finetune_defaults() -> TrainConfig:
     return TrainConfig(epochs=1, batch_size=32, lr=1e-4, optimizer="adam", momentum=0.0, weight_decay=0.0)
 
@@ -37,8 +42,11 @@ class FinetuneConfig(_Plain):
     activity_weight: float = 0.0  # lambda of the activity regularizer P_r
     surrogate_width: float = 1.0  # in thresholds: the surrogate gradient is non-zero within this of firing
     chunk_steps: int = 8
+    loss: str = "ce"  # ce: cross-entropy on the labels; distill: squared error to the ANN's outputs
 
     def __post_init__(self):
+        if self.loss not in FINETUNE_LOSSES:
+            raise ConfigError(f"--finetune-loss must be one of {', '.join(FINETUNE_LOSSES)}, got '{self.loss}'.")
         if self.activity_weight < 0:
             raise ConfigError(f"--activity-weight must be >= 0, got {self.activity_weight}.")
         if not self.surrogate_width > 0:
@@ -74,21 +82,29 @@ def finetune(network: SpikingNetwork, data: LabeledData, config: FinetuneConfig 
              progress=None) -> TrainLog:
     """Train ``network``'s weights in place on ``data`` through its SNN simulation (T and T_l fixed)."""
     model = SurrogateSNN(network, config.surrogate_width, config.chunk_steps)
+    device = next(network.graph.parameters()).device
     steps = network.time_steps
     costs = {name: float((layer_costs or {}).get(name, 1.0)) for name in model.neurons}
     total = sum(costs.values())
     weights = {name: cost / total for name, cost in costs.items()} if total > 0 else {n: 0.0 for n in costs}
 
+    tensors = [data.x, data.y]
+    if config.loss == "distill":  # the ANN's outputs, computed once before its weights start to move
+        teacher = network.ann_graph().eval()
+        with torch.no_grad():
+            tensors.append(torch.cat([teacher(x.to(device)).cpu() for x, _ in data.batches(256)]))
+
     def loss(module, batch):
-        x, y = batch
+        x, target = batch[0], batch[-1]
         summed, rates = module(x)
-        value = F.cross_entropy(summed / steps, y)
+        value = (F.mse_loss if config.loss == "distill" else F.cross_entropy)(summed / steps, target)
         if config.activity_weight > 0:
             value = value + config.activity_weight * sum(weights[name] * rate for name, rate in rates.items())
         return value
 
     torch.manual_seed(config.train.seed)
-    log = fit(model, [data.x, data.y], loss, config.train, checkpoint=checkpoint, resume=resume, progress=progress,
-              description=f"Fine-tuning the SNN (BPTT, T={steps})")
+    log = fit(model, tensors, loss, config.train, checkpoint=checkpoint, resume=resume, progress=progress,
+              description=f"Fine-tuning the SNN (BPTT, T={steps}, {config.loss} loss)",
+              fingerprint={**config.to_dict(), "train": None})
     network.graph.eval()
     return log

@@ -164,19 +164,24 @@ def test_compress_refuses_what_it_cannot_run(tmp_path):
     result = runner.invoke(app, ["compress", str(tmp_path), "--method", "dts", "--uncalibrated-trials", "-o",
                                  str(tmp_path / "o")])
     assert result.exit_code == 3 and "--uncalibrated-trials applies to --method teas" in " ".join(result.output.split())
+    result = runner.invoke(app, ["compress", str(tmp_path), "--method", "teas", "--finetune", "--finetune-loss", "kl",
+                                 "-o", str(tmp_path / "o")])
+    assert result.exit_code == 3 and "--finetune-loss must be one of ce, distill, got 'kl'" in \
+        " ".join(result.output.split())
     assert not (tmp_path / "o").exists()
 
 
-def test_compress_teas_with_finetuning_changes_the_weights_and_reports_before_and_after(tmp_path):
+@pytest.mark.parametrize("loss", ["ce", "distill"])
+def test_compress_teas_with_finetuning_changes_the_weights_and_reports_before_and_after(tmp_path, loss):
     runner = CliRunner()
     art = cli_artifact(tmp_path, "--calib-samples", "128", "--calibrate", "none")
     out = tmp_path / "teas"
     result = runner.invoke(app, ["compress", str(art), "--method", "teas", "-o", str(out), "--calib-samples", "128",
                                  "--limit", "200", "--min-t", "2", "--finetune", "--epochs", "1", "--lr", "1e-4",
-                                 "--checkpoint", str(tmp_path / "ft.pt"), "--quiet", "--json"])
+                                 "--finetune-loss", loss, "--checkpoint", str(tmp_path / "ft.pt"), "--quiet", "--json"])
     assert result.exit_code == 0, result.output
     summary = json.loads(result.output)["summary"]
-    assert summary["teas_finetuned"] is True and summary["finetune_epochs"] == 1
+    assert summary["teas_finetuned"] is True and summary["finetune_epochs"] == 1 and summary["finetune_loss"] == loss
     assert summary["finetune_samples"] == 128 and summary["teas_accuracy_before_finetune_pct"] is not None
     assert torch.load(tmp_path / "ft.pt", weights_only=False)["epoch"] == 1
     before, after = artifacts.load(art).graph.state_dict(), artifacts.load(out).graph.state_dict()

@@ -165,6 +165,53 @@ def extend_curve(model: str, stored: dict, t_max: int) -> dict:
     return stored
 
 
+def finetune_uniform(model: str, base: int, limit: int, steps: list[int], samples: int, epochs: int, loss: str,
+                     lr: float, default_balance: bool) -> dict:
+    """The control of a fine-tuned TEAS row: the converted network run uniformly at each t of ``steps`` (every
+    layer at t), fine-tuned exactly as the TEAS network is, on the same images; accuracy before and after."""
+    cx, cy = C.calibration_set(model)
+    tx, ty = C.test_order(model)
+    cal = LabeledData(x=cx, y=cy, num_classes=10, description=f"{model} calibration")
+    test = LabeledData(x=tx[:limit], y=ty[:limit], num_classes=10, description=f"{model} test[:{limit}]")
+    fx, fy = C.calibration_set(model, samples)
+    train = LabeledData(x=fx, y=fy, num_classes=10, description=f"{model} train[:{samples}]")
+    converted = snnconv.convert(load_model(C.source_model(model), example=cx), cal,
+                                ConvertConfig(time_steps=base, balance=C.balance(base, default_balance)))
+    points = []
+    for t in steps:
+        network = copy.deepcopy(converted)
+        network.time_steps = t
+        before = snnconv.evaluate(network, test, SimulationConfig(time_steps=t)).simulation.accuracy_at(t)
+        start = time.perf_counter()
+        finetune(network, train, FinetuneConfig(train=TrainConfig(
+            epochs=epochs, batch_size=32, lr=lr, optimizer="adam", weight_decay=0.0), loss=loss))
+        seconds = time.perf_counter() - start
+        after = snnconv.evaluate(network, test, SimulationConfig(time_steps=t)).simulation.accuracy_at(t)
+        print(f"  [{model}] uniform t={t}: {before:.2f} % -> {after:.2f} % after fine-tuning ({seconds:.0f} s)",
+              flush=True)
+        points.append({"t": t, "before_pct": before, "after_pct": after, "finetune_s": seconds})
+    return {"model": model, "base_t": base, "samples": limit, "default_balance": default_balance,
+            "finetune_samples": samples, "finetune_epochs": epochs, "finetune_loss": loss, "finetune_lr": lr,
+            "points": points, "command": " ".join([COMMAND] + sys.argv[1:]), "date": C.today(),
+            "machine": C.machine(), "snnconv": C.git_head(), "torch": torch.__version__}
+
+
+def finetuned_uniform_lines(results: list[dict]) -> list[str]:
+    if not results:
+        return []
+    lines = ["### Fine-tuned uniform networks (the control of the fine-tuned TEAS rows)", "",
+             "The converted network run with every layer at t steps, fine-tuned exactly as the TEAS rows above "
+             "(same images, loss, learning rate and epochs), then measured on the same evaluation images: what "
+             "fine-tuning alone gives without a per-layer allocation. " + C.machines_sentence(results), ""]
+    body = [[r["model"], str(p["t"]), r["finetune_loss"], f"{r['finetune_lr']:g}", str(r["finetune_samples"]),
+             str(r["finetune_epochs"]), f"{p['before_pct']:.2f}", f"{p['after_pct']:.2f}", f"{p['finetune_s']:.0f}"]
+            for r in results for p in r["points"]]
+    lines += [C.md_table(["model", "uniform t", "loss", "lr", "images", "epochs", "accuracy before (%)",
+                          "accuracy after (%)", "fine-tuning s"], body), ""]
+    lines += [f"Command: `{r['command']}`." for r in results] + [""]
+    return lines
+
+
 def compare_timings(model: str, base: int, limit: int) -> dict:
     """The stored TEAS allocation of ``model`` under each spike timing, on the same ``limit`` test images."""
     stored = json.loads((C.RESULTS / f"teas_{model}.json").read_text())
@@ -319,6 +366,8 @@ def render(results: list[dict]) -> None:
                       if k.startswith("rho_")) + f". TEAS took {r['teas_s']:.0f} s "
                   f"({r['summary']['teas_allocation_simulations']} held-out simulations of {r['holdout']} images)."
                   + (f" Command: `{r['command']}`." if r.get("command") else ""), ""]
+    lines += finetuned_uniform_lines([json.loads(p.read_text())
+                                      for p in sorted(C.RESULTS.glob("teas-finetuned-uniform_*.json"))])
     lines += timing_lines([json.loads(p.read_text()) for p in sorted(C.RESULTS.glob("teas-timing_*.json"))])
     C.update_doc("teas", "\n".join(lines))
 
@@ -339,6 +388,10 @@ def main() -> None:
     parser.add_argument("--finetune-loss", choices=("ce", "distill"), default="ce",
                         help="fine-tuning loss: cross-entropy on the labels or squared error to the ANN's outputs")
     parser.add_argument("--finetune-lr", type=float, default=1e-4, help="fine-tuning learning rate (Adam)")
+    parser.add_argument("--finetune-uniform", metavar="STEPS",
+                        help="instead of running TEAS: fine-tune the uniform network at each of these t (e.g. 8,16) "
+                             "as --finetune-* say, the control of a fine-tuned TEAS row "
+                             "(result: teas-finetuned-uniform_<model>.json)")
     parser.add_argument("--timing-comparison", action="store_true",
                         help="measure the stored allocation under every spike timing (result: teas-timing_<model>.json)")
     parser.add_argument("--default-balance", action="store_true",
@@ -365,7 +418,15 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     C.RESULTS.mkdir(parents=True, exist_ok=True)
-    if args.timing_comparison and not args.render_only:
+    if args.finetune_uniform and not args.render_only:
+        if not args.finetune_samples:
+            raise SystemExit("--finetune-uniform needs --finetune-samples.")
+        for model in args.models.split(","):
+            result = finetune_uniform(model, args.base_t, args.limit, [int(t) for t in args.finetune_uniform.split(",")],
+                                      args.finetune_samples, args.finetune_epochs, args.finetune_loss, args.finetune_lr,
+                                      args.default_balance)
+            (C.RESULTS / f"teas-finetuned-uniform_{model}.json").write_text(json.dumps(result, indent=1, default=float))
+    elif args.timing_comparison and not args.render_only:
         for model in args.models.split(","):
             result = compare_timings(model, args.base_t, args.limit)
             (C.RESULTS / f"teas-timing_{model}.json").write_text(json.dumps(result, indent=1, default=float))

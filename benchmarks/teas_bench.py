@@ -202,7 +202,10 @@ def finetuned_uniform_lines(results: list[dict]) -> list[str]:
     lines = ["### Fine-tuned uniform networks (the control of the fine-tuned TEAS rows)", "",
              "The converted network run with every layer at t steps, fine-tuned exactly as the TEAS rows above "
              "(same images, loss, learning rate and epochs), then measured on the same evaluation images: what "
-             "fine-tuning alone gives without a per-layer allocation. " + C.machines_sentence(results), ""]
+             "fine-tuning alone gives without a per-layer allocation. The bar column of a fine-tuned TEAS row compares "
+             "it with the converted uniform curve, which was not fine-tuned; it therefore credits the allocation with "
+             "what fine-tuning did, and this table is the fair comparison (docs/teas.md section 6). "
+             + C.machines_sentence(results), ""]
     body = [[r["model"], str(p["t"]), r["finetune_loss"], f"{r['finetune_lr']:g}", str(r["finetune_samples"]),
              str(r["finetune_epochs"]), f"{p['before_pct']:.2f}", f"{p['after_pct']:.2f}", f"{p['finetune_s']:.0f}"]
             for r in results for p in r["points"]]

@@ -53,15 +53,32 @@ FINETUNE_LOSS_NAMES = {"ce": "cross-entropy on the labels",
                        "distill": "squared error to the ANN's outputs (`--finetune-loss distill`)"}
 
 
+def calibration_and_evaluation(model: str, limit: int) -> tuple[LabeledData, LabeledData]:
+    """The 1000 benchmark calibration images and the first ``limit`` images of the seeded test permutation."""
+    cx, cy = C.calibration_set(model)
+    tx, ty = C.test_order(model)
+    return (LabeledData(x=cx, y=cy, num_classes=10, description=f"{model} calibration"),
+            LabeledData(x=tx[:limit], y=ty[:limit], num_classes=10, description=f"{model} test[:{limit}]"))
+
+
+def training_images(model: str, count: int) -> LabeledData:
+    x, y = C.calibration_set(model, count)
+    return LabeledData(x=x, y=y, num_classes=10, description=f"{model} train[:{count}]")
+
+
+def finetune_config(epochs: int, lr: float, loss: str) -> FinetuneConfig:
+    """How the benchmark fine-tunes, a TEAS network and its uniform control alike."""
+    return FinetuneConfig(train=TrainConfig(epochs=epochs, batch_size=32, lr=lr, optimizer="adam", weight_decay=0.0),
+                          loss=loss)
+
+
 def run(model: str, base: int, limit: int, holdout: float, finetune_samples: int = 0, finetune_epochs: int = 1,
         budget: float = 0.1, default_balance: bool = False, teas_samples: int = C.CALIBRATION_SAMPLES,
         retune: bool = True, calibrated_trials: bool = True, candidates: tuple[int, ...] = (),
         unseen: bool = False, finetune_loss: str = "ce", finetune_lr: float = 1e-4) -> dict:
-    cx, cy = C.calibration_set(model)
-    tx, ty = C.test_order(model)
-    cal = LabeledData(x=cx, y=cy, num_classes=10, description=f"{model} calibration")
-    test = LabeledData(x=tx[:limit], y=ty[:limit], num_classes=10, description=f"{model} test[:{limit}]")
+    cal, test = calibration_and_evaluation(model, limit)
     if unseen:  # test images the network was never trained on, disjoint from the evaluation images
+        tx, ty = C.test_order(model)
         chosen = slice(C.UNSEEN_TEST_START, C.UNSEEN_TEST_START + teas_samples)
         if chosen.start < limit or chosen.stop > len(ty):
             raise SystemExit(f"--unseen-teas-images needs test images {chosen.start}..{chosen.stop - 1} outside the "
@@ -69,9 +86,8 @@ def run(model: str, base: int, limit: int, holdout: float, finetune_samples: int
         teas_cal = LabeledData(x=tx[chosen], y=ty[chosen], num_classes=10,
                                description=f"{model} test[{chosen.start}:{chosen.stop}]")
     else:  # the first teas_samples training images (they include the conversion's)
-        tcx, tcy = C.calibration_set(model, teas_samples)
-        teas_cal = LabeledData(x=tcx, y=tcy, num_classes=10, description=f"{model} train[:{teas_samples}]")
-    imported = load_model(C.source_model(model), example=cx)
+        teas_cal = training_images(model, teas_samples)
+    imported = load_model(C.source_model(model), example=cal.x)
     t0 = time.perf_counter()
     network = snnconv.convert(imported, cal, ConvertConfig(time_steps=base, balance=C.balance(base, default_balance)))
     t1 = time.perf_counter()
@@ -87,12 +103,10 @@ def run(model: str, base: int, limit: int, holdout: float, finetune_samples: int
     tuned = {}
     if finetune_samples:
         before = summarize(compressed.simulation, compressed.ann, energy)
-        fx, fy = C.calibration_set(model, finetune_samples)
-        train = LabeledData(x=fx, y=fy, num_classes=10, description=f"{model} train[:{finetune_samples}]")
+        train = training_images(model, finetune_samples)
         t3 = time.perf_counter()
-        log = finetune(network, train, FinetuneConfig(train=TrainConfig(
-            epochs=finetune_epochs, batch_size=32, lr=finetune_lr, optimizer="adam", weight_decay=0.0),
-            loss=finetune_loss), layer_costs={p.name: p.cost for p in result.profiles})
+        log = finetune(network, train, finetune_config(finetune_epochs, finetune_lr, finetune_loss),
+                       layer_costs={p.name: p.cost for p in result.profiles})
         tuned = {"finetune_samples": finetune_samples, "finetune_epochs": finetune_epochs,
                  "finetune_loss": finetune_loss, "finetune_lr": finetune_lr,
                  "finetune_s": time.perf_counter() - t3, "finetune_losses": log.epoch_losses,
@@ -148,11 +162,8 @@ def extend_curve(model: str, stored: dict, t_max: int) -> dict:
     """``stored`` with its uniform curve measured on to ``t_max`` steps: the same conversion run longer on the
     same images (its first base-T points must reproduce the stored ones), and the equal-accuracy T found on it."""
     base, limit = stored["base_t"], stored["samples"]
-    cx, cy = C.calibration_set(model)
-    tx, ty = C.test_order(model)
-    cal = LabeledData(x=cx, y=cy, num_classes=10, description=f"{model} calibration")
-    test = LabeledData(x=tx[:limit], y=ty[:limit], num_classes=10, description=f"{model} test[:{limit}]")
-    network = snnconv.convert(load_model(C.source_model(model), example=cx), cal, ConvertConfig(
+    cal, test = calibration_and_evaluation(model, limit)
+    network = snnconv.convert(load_model(C.source_model(model), example=cal.x), cal, ConvertConfig(
         time_steps=base, balance=C.balance(base, stored.get("default_balance", False))))
     sim = snnconv.evaluate(network, test, SimulationConfig(time_steps=t_max)).simulation
     curve = [sim.accuracy_at(t) for t in range(1, t_max + 1)]
@@ -169,13 +180,9 @@ def finetune_uniform(model: str, base: int, limit: int, steps: list[int], sample
                      lr: float, default_balance: bool) -> dict:
     """The control of a fine-tuned TEAS row: the converted network run uniformly at each t of ``steps`` (every
     layer at t), fine-tuned exactly as the TEAS network is, on the same images; accuracy before and after."""
-    cx, cy = C.calibration_set(model)
-    tx, ty = C.test_order(model)
-    cal = LabeledData(x=cx, y=cy, num_classes=10, description=f"{model} calibration")
-    test = LabeledData(x=tx[:limit], y=ty[:limit], num_classes=10, description=f"{model} test[:{limit}]")
-    fx, fy = C.calibration_set(model, samples)
-    train = LabeledData(x=fx, y=fy, num_classes=10, description=f"{model} train[:{samples}]")
-    converted = snnconv.convert(load_model(C.source_model(model), example=cx), cal,
+    cal, test = calibration_and_evaluation(model, limit)
+    train = training_images(model, samples)
+    converted = snnconv.convert(load_model(C.source_model(model), example=cal.x), cal,
                                 ConvertConfig(time_steps=base, balance=C.balance(base, default_balance)))
     points = []
     for t in steps:
@@ -183,8 +190,7 @@ def finetune_uniform(model: str, base: int, limit: int, steps: list[int], sample
         network.time_steps = t
         before = snnconv.evaluate(network, test, SimulationConfig(time_steps=t)).simulation.accuracy_at(t)
         start = time.perf_counter()
-        finetune(network, train, FinetuneConfig(train=TrainConfig(
-            epochs=epochs, batch_size=32, lr=lr, optimizer="adam", weight_decay=0.0), loss=loss))
+        finetune(network, train, finetune_config(epochs, lr, loss))
         seconds = time.perf_counter() - start
         after = snnconv.evaluate(network, test, SimulationConfig(time_steps=t)).simulation.accuracy_at(t)
         print(f"  [{model}] uniform t={t}: {before:.2f} % -> {after:.2f} % after fine-tuning ({seconds:.0f} s)",
@@ -221,11 +227,8 @@ def compare_timings(model: str, base: int, limit: int) -> dict:
     if stored["base_t"] != base:
         raise SystemExit(f"teas_{model}.json was allocated for T={stored['base_t']}, not --base-t {base}.")
     windows = {k: int(v) for k, v in stored["layer_time_steps"].items() if int(v) != base}
-    cx, cy = C.calibration_set(model)
-    tx, ty = C.test_order(model)
-    cal = LabeledData(x=cx, y=cy, num_classes=10, description=f"{model} calibration")
-    test = LabeledData(x=tx[:limit], y=ty[:limit], num_classes=10, description=f"{model} test[:{limit}]")
-    converted = snnconv.convert(load_model(C.source_model(model), example=cx), cal,
+    cal, test = calibration_and_evaluation(model, limit)
+    converted = snnconv.convert(load_model(C.source_model(model), example=cal.x), cal,
                                 ConvertConfig(time_steps=base, balance=C.balance(base)))
     simulation = SimulationConfig(time_steps=base)
     uniform = snnconv.evaluate(converted, test, simulation)

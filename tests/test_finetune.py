@@ -123,6 +123,31 @@ def test_distillation_moves_the_snn_output_towards_its_ann():
     assert measured["distill"][1] > 97, measured
 
 
+@pytest.mark.parametrize("calibrate", ["none", "weights"])
+def test_the_ann_stays_the_reference_after_finetuning(calibrate, tmp_path):
+    """Fine-tuning moves the SNN's weights and biases; the ANN every "ANN" figure comes from must stay the one the
+    network was converted from, in memory and through the artifact (before the fix, ann_graph() returned the
+    fine-tuned weights, or a mix of them and the calibrated layers' ANN weights)."""
+    x, y = quadrant_task(256, 0)
+    model = trained("vgg", x, y)
+    network = convert(model, x, time_steps=2, calibrate=calibrate)
+    with torch.no_grad():
+        reference = model(x)
+        assert torch.allclose(network.ann_graph()(x), reference, atol=1e-5)
+    train = snnconv.data.LabeledData(x=x, y=y, description="train", num_classes=10)
+    finetune(network, train, FinetuneConfig(train=TrainConfig(epochs=1, batch_size=32, lr=2e-3, optimizer="adam",
+                                                              weight_decay=0.0)))
+    assert any(key.endswith("bias") for key in network.ann_weights)  # biases train too
+    snnconv.save(network, tmp_path / "tuned")
+    loaded = snnconv.load(tmp_path / "tuned")
+    with torch.no_grad():
+        for net in (network, loaded):
+            assert torch.allclose(net.ann_graph()(x), reference, atol=1e-5)
+            state = net.graph.state_dict()  # the SNN keeps its fine-tuned values
+            assert all(not torch.equal(state[k], v.to(state[k].device)) for k, v in net.ann_weights.items())
+    assert snnconv.artifacts.read_manifest(tmp_path / "tuned")["schema_version"] == 3
+
+
 def test_activity_regularizer_lowers_spiking():
     x, y = quadrant_task(256, 1)
     model = trained("mlp", x, y)

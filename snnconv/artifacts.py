@@ -39,7 +39,7 @@ from .stages.convert import CoverageRow
 # Newest manifest schema this version reads. A manifest carries the oldest schema that describes it, so older
 # snnconv versions keep reading plain artifacts and refuse, rather than misread, what they cannot run:
 # 2 adds sub-step spike timing ("timing" other than linear) and directly trained transformers ("family");
-# 3 adds the ANN's values of the weights that weight calibration or fine-tuning changed ("ann_weights", ANN_WEIGHTS).
+# 3 adds the ANN's values of the weights that weight calibration or training through the SNN changed ("ann_weights", ANN_WEIGHTS).
 SCHEMA_VERSION = 3
 MANIFEST = "manifest.json"
 WEIGHTS = "weights.pt"
@@ -459,8 +459,8 @@ def _load_ann_weights(directory: Path, keys: list[str], graph: torch.fx.GraphMod
     try:
         state = torch.load(directory / ANN_WEIGHTS, map_location="cpu", weights_only=True)
     except FileNotFoundError:
-        raise ArtifactError(f"Artifact '{directory}' records the ANN's weights (weight calibration or fine-tuning) "
-                            f"but has no {ANN_WEIGHTS}.") from None
+        raise ArtifactError(f"Artifact '{directory}' records the ANN's weights (weight calibration or training "
+                            f"through the SNN) but has no {ANN_WEIGHTS}.") from None
     except Exception as exc:  # torch.load raises several types on a damaged file
         raise ArtifactError(f"'{directory / ANN_WEIGHTS}' is corrupt ({type(exc).__name__}); "
                             "re-create the artifact with snnconv convert.") from None

@@ -61,6 +61,16 @@ class SpikingNetwork:
         graph.load_state_dict(self.ann_weights, strict=False)
         return graph
 
+    def ann_snapshot(self) -> dict[str, torch.Tensor]:
+        """A copy of what :meth:`ann_graph` holds, taken before training moves the SNN's weights."""
+        return {k: v.detach().clone() for k, v in self.ann_graph().state_dict().items()}
+
+    def keep_ann(self, snapshot: dict[str, torch.Tensor]) -> None:
+        """After training through the SNN: record the ANN's value of every entry training changed, so that
+        :meth:`ann_graph` (every "ANN" figure) stays the network this one was converted from."""
+        self.ann_weights = {k: snapshot[k] for k, v in self.graph.state_dict().items()
+                            if k in snapshot and not torch.equal(v, snapshot[k])}
+
     def restore_ann_weights(self) -> None:
         """Undo weight calibration: ``graph`` gets the ANN's weights back."""
         self.graph.load_state_dict(self.ann_weights, strict=False)

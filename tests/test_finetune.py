@@ -123,29 +123,46 @@ def test_distillation_moves_the_snn_output_towards_its_ann():
     assert measured["distill"][1] > 97, measured
 
 
-@pytest.mark.parametrize("calibrate", ["none", "weights"])
-def test_the_ann_stays_the_reference_after_finetuning(calibrate, tmp_path):
-    """Fine-tuning moves the SNN's weights and biases; the ANN every "ANN" figure comes from must stay the one the
-    network was converted from, in memory and through the artifact (before the fix, ann_graph() returned the
-    fine-tuned weights, or a mix of them and the calibrated layers' ANN weights)."""
+def _train_briefly(trainer: str, model, x, y):
+    """A network converted from ``model`` and trained for one epoch through its SNN by ``trainer``."""
+    from snnconv.stages.dts import DtsConfig, train_time_masks
+    from snnconv.stages.ttfs import TTFSConfig, TTFSFinetuneConfig, build_ttfs, finetune_ttfs
+    data = snnconv.data.LabeledData(x=x, y=y, description="train", num_classes=10)
+    one_epoch = TrainConfig(epochs=1, batch_size=32, lr=2e-3, optimizer="adam", weight_decay=0.0)
+    if trainer == "ttfs":
+        config = TTFSConfig(window=8, tc=2.0, fit_epochs=0, finetune=True, tuning=TTFSFinetuneConfig(train=one_epoch))
+        network = build_ttfs(convert(model, x, time_steps=8), data, config)
+        train = lambda: finetune_ttfs(network, data, config)  # noqa: E731
+    elif trainer == "dts":
+        network = convert(model, x, time_steps=4)
+        train = lambda: train_time_masks(network, data, DtsConfig(sensitivity_samples=32, train=one_epoch))  # noqa: E731
+    else:
+        network = convert(model, x, time_steps=2, calibrate="weights" if trainer == "weights+finetune" else "none")
+        train = lambda: finetune(network, data, FinetuneConfig(train=one_epoch))  # noqa: E731
+    with torch.no_grad():
+        reference = network.ann_graph()(x)
+    train()
+    return network, reference
+
+
+@pytest.mark.parametrize("trainer", ["finetune", "weights+finetune", "dts", "ttfs"])
+def test_the_ann_stays_the_reference_after_training_through_the_snn(trainer, tmp_path):
+    """Fine-tuning (TEAS), DTS mask training and TTFS fine-tuning move the SNN's weights and biases; the ANN every
+    "ANN" figure comes from must stay the one the network was converted from, in memory and through the artifact
+    (before the fix, ann_graph() returned the trained weights, or a mix of them and a calibrated layer's ANN
+    weights)."""
     x, y = quadrant_task(256, 0)
     model = trained("vgg", x, y)
-    network = convert(model, x, time_steps=2, calibrate=calibrate)
-    with torch.no_grad():
-        reference = model(x)
-        assert torch.allclose(network.ann_graph()(x), reference, atol=1e-5)
-    train = snnconv.data.LabeledData(x=x, y=y, description="train", num_classes=10)
-    finetune(network, train, FinetuneConfig(train=TrainConfig(epochs=1, batch_size=32, lr=2e-3, optimizer="adam",
-                                                              weight_decay=0.0)))
+    network, reference = _train_briefly(trainer, model, x, y)
     assert any(key.endswith("bias") for key in network.ann_weights)  # biases train too
-    snnconv.save(network, tmp_path / "tuned")
-    loaded = snnconv.load(tmp_path / "tuned")
+    snnconv.save(network, tmp_path / "trained")
+    loaded = snnconv.load(tmp_path / "trained")
     with torch.no_grad():
         for net in (network, loaded):
             assert torch.allclose(net.ann_graph()(x), reference, atol=1e-5)
-            state = net.graph.state_dict()  # the SNN keeps its fine-tuned values
+            state = net.graph.state_dict()  # the SNN keeps its trained values
             assert all(not torch.equal(state[k], v.to(state[k].device)) for k, v in net.ann_weights.items())
-    assert snnconv.artifacts.read_manifest(tmp_path / "tuned")["schema_version"] == 3
+    assert snnconv.artifacts.read_manifest(tmp_path / "trained")["schema_version"] == 3
 
 
 def test_activity_regularizer_lowers_spiking():

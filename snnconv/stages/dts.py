@@ -224,12 +224,14 @@ def train_time_masks(network: SpikingNetwork, data: LabeledData, config: DtsConf
             value = value + config.mask_weight * sum(module.masks[name]().sum() for name in penalized)
         return value
 
+    ann = network.ann_snapshot()  # the weights train with the masks; the ANN stays the reference
     torch.manual_seed(config.train.seed)
     log = fit(model, [data.x, data.y], loss, config.train, checkpoint=checkpoint, resume=resume, progress=progress,
               description=f"Training time masks (DTS, BPTT, T_max={steps})",
               param_groups=(ParamGroup(MASK_PREFIX, config.mask_lr),),
               fingerprint={**config.to_dict(), "train": None, "penalized": penalized})
     network.graph.eval()
+    network.keep_ann(ann)
     learned = {name: mask.steps() for name, mask in masks.items()}
     network.layer_prefix_steps = {name: t for name, t in learned.items() if t < steps}
     network.time_mask_parameters = {name: mask.tp().detach().cpu().tolist() for name, mask in masks.items()}

@@ -88,9 +88,7 @@ def finetune(network: SpikingNetwork, data: LabeledData, config: FinetuneConfig 
     total = sum(costs.values())
     weights = {name: cost / total for name, cost in costs.items()} if total > 0 else {n: 0.0 for n in costs}
 
-    # training moves the SNN's weights and biases away from the ANN's: keep the ANN's, so that the ANN the
-    # network is compared with (SpikingNetwork.ann_graph) stays the one it was converted from
-    ann_state = {k: v.detach().clone() for k, v in network.ann_graph().state_dict().items()}
+    ann = network.ann_snapshot()  # training moves weights and biases; the ANN stays the reference
     tensors = [data.x, data.y]
     if config.loss == "distill":  # the ANN's outputs, computed once before its weights start to move
         teacher = network.ann_graph().eval()
@@ -110,6 +108,5 @@ def finetune(network: SpikingNetwork, data: LabeledData, config: FinetuneConfig 
               description=f"Fine-tuning the SNN (BPTT, T={steps}, {config.loss} loss)",
               fingerprint={**config.to_dict(), "train": None})
     network.graph.eval()
-    network.ann_weights = {k: ann_state[k] for k, v in network.graph.state_dict().items()
-                           if k in ann_state and not torch.equal(v, ann_state[k])}
+    network.keep_ann(ann)
     return log

@@ -365,6 +365,7 @@ def finetune_ttfs(network: SpikingNetwork, data: LabeledData, config: TTFSConfig
                                                                for a in activations)
         return value
 
+    ann = network.ann_snapshot()  # training moves the weights; the ANN stays the reference
     torch.manual_seed(tuning.train.seed)
     try:
         log = fit(model, [data.x, data.y], loss, tuning.train, checkpoint=checkpoint, resume=resume,
@@ -372,4 +373,5 @@ def finetune_ttfs(network: SpikingNetwork, data: LabeledData, config: TTFSConfig
     finally:
         network.ttfs = replace(network.ttfs, kernels=model.restore())
     network.graph.eval()
+    network.keep_ann(ann)
     return log

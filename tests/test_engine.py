@@ -271,3 +271,27 @@ def test_bias_as_shifted_threshold_matches_adding_the_bias(name):
         assert agree.float().mean() >= 0.995, layer
     assert torch.allclose(runs[0]["accumulated"], runs[1]["accumulated"],
                           atol=0.05 * float(runs[1]["accumulated"].abs().max()))
+
+
+def test_dropping_rows_in_place_equals_gathering_the_rows_that_stay():
+    """Exited rows leave by moving the staying rows beyond the new end into their places: the result must be
+    the gather of ``order``, a permutation of exactly the staying rows, whatever the pattern of exits; tensors
+    that share storage or carry gradients are gathered instead of moved in place."""
+    from snnconv.engine.simulate import _drop_rows_in_place, _rows_after_exit
+    generator = torch.Generator().manual_seed(5)
+    for leaving_share in (0.0, 0.1, 0.5, 0.9, 1.0):
+        leaving = torch.rand(37, generator=generator) < leaving_share
+        membrane = torch.randn(37, 3, 4, generator=generator)
+        base = torch.randn(37, 6, generator=generator)
+        base_before = base.clone()
+        state = {"membrane": membrane.clone(), "a": base, "a.view": base[:, :3], "grad": base.clone().requires_grad_()}
+        order, moved_to, moved_from = _rows_after_exit(leaving)
+        assert sorted(order.tolist()) == torch.nonzero(~leaving).flatten().tolist()
+        assert moved_to.numel() == moved_from.numel() <= int(leaving.sum())
+        kept = _drop_rows_in_place(state, order, moved_to, moved_from)
+        assert torch.equal(kept["membrane"], membrane[order]) and kept["membrane"].is_contiguous()
+        assert kept["membrane"].untyped_storage().data_ptr() == state["membrane"].untyped_storage().data_ptr()
+        assert torch.equal(kept["a"], base_before[order]) and torch.equal(kept["a.view"], base_before[order, :3])
+        assert torch.equal(kept["grad"].detach(), base_before[order]) and kept["grad"].requires_grad
+        assert torch.equal(base, base_before)  # shared storage: not written to
+

@@ -26,12 +26,26 @@ def _currents(steps, rows, shape, seed):
     return (torch.randn(steps, rows, *shape, generator=generator) + 0.3) * scale
 
 
+@pytest.fixture(params=["serial", "parallel"])
+def loop_build(request, monkeypatch):
+    """Each loop has a serial build (small chunks) and one on numba's threads (large ones): both are checked,
+    with a record of which one ran."""
+    if request.param == "parallel" and kernels._threads() == 1:
+        pytest.skip("numba has one thread here: the parallel build never runs")
+    monkeypatch.setattr(kernels, "PARALLEL_FROM", 0 if request.param == "parallel" else 1 << 62)
+    ran = []
+    original = kernels._kernels
+    monkeypatch.setattr(kernels, "_kernels", lambda parallel: ran.append(parallel) or original(parallel))
+    yield ran
+    assert ran and set(ran) == {request.param == "parallel"}
+
+
 @pytest.mark.parametrize("shape", [(11,), (3, 5, 4)])
 @pytest.mark.parametrize("channel_wise", [False, True])
 @pytest.mark.parametrize("biased", [False, True])
 @pytest.mark.parametrize("constant", [False, True])
 @pytest.mark.parametrize("signed", [False, True])
-def test_if_loop_equals_the_torch_steps(shape, channel_wise, biased, constant, signed):
+def test_if_loop_equals_the_torch_steps(shape, channel_wise, biased, constant, signed, loop_build):
     steps, rows, t0 = 7, 9, 5
     generator = torch.Generator().manual_seed(1)
     channels = shape[0]
@@ -70,7 +84,7 @@ def test_if_loop_equals_the_torch_steps(shape, channel_wise, biased, constant, s
 
 @pytest.mark.parametrize("kernel_size, stride", [(2, 2), (3, 2), (3, 1), ((2, 3), (1, 2))])
 @pytest.mark.parametrize("spiking", [True, False])
-def test_gate_loop_equals_the_torch_steps(kernel_size, stride, spiking):
+def test_gate_loop_equals_the_torch_steps(kernel_size, stride, spiking, loop_build):
     steps, rows, channels = 6, 3, 4
     pool = nn.MaxPool2d(kernel_size, stride)
     generator = torch.Generator().manual_seed(2)

@@ -21,6 +21,7 @@ no neuron updates and no synaptic operations.
 from __future__ import annotations
 
 import abc
+from collections import Counter
 import time
 from dataclasses import dataclass
 from typing import Callable, Iterable, Mapping
@@ -545,15 +546,14 @@ class Engine:
                     if y is not None and counters is not None:
                         # an exited sample keeps its answer for the remaining steps of the curve
                         counters.correct[t1:] += (accumulated[leaving].argmax(-1) == y[leaving]).sum()
-                    # rows kept as indices, found once: a boolean mask would search them again in every tensor
-                    keep = torch.nonzero(~leaving).squeeze(1)
-                    rows, accumulated = rows[keep], accumulated[keep]
-                    y = y[keep] if y is not None else None
-                    static = {k: v.index_select(0, keep) if k in self._batched_static else v
+                    order, moved_to, moved_from = _rows_after_exit(leaving)
+                    rows, accumulated = rows[order], accumulated[order]
+                    y = y[order] if y is not None else None
+                    static = {k: v.index_select(0, order) if k in self._batched_static else v
                               for k, v in static.items()}
-                    state = {k: v.index_select(0, keep) for k, v in state.items()}
-                    recorded = {k: v.index_select(0, keep) for k, v in recorded.items()}
-                    pending = {k: (offset, block.index_select(1, keep) if isinstance(block, torch.Tensor) else block)
+                    state = _drop_rows_in_place(state, order, moved_to, moved_from)
+                    recorded = {k: v.index_select(0, order) for k, v in recorded.items()}
+                    pending = {k: (offset, block.index_select(1, order) if isinstance(block, torch.Tensor) else block)
                                for k, (offset, block) in pending.items()}
                     if rows.numel() == 0:
                         break
@@ -748,6 +748,11 @@ class Engine:
             if net is not None:
                 state[op.name + ".net"] = net
         else:
+            if per_step is None:  # a constant current: add the bias once per batch, not once per chunk
+                drive = state.get(op.name + ".drive")
+                if drive is None:
+                    drive = state[op.name + ".drive"] = current + bias
+                current, bias = drive, None
             out, fraction, counted = self._run_neuron_in_place(per_step, current, bias, v, theta, run, neuron, t0,
                                                                timed, net)
         if run < c:  # silent after T_l: nothing runs, zeros go downstream
@@ -786,11 +791,12 @@ class Engine:
         float64, else None).
 
         ``t0``: the layer's first step in this chunk (0-based), which the bias-shifted membrane needs.
-        ``net``: a signed layer's net spike counts, updated in place (None: the plain IF neuron)."""
+        ``net``: a signed layer's net spike counts, updated in place (None: the plain IF neuron).
+        ``bias`` None: a constant ``current`` that already includes it."""
         out = torch.empty((c, *current.shape), dtype=current.dtype, device=current.device)
         shifted = False  # the bias read as a shifted threshold instead of added to the input (below)
         if per_step is None:
-            step_current = current + bias
+            step_current = current if bias is None else current + bias
             per_step = step_current.expand(c, *current.shape)  # a view: the constant current is not copied
         elif neuron.bias.any():
             shifted = reading is None
@@ -931,6 +937,41 @@ def _position_counts(out: torch.Tensor, threshold: torch.Tensor, rows_per_sum: i
     for lo in range(0, rows, rows_per_sum):
         total += out[:, lo:lo + rows_per_sum].sum(1)
     return torch.round(total / threshold).reshape(steps, -1)
+
+
+def _rows_after_exit(leaving: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Where the rows that stay go when the ``leaving`` ones (a mask over the active rows) drop out.
+
+    The m staying rows become rows 0..m-1: those already there keep their place, and the staying rows beyond
+    m fill the places of the leaving rows before m. Returns ``order`` (new row i is old row ``order[i]``) and
+    the moves that produce it in place: old rows ``moved_from`` are copied to rows ``moved_to``. Copying only
+    the moved rows, not every staying one, is what makes a step in which a few samples exit cheap."""
+    staying = torch.nonzero(~leaving).squeeze(1)
+    m = staying.numel()
+    moved_to = torch.nonzero(leaving[:m]).squeeze(1)
+    moved_from = staying[staying >= m]
+    order = torch.arange(m, device=leaving.device)
+    order[moved_to] = moved_from
+    return order, moved_to, moved_from
+
+
+def _drop_rows_in_place(state: dict[str, torch.Tensor], order: torch.Tensor, moved_to: torch.Tensor,
+                        moved_from: torch.Tensor) -> dict[str, torch.Tensor]:
+    """The per-row state reduced to the rows ``order`` names (see :func:`_rows_after_exit`).
+
+    Membranes are the largest tensors a step touches; copying all of them at every exit cost a small
+    network as much as a sixth of its run. A tensor the engine alone holds (its own storage, no autograd)
+    therefore moves only its displaced rows and keeps a view of its first rows; any other is gathered."""
+    storages = Counter(value.untyped_storage().data_ptr() for value in state.values())
+    kept = {}
+    for key, value in state.items():
+        if value.requires_grad or not value.is_contiguous() or storages[value.untyped_storage().data_ptr()] > 1:
+            kept[key] = value.index_select(0, order)
+            continue
+        if moved_to.numel():
+            value.index_copy_(0, moved_to, value.index_select(0, moved_from))
+        kept[key] = value[:order.numel()]
+    return kept
 
 
 def _absorb(pending: dict, key: tuple[str, str], produced: tuple[int, torch.Tensor] | None) -> None:

@@ -559,6 +559,10 @@ class Engine:
                         break
         if rows.numel() and accumulated is not None:
             exit_pred[rows] = accumulated.argmax(-1)
+            if exit_policy is not None:  # exits reorder the rows (_rows_after_exit): back to the input's order
+                back = torch.argsort(rows)
+                accumulated = accumulated[back]
+                recorded = {k: v[back] for k, v in recorded.items()}
         exit_correct = int((exit_pred == labels).sum()) if labels is not None else 0
         traces = {name: resume.traces[name] for name in capture - set(captured)}
         traces.update({name: recorder.finish() for name, recorder in captured.items()})

@@ -21,8 +21,8 @@ no neuron updates and no synaptic operations.
 from __future__ import annotations
 
 import abc
-from collections import Counter
 import time
+from collections import Counter
 from dataclasses import dataclass
 from typing import Callable, Iterable, Mapping
 

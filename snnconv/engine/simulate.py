@@ -448,6 +448,7 @@ class Engine:
         live = counters.live if counters is not None else self.live_steps(plan, windows)
         record = set(record)
         static: dict[str, object] = {}
+        static_owned = False  # whether the batched static values are copies made by this run (see exits below)
         state: dict[str, torch.Tensor] = {}
         recorded: dict[str, torch.Tensor] = {}
         chunks = self.schedule(plan, windows)
@@ -549,8 +550,12 @@ class Engine:
                     order, moved_to, moved_from = _rows_after_exit(leaving)
                     rows, accumulated = rows[order], accumulated[order]
                     y = y[order] if y is not None else None
-                    static = {k: v.index_select(0, order) if k in self._batched_static else v
-                              for k, v in static.items()}
+                    batched = {k: v for k, v in static.items() if k in self._batched_static}
+                    # the first gather copies them (the input may be a view of the caller's data); those copies
+                    # are the engine's own, so later exits can move their rows in place
+                    static.update(_drop_rows_in_place(batched, order, moved_to, moved_from) if static_owned else
+                                  {k: v.index_select(0, order) for k, v in batched.items()})
+                    static_owned = True
                     state = _drop_rows_in_place(state, order, moved_to, moved_from)
                     recorded = {k: v.index_select(0, order) for k, v in recorded.items()}
                     pending = {k: (offset, block.index_select(1, order) if isinstance(block, torch.Tensor) else block)

@@ -118,6 +118,7 @@ def test_confidence_exit_equals_brute_force(setup, every_step, batch_size):
 
     engine = Engine(network.graph)
     policy = Confident(ALPHA)
+    images_before = x.clone()
     batches = [(x[i:i + batch_size], labels[i:i + batch_size]) for i in range(0, len(x), batch_size)]
     result = engine.simulate(batches, TimePlan(T, 1), exit_policy=policy)
     assert np.array_equal(result.exit_steps, expected_exit)
@@ -133,6 +134,7 @@ def test_confidence_exit_equals_brute_force(setup, every_step, batch_size):
     answer_step = torch.minimum(steps, torch.as_tensor(expected_exit).unsqueeze(0))  # [T, N]
     answers = every_step[answer_step - 1, torch.arange(len(x)).unsqueeze(0)].argmax(-1)
     assert np.array_equal(result.correct_per_step, (answers == labels).sum(1).numpy())
+    assert torch.equal(x, images_before)  # the batches are views of x: exits must not move rows in them
 
 
 def test_oracle_exit_steps_are_first_correct_steps(setup, every_step):

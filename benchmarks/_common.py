@@ -118,6 +118,24 @@ def test_order(model: str) -> tuple[torch.Tensor, torch.Tensor]:
     return x[order], y[order]
 
 
+def training_data(model: str, count: int = CALIBRATION_SAMPLES):
+    """:func:`calibration_set` as snnconv data; the default ``count`` is the benchmarks' calibration set."""
+    from snnconv.data import LabeledData
+    x, y = calibration_set(model, count)
+    name = "calibration" if count == CALIBRATION_SAMPLES else f"train[:{count}]"
+    return LabeledData(x=x, y=y, num_classes=10, description=f"{model} {name}")
+
+
+def test_data(model: str, stop: int, start: int = 0):
+    """Images ``start`` .. ``stop - 1`` of the seeded test permutation (:func:`test_order`) as snnconv data;
+    ``start=UNSEEN_TEST_START``: images never trained on and never among the evaluation images."""
+    from snnconv.data import LabeledData
+    x, y = test_order(model)
+    if stop > len(y):
+        raise SystemExit(f"{model}: test images {start}..{stop - 1} asked for, but the test split has {len(y)}")
+    return LabeledData(x=x[start:stop], y=y[start:stop], num_classes=10, description=f"{model} test[{start}:{stop}]")
+
+
 # ---------------------------------------------------------------------------------------------------- CSV
 CSV_FIELDS = (["model", "toolkit", "config", "subset", "first", "samples", "ann_correct"]
               + [f"correct_t{t}" for t in range(1, T_MAX + 1)]

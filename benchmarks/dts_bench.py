@@ -34,7 +34,6 @@ from snnconv import artifacts  # noqa: E402
 from snnconv.api import load_model  # noqa: E402
 from snnconv.compress.dts import dts_rows, dts_summary  # noqa: E402
 from snnconv.config import ConvertConfig, SimulationConfig  # noqa: E402
-from snnconv.data import LabeledData  # noqa: E402
 from snnconv.metrics import load_energy_model, summarize  # noqa: E402
 from snnconv.stages.dts import DtsConfig, sensitivity, train_time_masks  # noqa: E402
 from snnconv.training import TrainConfig  # noqa: E402
@@ -55,13 +54,8 @@ def _runs(suggested: list[str], mask_weights: list[float]) -> list[tuple[str, tu
 
 def run(base: int, limit: int, train_samples: int, mask_weights: list[float], mask_lr: float, lr: float,
         only: str | None) -> dict:
-    cx, cy = C.calibration_set(MODEL)
-    tx, ty = C.test_order(MODEL)
-    cal = LabeledData(x=cx, y=cy, num_classes=10, description=f"{MODEL} calibration")
-    test = LabeledData(x=tx[:limit], y=ty[:limit], num_classes=10, description=f"{MODEL} test[:{limit}]")
-    fx, fy = C.calibration_set(MODEL, train_samples)
-    train = LabeledData(x=fx, y=fy, num_classes=10, description=f"{MODEL} train[:{train_samples}]")
-    imported = load_model(C.source_model(MODEL), example=cx)
+    cal, test, train = C.training_data(MODEL), C.test_data(MODEL, limit), C.training_data(MODEL, train_samples)
+    imported = load_model(C.source_model(MODEL), example=cal.x)
     t0 = time.perf_counter()
     network = snnconv.convert(imported, cal, ConvertConfig(time_steps=base, balance=C.balance(base)))
     convert_s = time.perf_counter() - t0

@@ -39,7 +39,6 @@ import snnconv  # noqa: E402
 import snnconv.zoo  # noqa: E402
 from snnconv.api import load_model  # noqa: E402
 from snnconv.config import ConvertConfig, SimulationConfig  # noqa: E402
-from snnconv.data import LabeledData  # noqa: E402
 from snnconv.metrics import load_energy_model, summarize  # noqa: E402
 from snnconv.metrics.summary import steps_of_equal_accuracy  # noqa: E402
 from snnconv.stages.seenn import (ConfidenceExit, ExitTrace, PolicyExit, PolicyNet, alpha_sweep, choose_alpha,  # noqa: E402
@@ -101,14 +100,9 @@ def with_equal_fixed(network, data, curve_sim, row: dict, cache: dict, policy, b
 def run(model: str, limit: int, selection_count: int, policy_train: int, epochs: int, log,
         temperatures=(8.0,), policy: bool = True, base_t: int = BASE_T, signed: bool = False,
         default_balance: bool = False) -> dict:
-    cx, cy = C.calibration_set(model)
-    tx, ty = C.test_order(model)
-    cal = LabeledData(x=cx, y=cy, num_classes=10, description=f"{model} calibration")
-    test = LabeledData(x=tx[:limit], y=ty[:limit], num_classes=10, description=f"{model} test[:{limit}]")
-    chosen = slice(C.UNSEEN_TEST_START, C.UNSEEN_TEST_START + selection_count)
-    selection = LabeledData(x=tx[chosen], y=ty[chosen], num_classes=10,
-                            description=f"{model} test[{chosen.start}:{chosen.stop}]")
-    imported = load_model(C.source_model(model), example=cx)
+    cal, test = C.training_data(model), C.test_data(model, limit)
+    selection = C.test_data(model, C.UNSEEN_TEST_START + selection_count, start=C.UNSEEN_TEST_START)
+    imported = load_model(C.source_model(model), example=cal.x)
     network = snnconv.convert(imported, cal, ConvertConfig(time_steps=base_t, balance=C.balance(base_t, default_balance),
                                                            signed_spikes=signed))
     traces = []
@@ -142,8 +136,7 @@ def run(model: str, limit: int, selection_count: int, policy_train: int, epochs:
                          "avg_time_steps": point.avg_exit_time_steps,
                          "equal_accuracy_t": steps_of_equal_accuracy(sim, point.accuracy_pct)}
 
-    px, py = C.calibration_set(model, policy_train)
-    train = LabeledData(x=px, y=py, num_classes=10, description=f"{model} train[:{policy_train}]")
+    train = C.training_data(model, policy_train)
     t0 = time.perf_counter()
     seenn_two = []
     if policy:

@@ -40,7 +40,6 @@ import _common as C  # noqa: E402
 import snnconv  # noqa: E402
 from snnconv.api import load_model  # noqa: E402
 from snnconv.config import ConvertConfig  # noqa: E402
-from snnconv.data import LabeledData  # noqa: E402
 from snnconv.stages.seenn import (ExitTrace, PolicyNet, exit_points, policy_exit_steps, policy_loss,  # noqa: E402
                                   record_trace, sample_weights)
 from snnconv.training import TrainConfig, fit  # noqa: E402
@@ -50,10 +49,6 @@ BASE_T = 32
 POLICY_CHUNK = 4
 BETAS = (0.5, 2.0, 5.0)
 TOLERANCE = 0.1
-
-
-def labeled(x, y, description: str) -> LabeledData:
-    return LabeledData(x=x, y=y, num_classes=10, description=description)
 
 
 def ann_features(ann: nn.Module, x: torch.Tensor) -> torch.Tensor:
@@ -103,22 +98,19 @@ def probe(name: str, make_policy, inputs: torch.Tensor, trace: ExitTrace, eval_i
 
 
 def run(model: str, limit: int, unseen: int, train: int, log) -> dict:
-    cx, cy = C.calibration_set(model)
-    tx, ty = C.test_order(model)
-    imported = load_model(C.source_model(model), example=cx)
-    network = snnconv.convert(imported, labeled(cx, cy, f"{model} calibration"),
+    cal = C.training_data(model)
+    imported = load_model(C.source_model(model), example=cal.x)
+    network = snnconv.convert(imported, cal,
                               ConvertConfig(time_steps=BASE_T, balance=C.balance(BASE_T, True)))
-    unseen_slice = slice(C.UNSEEN_TEST_START, C.UNSEEN_TEST_START + unseen)
-    large = 4 * train
-    px, py = C.calibration_set(model, large)
-    splits = {"evaluation": (tx[:limit], ty[:limit]), "unseen": (tx[unseen_slice], ty[unseen_slice]),
-              "training": (px, py)}
+    splits = {"evaluation": C.test_data(model, limit),
+              "unseen": C.test_data(model, C.UNSEEN_TEST_START + unseen, start=C.UNSEEN_TEST_START),
+              "training": C.training_data(model, 4 * train)}
     traces = {}
-    for split, (x, y) in splits.items():
-        traces[split] = record_trace(network, labeled(x, y, f"{model} {split}"), chunk_steps=POLICY_CHUNK)
-        log(f"[{model}] traced {len(x)} {split} images")
+    for split, data in splits.items():
+        traces[split] = record_trace(network, data, chunk_steps=POLICY_CHUNK)
+        log(f"[{model}] traced {len(data)} {split} images")
     points = exit_points(traces["evaluation"], POLICY_CHUNK)
-    ev_x, ev_trace = splits["evaluation"][0], traces["evaluation"]
+    px, ev_x, ev_trace = splits["training"].x, splits["evaluation"].x, traces["evaluation"]
     shape = tuple(ev_x.shape[1:])
 
     def subset(trace: ExitTrace, n: int) -> ExitTrace:
@@ -132,7 +124,7 @@ def run(model: str, limit: int, unseen: int, train: int, log) -> dict:
         rows.append(probe("image", image_policy, px[:train], subset(traces["training"], train), ev_x, ev_trace,
                           points, beta, 30, log))
         rows.append(probe("image", image_policy, px, traces["training"], ev_x, ev_trace, points, beta, 30, log))
-        rows.append(probe("image, unseen", image_policy, splits["unseen"][0], traces["unseen"], ev_x, ev_trace,
+        rows.append(probe("image, unseen", image_policy, splits["unseen"].x, traces["unseen"], ev_x, ev_trace,
                           points, beta, 30, log))
     ann = imported.graph.eval()
     features, ev_features = ann_features(ann, px), ann_features(ann, ev_x)

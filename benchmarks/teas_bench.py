@@ -40,7 +40,6 @@ import snnconv.zoo  # noqa: E402
 from snnconv.api import load_model  # noqa: E402
 from snnconv.compress import teas_rows, teas_summary, uniform_steps_matching  # noqa: E402
 from snnconv.config import SPIKE_TIMINGS, ConvertConfig, SimulationConfig  # noqa: E402
-from snnconv.data import LabeledData  # noqa: E402
 from snnconv.engine import Engine  # noqa: E402
 from snnconv.metrics import load_energy_model, summarize  # noqa: E402
 from snnconv.stages.calibrate import calibrate  # noqa: E402
@@ -53,19 +52,6 @@ FINETUNE_LOSS_NAMES = {"ce": "cross-entropy on the labels",
                        "distill": "squared error to the ANN's outputs (`--finetune-loss distill`)"}
 
 
-def calibration_and_evaluation(model: str, limit: int) -> tuple[LabeledData, LabeledData]:
-    """The 1000 benchmark calibration images and the first ``limit`` images of the seeded test permutation."""
-    cx, cy = C.calibration_set(model)
-    tx, ty = C.test_order(model)
-    return (LabeledData(x=cx, y=cy, num_classes=10, description=f"{model} calibration"),
-            LabeledData(x=tx[:limit], y=ty[:limit], num_classes=10, description=f"{model} test[:{limit}]"))
-
-
-def training_images(model: str, count: int) -> LabeledData:
-    x, y = C.calibration_set(model, count)
-    return LabeledData(x=x, y=y, num_classes=10, description=f"{model} train[:{count}]")
-
-
 def finetune_config(epochs: int, lr: float, loss: str) -> FinetuneConfig:
     """How the benchmark fine-tunes, a TEAS network and its uniform control alike."""
     return FinetuneConfig(train=TrainConfig(epochs=epochs, batch_size=32, lr=lr, optimizer="adam", weight_decay=0.0),
@@ -76,17 +62,14 @@ def run(model: str, base: int, limit: int, holdout: float, finetune_samples: int
         budget: float = 0.1, default_balance: bool = False, teas_samples: int = C.CALIBRATION_SAMPLES,
         retune: bool = True, calibrated_trials: bool = True, candidates: tuple[int, ...] = (),
         unseen: bool = False, finetune_loss: str = "ce", finetune_lr: float = 1e-4) -> dict:
-    cal, test = calibration_and_evaluation(model, limit)
+    cal, test = C.training_data(model), C.test_data(model, limit)
     if unseen:  # test images the network was never trained on, disjoint from the evaluation images
-        tx, ty = C.test_order(model)
-        chosen = slice(C.UNSEEN_TEST_START, C.UNSEEN_TEST_START + teas_samples)
-        if chosen.start < limit or chosen.stop > len(ty):
-            raise SystemExit(f"--unseen-teas-images needs test images {chosen.start}..{chosen.stop - 1} outside the "
-                             f"{limit} evaluation images and within the {len(ty)} test images")
-        teas_cal = LabeledData(x=tx[chosen], y=ty[chosen], num_classes=10,
-                               description=f"{model} test[{chosen.start}:{chosen.stop}]")
+        if C.UNSEEN_TEST_START < limit:
+            raise SystemExit(f"--unseen-teas-images needs test images from {C.UNSEEN_TEST_START} on, outside the "
+                             f"{limit} evaluation images")
+        teas_cal = C.test_data(model, C.UNSEEN_TEST_START + teas_samples, start=C.UNSEEN_TEST_START)
     else:  # the first teas_samples training images (they include the conversion's)
-        teas_cal = training_images(model, teas_samples)
+        teas_cal = C.training_data(model, teas_samples)
     imported = load_model(C.source_model(model), example=cal.x)
     t0 = time.perf_counter()
     network = snnconv.convert(imported, cal, ConvertConfig(time_steps=base, balance=C.balance(base, default_balance)))
@@ -103,7 +86,7 @@ def run(model: str, base: int, limit: int, holdout: float, finetune_samples: int
     tuned = {}
     if finetune_samples:
         before = summarize(compressed.simulation, compressed.ann, energy)
-        train = training_images(model, finetune_samples)
+        train = C.training_data(model, finetune_samples)
         t3 = time.perf_counter()
         log = finetune(network, train, finetune_config(finetune_epochs, finetune_lr, finetune_loss),
                        layer_costs={p.name: p.cost for p in result.profiles})
@@ -162,7 +145,7 @@ def extend_curve(model: str, stored: dict, t_max: int) -> dict:
     """``stored`` with its uniform curve measured on to ``t_max`` steps: the same conversion run longer on the
     same images (its first base-T points must reproduce the stored ones), and the equal-accuracy T found on it."""
     base, limit = stored["base_t"], stored["samples"]
-    cal, test = calibration_and_evaluation(model, limit)
+    cal, test = C.training_data(model), C.test_data(model, limit)
     network = snnconv.convert(load_model(C.source_model(model), example=cal.x), cal, ConvertConfig(
         time_steps=base, balance=C.balance(base, stored.get("default_balance", False))))
     sim = snnconv.evaluate(network, test, SimulationConfig(time_steps=t_max)).simulation
@@ -180,8 +163,8 @@ def finetune_uniform(model: str, base: int, limit: int, steps: list[int], sample
                      lr: float, default_balance: bool) -> dict:
     """The control of a fine-tuned TEAS row: the converted network run uniformly at each t of ``steps`` (every
     layer at t), fine-tuned exactly as the TEAS network is, on the same images; accuracy before and after."""
-    cal, test = calibration_and_evaluation(model, limit)
-    train = training_images(model, samples)
+    cal, test = C.training_data(model), C.test_data(model, limit)
+    train = C.training_data(model, samples)
     converted = snnconv.convert(load_model(C.source_model(model), example=cal.x), cal,
                                 ConvertConfig(time_steps=base, balance=C.balance(base, default_balance)))
     points = []
@@ -227,7 +210,7 @@ def compare_timings(model: str, base: int, limit: int) -> dict:
     if stored["base_t"] != base:
         raise SystemExit(f"teas_{model}.json was allocated for T={stored['base_t']}, not --base-t {base}.")
     windows = {k: int(v) for k, v in stored["layer_time_steps"].items() if int(v) != base}
-    cal, test = calibration_and_evaluation(model, limit)
+    cal, test = C.training_data(model), C.test_data(model, limit)
     converted = snnconv.convert(load_model(C.source_model(model), example=cal.x), cal,
                                 ConvertConfig(time_steps=base, balance=C.balance(base)))
     simulation = SimulationConfig(time_steps=base)

@@ -28,7 +28,6 @@ import snnconv.zoo  # noqa: E402,F401
 from snnconv.api import load_model  # noqa: E402
 from snnconv.compress import uniform_steps_matching  # noqa: E402
 from snnconv.config import ConvertConfig, SimulationConfig  # noqa: E402
-from snnconv.data import LabeledData  # noqa: E402
 from snnconv.engine import Engine  # noqa: E402
 from snnconv.stages.teas import WindowSetup, WindowThresholds  # noqa: E402
 
@@ -43,11 +42,8 @@ def main() -> None:
     torch.set_num_threads(1)
     windows, base = json.loads(args.windows), args.base_t
     cut = {name: steps for name, steps in windows.items() if steps != base}
-    cx, cy = C.calibration_set(args.model)
-    tx, ty = C.test_order(args.model)
-    cal = LabeledData(x=cx, y=cy, num_classes=10, description=f"{args.model} calibration")
-    test = LabeledData(x=tx[:args.limit], y=ty[:args.limit], num_classes=10, description=f"{args.model} test")
-    network = snnconv.convert(load_model(C.source_model(args.model), example=cx), cal,
+    cal, test = C.training_data(args.model), C.test_data(args.model, args.limit)
+    network = snnconv.convert(load_model(C.source_model(args.model), example=cal.x), cal,
                               ConvertConfig(time_steps=base, balance=C.balance(base, True)))
     simulation = SimulationConfig(time_steps=base)
     uniform = snnconv.evaluate(network, test, simulation)

@@ -34,7 +34,6 @@ import snnconv  # noqa: E402
 from snnconv.api import load_model  # noqa: E402
 from snnconv.compress.ttfs import surrogate_agreement, ttfs_rows, ttfs_summary  # noqa: E402
 from snnconv.config import ConvertConfig, SimulationConfig  # noqa: E402
-from snnconv.data import LabeledData  # noqa: E402
 from snnconv.metrics import load_energy_model, summarize  # noqa: E402
 from snnconv.stages.ttfs import (TTFSConfig, TTFSFinetuneConfig, build_ttfs, finetune_ttfs, fit_kernels,  # noqa: E402
                                  measure_fit)
@@ -62,12 +61,9 @@ def _measure(network, test, rate, initial, energy, batch_size: int) -> dict:
 
 def run(model: str, limit: int, rate_t: int, finetune_samples: int, epochs: int, ablation: bool, bn_weights,
         config: TTFSConfig, tag: str) -> dict:
-    cx, cy = C.calibration_set(model)
-    tx, ty = C.test_order(model)
-    cal = LabeledData(x=cx, y=cy, num_classes=10, description=f"{model} calibration")
-    test = LabeledData(x=tx[:limit], y=ty[:limit], num_classes=10, description=f"{model} test[:{limit}]")
+    cal, test = C.training_data(model), C.test_data(model, limit)
     energy = load_energy_model("45nm")
-    imported = load_model(C.source_model(model), example=cx)
+    imported = load_model(C.source_model(model), example=cal.x)
     rate_network = snnconv.convert(imported, cal, ConvertConfig(time_steps=BASE_T, balance=C.balance(BASE_T)))
     rate = snnconv.evaluate(rate_network, test, SimulationConfig(time_steps=rate_t))
     runs = {}
@@ -86,8 +82,7 @@ def run(model: str, limit: int, rate_t: int, finetune_samples: int, epochs: int,
                "config": config.to_dict(), "finetune_samples": finetune_samples, "epochs": epochs,
                "date": C.today(), "snnconv": C.git_head(), "torch": torch.__version__}
     if finetune_samples:
-        fx, fy = C.calibration_set(model, finetune_samples)
-        train = LabeledData(x=fx, y=fy, num_classes=10, description=f"{model} train[:{finetune_samples}]")
+        train = C.training_data(model, finetune_samples)
         variants = dict(ABLATIONS) if ablation else {"fine-tuned (SR + TR + TB)": {}}
         for weight in bn_weights:
             variants[f"fine-tuned, TB weight {weight:g}"] = {"bn_loss": weight}

@@ -177,7 +177,8 @@ def warm_up(signed: bool = False) -> None:
         if_chunk, signed_if_chunk, gate_chunk = _kernels(parallel)
         with _launch:
             if ("warm", parallel) not in _compiled:
-                if_chunk(*(torch.zeros(shape).numpy() for shape in ((1, 1, 1), (1, 1), (1,), (1, 1), (1, 1, 1), (1, 1))), 1)
+                if_chunk(*(torch.zeros(shape).numpy()
+                           for shape in ((1, 1, 1), (1, 1), (1,), (1, 1), (1, 1, 1), (1, 1))), 1)
                 gate_chunk(*(torch.zeros(shape).numpy() for shape in ((1, 1, 1, 2, 2), (1, 1, 2, 2), (1, 1, 1, 1),
                                                                       (1, 1, 1, 1, 1), (1, 1, 1, 1))), 2, 2, 2, 2)
                 _compiled["warm", parallel] = True

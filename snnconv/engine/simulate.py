@@ -32,8 +32,8 @@ from torch.fx.node import map_arg
 
 from ..config import check_timing
 from ..errors import ConfigError
-from ..neurons import (crossing_fraction, if_step_, if_step_surrogate, if_step_timed_, maxpool_gate_step, signed_if_step_,
-                       signed_if_step_surrogate)
+from ..neurons import (crossing_fraction, if_step_, if_step_surrogate, if_step_timed_, maxpool_gate_step,
+                       signed_if_step_, signed_if_step_surrogate)
 from ..results import NeuronLayerStats, SimulationResult, SynapticLayerStats
 from .allocator import keep_large_buffers
 from .fanout import dense_macs, input_fanout

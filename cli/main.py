@@ -31,7 +31,8 @@ ENERGY = typer.Option("45nm", "--energy", help="Energy model: 45nm | fpga28 | a 
 DEVICE = typer.Option("cpu", "--device", help="cpu | cuda | cuda:N | auto.")
 SEED = typer.Option(0, "--seed", help="Seed for data subsets and anything random.")
 BATCH = typer.Option(256, "--batch-size", help="Samples per batch.")
-CHUNK = typer.Option(8, "--chunk-steps", help="Time steps simulated together (memory grows with it, not with T).")
+CHUNK = typer.Option(None, "--chunk-steps", help="Time steps simulated together (memory grows with it, not with T). "
+                     "Default: as many, up to 8, as keep a batch's block of the largest layer within 16 MiB.")
 QUIET = typer.Option(False, "--quiet", help="No progress bars, summary table only.")
 JSON = typer.Option(False, "--json", help="Print the summary as JSON.")
 DEBUG = typer.Option(False, "--debug", help="Show the full traceback on errors.")
@@ -81,7 +82,7 @@ def convert(
     calibrate: str = CALIBRATE, calibrate_samples: int = CALIBRATE_N, maxpool: str = MAXPOOL, energy: str = ENERGY,
     arch: Optional[str] = ARCH,
     allow_pickle: bool = PICKLE, device: str = DEVICE, seed: int = SEED, batch_size: int = BATCH,
-    chunk_steps: int = CHUNK, quiet: bool = QUIET, json: bool = JSON, debug: bool = DEBUG,
+    chunk_steps: Optional[int] = CHUNK, quiet: bool = QUIET, json: bool = JSON, debug: bool = DEBUG,
 ):
     """Import, balance, convert, (calibrate,) evaluate; write the artifact and its reports."""
     from snnconv.workflows import run_convert
@@ -120,7 +121,7 @@ def evaluate(
     max_avg_t: Optional[float] = typer.Option(None, "--max-avg-t", help="Gate: fail if average time steps exceed this."),
     min_energy_ratio: Optional[float] = typer.Option(None, "--min-energy-ratio", help="Gate: fail if ANN energy / SNN "
                                                                                       "energy is below this."),
-    device: str = DEVICE, seed: int = SEED, batch_size: int = BATCH, chunk_steps: int = CHUNK, quiet: bool = QUIET,
+    device: str = DEVICE, seed: int = SEED, batch_size: int = BATCH, chunk_steps: Optional[int] = CHUNK, quiet: bool = QUIET,
     json: bool = JSON, debug: bool = DEBUG,
     profile: bool = typer.Option(False, "--profile", help="Print per-layer spiking activity (and plot it)."),
     no_exit: bool = typer.Option(False, "--no-exit", help="Run every sample for all steps, ignoring the artifact's "
@@ -232,7 +233,7 @@ def compress(
     resume: bool = typer.Option(False, "--resume", help="Continue training from --checkpoint."),
     data: Optional[str] = DATA, calib_data: Optional[str] = CALIB, calib_samples: int = CALIB_N,
     limit: Optional[int] = LIMIT, energy: str = ENERGY, device: str = DEVICE, seed: int = SEED,
-    batch_size: int = BATCH, chunk_steps: int = CHUNK, quiet: bool = QUIET, json: bool = JSON, debug: bool = DEBUG,
+    batch_size: int = BATCH, chunk_steps: Optional[int] = CHUNK, quiet: bool = QUIET, json: bool = JSON, debug: bool = DEBUG,
 ):
     """Compress a converted artifact in time and report it beside its uncompressed self."""
     from snnconv.compress import run_compress

@@ -16,6 +16,7 @@ from torch import nn
 from .config import ConvertConfig, SimulationConfig
 from .data import LabeledData
 from .engine import Engine, ExitPolicy
+from .engine.chunking import CALIBRATION_CHUNK_STEPS
 from .engine.ttfs import TTFSEngine
 from .errors import ConfigError, DataError, ModelLoadError
 from .importers.model import ImportedModel
@@ -122,7 +123,7 @@ def ann_accuracy(graph, data: LabeledData, batch_size: int, device: torch.device
 
 def convert(model: nn.Module | str | Path | ImportedModel, calibration: LabeledData, config: ConvertConfig = ConvertConfig(),
             *, arch: str | None = None, allow_pickle: bool = False, device: str = "cpu", batch_size: int = 256,
-            chunk_steps: int = 8, progress: ProgressFactory | None = None) -> SpikingNetwork:
+            chunk_steps: int = CALIBRATION_CHUNK_STEPS, progress: ProgressFactory | None = None) -> SpikingNetwork:
     """Import, normalize, observe, balance, convert and (optionally) calibrate."""
     progress = progress or _no_progress
     # the network's config (and so its manifest) names the T the thresholds were searched for
@@ -196,7 +197,8 @@ def evaluate(network: SpikingNetwork, data: LabeledData, simulation: SimulationC
     ``exit_policy``: "network" (default) applies the network's own exit policy if it has one; None runs
     every sample for all steps; or an :class:`ExitPolicy`. A policy with its own ``chunk_steps`` decides
     at those boundaries, whatever ``simulation.chunk_steps`` says. ``simulation.timing`` overrides the
-    network's spike timing between per-layer windows (docs/teas.md, "5. Execute").
+    network's spike timing between per-layer windows (docs/teas.md, "5. Execute"). ``simulation.chunk_steps``
+    None (the default) takes the network's automatic chunk for the batch size (``chunk_steps_for``).
     """
     progress = progress or _no_progress
     dev = resolve_device(simulation.device)
@@ -215,7 +217,8 @@ def evaluate(network: SpikingNetwork, data: LabeledData, simulation: SimulationC
         exit_policy = network.exit_policy
     if exit_policy is not None:
         exit_policy.check_time_steps(simulation.time_steps)
-    chunk = exit_policy.chunk_steps if exit_policy is not None and exit_policy.chunk_steps else simulation.chunk_steps
+    chunk = exit_policy.chunk_steps if exit_policy is not None and exit_policy.chunk_steps else \
+        network.chunk_steps_for(simulation.batch_size, simulation.chunk_steps)
     plan = network.time_plan(chunk, simulation.time_steps, simulation.timing)
     sim = engine.simulate(data.batches(simulation.batch_size), plan, exit_policy=exit_policy,
                           progress=progress(f"Simulating T={simulation.time_steps}", len(data)), on_batch=on_batch,

@@ -110,14 +110,14 @@ class SimulationConfig(_Plain):
     """How the time engine runs: the steps to simulate, chunking, batching, device."""
 
     time_steps: int = 32
-    chunk_steps: int = 8
+    chunk_steps: int | None = None  # None: the network's automatic chunk (SpikingNetwork.chunk_steps_for)
     batch_size: int = 256
     device: str = "cpu"
     timing: str | None = None  # spike timing between per-layer windows; None: the network's own (SPIKE_TIMINGS)
 
     def __post_init__(self):
         for name in ("time_steps", "chunk_steps", "batch_size"):
-            if getattr(self, name) <= 0:
+            if getattr(self, name) is not None and getattr(self, name) <= 0:
                 raise ConfigError(f"{name.replace('_', ' ')} must be positive, got {getattr(self, name)}.")
         if self.timing is not None:
             check_timing(self.timing)

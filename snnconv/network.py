@@ -9,6 +9,7 @@ import torch.fx
 
 from .config import ConvertConfig
 from .engine import ExitPolicy, TimePlan
+from .engine.chunking import auto_chunk_steps
 from .neurons import IFNeuron
 from .neurons.ttfs import TTFSCoding
 from .stages.convert import CoverageRow
@@ -85,6 +86,11 @@ class SpikingNetwork:
         overrides it), read out over ``time_steps``."""
         return TimePlan.per_layer(self.time_steps if time_steps is None else time_steps, self.layer_time_steps,
                                   chunk_steps, self.layer_prefix_steps, timing or self.timing)
+
+    def chunk_steps_for(self, batch_size: int, chosen: int | None = None) -> int:
+        """The steps to simulate together: ``chosen``, or when None, as many as keep a batch's block of the
+        largest layer within the engine's budget (snnconv/engine/chunking.py)."""
+        return chosen if chosen is not None else auto_chunk_steps(self.graph, self.input_shape, batch_size)
 
     def to(self, device: torch.device | str) -> "SpikingNetwork":
         self.graph.to(device)

@@ -18,6 +18,7 @@ from .api import Evaluation, ProgressFactory, convert, evaluate, resolve_device
 from .config import ConvertConfig, SimulationConfig
 from .data import DataConfig, LabeledData, load_data
 from .direct_network import FAMILY as DIRECT_FAMILY
+from .engine.chunking import CALIBRATION_CHUNK_STEPS
 from .errors import ConfigError, GateFailed, OutputError
 from .metrics import load_energy_model, summarize
 from .network import SpikingNetwork
@@ -132,7 +133,8 @@ def _convert_model(model: str | None, data: DataConfig, calib_data: DataConfig, 
 def run_convert(model: str | None, *, arch: str | None = None, allow_pickle: bool = False,
                 calib_data: DataConfig | None = None, data: DataConfig | None = None,
                 config: ConvertConfig = ConvertConfig(), time_steps: list[int] = (32,), output: Path = Path("snnconv-out"),
-                energy: str = "45nm", batch_size: int = 256, chunk_steps: int = 8, device: str = "cpu", seed: int = 0,
+                energy: str = "45nm", batch_size: int = 256, chunk_steps: int | None = None,
+                device: str = "cpu", seed: int = 0,
                 progress: ProgressFactory | None = None) -> RunResult:
     """Convert ``model`` (the embedded default when None), evaluate it, write reports and the artifact."""
     steps = _check_time_steps(list(time_steps))
@@ -145,8 +147,10 @@ def run_convert(model: str | None, *, arch: str | None = None, allow_pickle: boo
     target_t = max(steps)
     network, evaluation_data, source_label = _convert_model(
         model, data, calib_data, config, target_t, arch=arch, allow_pickle=allow_pickle, device=str(dev),
-        batch_size=batch_size, chunk_steps=chunk_steps, progress=progress)
-    simulation = SimulationConfig(time_steps=target_t, chunk_steps=chunk_steps, batch_size=batch_size, device=str(dev))
+        batch_size=batch_size, chunk_steps=CALIBRATION_CHUNK_STEPS if chunk_steps is None else chunk_steps,
+        progress=progress)
+    simulation = SimulationConfig(time_steps=target_t, chunk_steps=network.chunk_steps_for(batch_size, chunk_steps),
+                                  batch_size=batch_size, device=str(dev))
     evaluation = evaluate(network, evaluation_data, simulation, progress=progress)
     if evaluation.ann_before_rewrite is not None:
         network.notes["ann_accuracy_before_maxpool_rewrite_pct"] = evaluation.ann_before_rewrite.accuracy
@@ -172,7 +176,8 @@ def run_convert(model: str | None, *, arch: str | None = None, allow_pickle: boo
 def run_evaluate(target: str | None, *, arch: str | None = None, allow_pickle: bool = False,
                  data: DataConfig | None = None, calib_data: DataConfig | None = None,
                  config: ConvertConfig = ConvertConfig(), time_steps: list[int] | None = None, energy: str = "45nm",
-                 report_dir: Path | None = None, gates: Gates = Gates(), batch_size: int = 256, chunk_steps: int = 8,
+                 report_dir: Path | None = None, gates: Gates = Gates(), batch_size: int = 256,
+                 chunk_steps: int | None = None,
                  device: str = "cpu", seed: int = 0, limit: int | None = None,
                  progress: ProgressFactory | None = None, use_exit_policy: bool = True,
                  timing: str | None = None) -> RunResult:
@@ -211,10 +216,11 @@ def run_evaluate(target: str | None, *, arch: str | None = None, allow_pickle: b
         calib_data = calib_data or replace(data, split="train", limit=None)
         network, evaluation_data, source_label = _convert_model(
             target, data, calib_data, config, max(steps), arch=arch, allow_pickle=allow_pickle, device=str(dev),
-            batch_size=batch_size, chunk_steps=chunk_steps, progress=progress)
+            batch_size=batch_size, chunk_steps=CALIBRATION_CHUNK_STEPS if chunk_steps is None else chunk_steps,
+        progress=progress)
     target_t = max(steps)
-    simulation = SimulationConfig(time_steps=target_t, chunk_steps=chunk_steps, batch_size=batch_size, device=str(dev),
-                                  timing=timing)
+    simulation = SimulationConfig(time_steps=target_t, chunk_steps=network.chunk_steps_for(batch_size, chunk_steps),
+                                  batch_size=batch_size, device=str(dev), timing=timing)
     evaluation = evaluate(network, evaluation_data, simulation, progress=progress,
                           exit_policy="network" if use_exit_policy else None)
     resolved = {"target": source_label, "data": data.to_dict(), "convert": network.config.to_dict(),

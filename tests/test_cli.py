@@ -101,6 +101,9 @@ def test_convert_default_writes_artifact_and_reports(default_artifact):
     manifest = json.loads((default_artifact / "manifest.json").read_text())
     assert manifest["schema_version"] == 1 and manifest["input"]["shape"] == [1, 28, 28]
     assert all(layer["time_steps"] == 8 for layer in manifest["layers"])
+    # the automatic chunk: the VGG's largest layer is 32 x 28 x 28 float32 = 98 KiB per sample, so a batch of 256
+    # holds 24.5 MiB per step, over the 16 MiB budget: one step per chunk
+    assert manifest["run"]["simulation"]["chunk_steps"] == 1
     assert torch.load(default_artifact / "weights.pt", weights_only=True)
 
 

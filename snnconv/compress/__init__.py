@@ -103,7 +103,7 @@ def _uniform_run(network, data, simulation, progress, keep_trace: bool) -> tuple
 
 def run_compress(artifact: str | Path, method: str, *, output: Path, config=None,
                  calib_data: DataConfig | None = None, data: DataConfig | None = None, energy: str = "45nm",
-                 batch_size: int = 256, chunk_steps: int = 8, device: str = "cpu", seed: int = 0,
+                 batch_size: int = 256, chunk_steps: int | None = None, device: str = "cpu", seed: int = 0,
                  limit: int | None = None, progress: ProgressFactory | None = None, note=None,
                  checkpoint: Path | None = None, resume: bool = False) -> CompressResult:
     """Compress an artifact with ``method`` (``config``: its TeasConfig / DtsConfig / SeennConfig; default options when
@@ -138,7 +138,8 @@ def run_compress(artifact: str | Path, method: str, *, output: Path, config=None
     data = _with_normalization(data, network)
     calibration, evaluation_data = load_data(calib_data), load_data(data)
     base = network.time_steps
-    simulation = SimulationConfig(time_steps=base, chunk_steps=chunk_steps, batch_size=batch_size, device=str(dev))
+    simulation = SimulationConfig(time_steps=base, chunk_steps=network.chunk_steps_for(batch_size, chunk_steps),
+                                  batch_size=batch_size, device=str(dev))
     uniform, trace = _uniform_run(network, evaluation_data, simulation, progress, keep_trace=method == "seenn")
     context = CompressContext(network=network, calibration=calibration, evaluation_data=evaluation_data,
                               uniform=uniform, trace=trace, simulation=simulation, energy=energy, device=dev,

@@ -6,7 +6,8 @@ Speed, per model, one process, on one batch of 256 test images, CPU, the default
 - SNN: the time engine simulating the batch for T = 32 steps, as ``snnconv.evaluate`` runs it (with its
   per-layer spike and synaptic-operation statistics), and bare (``Engine.run_batch`` without statistics);
 - the same with the neurons and max-pool gates run as torch ops instead of the fused CPU loops
-  (``snnconv/engine/kernels.py``), to show what the loops change.
+  (``snnconv/engine/kernels.py``), to show what the loops change;
+- the SNN with chunks of 8 steps instead of the automatic chunk (snnconv/engine/chunking.py).
 ANN and SNN alternate, ``--repeats`` times each after one warm-up; medians are reported and the ratio is
 median SNN / median (T x ANN).
 
@@ -71,7 +72,8 @@ def measure_speed(model: str, repeats: int, threads: int, signed: bool = False) 
     from snnconv.engine import Engine, TimePlan, kernels
     ann, net, x, y = build(model, threads, signed)
     engine = Engine(net.graph, "cpu")
-    plan = TimePlan(T_SPEED, 8)
+    chunk = net.chunk_steps_for(BATCH)  # the automatic chunk, as snnconv.evaluate simulates by default
+    plan, plan_8 = TimePlan(T_SPEED, chunk), TimePlan(T_SPEED, 8)
 
     def run_ann():
         with torch.no_grad():
@@ -85,6 +87,9 @@ def measure_speed(model: str, repeats: int, threads: int, signed: bool = False) 
         with torch.no_grad():
             engine.run_batch(x, y, plan)
 
+    def run_snn_8():  # chunks of 8 steps, every run's chunk before the automatic one
+        engine.simulate([(x, y)], plan_8)
+
     def torch_ops(fn):
         def run():
             with kernels.disabled():
@@ -92,7 +97,7 @@ def measure_speed(model: str, repeats: int, threads: int, signed: bool = False) 
         return run
 
     runs = (("ann", run_ann), ("snn", run_snn), ("bare", run_bare), ("snn_torch", torch_ops(run_snn)),
-            ("bare_torch", torch_ops(run_bare)))
+            ("bare_torch", torch_ops(run_bare)), ("snn_chunk8", run_snn_8))
     timings = {key: [] for key, _ in runs}
     for _, fn in runs:  # warm-up (and the loops' compilation)
         fn()
@@ -104,6 +109,7 @@ def measure_speed(model: str, repeats: int, threads: int, signed: bool = False) 
             timings[key].append(time.perf_counter() - start)
     med = {k: statistics.median(v) for k, v in timings.items()}
     return {"network": net, "model": row_name(model, signed), "T": T_SPEED, "batch": BATCH, "repeats": repeats,
+            "chunk_steps": chunk, "ratio_chunk8": med["snn_chunk8"] / med["ann"],
             "ann_T_forwards_s": med["ann"], "snn_s": med["snn"], "snn_bare_s": med["bare"],
             "ratio": med["snn"] / med["ann"], "ratio_bare": med["bare"] / med["ann"],
             "snn_torch_s": med["snn_torch"], "ratio_torch": med["snn_torch"] / med["ann"],
@@ -140,9 +146,10 @@ def memory_child(model: str, artifact: str, steps: int, threads: int) -> None:
         reset = False
     before = _status_kb("VmRSS")
     start = time.perf_counter()
-    result = engine.simulate([(x, y)], TimePlan(steps, 8))
+    chunk = net.chunk_steps_for(BATCH)
+    result = engine.simulate([(x, y)], TimePlan(steps, chunk))
     wall = time.perf_counter() - start
-    print(json.dumps({"model": row_name(model, net.config.signed_spikes), "T": steps, "rss_before_kb": before,
+    print(json.dumps({"model": row_name(model, net.config.signed_spikes), "T": steps, "chunk_steps": chunk, "rss_before_kb": before,
                       "hwm_kb": _status_kb("VmHWM"), "hwm_reset": reset, "maxrss_life_kb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss,
                       "wall_s": wall, "accuracy": result.accuracy_at(steps)}))
 
@@ -163,8 +170,8 @@ def measure_memory(model: str, net, threads: int) -> list[dict]:
 
 SPEED_FIELDS = ["model", "T", "batch", "repeats", "ann_T_forwards_s", "snn_s", "snn_bare_s", "ratio", "ratio_bare",
                 "snn_torch_s", "ratio_torch", "ratio_bare_torch", "ann_runs", "snn_runs", "bare_runs", "torch", "date",
-                "snnconv", "cpu"]
-MEMORY_FIELDS = ["model", "T", "rss_before_kb", "hwm_kb", "hwm_reset", "maxrss_life_kb", "wall_s", "accuracy", "date",
+                "snnconv", "cpu", "chunk_steps", "ratio_chunk8"]
+MEMORY_FIELDS = ["model", "T", "chunk_steps", "rss_before_kb", "hwm_kb", "hwm_reset", "maxrss_life_kb", "wall_s", "accuracy", "date",
                  "snnconv", "cpu"]
 _RUN_LISTS = ("ann_runs", "snn_runs", "bare_runs")
 
@@ -210,19 +217,23 @@ def _measured(row: dict) -> str:
     return f"{row['date']}, {row['snnconv']}, {row.get('cpu') or 'CPU not recorded'}"
 
 
+def _chunk(row: dict) -> str:
+    return str(row["chunk_steps"]) if row.get("chunk_steps") is not None else "8"  # rows before the automatic chunk
+
+
 def render(speed: list[dict], memory: list[dict]) -> None:
     rows = []
     def optional(row, key):
         return f"{row[key]:.2f}" if row.get(key) is not None else "-"
 
     for s in speed:
-        rows.append([s["model"], f"{s['ann_T_forwards_s']:.2f}", f"{s['snn_s']:.2f}", f"**{s['ratio']:.2f}**",
+        rows.append([s["model"], _chunk(s), f"{s['ann_T_forwards_s']:.2f}", f"{s['snn_s']:.2f}", f"**{s['ratio']:.2f}**",
                      f"{s['snn_bare_s']:.2f}", f"{s['ratio_bare']:.2f}", optional(s, "ratio_torch"),
-                     optional(s, "ratio_bare_torch"), "holds" if s["ratio"] <= 1.2 else "FAILS",
-                     _measured(s)])
-    speed_table = C.md_table(["model", "32 x ANN (s)", "SNN T=32 (s)", "ratio", "SNN bare (s)", "ratio bare",
-                              "ratio, torch ops", "ratio bare, torch ops", "bar <= 1.2", "measured"], rows,
-                             "lrrrrrrrll")
+                     optional(s, "ratio_bare_torch"), optional(s, "ratio_chunk8"),
+                     "holds" if s["ratio"] <= 1.2 else "FAILS", _measured(s)])
+    speed_table = C.md_table(["model", "chunk", "32 x ANN (s)", "SNN T=32 (s)", "ratio", "SNN bare (s)", "ratio bare",
+                              "ratio, torch ops", "ratio bare, torch ops", "ratio, 8-step chunks", "bar <= 1.2",
+                              "measured"], rows, "lrrrrrrrrrll")
     mrows = []
     by_model: dict[str, dict[int, dict]] = {}
     for m in memory:
@@ -231,14 +242,14 @@ def render(speed: list[dict], memory: list[dict]) -> None:
         a, b = runs[T_MEMORY[0]], runs[T_MEMORY[1]]
         ratio = b["hwm_kb"] / a["hwm_kb"]
         growth_a, growth_b = a["hwm_kb"] - a["rss_before_kb"], b["hwm_kb"] - b["rss_before_kb"]
-        mrows.append([model, f"{a['rss_before_kb'] / 1024:.0f}", f"{a['hwm_kb'] / 1024:.0f}", f"{b['hwm_kb'] / 1024:.0f}",
+        mrows.append([model, _chunk(b), f"{a['rss_before_kb'] / 1024:.0f}", f"{a['hwm_kb'] / 1024:.0f}", f"{b['hwm_kb'] / 1024:.0f}",
                       f"**{ratio:.3f}**", f"{growth_a / 1024:.0f} / {growth_b / 1024:.0f}",
                       f"{a['maxrss_life_kb'] / 1024:.0f} / {b['maxrss_life_kb'] / 1024:.0f}",
                       f"{b['wall_s'] / a['wall_s']:.1f}", "holds" if ratio <= 1.2 else "FAILS",
                       _measured(b)])
-    memory_table = C.md_table(["model", "RSS before sim (MiB)", "peak T=32 (MiB)", "peak T=512 (MiB)", "ratio",
+    memory_table = C.md_table(["model", "chunk", "RSS before sim (MiB)", "peak T=32 (MiB)", "peak T=512 (MiB)", "ratio",
                                "growth during sim 32 / 512 (MiB)", "life max RSS 32 / 512 (MiB)",
-                               "wall 512/32", "bar <= 1.2", "measured"], mrows, "lrrrrrrrll")
+                               "wall 512/32", "bar <= 1.2", "measured"], mrows, "lrrrrrrrrll")
     text = "\n".join([
         "## 3. Simulation speed and memory",
         "",
@@ -256,7 +267,10 @@ def render(speed: list[dict], memory: list[dict]) -> None:
         "alternation, with the neurons and max-pool gates run as torch ops instead of the fused CPU loops "
         "(docs/design.md, \"Fused CPU loops\"; what the engine does without numba or on CUDA). Rows named "
         "`MODEL-signed` convert with signed spikes (`--signed-spikes`, not the default; measured with "
-        f"`{COMMAND} --signed-spikes`). Bar: ratio <= 1.2.",
+        f"`{COMMAND} --signed-spikes`). `chunk`: the steps simulated together, the automatic chunk "
+        "`snnconv.evaluate` takes for a batch of this size (docs/design.md, \"Chunks\"; rows measured before "
+        "2026-12-04 ran 8); `ratio, 8-step chunks`: the SNN run with 8 steps per chunk instead, in the same "
+        "alternation. Bar: ratio <= 1.2.",
         "",
         speed_table,
         "",

@@ -59,3 +59,11 @@ def test_evaluate_takes_the_automatic_chunk_unless_one_is_chosen(wide, monkeypat
     assert np.array_equal(default.simulation.correct_per_step, chosen.simulation.correct_per_step)
     for a, b in zip(default.simulation.neuron_layers, chosen.simulation.neuron_layers):
         assert np.array_equal(a.spikes_per_step, b.spikes_per_step)
+
+
+def test_other_devices_keep_eight_steps():
+    # only the CPU was measured; a graph elsewhere (here on the meta device, which holds no data) keeps 8
+    model = nn.Sequential(nn.Flatten(), nn.Linear(12, WIDE), nn.ReLU(), nn.Linear(WIDE, 10)).eval()
+    network = convert(model, torch.rand(8, 3, 2, 2))
+    network.graph.to("meta")
+    assert network.chunk_steps_for(5000) == 8

@@ -6,7 +6,8 @@ walks that block step by step. Large blocks are cheap in Python overhead but lea
 ANN's time against 1.21x with chunks of one step, whose 17 MB block the next layer reads while it is still
 cached (docs/benchmarks.md, section 3). Small batches want the opposite: at batch 1, one step per chunk made
 the same network 2.4x slower than 8, all of it per-op overhead. So the automatic chunk is the largest
-number of steps, up to 8, whose block of the network's largest layer stays within CHUNK_BYTES.
+number of steps, up to 8, whose block of the network's largest layer stays within CHUNK_BYTES. On other
+devices than the CPU the chunk stays 8, the engine's fixed chunk before this rule: nothing was measured there.
 """
 from __future__ import annotations
 
@@ -31,10 +32,9 @@ def largest_layer_bytes(graph: torch.nn.Module, input_shape: tuple[int, ...]) ->
 
     leaves = [m for m in graph.modules() if next(m.children(), None) is None]
     handles = [m.register_forward_hook(measure) for m in leaves]
-    device = next((p.device for p in graph.parameters()), torch.device("cpu"))
     try:
         with torch.no_grad():
-            graph(torch.zeros((1, *input_shape), device=device))
+            graph(torch.zeros((1, *input_shape), device=_device(graph)))
     finally:
         for handle in handles:
             handle.remove()
@@ -42,6 +42,13 @@ def largest_layer_bytes(graph: torch.nn.Module, input_shape: tuple[int, ...]) ->
 
 
 def auto_chunk_steps(graph: torch.nn.Module, input_shape: tuple[int, ...], batch_size: int) -> int:
-    """The largest chunk, 1 to MAX_CHUNK_STEPS steps, whose block of the largest layer fits CHUNK_BYTES."""
+    """The largest chunk, 1 to MAX_CHUNK_STEPS steps, whose block of the largest layer fits CHUNK_BYTES (on the
+    CPU; MAX_CHUNK_STEPS elsewhere)."""
+    if _device(graph).type != "cpu":
+        return MAX_CHUNK_STEPS
     block = batch_size * max(1, largest_layer_bytes(graph, input_shape))
     return max(1, min(MAX_CHUNK_STEPS, CHUNK_BYTES // block))
+
+
+def _device(graph: torch.nn.Module) -> torch.device:
+    return next((p.device for p in graph.parameters()), torch.device("cpu"))

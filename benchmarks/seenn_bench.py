@@ -56,7 +56,8 @@ WALL_REPEATS = 3  # alternated runs of an exit rule and its fixed T of equal acc
 
 
 def _run(network, data, policy, steps: int):
-    return snnconv.evaluate(network, data, SimulationConfig(time_steps=steps, chunk_steps=1 if policy else 8),
+    # a fixed T runs in the chunk snnconv.evaluate takes by default (rows without `fixed_chunk_steps` ran 8)
+    return snnconv.evaluate(network, data, SimulationConfig(time_steps=steps, chunk_steps=1 if policy else None),
                             exit_policy=policy)
 
 
@@ -167,6 +168,7 @@ def run(model: str, limit: int, selection_count: int, policy_train: int, epochs:
         "offline_sweep": [(p.avg_exit_time_steps, p.accuracy_pct) for p in offline[:: max(1, len(offline) // 60)]],
         "seenn_two": seenn_two, "policy_s": time.perf_counter() - t0,
         "date": C.today(), "machine": C.machine(), "snnconv": C.git_head(), "torch": torch.__version__,
+        "fixed_chunk_steps": network.chunk_steps_for(SimulationConfig().batch_size),
     }
 
 
@@ -196,7 +198,10 @@ def render(results: list[dict]) -> None:
              "sample at equal T / with exits (bar: within 30 % of the step ratio, i.e. wall ratio >= 0.7 x step "
              "ratio). Energy (45 nm) includes the policy network's MACs for SEENN-II. `wall runs` = how each wall "
              f"time was taken: `{WALL_REPEATS} alt.` = the rule and its equal T ran alternately {WALL_REPEATS} times each "
-             "on the same images, medians; `1` = one run each, at different moments of the benchmark. Other "
+             "on the same images, medians; `1` = one run each, at different moments of the benchmark; `chunk N` = "
+             "the steps the fixed-T runs simulated together (the automatic chunk `snnconv.evaluate` takes by default "
+             "since 2026-12-04, docs/design.md \"Chunks\"; 8 before; exit runs decide after every step, in chunks of "
+             "1). Other "
              "benchmarks shared the 2 cores, so single-run wall ratios are noisy; the step ratios and accuracies are "
              "not affected.", ""]
     header = ["model", "rule", "accuracy (%)", "mean exit step", "equal T", "step ratio", "bar >= 2", "wall ratio",
@@ -215,7 +220,8 @@ def render(results: list[dict]) -> None:
             wall_ok = x.get("wall_ratio") is not None and x["wall_ratio"] >= 0.7 * x["step_ratio"]
             body.append([r["model"], name, f"{x['accuracy_pct']:.2f}", f"{x['avg_time_steps']:.2f}", equal, step,
                          "holds" if step_ok else "FAILS", wall, "holds" if wall_ok else "FAILS",
-                         f"{len(x['wall_ms_per_sample_runs'])} alt." if "wall_ms_per_sample_runs" in x else "1",
+                         (f"{len(x['wall_ms_per_sample_runs'])} alt." if "wall_ms_per_sample_runs" in x else "1")
+                         + f", chunk {r.get('fixed_chunk_steps', 8)}",
                          f"{x['wall_ms_per_sample']:.2f}", f"{x['energy_pj_per_sample'] / 1e6:.2f}"])
     lines += [C.md_table(header, body), ""]
     lines += ["Oracle AET (SEENN Eq. 4, from the fixed run's per-step accuracy) and empirical AET (mean earliest "

@@ -181,7 +181,7 @@ def _write_rows(name: str, fields: list[str], rows: list[dict]) -> None:
         writer = csv.DictWriter(stream, fieldnames=fields, extrasaction="ignore")
         writer.writeheader()
         for row in rows:
-            writer.writerow({k: " ".join(f"{v:.3f}" for v in row[k]) if k in _RUN_LISTS else row[k] for k in fields})
+            writer.writerow({k: " ".join(f"{v:.3f}" for v in row[k]) if k in _RUN_LISTS else row.get(k) for k in fields})
 
 
 def _read_rows(name: str) -> list[dict]:

@@ -1,13 +1,12 @@
 """How many time steps a chunk simulates together when the caller leaves it open.
 
 The engine runs a stateless layer once per chunk on ``[chunk_steps * batch, ...]`` rows, and every IF layer
-walks that block step by step. Large blocks are cheap in Python overhead but leave the CPU's caches: at batch
-256, a chunk of 8 steps of CIFAR-10 ResNet-20's first stage is 134 MB per layer, and the run was 1.45x the
-ANN's time against 1.21x with chunks of one step, whose 17 MB block the next layer reads while it is still
-cached (docs/benchmarks.md, section 3). Small batches want the opposite: at batch 1, one step per chunk made
-the same network 2.4x slower than 8, all of it per-op overhead. So the automatic chunk is the largest
-number of steps, up to 8, whose block of the network's largest layer stays within CHUNK_BYTES. On other
-devices than the CPU the chunk stays 8, the engine's fixed chunk before this rule: nothing was measured there.
+walks that block step by step. Many steps per chunk save per-op Python work, which is what a small batch
+needs; but at batch 256 a chunk of 8 steps of CIFAR-10 ResNet-20's first stage is a 134 MB block per layer, and
+the network ran slower than with one step per chunk (17 MB blocks): measured in docs/benchmarks.md, section 3,
+"Chunk size", with docs/design.md ("Chunks") summing it up. So the automatic chunk is the largest number of
+steps, up to 8, whose block of the network's largest layer stays within CHUNK_BYTES. Other devices than the
+CPU keep 8 steps, the engine's fixed chunk before this rule: nothing was measured there.
 """
 from __future__ import annotations
 

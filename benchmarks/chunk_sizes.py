@@ -73,20 +73,22 @@ def render(results: list[dict]) -> None:
                 ratio = f", {seconds[f'chunk {c}'] / seconds['ann']:.2f}x ANN" if "ann" in seconds else ""
                 cells.append(f"{ms:.2f}{ratio}{mark}")
             auto_cost = seconds[f"chunk {automatic}"] / seconds[f"chunk {fastest}"]
-            rows.append([r["model"], str(batch), *cells, f"{auto_cost:.2f}"])
-    table = C.md_table(["model", "batch", *[f"chunk {c} (ms/sample)" for c in CHUNKS], "automatic / fastest"], rows)
+            eight_cost = seconds["chunk 8"] / seconds[f"chunk {fastest}"]
+            rows.append([r["model"], str(batch), *cells, f"{auto_cost:.2f}", f"{eight_cost:.2f}"])
+    table = C.md_table(["model", "batch", *[f"chunk {c} (ms/sample)" for c in CHUNKS], "automatic / fastest",
+                        "8 steps / fastest"], rows)
     text = "\n".join([
         "### Chunk size",
         "",
         f"Command: `{COMMAND}` (results: `benchmarks/results/chunk_sizes.json`). "
-        + C.machines_sentence(results) + ".",
+        + C.machines_sentence(results),
         "",
         f"The engine simulates a chunk of steps at a time (docs/design.md, \"Chunks\"). Per model and batch: wall "
         f"time per sample of `Engine.simulate` (with statistics) over T = {T} at each chunk, medians of "
         f"{results[0]['repeats']} alternating runs after a warm-up; at batch 256 also as a ratio to {T} ANN "
         "forward passes in the same alternation. `auto` marks the chunk `snnconv.evaluate` takes by default "
-        "(the most steps, up to 8, whose block of the largest layer stays within 16 MiB); the last column is its "
-        "time over the fastest chunk's.",
+        "(the most steps, up to 8, whose block of the largest layer stays within 16 MiB); the last two columns "
+        "are its time and that of 8-step chunks (every run's chunk before 2026-12-04) over the fastest chunk's.",
         "",
         table,
     ])

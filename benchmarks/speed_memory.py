@@ -221,7 +221,14 @@ def _chunk(row: dict) -> str:
     return str(row["chunk_steps"]) if row.get("chunk_steps") is not None else "8"  # rows before the automatic chunk
 
 
+def _table_order(row: dict) -> tuple[bool, int]:
+    """Plain models first, in the benchmarks' model order, then their signed-spike rows."""
+    name = row["model"].removesuffix("-signed")
+    return row["model"].endswith("-signed"), C.ALL_MODELS.index(name) if name in C.ALL_MODELS else len(C.ALL_MODELS)
+
+
 def render(speed: list[dict], memory: list[dict]) -> None:
+    speed, memory = sorted(speed, key=_table_order), sorted(memory, key=_table_order)
     rows = []
     def optional(row, key):
         return f"{row[key]:.2f}" if row.get(key) is not None else "-"

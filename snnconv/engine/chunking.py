@@ -26,7 +26,7 @@ def largest_layer_bytes(graph: torch.nn.Module, input_shape: tuple[int, ...]) ->
 
     def measure(_module, _inputs, output):
         nonlocal largest
-        if isinstance(output, torch.Tensor):
+        if isinstance(output, torch.Tensor) and output.dim() > 0:  # [1, ...]: one sample's values
             largest = max(largest, output[0].numel() * output.element_size())
 
     leaves = [m for m in graph.modules() if next(m.children(), None) is None]

@@ -4,6 +4,8 @@ The oracle for early exit is the same network simulated for all T steps with eve
 accumulated output recorded: a sample that leaves at step e must get exactly the prediction the
 full run had after e steps, although the engine dropped its rows from every tensor.
 """
+import contextlib
+
 import numpy as np
 import pytest
 import torch
@@ -297,3 +299,61 @@ def test_dropping_rows_in_place_equals_gathering_the_rows_that_stay():
         assert torch.equal(kept["grad"].detach(), base_before[order]) and kept["grad"].requires_grad
         assert torch.equal(base, base_before)  # shared storage: not written to
 
+
+
+class SharedCurrent(nn.Module):
+    """A pre-activation read twice: by its ReLU (an IF layer) and by a residual add feeding the next one."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv0, self.conv1, self.conv2 = nn.Conv2d(1, 4, 3, padding=1), nn.Conv2d(4, 4, 3, padding=1), \
+            nn.Conv2d(4, 4, 3, padding=1)
+        self.fc = nn.Linear(4, 10)
+
+    def forward(self, x):
+        shared = self.conv1(torch.relu(self.conv0(x)))
+        y = torch.relu(self.conv2(torch.relu(shared)) + shared)
+        return self.fc(y.mean((2, 3)))
+
+
+@pytest.mark.parametrize("name", ["vgg", "residual", "maxpool", "concat", "shared"])
+@pytest.mark.parametrize("signed", [False, True])
+def test_spikes_written_over_their_input_current_change_nothing(name, signed, monkeypatch):
+    """An IF layer that alone reads a fresh current writes its spikes over it: the same outputs, spikes,
+    synaptic operations and exits as with a separate output buffer, in the fused loops and the torch steps,
+    with per-layer windows and exits; and a current that another op still reads is never overwritten."""
+    from test_kernels import _ExitHalf
+    from snnconv.engine import kernels
+    x = torch.rand(24, 1, 8, 8, generator=torch.Generator().manual_seed(5))
+    torch.manual_seed(0)
+    model = SharedCurrent().eval() if name == "shared" else build(name)
+    network = convert(model, x, time_steps=12, signed_spikes=signed)
+    labels = model(x).argmax(-1)
+    names = [n for n, _ in network.neuron_layers()]
+    plans = [(TimePlan(12, 5), None), (TimePlan.per_layer(12, {names[1]: 6}, 4), None), (TimePlan(12, 3), _ExitHalf())]
+    reused = []
+    original = Engine._run_neuron_in_place
+    monkeypatch.setattr(Engine, "_run_neuron_in_place", staticmethod(
+        lambda per_step, *a, **k: (lambda r: reused.append(r[0] is per_step) or r)(original(per_step, *a, **k))))
+    runs = {}
+    for reuse in (True, False):
+        for fused in (True, False):
+            engine = Engine(network.graph)
+            if not reuse:
+                engine._sole_neuron_inputs = set()
+            with contextlib.nullcontext() if fused else kernels.disabled():
+                runs[reuse, fused] = [(engine.simulate([(x, labels)], plan, exit_policy=policy),
+                                       engine.run_batch(x, labels, plan)["accumulated"]) for plan, policy in plans]
+    if name == "shared":
+        shared_node = next(n for n in network.graph.graph.nodes if len(n.users) == 2 and n.op != "placeholder")
+        assert shared_node.name not in Engine(network.graph)._sole_neuron_inputs
+    assert any(reused) and not all(reused)
+    for fused in (True, False):
+        for (a, out_a), (b, out_b) in zip(runs[True, fused], runs[False, fused]):
+            assert torch.equal(out_a, out_b)
+            assert np.array_equal(a.correct_per_step, b.correct_per_step)
+            assert np.array_equal(a.exit_steps, b.exit_steps)
+            for la, lb in zip(a.neuron_layers, b.neuron_layers):
+                assert np.array_equal(la.spikes_per_step, lb.spikes_per_step), la.name
+            for la, lb in zip(a.synaptic_layers, b.synaptic_layers):
+                assert np.array_equal(la.ops_per_step, lb.ops_per_step), la.name

@@ -35,7 +35,8 @@ def loop_build(request, monkeypatch):
     monkeypatch.setattr(kernels, "PARALLEL_FROM", 0 if request.param == "parallel" else 1 << 62)
     ran = []
     original = kernels._kernels
-    monkeypatch.setattr(kernels, "_kernels", lambda parallel: ran.append(parallel) or original(parallel))
+    monkeypatch.setattr(kernels, "_kernels",
+                        lambda parallel, in_place=False: ran.append(parallel) or original(parallel, in_place))
     yield ran
     assert ran and set(ran) == {request.param == "parallel"}
 
@@ -43,9 +44,10 @@ def loop_build(request, monkeypatch):
 @pytest.mark.parametrize("shape", [(11,), (3, 5, 4)])
 @pytest.mark.parametrize("channel_wise", [False, True])
 @pytest.mark.parametrize("biased", [False, True])
-@pytest.mark.parametrize("constant", [False, True])
+# in_place: the outputs overwrite the current (the loop built for it); a constant current, an expanded view, never
+@pytest.mark.parametrize("constant, in_place", [(False, False), (True, False), (False, True)])
 @pytest.mark.parametrize("signed", [False, True])
-def test_if_loop_equals_the_torch_steps(shape, channel_wise, biased, constant, signed, loop_build):
+def test_if_loop_equals_the_torch_steps(shape, channel_wise, biased, constant, signed, in_place, loop_build):
     steps, rows, t0 = 7, 9, 5
     generator = torch.Generator().manual_seed(1)
     channels = shape[0]
@@ -68,10 +70,11 @@ def test_if_loop_equals_the_torch_steps(shape, channel_wise, biased, constant, s
         else:
             if_step_(per_step[i], v_eager, theta, out_eager[i], compare=compare)
 
-    v_fused, out_fused = v0.clone(), torch.empty(steps, rows, *shape)
+    v_fused = v0.clone()
+    out_fused = per_step.clone() if in_place else torch.empty(steps, rows, *shape)
     net_fused = net0.clone() if signed else None
     compare = torch.stack([(theta - (t0 + i + 1) * bias).expand(1, *shape) for i in range(steps)])
-    counts = kernels.if_chunk_(per_step, v_fused, theta, compare, out_fused, net_fused)
+    counts = kernels.if_chunk_(out_fused if in_place else per_step, v_fused, theta, compare, out_fused, net_fused)
 
     assert torch.equal(out_fused, out_eager)
     assert torch.equal(v_fused, v_eager)

@@ -64,18 +64,19 @@ def fused_available(*tensors: torch.Tensor) -> bool:
     return all(t.device.type == "cpu" and t.dtype == torch.float32 for t in tensors) and _numba() is not None
 
 
-def _kernels(parallel: bool):
-    """The loops (IF, signed IF, gate), built for numba's threads or for the calling thread alone."""
-    key = "parallel" if parallel else "serial"
+def _kernels(parallel: bool, in_place: bool = False):
+    """The loops (IF, signed IF, gate), built for numba's threads or for the calling thread alone; with
+    ``in_place`` the IF loops write their outputs over their input current (``out`` is not read)."""
+    key = ("parallel" if parallel else "serial") + (" in place" if in_place else "")
     if key not in _compiled:
-        _compiled[key] = _build(_numba(), parallel)
+        _compiled[key] = _build(_numba(), parallel, in_place)
     return _compiled[key]
 
 
-def _build(numba, parallel: bool):
+def _build(numba, parallel: bool, in_place: bool):
     njit, float32 = numba.njit, numba.float32
-    # the outer loops' range: numba splits a prange over its threads. The two builds differ in this closure
-    # variable, which keeps their entries apart in numba's on-disk cache (its key ignores the parallel flag).
+    # the outer loops' range: numba splits a prange over its threads. The builds differ in closure variables
+    # (this one and in_place), which keeps their entries apart in numba's on-disk cache (its key hashes them).
     prange = numba.prange if parallel else range
 
     @njit(cache=True, nogil=True, parallel=parallel)
@@ -93,7 +94,10 @@ def _build(numba, parallel: bool):
                 membrane = v[row, lo:hi]
                 for t in range(steps):
                     step_current, step_compare = current[t, row, lo:hi], compare[t, lo:hi]
-                    step_out, step_counts = out[t, row, lo:hi], counts[t, lo:hi]
+                    # in place, the outputs overwrite the current: one array, so the loop stays vectorized (a
+                    # separate ``out`` that aliases ``current`` would make LLVM fall back to scalar code)
+                    step_out = step_current if in_place else out[t, row, lo:hi]
+                    step_counts = counts[t, lo:hi]
                     for j in range(hi - lo):
                         potential = membrane[j] + step_current[j]
                         fired = theta[j] if potential >= step_compare[j] else zero
@@ -116,7 +120,10 @@ def _build(numba, parallel: bool):
                 membrane, fired_net = v[row, lo:hi], net[row, lo:hi]
                 for t in range(steps):
                     step_current, step_compare = current[t, row, lo:hi], compare[t, lo:hi]
-                    step_out, step_counts = out[t, row, lo:hi], counts[t, lo:hi]
+                    # in place, the outputs overwrite the current: one array, so the loop stays vectorized (a
+                    # separate ``out`` that aliases ``current`` would make LLVM fall back to scalar code)
+                    step_out = step_current if in_place else out[t, row, lo:hi]
+                    step_counts = counts[t, lo:hi]
                     for j in range(hi - lo):
                         potential = membrane[j] + step_current[j]
                         sign = zero
@@ -174,18 +181,21 @@ def warm_up(signed: bool = False) -> None:
     if _numba() is None:
         return
     for parallel in (False, True) if _threads() > 1 else (False,):
-        if_chunk, signed_if_chunk, gate_chunk = _kernels(parallel)
-        with _launch:
-            if ("warm", parallel) not in _compiled:
-                if_chunk(*(torch.zeros(shape).numpy()
-                           for shape in ((1, 1, 1), (1, 1), (1,), (1, 1), (1, 1, 1), (1, 1))), 1)
-                gate_chunk(*(torch.zeros(shape).numpy() for shape in ((1, 1, 1, 2, 2), (1, 1, 2, 2), (1, 1, 1, 1),
-                                                                      (1, 1, 1, 1, 1), (1, 1, 1, 1))), 2, 2, 2, 2)
-                _compiled["warm", parallel] = True
-            if signed and ("warm signed", parallel) not in _compiled:
-                signed_if_chunk(*(torch.zeros(shape).numpy()
-                                  for shape in ((1, 1, 1), (1, 1), (1, 1), (1,), (1, 1), (1, 1, 1), (1, 1))), 1)
-                _compiled["warm signed", parallel] = True
+        for in_place in (False, True):
+            if_chunk, signed_if_chunk, gate_chunk = _kernels(parallel, in_place)
+            with _launch:
+                if ("warm", parallel, in_place) not in _compiled:
+                    if_chunk(*(torch.zeros(shape).numpy()
+                               for shape in ((1, 1, 1), (1, 1), (1,), (1, 1), (1, 1, 1), (1, 1))), 1)
+                    if not in_place:
+                        gate_chunk(*(torch.zeros(shape).numpy()
+                                     for shape in ((1, 1, 1, 2, 2), (1, 1, 2, 2), (1, 1, 1, 1), (1, 1, 1, 1, 1),
+                                                   (1, 1, 1, 1))), 2, 2, 2, 2)
+                    _compiled["warm", parallel, in_place] = True
+                if signed and ("warm signed", parallel, in_place) not in _compiled:
+                    signed_if_chunk(*(torch.zeros(shape).numpy()
+                                      for shape in ((1, 1, 1), (1, 1), (1, 1), (1,), (1, 1), (1, 1, 1), (1, 1))), 1)
+                    _compiled["warm signed", parallel, in_place] = True
 
 
 def _threads() -> int:
@@ -215,13 +225,15 @@ def if_chunk_(per_step: torch.Tensor, v: torch.Tensor, threshold: torch.Tensor, 
     ``per_step`` [steps, rows, ...] is the input current (a constant current may be an expanded view);
     ``v`` [rows, ...] the membrane, contiguous, updated in place; ``threshold`` broadcasts against
     [1, ...]; ``compare`` [steps or 1, 1, ...] is, per step, what the membrane is tested against;
-    ``out`` [steps, rows, ...] receives theta * s. Returns the spikes per step and neuron position,
-    summed over rows ([steps, neurons] float64).
+    ``out`` [steps, rows, ...] receives theta * s; it may be ``per_step`` itself (contiguous), whose current
+    the outputs then overwrite. Returns the spikes per step and neuron position, summed over rows
+    ([steps, neurons] float64).
     """
     steps, rows = per_step.shape[:2]
     shape = v.shape[1:]
     neurons = shape.numel()
-    if_chunk, signed_if_chunk, _ = _kernels(_parallel(steps * rows * neurons))
+    in_place = out.data_ptr() == per_step.data_ptr() and out.shape == per_step.shape and per_step.is_contiguous()
+    if_chunk, signed_if_chunk, _ = _kernels(_parallel(steps * rows * neurons), in_place)
     flat_threshold = torch.broadcast_to(threshold, (1, *shape)).reshape(neurons).contiguous()
     flat_compare = torch.broadcast_to(compare, (steps, 1, *shape)).reshape(steps, neurons).contiguous()
     counts = torch.zeros((steps, neurons), dtype=torch.float32)

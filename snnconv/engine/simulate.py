@@ -245,6 +245,13 @@ class Engine:
                            if not op.static and op.node.args and isinstance(op.node.args[0], torch.fx.Node)
                            and op.node.args[0].name in neurons}
         self._spike_sources = set(self._spike_fed.values())
+        # temporal ops read by one IF layer and nothing else: when such an op returns a fresh buffer, the layer
+        # writes its spikes over it instead of into a new one: one buffer less per layer and chunk, and a faster
+        # loop (docs/design.md, "Spikes over their input current")
+        self._sole_neuron_inputs = {op.node.args[0].name for op in self.program.neuron_ops
+                                    if op.kind == "neuron" and isinstance(op.node.args[0], torch.fx.Node)
+                                    and len(op.node.args[0].users) == 1
+                                    and not self._ops[op.node.args[0].name].static}
 
     def windows(self, plan: TimePlan) -> dict[str, int]:
         """The window (steps) of every temporal op: neurons their T_l, other ops that of the layer they feed."""
@@ -474,6 +481,7 @@ class Engine:
                 counters.positions.clear()
             env: dict[str, tuple[int, torch.Tensor] | None] = {}  # op -> (first step, [n, rows, ...]) of this chunk
             fractions: dict[str, torch.Tensor] = {}  # timed IF layer -> crossing fractions of its env block
+            reusable: set[str] = set()  # fresh outputs whose only reader, an IF layer, may write its spikes over
             for index, op in enumerate(self.program.ops):
                 if op.static:
                     if chunk_index == 0:
@@ -504,8 +512,13 @@ class Engine:
                               for source in sources}
                     value = self._eval_temporal(op, inputs, static, state, count, active, start, counters,
                                                 record, recorded, live[op.name], input_probe,
-                                                fractions if op.name in timed_sources else None, reading)
+                                                fractions if op.name in timed_sources else None, reading,
+                                                reusable)
                     env[op.name] = (start, value)
+                    if op.name in self._sole_neuron_inputs and op.name not in captured and input_probe is None \
+                            and _fresh(value, list(inputs.values()) + [static.get(n.name) for n in
+                                                                        op.node.all_input_nodes]):
+                        reusable.add(op.name)
                     if op.name in captured:
                         captured[op.name].add(start, value, fractions.get(op.name),
                                               op.module if op.kind == "neuron" else None)
@@ -655,12 +668,14 @@ class Engine:
     def _eval_temporal(self, op: Op, inputs: dict[str, torch.Tensor], static: dict, state: dict, c: int,
                        active: int, t0: int, counters: _Counters | None, record: set, recorded: dict,
                        live: int | None = None, probe: InputProbe | None = None, fractions: dict | None = None,
-                       reading: str | None = None) -> torch.Tensor:
+                       reading: str | None = None, reusable: set[str] = frozenset()) -> torch.Tensor:
         """Run one temporal op on ``c`` steps; ``inputs`` holds its temporal inputs as [c, rows, ...].
 
         ``live``: steps of the window after which the op's output is constant (see :meth:`live_steps`).
         ``fractions``: given for an IF layer whose spikes are re-timed by sub-step times; its crossing
-        fractions [c, rows, ...] (``reading`` of :func:`snnconv.neurons.crossing_fraction`) are stored there."""
+        fractions [c, rows, ...] (``reading`` of :func:`snnconv.neurons.crossing_fraction`) are stored there.
+        ``reusable``: ops whose output in ``inputs`` belongs to this IF layer alone (it may write its spikes
+        over it)."""
         node = op.node
         if op.kind == "stateless" and live is not None and t0 + c > live:
             return self._eval_silent_tail(op, inputs, static, state, c, active, t0, counters, record, recorded,
@@ -683,7 +698,7 @@ class Engine:
             if probe is not None:
                 probe(op.name, t0, current if source.name in inputs else current.unsqueeze(0).expand(c, *current.shape))
             return self._run_neuron(op, current, source.name in inputs, state, c, active, t0, counters, record,
-                                    recorded, live, fractions, reading)
+                                    recorded, live, fractions, reading, source.name in reusable)
         if op.kind == "gate":
             return self._run_gate(op, inputs[node.args[0].name], state, c, active, t0, counters)
         args = map_arg(node.args, folded)
@@ -727,7 +742,8 @@ class Engine:
         return call_op(self.graph, op, args, kwargs)
 
     def _run_neuron(self, op: Op, current, temporal: bool, state, c, active, t0, counters, record, recorded,
-                    live: int | None = None, fractions: dict | None = None, reading: str | None = None):
+                    live: int | None = None, fractions: dict | None = None, reading: str | None = None,
+                    reuse: bool = False):
         neuron = op.module
         run = c if live is None else max(0, min(c, live - t0))  # a prefix-masked layer stops after its T_l
         per_step = None
@@ -763,7 +779,7 @@ class Engine:
                     drive = state[op.name + ".drive"] = current + bias
                 current, bias = drive, None
             out, fraction, counted = self._run_neuron_in_place(per_step, current, bias, v, theta, run, neuron, t0,
-                                                               timed, net)
+                                                               timed, net, reuse)
         if run < c:  # silent after T_l: nothing runs, zeros go downstream
             out = torch.cat([out, out.new_zeros((c - run, *out.shape[1:]))])
             if counted is not None:
@@ -793,7 +809,7 @@ class Engine:
 
     @staticmethod
     def _run_neuron_in_place(per_step, current, bias, v, theta, c, neuron, t0: int = 0,
-                             reading: str | None = None, net: torch.Tensor | None = None
+                             reading: str | None = None, net: torch.Tensor | None = None, reuse: bool = False
                              ) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
         """Outputs theta * s [c, ...]; with a ``reading`` the crossing fraction of every step (else None); and,
         where the fused CPU loop ran, the spikes per step and neuron position summed over rows ([c, neurons]
@@ -801,8 +817,14 @@ class Engine:
 
         ``t0``: the layer's first step in this chunk (0-based), which the bias-shifted membrane needs.
         ``net``: a signed layer's net spike counts, updated in place (None: the plain IF neuron).
-        ``bias`` None: a constant ``current`` that already includes it."""
-        out = torch.empty((c, *current.shape), dtype=current.dtype, device=current.device)
+        ``bias`` None: a constant ``current`` that already includes it.
+        ``reuse``: ``per_step`` is this layer's alone, so the outputs overwrite it (each step's current is read
+        before its output is written, in the fused loop and in the torch steps alike)."""
+        if reuse and per_step is not None and reading is None and per_step.is_contiguous() \
+                and not per_step.requires_grad:
+            out = per_step
+        else:
+            out = torch.empty((c, *current.shape), dtype=current.dtype, device=current.device)
         shifted = False  # the bias read as a shifted threshold instead of added to the input (below)
         if per_step is None:
             step_current = current if bias is None else current + bias
@@ -934,6 +956,14 @@ def _spike_counts(out: torch.Tensor, threshold: torch.Tensor, c: int, active: in
     per_channel = out.reshape(c, active, channels, -1).sum(-1)
     theta = threshold.reshape(-1) if threshold.dim() else threshold.reshape(1)
     return torch.round(per_channel / theta).sum((1, 2), dtype=torch.float64)
+
+
+def _fresh(value, sources) -> bool:
+    """Whether ``value`` is a contiguous tensor in a buffer of its own: not a view of any of ``sources``."""
+    if not isinstance(value, torch.Tensor) or not value.is_contiguous() or value.numel() == 0:
+        return False
+    storage = value.untyped_storage().data_ptr()
+    return all(not isinstance(s, torch.Tensor) or s.untyped_storage().data_ptr() != storage for s in sources)
 
 
 def _position_counts(out: torch.Tensor, threshold: torch.Tensor, rows_per_sum: int = 256) -> torch.Tensor:

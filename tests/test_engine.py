@@ -319,11 +319,12 @@ class SharedCurrent(nn.Module):
 @pytest.mark.parametrize("name", ["vgg", "residual", "maxpool", "concat", "shared"])
 @pytest.mark.parametrize("signed", [False, True])
 def test_spikes_written_over_their_input_current_change_nothing(name, signed, monkeypatch):
-    """An IF layer that alone reads a fresh current writes its spikes over it: the same outputs, spikes,
-    synaptic operations and exits as with a separate output buffer, in the fused loops and the torch steps,
-    with per-layer windows and exits; and a current that another op still reads is never overwritten."""
+    """An IF layer that alone reads a fresh current writes its spikes over it, and an add that alone reads its
+    first operand adds into it: the same outputs, spikes, synaptic operations and exits as with new buffers,
+    in the fused loops and the torch steps, with per-layer windows and exits; and a value that another op
+    still reads is never overwritten."""
     from test_kernels import _ExitHalf
-    from snnconv.engine import kernels
+    from snnconv.engine import kernels, simulate
     x = torch.rand(24, 1, 8, 8, generator=torch.Generator().manual_seed(5))
     torch.manual_seed(0)
     model = SharedCurrent().eval() if name == "shared" else build(name)
@@ -335,12 +336,16 @@ def test_spikes_written_over_their_input_current_change_nothing(name, signed, mo
     original = Engine._run_neuron_in_place
     monkeypatch.setattr(Engine, "_run_neuron_in_place", staticmethod(
         lambda per_step, *a, **k: (lambda r: reused.append(r[0] is per_step) or r)(original(per_step, *a, **k))))
+    added_in_place = []
+    addable = simulate._addable_in_place
+    monkeypatch.setattr(simulate, "_addable_in_place",
+                        lambda *a: (lambda r: added_in_place.append(r) or r)(addable(*a)))
     runs = {}
     for reuse in (True, False):
         for fused in (True, False):
             engine = Engine(network.graph)
             if not reuse:
-                engine._sole_neuron_inputs = set()
+                engine._sole_reader, engine._sole_neuron_inputs, engine._in_place_adds = {}, set(), set()
             with contextlib.nullcontext() if fused else kernels.disabled():
                 runs[reuse, fused] = [(engine.simulate([(x, labels)], plan, exit_policy=policy),
                                        engine.run_batch(x, labels, plan)["accumulated"]) for plan, policy in plans]
@@ -348,6 +353,7 @@ def test_spikes_written_over_their_input_current_change_nothing(name, signed, mo
         shared_node = next(n for n in network.graph.graph.nodes if len(n.users) == 2 and n.op != "placeholder")
         assert shared_node.name not in Engine(network.graph)._sole_neuron_inputs
     assert any(reused) and not all(reused)
+    assert any(added_in_place) == (name in ("residual", "shared"))
     for fused in (True, False):
         for (a, out_a), (b, out_b) in zip(runs[True, fused], runs[False, fused]):
             assert torch.equal(out_a, out_b)

@@ -21,6 +21,7 @@ no neuron updates and no synaptic operations.
 from __future__ import annotations
 
 import abc
+import operator
 import time
 from collections import Counter
 from dataclasses import dataclass
@@ -245,13 +246,19 @@ class Engine:
                            if not op.static and op.node.args and isinstance(op.node.args[0], torch.fx.Node)
                            and op.node.args[0].name in neurons}
         self._spike_sources = set(self._spike_fed.values())
-        # temporal ops read by one IF layer and nothing else: when such an op returns a fresh buffer, the layer
-        # writes its spikes over it instead of into a new one: one buffer less per layer and chunk, and a faster
-        # loop (docs/design.md, "Spikes over their input current")
+        # Buffers a reader may overwrite (docs/design.md, "Spikes over their input current"): a temporal op's output
+        # that one op alone reads belongs to that reader once the op has run. An IF layer that owns its current
+        # writes its spikes over it; a residual add that owns its first operand adds the second into it.
+        self._sole_reader = {op.name: next(iter(op.node.users)).name for op in self.program.ops
+                             if not op.static and len(op.node.users) == 1}
         self._sole_neuron_inputs = {op.node.args[0].name for op in self.program.neuron_ops
                                     if op.kind == "neuron" and isinstance(op.node.args[0], torch.fx.Node)
-                                    and len(op.node.args[0].users) == 1
-                                    and not self._ops[op.node.args[0].name].static}
+                                    and self._sole_reader.get(op.node.args[0].name) == op.name}
+        self._in_place_adds = {op.name for op in self.program.ops
+                               if op.kind == "stateless" and op.node.op == "call_function"
+                               and op.node.target in (operator.add, torch.add) and not op.node.kwargs
+                               and len(op.node.args) == 2 and isinstance(op.node.args[0], torch.fx.Node)
+                               and self._sole_reader.get(op.node.args[0].name) == op.name}
 
     def windows(self, plan: TimePlan) -> dict[str, int]:
         """The window (steps) of every temporal op: neurons their T_l, other ops that of the layer they feed."""
@@ -481,7 +488,7 @@ class Engine:
                 counters.positions.clear()
             env: dict[str, tuple[int, torch.Tensor] | None] = {}  # op -> (first step, [n, rows, ...]) of this chunk
             fractions: dict[str, torch.Tensor] = {}  # timed IF layer -> crossing fractions of its env block
-            reusable: set[str] = set()  # fresh outputs whose only reader, an IF layer, may write its spikes over
+            reusable: set[str] = set()  # ops whose output of this chunk its sole reader may overwrite
             for index, op in enumerate(self.program.ops):
                 if op.static:
                     if chunk_index == 0:
@@ -515,9 +522,9 @@ class Engine:
                                                 fractions if op.name in timed_sources else None, reading,
                                                 reusable)
                     env[op.name] = (start, value)
-                    if op.name in self._sole_neuron_inputs and op.name not in captured and input_probe is None \
-                            and _fresh(value, list(inputs.values()) + [static.get(n.name) for n in
-                                                                        op.node.all_input_nodes]):
+                    if op.name in self._sole_reader and op.name not in captured and input_probe is None \
+                            and _owned(value, {**{n.name: static.get(n.name) for n in op.node.all_input_nodes},
+                                               **inputs}, reusable):
                         reusable.add(op.name)
                     if op.name in captured:
                         captured[op.name].add(start, value, fractions.get(op.name),
@@ -674,8 +681,7 @@ class Engine:
         ``live``: steps of the window after which the op's output is constant (see :meth:`live_steps`).
         ``fractions``: given for an IF layer whose spikes are re-timed by sub-step times; its crossing
         fractions [c, rows, ...] (``reading`` of :func:`snnconv.neurons.crossing_fraction`) are stored there.
-        ``reusable``: ops whose output in ``inputs`` belongs to this IF layer alone (it may write its spikes
-        over it)."""
+        ``reusable``: ops whose output in ``inputs`` belongs to this op alone (it may overwrite it)."""
         node = op.node
         if op.kind == "stateless" and live is not None and t0 + c > live:
             return self._eval_silent_tail(op, inputs, static, state, c, active, t0, counters, record, recorded,
@@ -705,7 +711,10 @@ class Engine:
         kwargs = map_arg(node.kwargs, folded)
         if op.role == "synapse" and counters is not None:
             self._count_synaptic_ops(op, args[0], c, active, t0, counters)
-        value = self._call(op, args, kwargs)
+        if op.name in self._in_place_adds and node.args[0].name in reusable and _addable_in_place(*args):
+            value = args[0].add_(args[1])  # the same float sums as a + b, without a new buffer
+        else:
+            value = self._call(op, args, kwargs)
         if not isinstance(value, torch.Tensor):  # e.g. a size read off a folded tensor: no time axis
             return value
         return value.view(c, active, *value.shape[1:])
@@ -958,12 +967,21 @@ def _spike_counts(out: torch.Tensor, threshold: torch.Tensor, c: int, active: in
     return torch.round(per_channel / theta).sum((1, 2), dtype=torch.float64)
 
 
-def _fresh(value, sources) -> bool:
-    """Whether ``value`` is a contiguous tensor in a buffer of its own: not a view of any of ``sources``."""
+def _addable_in_place(a, b) -> bool:
+    """Whether ``a.add_(b)`` gives ``a + b``: same result dtype and shape, no autograd."""
+    return (isinstance(a, torch.Tensor) and isinstance(b, torch.Tensor) and a.is_contiguous()
+            and torch.result_type(a, b) == a.dtype and torch.broadcast_shapes(a.shape, b.shape) == a.shape
+            and not (a.requires_grad or b.requires_grad))
+
+
+def _owned(value, inputs: dict, reusable: set[str]) -> bool:
+    """Whether ``value``, an op's output, is a contiguous tensor whose buffer no other value shares: fresh, or
+    the buffer of inputs (by name) this op owned (a view of them, or an operand it wrote into)."""
     if not isinstance(value, torch.Tensor) or not value.is_contiguous() or value.numel() == 0:
         return False
     storage = value.untyped_storage().data_ptr()
-    return all(not isinstance(s, torch.Tensor) or s.untyped_storage().data_ptr() != storage for s in sources)
+    return all(name in reusable for name, source in inputs.items()
+               if isinstance(source, torch.Tensor) and source.untyped_storage().data_ptr() == storage)
 
 
 def _position_counts(out: torch.Tensor, threshold: torch.Tensor, rows_per_sum: int = 256) -> torch.Tensor:

@@ -1,6 +1,7 @@
 """Shared test plumbing: convert a module with fixed options and read the SNN's rate output."""
 from __future__ import annotations
 
+import numpy as np
 import torch
 
 from snnconv.config import BalanceConfig, ConvertConfig
@@ -96,3 +97,15 @@ def cut_after(batches: int):
         return advance
 
     return factory
+
+
+def assert_same_run(a, output_a: torch.Tensor, b, output_b: torch.Tensor) -> None:
+    """Two simulations (SimulationResult and accumulated output each) agree exactly: outputs, accuracy per
+    step, exit steps, spikes and synaptic operations per layer and step."""
+    assert torch.equal(output_a, output_b)
+    assert np.array_equal(a.correct_per_step, b.correct_per_step)
+    assert np.array_equal(a.exit_steps, b.exit_steps)
+    for layer_a, layer_b in zip(a.neuron_layers, b.neuron_layers, strict=True):
+        assert np.array_equal(layer_a.spikes_per_step, layer_b.spikes_per_step), layer_a.name
+    for layer_a, layer_b in zip(a.synaptic_layers, b.synaptic_layers, strict=True):
+        assert np.array_equal(layer_a.ops_per_step, layer_b.ops_per_step), layer_a.name

@@ -16,7 +16,7 @@ from snnconv.config import ConvertConfig, SimulationConfig
 from snnconv.engine import Engine, ExitPolicy, TimePlan
 from snnconv.errors import ConfigError
 
-from helpers import as_data, confident_maxpool, convert
+from helpers import as_data, assert_same_run, confident_maxpool, convert
 from models import build
 
 T = 32
@@ -356,10 +356,4 @@ def test_spikes_written_over_their_input_current_change_nothing(name, signed, mo
     assert any(added_in_place) == (name in ("residual", "shared"))
     for fused in (True, False):
         for (a, out_a), (b, out_b) in zip(runs[True, fused], runs[False, fused]):
-            assert torch.equal(out_a, out_b)
-            assert np.array_equal(a.correct_per_step, b.correct_per_step)
-            assert np.array_equal(a.exit_steps, b.exit_steps)
-            for la, lb in zip(a.neuron_layers, b.neuron_layers):
-                assert np.array_equal(la.spikes_per_step, lb.spikes_per_step), la.name
-            for la, lb in zip(a.synaptic_layers, b.synaptic_layers):
-                assert np.array_equal(la.ops_per_step, lb.ops_per_step), la.name
+            assert_same_run(a, out_a, b, out_b)

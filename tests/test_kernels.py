@@ -4,7 +4,6 @@ from __future__ import annotations
 import contextlib
 import os
 
-import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
@@ -13,7 +12,7 @@ from torch import nn
 from snnconv.engine import Engine, ExitPolicy, TimePlan, kernels, simulate
 from snnconv.neurons import if_step_, maxpool_gate_step, signed_if_step_
 
-from helpers import convert
+from helpers import assert_same_run, convert
 from models import INPUT_SHAPE, TINY_MODELS, build
 
 pytestmark = pytest.mark.skipif(kernels._numba() is None, reason="numba is a dependency; this checks its loops")
@@ -163,13 +162,7 @@ def test_engine_results_do_not_depend_on_the_fused_loops(name, signed, monkeypat
                     output = engine.run_batch(x, labels, plan)["accumulated"]
                 runs[fused].append((result, output))
     for (fused, fused_output), (eager, eager_output) in zip(runs[True], runs[False]):
-        assert torch.equal(fused_output, eager_output)
-        assert np.array_equal(fused.correct_per_step, eager.correct_per_step)
-        assert np.array_equal(fused.exit_steps, eager.exit_steps)
-        for a, b in zip(fused.neuron_layers, eager.neuron_layers):
-            assert np.array_equal(a.spikes_per_step, b.spikes_per_step), a.name
-        for a, b in zip(fused.synaptic_layers, eager.synaptic_layers):
-            assert np.array_equal(a.ops_per_step, b.ops_per_step), a.name
+        assert_same_run(fused, fused_output, eager, eager_output)
     assert any(layer.spikes > 0 for layer in runs[True][0][0].neuron_layers)
     assert "if_chunk_" in calls and ("gate_chunk_" in calls) == (name == "maxpool")
 

@@ -345,13 +345,13 @@ def test_spikes_written_over_their_input_current_change_nothing(name, signed, mo
         for fused in (True, False):
             engine = Engine(network.graph)
             if not reuse:
-                engine._sole_reader, engine._sole_neuron_inputs, engine._in_place_adds = {}, set(), set()
+                engine._sole_reader, engine._in_place_adds = {}, set()
             with contextlib.nullcontext() if fused else kernels.disabled():
                 runs[reuse, fused] = [(engine.simulate([(x, labels)], plan, exit_policy=policy),
                                        engine.run_batch(x, labels, plan)["accumulated"]) for plan, policy in plans]
     if name == "shared":
         shared_node = next(n for n in network.graph.graph.nodes if len(n.users) == 2 and n.op != "placeholder")
-        assert shared_node.name not in Engine(network.graph)._sole_neuron_inputs
+        assert shared_node.name not in Engine(network.graph)._sole_reader
     assert any(reused) and not all(reused)
     assert any(added_in_place) == (name in ("residual", "shared"))
     for fused in (True, False):

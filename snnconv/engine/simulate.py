@@ -251,9 +251,6 @@ class Engine:
         # writes its spikes over it; a residual add that owns its first operand adds the second into it.
         self._sole_reader = {op.name: next(iter(op.node.users)).name for op in self.program.ops
                              if not op.static and len(op.node.users) == 1}
-        self._sole_neuron_inputs = {op.node.args[0].name for op in self.program.neuron_ops
-                                    if op.kind == "neuron" and isinstance(op.node.args[0], torch.fx.Node)
-                                    and self._sole_reader.get(op.node.args[0].name) == op.name}
         self._in_place_adds = {op.name for op in self.program.ops
                                if op.kind == "stateless" and op.node.op == "call_function"
                                and op.node.target in (operator.add, torch.add) and not op.node.kwargs

@@ -310,7 +310,13 @@ def _candidates(decision_scores: torch.Tensor, decisions: torch.Tensor) -> list[
 def alpha_sweep(trace: ExitTrace, score: str, temperature: float, chunk_steps: int,
                 alphas: list[float] | None = None) -> list[SweepPoint]:
     """Accuracy and mean exit step for each alpha (default: :func:`candidate_alphas`)."""
-    scores = exit_score(trace.outputs, score, temperature)
+    return score_sweep(trace, exit_score(trace.outputs, score, temperature), chunk_steps, alphas)
+
+
+def score_sweep(trace: ExitTrace, scores: torch.Tensor, chunk_steps: int,
+                alphas: list[float] | None = None) -> list[SweepPoint]:
+    """The threshold rule on any per-step score ([T, N], computed from ``trace``): accuracy and mean exit step
+    for each alpha (default: the midpoints between the scores seen at decision steps, as for SEENN-I)."""
     decisions = trace.decision_steps(chunk_steps)
     if alphas is None:
         alphas = _candidates(scores[decisions - 1], decisions)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import csv
 import datetime as _dt
 import gzip
+import json
 import os
 import platform
 import struct
@@ -273,6 +274,19 @@ def update_doc(section: str, text: str) -> None:
             content = content.rstrip() + "\n\n" + block + "\n"
     DOC.parent.mkdir(parents=True, exist_ok=True)
     DOC.write_text(content)
+
+
+def measure_models(kind: str, models: list[str], measure, render) -> None:
+    """``measure(model)`` for each model into ``results/<kind>_<model>.json``, re-rendering the doc section from
+    every stored result after each; with no models, only re-render."""
+    def stored() -> list[dict]:
+        return [json.loads(p.read_text()) for p in sorted(RESULTS.glob(f"{kind}_*.json"))]
+
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    for model in models:
+        (RESULTS / f"{kind}_{model}.json").write_text(json.dumps(measure(model), indent=1))
+        render(stored())
+    render(stored())
 
 
 def md_table(header: list[str], rows: list[list[str]], align: str | None = None) -> str:

@@ -25,8 +25,8 @@ evaluation images (the first of the permutation, as in seenn_bench.py). ``equal 
 from __future__ import annotations
 
 import argparse
-import json
 import sys
+from functools import partial
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -201,17 +201,9 @@ def main() -> None:
     parser.add_argument("--render-only", action="store_true")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
-    C.RESULTS.mkdir(parents=True, exist_ok=True)
-
-    def results():
-        return [json.loads(p.read_text()) for p in sorted(C.RESULTS.glob("seenn-exit-probe_*.json"))]
-
-    if not args.render_only:
-        for model in args.models.split(","):
-            result = run(model, args.limit, args.selection, lambda m: print(m, flush=True))
-            (C.RESULTS / f"seenn-exit-probe_{model}.json").write_text(json.dumps(result, indent=1))
-            render(results())
-    render(results())
+    models = [] if args.render_only else args.models.split(",")
+    log = partial(print, flush=True)
+    C.measure_models("seenn-exit-probe", models, lambda model: run(model, args.limit, args.selection, log), render)
 
 
 if __name__ == "__main__":

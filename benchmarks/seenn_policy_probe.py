@@ -24,8 +24,8 @@ of the policy's accuracy on the fixed-T curve of the evaluation images; ``step r
 from __future__ import annotations
 
 import argparse
-import json
 import sys
+from functools import partial
 import time
 from pathlib import Path
 
@@ -134,7 +134,8 @@ def run(model: str, limit: int, unseen: int, train: int, log) -> dict:
     curve = [100.0 * float(c) for c in ev_trace.correct().double().mean(0)]
     return {"model": model, "base_t": BASE_T, "points": points, "samples": limit, "unseen_samples": unseen,
             "fixed_curve_pct": curve, "rows": rows,
-            "split_fixed_accuracy_pct": {s: 100.0 * float(t.correct()[:, -1].double().mean()) for s, t in traces.items()},
+            "split_fixed_accuracy_pct": {s: 100.0 * float(t.correct()[:, -1].double().mean())
+                                         for s, t in traces.items()},
             "date": C.today(), "machine": C.machine(), "snnconv": C.git_head(), "torch": torch.__version__}
 
 
@@ -174,17 +175,10 @@ def main() -> None:
     parser.add_argument("--render-only", action="store_true")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
-    C.RESULTS.mkdir(parents=True, exist_ok=True)
-
-    def results():
-        return [json.loads(p.read_text()) for p in sorted(C.RESULTS.glob("seenn-policy-probe_*.json"))]
-
-    if not args.render_only:
-        for model in args.models.split(","):
-            result = run(model, args.limit, args.unseen, args.train, lambda m: print(m, flush=True))
-            (C.RESULTS / f"seenn-policy-probe_{model}.json").write_text(json.dumps(result, indent=1))
-            render(results())
-    render(results())
+    models = [] if args.render_only else args.models.split(",")
+    log = partial(print, flush=True)
+    C.measure_models("seenn-policy-probe", models,
+                     lambda model: run(model, args.limit, args.unseen, args.train, log), render)
 
 
 if __name__ == "__main__":

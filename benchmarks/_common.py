@@ -242,7 +242,7 @@ def machines_sentence(results: list[dict]) -> str:
     return "Machine: " + "; ".join(parts) + "."
 
 
-SECTIONS = ("fidelity", "spikingjelly", "speed_memory", "chunk_sizes", "teas", "seenn", "seenn_policy", "seenn_exit",
+SECTIONS = ("fidelity", "spikingjelly", "speed_memory", "chunk_sizes", "teas", "teas_error_model", "seenn", "seenn_policy", "seenn_exit",
             "ttfs", "dts", "spikformer")
 HEADER = """# Benchmarks
 

@@ -242,8 +242,8 @@ def machines_sentence(results: list[dict]) -> str:
     return "Machine: " + "; ".join(parts) + "."
 
 
-SECTIONS = ("fidelity", "spikingjelly", "speed_memory", "chunk_sizes", "teas", "teas_error_model", "seenn", "seenn_policy", "seenn_exit",
-            "ttfs", "dts", "spikformer")
+SECTIONS = ("fidelity", "spikingjelly", "speed_memory", "chunk_sizes", "teas", "teas_error_model", "seenn",
+            "seenn_policy", "seenn_exit", "ttfs", "dts", "spikformer")
 HEADER = """# Benchmarks
 
 Quality bars of SPEC section 5, measured by the scripts in `benchmarks/`. Every section names the exact

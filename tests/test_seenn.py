@@ -16,9 +16,9 @@ from snnconv.config import SimulationConfig
 from snnconv.engine import Engine, TimePlan
 from snnconv.errors import ConfigError
 from snnconv.metrics import load_energy_model, summarize
-from snnconv.stages.seenn import (ConfidenceExit, PolicyExit, PolicyNet, SeennConfig, alpha_sweep,
+from snnconv.stages.seenn import (ConfidenceExit, ExitTrace, PolicyExit, PolicyNet, SeennConfig, alpha_sweep,
                                   choose_alpha, exit_points, exit_score, layer_macs, oracle_aet, policy_exit_steps, policy_loss,
-                                  record_trace, sample_weights, seenn, threshold_exit_steps)
+                                  record_trace, sample_weights, score_sweep, seenn, threshold_exit_steps)
 from snnconv.training import TrainConfig
 from snnconv_cli.main import app
 
@@ -327,3 +327,24 @@ def test_a_policy_over_chunked_exit_points_exits_where_it_chose(setup):
     assert 100.0 * ev.simulation.exit_correct / len(data) == pytest.approx(accuracy)
     with pytest.raises(ConfigError, match="4 outputs but 3"):
         PolicyExit(net, [4, 8, 16])
+
+
+def test_threshold_rule_on_any_score_exits_at_the_first_decision_step_above_alpha():
+    # 3 samples, T = 4, 2 classes; sample 0 is right from step 1, sample 1 from step 3, sample 2 never
+    outputs = torch.tensor([[[1.0, 0.0], [1.0, 0.0], [1.0, 0.0]],
+                            [[2.0, 0.0], [1.0, 0.5], [2.0, 0.0]],
+                            [[3.0, 0.0], [1.0, 3.0], [3.0, 0.0]],
+                            [[4.0, 0.0], [1.0, 4.0], [4.0, 0.0]]])
+    trace = ExitTrace(outputs, torch.tensor([0, 1, 1]))
+    scores = torch.tensor([[0.9, 0.1, 0.0],
+                           [0.2, 0.6, 0.0],
+                           [0.5, 0.7, 0.3],
+                           [1.0, 1.0, 1.0]], dtype=torch.float64)
+    # decisions after steps 1..3; alpha 0.5: exits at 1, 2 (sample 1 still wrong there) and T = 4;
+    # alpha 0.65: exits at 1, 3 (sample 1 right) and 4
+    low, high = score_sweep(trace, scores, 1, [0.5, 0.65])
+    assert (low.accuracy_pct, low.avg_exit_time_steps) == (pytest.approx(100 / 3), pytest.approx(7 / 3))
+    assert (high.accuracy_pct, high.avg_exit_time_steps) == (pytest.approx(200 / 3), pytest.approx(8 / 3))
+    # every midpoint between scores at decision steps is a candidate, with 0 and 1
+    candidates = [p.alpha for p in score_sweep(trace, scores, 1)]
+    assert candidates[0] == 0.0 and candidates[-1] == 1.0 and pytest.approx(0.65) in candidates

@@ -8,6 +8,7 @@ fidelity.py checks that equality against snnconv.data.load_data on every run.
 """
 from __future__ import annotations
 
+import argparse
 import csv
 import datetime as _dt
 import gzip
@@ -274,6 +275,26 @@ def update_doc(section: str, text: str) -> None:
             content = content.rstrip() + "\n\n" + block + "\n"
     DOC.parent.mkdir(parents=True, exist_ok=True)
     DOC.write_text(content)
+
+
+def model_parser(description: str, models: str) -> argparse.ArgumentParser:
+    """A probe's command line: ``--models`` (default ``models``), ``--threads`` and ``--render-only``."""
+    parser = argparse.ArgumentParser(description=description, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--models", default=models)
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--render-only", action="store_true")
+    return parser
+
+
+def measure_from_args(args: argparse.Namespace, kind: str, measure, render) -> None:
+    """:func:`measure_models` for a :func:`model_parser` command line, on ``args.threads`` torch threads."""
+    torch.set_num_threads(args.threads)
+    measure_models(kind, [] if args.render_only else args.models.split(","), measure, render)
+
+
+def equal_accuracy_t(curve: list[float], accuracy: float, tolerance: float = 0.1) -> int | None:
+    """The smallest fixed t whose accuracy (``curve[t - 1]``, %) is within ``tolerance`` points of ``accuracy``."""
+    return next((t for t, a in enumerate(curve, 1) if a >= accuracy - tolerance - 1e-9), None)
 
 
 def measure_models(kind: str, models: list[str], measure, render) -> None:

@@ -24,7 +24,6 @@ evaluation images (the first of the permutation, as in seenn_bench.py). ``equal 
 """
 from __future__ import annotations
 
-import argparse
 import sys
 from functools import partial
 from pathlib import Path
@@ -45,11 +44,7 @@ from snnconv.stages.seenn import ExitTrace, choose_alpha, exit_score, record_tra
 COMMAND = "/work/venv/bin/python benchmarks/seenn_exit_probe.py"
 BASE_T = 32
 BUDGETS = (0.1, 0.25, 0.5, 1.0)
-TOLERANCE = 0.1
 
-
-def equal_t(curve: list[float], accuracy: float) -> int | None:
-    return next((t for t, a in enumerate(curve, 1) if a >= accuracy - TOLERANCE - 1e-9), None)
 
 
 def steps_unchanged(trace: ExitTrace) -> torch.Tensor:
@@ -119,7 +114,7 @@ def rule_rows(name: str, select: ExitTrace, select_scores: torch.Tensor, evaluat
     for budget in BUDGETS:
         chosen = choose_alpha(sweep, full_accuracy(select), budget)
         point = score_sweep(evaluation, eval_scores, 1, [chosen.alpha])[0]
-        t = equal_t(curve, point.accuracy_pct)
+        t = C.equal_accuracy_t(curve, point.accuracy_pct)
         rows.append({"rule": name, "budget_points": budget, "alpha": chosen.alpha,
                      "selection_accuracy_pct": chosen.accuracy_pct, "accuracy_pct": point.accuracy_pct,
                      "mean_exit_step": point.avg_exit_time_steps, "equal_accuracy_t": t,
@@ -138,7 +133,7 @@ def run(model: str, limit: int, selection: int, log) -> dict:
     log(f"[{model}] traced {selection} selection images")
     curve = [100.0 * float(c) for c in evaluation.correct().double().mean(0)]
     settled = float(settled_steps(evaluation).double().mean())
-    full_t = equal_t(curve, full_accuracy(evaluation))
+    full_t = C.equal_accuracy_t(curve, full_accuracy(evaluation))
     rows = [{"rule": "settled (oracle)", "budget_points": None, "accuracy_pct": full_accuracy(evaluation),
              "mean_exit_step": settled, "equal_accuracy_t": full_t, "step_ratio": full_t / settled}]
 
@@ -193,18 +188,12 @@ def render(results: list[dict]) -> None:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--models", default="resnet20,vgg")
+    parser = C.model_parser(__doc__, "resnet20,vgg")
     parser.add_argument("--limit", type=int, default=2000, help="evaluation images")
     parser.add_argument("--selection", type=int, default=2000, help="unseen test images (from 5000 on) to choose on")
-    parser.add_argument("--threads", type=int, default=1)
-    parser.add_argument("--render-only", action="store_true")
     args = parser.parse_args()
-    torch.set_num_threads(args.threads)
-    models = [] if args.render_only else args.models.split(",")
     log = partial(print, flush=True)
-    C.measure_models("seenn-exit-probe", models, lambda model: run(model, args.limit, args.selection, log), render)
-
+    C.measure_from_args(args, "seenn-exit-probe", lambda model: run(model, args.limit, args.selection, log), render)
 
 if __name__ == "__main__":
     main()

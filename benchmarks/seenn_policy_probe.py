@@ -23,7 +23,6 @@ of the policy's accuracy on the fixed-T curve of the evaluation images; ``step r
 """
 from __future__ import annotations
 
-import argparse
 import sys
 from functools import partial
 import time
@@ -48,7 +47,6 @@ COMMAND = "/work/venv/bin/python benchmarks/seenn_policy_probe.py"
 BASE_T = 32
 POLICY_CHUNK = 4
 BETAS = (0.5, 2.0, 5.0)
-TOLERANCE = 0.1
 
 
 def ann_features(ann: nn.Module, x: torch.Tensor) -> torch.Tensor:
@@ -70,9 +68,6 @@ def exit_steps(policy: nn.Module, inputs: torch.Tensor, points: list[int]) -> to
         return torch.tensor(points)[policy.eval()(inputs).argmax(-1)]
 
 
-def equal_t(curve: list[float], accuracy: float) -> int | None:
-    return next((t for t, a in enumerate(curve, 1) if a >= accuracy - TOLERANCE - 1e-9), None)
-
 
 def probe(name: str, make_policy, inputs: torch.Tensor, trace: ExitTrace, eval_inputs: torch.Tensor,
           eval_trace: ExitTrace, points: list[int], beta: float, epochs: int, log) -> dict:
@@ -85,7 +80,7 @@ def probe(name: str, make_policy, inputs: torch.Tensor, trace: ExitTrace, eval_i
     accuracy, mean_step = eval_trace.outcome(exit_steps(policy, eval_inputs, points))
     own_accuracy, own_mean_step = trace.outcome(exit_steps(policy, inputs, points))
     curve = [100.0 * float(c) for c in eval_trace.correct().double().mean(0)]
-    t = equal_t(curve, accuracy)
+    t = C.equal_accuracy_t(curve, accuracy)
     row = {"policy": name, "train_samples": len(inputs), "epochs": epochs, "beta": beta,
            "accuracy_pct": accuracy, "mean_exit_step": mean_step, "equal_accuracy_t": t,
            "step_ratio": t / mean_step if t else None,
@@ -166,20 +161,14 @@ def render(results: list[dict]) -> None:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--models", default="vgg,resnet")
+    parser = C.model_parser(__doc__, "vgg,resnet")
     parser.add_argument("--limit", type=int, default=2000, help="evaluation images")
     parser.add_argument("--unseen", type=int, default=5000, help="unseen test images (from 5000 on) for a policy")
     parser.add_argument("--train", type=int, default=5000, help="training images (the large set is 4x this)")
-    parser.add_argument("--threads", type=int, default=1)
-    parser.add_argument("--render-only", action="store_true")
     args = parser.parse_args()
-    torch.set_num_threads(args.threads)
-    models = [] if args.render_only else args.models.split(",")
     log = partial(print, flush=True)
-    C.measure_models("seenn-policy-probe", models,
-                     lambda model: run(model, args.limit, args.unseen, args.train, log), render)
-
+    C.measure_from_args(args, "seenn-policy-probe",
+                        lambda model: run(model, args.limit, args.unseen, args.train, log), render)
 
 if __name__ == "__main__":
     main()

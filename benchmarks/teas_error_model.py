@@ -29,7 +29,6 @@ holds.
 """
 from __future__ import annotations
 
-import argparse
 import itertools
 import json
 import math
@@ -158,15 +157,8 @@ def teas_run_bounds() -> list[str]:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--models", default="resnet,vgg")
-    parser.add_argument("--threads", type=int, default=1)
-    parser.add_argument("--render-only", action="store_true")
-    args = parser.parse_args()
-    torch.set_num_threads(args.threads)
-    models = [] if args.render_only else args.models.split(",")
-    C.measure_models("teas-error-model", models, lambda model: measure(model, partial(print, flush=True)), render)
-
+    args = C.model_parser(__doc__, "resnet,vgg").parse_args()
+    C.measure_from_args(args, "teas-error-model", partial(measure, log=partial(print, flush=True)), render)
 
 if __name__ == "__main__":
     main()

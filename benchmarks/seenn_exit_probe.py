@@ -46,7 +46,6 @@ BASE_T = 32
 BUDGETS = (0.1, 0.25, 0.5, 1.0)
 
 
-
 def steps_unchanged(trace: ExitTrace) -> torch.Tensor:
     """[T, N]: for how many steps, up to and including t, the prediction has been the one at t."""
     predictions = trace.outputs.argmax(-1)
@@ -194,6 +193,7 @@ def main() -> None:
     args = parser.parse_args()
     log = partial(print, flush=True)
     C.measure_from_args(args, "seenn-exit-probe", lambda model: run(model, args.limit, args.selection, log), render)
+
 
 if __name__ == "__main__":
     main()

@@ -68,7 +68,6 @@ def exit_steps(policy: nn.Module, inputs: torch.Tensor, points: list[int]) -> to
         return torch.tensor(points)[policy.eval()(inputs).argmax(-1)]
 
 
-
 def probe(name: str, make_policy, inputs: torch.Tensor, trace: ExitTrace, eval_inputs: torch.Tensor,
           eval_trace: ExitTrace, points: list[int], beta: float, epochs: int, log) -> dict:
     correct = trace.correct()[:, torch.tensor(points) - 1]
@@ -169,6 +168,7 @@ def main() -> None:
     log = partial(print, flush=True)
     C.measure_from_args(args, "seenn-policy-probe",
                         lambda model: run(model, args.limit, args.unseen, args.train, log), render)
+
 
 if __name__ == "__main__":
     main()

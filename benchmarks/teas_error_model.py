@@ -160,5 +160,6 @@ def main() -> None:
     args = C.model_parser(__doc__, "resnet,vgg").parse_args()
     C.measure_from_args(args, "teas-error-model", partial(measure, log=partial(print, flush=True)), render)
 
+
 if __name__ == "__main__":
     main()

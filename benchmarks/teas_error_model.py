@@ -65,8 +65,16 @@ def best_ratio(sizes: list[float], gamma: float) -> float:
     return len(sizes) * squares ** (1 / (2 * gamma)) / powers ** (1 + 1 / (2 * gamma))
 
 
-def measure(model: str, log) -> dict:
-    cal, calibration = C.training_data(model), C.training_data(model, TEAS_IMAGES)  # as teas_bench.py
+def chosen_pairs(names: list[str], limit: int | None) -> list[tuple[str, str]]:
+    """Every pair of layers, or ``limit`` of them spread evenly over the list of all pairs (deep networks)."""
+    pairs = list(itertools.combinations(names, 2))
+    if limit is None or limit >= len(pairs):
+        return pairs
+    return [pairs[round(i * (len(pairs) - 1) / (limit - 1))] for i in range(limit)]
+
+
+def measure(model: str, log, teas_images: int = TEAS_IMAGES, max_pairs: int | None = None) -> dict:
+    cal, calibration = C.training_data(model), C.training_data(model, teas_images)  # as teas_bench.py
     network = snnconv.convert(load_model(C.source_model(model), example=cal.x), cal,
                               ConvertConfig(time_steps=BASE_T, balance=C.balance(BASE_T, True)))
     engine = Engine(network.graph, "cpu")
@@ -89,12 +97,13 @@ def measure(model: str, log) -> dict:
     single = {name: {str(t): divergence({name: t}) for t in CUTS} for name in names}
     pairs = [{"layers": [a, b], "measured": divergence({a: PAIR_T, b: PAIR_T}),
               "quadrature": math.hypot(single[a][str(PAIR_T)], single[b][str(PAIR_T)]),
-              "sum": single[a][str(PAIR_T)] + single[b][str(PAIR_T)]} for a, b in itertools.combinations(names, 2)]
+              "sum": single[a][str(PAIR_T)] + single[b][str(PAIR_T)]} for a, b in chosen_pairs(names, max_pairs)]
     everywhere = [{"steps": t, "measured": divergence({name: t for name in names}),
                    "quadrature": math.sqrt(sum(single[n][str(t)] ** 2 for n in names)),
                    "sum": sum(single[n][str(t)] for n in names)} for t in (16, 8)]
     sizes = [single[n]["4"] for n in names]
-    return {"model": model, "base_t": BASE_T, "holdout_samples": len(holdout), "layers": names, "single": single,
+    return {"model": model, "base_t": BASE_T, "teas_images": teas_images, "holdout_samples": len(holdout),
+            "layers": names, "single": single,
             "gamma_per_layer": {n: math.log(single[n]["4"] / single[n]["16"]) / math.log(4) for n in names},
             "pairs": pairs, "uniform_cuts": everywhere,
             "best_ratio": {f"{g:g}": best_ratio(sizes, g) for g in GAMMAS},
@@ -111,21 +120,24 @@ def render(results: list[dict]) -> None:
              f"Command: `{COMMAND} --models <model>` (results: `benchmarks/results/teas-error-model_<model>.json`). "
              + C.machines_sentence(results), "",
              "Output divergence D from the uniform network (TEAS's `cut_divergence`) on TEAS's held-out split "
-             f"({TEAS_IMAGES} training images, half held out; default conversion for T = {BASE_T}; every cut with "
+             f"(`images`: {TEAS_IMAGES} training images unless the row says otherwise, half held out; default "
+             f"conversion for T = {BASE_T}; every cut with "
              "its thresholds searched again and calibration redone). Model: independent layer errors a_l T_l^-gamma "
-             "that add in quadrature. `pairs`: predicted / measured D for every pair of layers cut to "
+             "that add in quadrature. `pairs`: predicted / measured D for every pair of layers (or `pairs` of them, "
+             "spread evenly over all pairs: `--max-pairs`) cut to "
              f"{PAIR_T} steps, as a quadrature sum and as a plain sum of the single cuts. `uniform 16` / `uniform "
              "8`: the same for every layer cut. `gamma`: fitted per layer from D_l(4) / D_l(16). `best ratio`: "
              "uniform T / the least mean T_l at equal error under the model (a_l from D_l(4)), for gamma 0.5, 0.7 "
              "and 1; TEAS's bar asks for 3.", ""]
-    header = ["model", "layers", "pairs: quadrature / measured", "pairs: sum / measured", "uniform 16 (quadrature, "
+    header = ["model", "images", "layers", "pairs", "pairs: quadrature / measured", "pairs: sum / measured", "uniform 16 (quadrature, "
               "sum, measured)", "uniform 8 (quadrature, sum, measured)", "gamma (per layer)",
               "best ratio (gamma 0.5 / 0.7 / 1)"]
     body = []
     for r in results:
         cuts = {u["steps"]: u for u in r["uniform_cuts"]}
         gammas = list(r["gamma_per_layer"].values())
-        body.append([r["model"], str(len(r["layers"])), _ratio_range(r["pairs"], "quadrature"),
+        body.append([r["model"], str(r.get("teas_images", TEAS_IMAGES)), str(len(r["layers"])), str(len(r["pairs"])),
+                     _ratio_range(r["pairs"], "quadrature"),
                      _ratio_range(r["pairs"], "sum"),
                      *[f"{cuts[t]['quadrature']:.4f}, {cuts[t]['sum']:.4f}, {cuts[t]['measured']:.4f}" for t in (16, 8)],
                      f"{min(gammas):.2f}-{max(gammas):.2f}",
@@ -157,8 +169,13 @@ def teas_run_bounds() -> list[str]:
 
 
 def main() -> None:
-    args = C.model_parser(__doc__, "resnet,vgg").parse_args()
-    C.measure_from_args(args, "teas-error-model", partial(measure, log=partial(print, flush=True)), render)
+    parser = C.model_parser(__doc__, "resnet,vgg")
+    parser.add_argument("--teas-images", type=int, default=TEAS_IMAGES, help="training images, half held out")
+    parser.add_argument("--max-pairs", type=int, default=None, help="measure this many pairs of layers, not all")
+    args = parser.parse_args()
+    C.measure_from_args(args, "teas-error-model", partial(measure, log=partial(print, flush=True),
+                                                          teas_images=args.teas_images, max_pairs=args.max_pairs),
+                        render)
 
 
 if __name__ == "__main__":

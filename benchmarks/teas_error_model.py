@@ -70,7 +70,7 @@ def chosen_pairs(names: list[str], limit: int | None) -> list[tuple[str, str]]:
     pairs = list(itertools.combinations(names, 2))
     if limit is None or limit >= len(pairs):
         return pairs
-    return [pairs[round(i * (len(pairs) - 1) / (limit - 1))] for i in range(limit)]
+    return [pairs[round(i * (len(pairs) - 1) / max(limit - 1, 1))] for i in range(limit)]
 
 
 def measure(model: str, log, teas_images: int = TEAS_IMAGES, max_pairs: int | None = None) -> dict:

@@ -116,7 +116,7 @@ def run(model: str, limit: int, selection_count: int, policy_train: int, epochs:
     log(f"[{model}] fixed T={base_t}: {full['accuracy_pct']:.2f} %, {full['wall_ms_per_sample']:.2f} ms/sample")
 
     selected = record_trace(network, selection)
-    selection_full = 100.0 * float(selected.correct()[:, -1].double().mean())
+    selection_full = selected.full_accuracy_pct()
     seenn_one = []
     for budget in BUDGETS:
         tau, chosen, _ = choose_rule(selected, selection_full, budget, temperatures=temperatures)

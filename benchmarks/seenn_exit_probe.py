@@ -98,20 +98,12 @@ def learned_scores(train: ExitTrace, traces: list[ExitTrace]) -> list[torch.Tens
         return [torch.sigmoid(net((features(t) - mean) / std).squeeze(-1)).double() for t in traces]
 
 
-def split(trace: ExitTrace, start: int, stop: int) -> ExitTrace:
-    return ExitTrace(trace.outputs[:, start:stop], trace.labels[start:stop], trace.decisions_for)
-
-
-def full_accuracy(trace: ExitTrace) -> float:
-    return 100.0 * float(trace.correct()[:, -1].double().mean())
-
-
 def rule_rows(name: str, select: ExitTrace, select_scores: torch.Tensor, evaluation: ExitTrace,
               eval_scores: torch.Tensor, curve: list[float]) -> list[dict]:
     sweep = score_sweep(select, select_scores, 1)
     rows = []
     for budget in BUDGETS:
-        chosen = choose_alpha(sweep, full_accuracy(select), budget)
+        chosen = choose_alpha(sweep, select.full_accuracy_pct(), budget)
         point = score_sweep(evaluation, eval_scores, 1, [chosen.alpha])[0]
         t = C.equal_accuracy_t(curve, point.accuracy_pct)
         rows.append({"rule": name, "budget_points": budget, "alpha": chosen.alpha,
@@ -132,8 +124,8 @@ def run(model: str, limit: int, selection: int, log) -> dict:
     log(f"[{model}] traced {selection} selection images")
     curve = [100.0 * float(c) for c in evaluation.correct().double().mean(0)]
     settled = float(settled_steps(evaluation).double().mean())
-    full_t = C.equal_accuracy_t(curve, full_accuracy(evaluation))
-    rows = [{"rule": "settled (oracle)", "budget_points": None, "accuracy_pct": full_accuracy(evaluation),
+    full_t = C.equal_accuracy_t(curve, evaluation.full_accuracy_pct())
+    rows = [{"rule": "settled (oracle)", "budget_points": None, "accuracy_pct": evaluation.full_accuracy_pct(),
              "mean_exit_step": settled, "equal_accuracy_t": full_t, "step_ratio": full_t / settled}]
 
     def rule(name: str, score) -> list[dict]:
@@ -146,14 +138,14 @@ def run(model: str, limit: int, selection: int, log) -> dict:
         rows += rule(f"confidence, stable {k}",
                      lambda t: exit_score(t.outputs, "confidence", 8.0) * (steps_unchanged(t) >= k))
     half = selection // 2
-    train, held = split(select, 0, half), split(select, half, selection)
+    train, held = select.rows(0, half), select.rows(half, selection)
     held_scores, eval_scores = learned_scores(train, [held, evaluation])
     rows += rule_rows("learned", held, held_scores, evaluation, eval_scores, curve)
     for r in rows:
         log(f"[{model}] {r['rule']} (budget {r['budget_points']}): {r['accuracy_pct']:.2f} % at "
             f"{r['mean_exit_step']:.2f}, equal T {r['equal_accuracy_t']}")
     return {"model": model, "base_t": BASE_T, "samples": limit, "selection_samples": selection,
-            "fixed_curve_pct": curve, "selection_accuracy_fixed_pct": full_accuracy(select),
+            "fixed_curve_pct": curve, "selection_accuracy_fixed_pct": select.full_accuracy_pct(),
             "empirical_aet": float(torch.where(evaluation.correct().any(1),
                                                evaluation.correct().int().argmax(1) + 1,
                                                torch.tensor(BASE_T)).double().mean()),

@@ -24,8 +24,8 @@ of the policy's accuracy on the fixed-T curve of the evaluation images; ``step r
 from __future__ import annotations
 
 import sys
-from functools import partial
 import time
+from functools import partial
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -84,7 +84,7 @@ def probe(name: str, make_policy, inputs: torch.Tensor, trace: ExitTrace, eval_i
            "accuracy_pct": accuracy, "mean_exit_step": mean_step, "equal_accuracy_t": t,
            "step_ratio": t / mean_step if t else None,
            "own_accuracy_pct": own_accuracy, "own_mean_exit_step": own_mean_step,
-           "own_fixed_accuracy_pct": 100.0 * float(trace.correct()[:, -1].double().mean()),
+           "own_fixed_accuracy_pct": trace.full_accuracy_pct(),
            "train_s": time.perf_counter() - start}
     log(f"{name} (n={len(inputs)}, beta {beta:g}): {accuracy:.2f} % at {mean_step:.2f} (equal T {t}); "
         f"on its training images {own_accuracy:.2f} % at {own_mean_step:.2f}")
@@ -107,15 +107,12 @@ def run(model: str, limit: int, unseen: int, train: int, log) -> dict:
     px, ev_x, ev_trace = splits["training"].x, splits["evaluation"].x, traces["evaluation"]
     shape = tuple(ev_x.shape[1:])
 
-    def subset(trace: ExitTrace, n: int) -> ExitTrace:
-        return ExitTrace(trace.outputs[:, :n], trace.labels[:n])
-
     def image_policy():
         return PolicyNet(shape, len(points), 8)
 
     rows = []
     for beta in BETAS:
-        rows.append(probe("image", image_policy, px[:train], subset(traces["training"], train), ev_x, ev_trace,
+        rows.append(probe("image", image_policy, px[:train], traces["training"].rows(0, train), ev_x, ev_trace,
                           points, beta, 30, log))
         rows.append(probe("image", image_policy, px, traces["training"], ev_x, ev_trace, points, beta, 30, log))
         rows.append(probe("image, unseen", image_policy, splits["unseen"].x, traces["unseen"], ev_x, ev_trace,
@@ -128,8 +125,7 @@ def run(model: str, limit: int, unseen: int, train: int, log) -> dict:
     curve = [100.0 * float(c) for c in ev_trace.correct().double().mean(0)]
     return {"model": model, "base_t": BASE_T, "points": points, "samples": limit, "unseen_samples": unseen,
             "fixed_curve_pct": curve, "rows": rows,
-            "split_fixed_accuracy_pct": {s: 100.0 * float(t.correct()[:, -1].double().mean())
-                                         for s, t in traces.items()},
+            "split_fixed_accuracy_pct": {s: t.full_accuracy_pct() for s, t in traces.items()},
             "date": C.today(), "machine": C.machine(), "snnconv": C.git_head(), "torch": torch.__version__}
 
 

@@ -347,4 +347,8 @@ def test_threshold_rule_on_any_score_exits_at_the_first_decision_step_above_alph
     assert (high.accuracy_pct, high.avg_exit_time_steps) == (pytest.approx(200 / 3), pytest.approx(8 / 3))
     # every midpoint between scores at decision steps is a candidate, with 0 and 1
     candidates = [p.alpha for p in score_sweep(trace, scores, 1)]
+    # the full-T accuracy, and a slice of samples that keeps its own answers
+    assert trace.full_accuracy_pct() == pytest.approx(200 / 3)
+    assert trace.rows(1, 3).full_accuracy_pct() == pytest.approx(50.0)
+    assert torch.equal(trace.rows(1, 3).outputs, outputs[:, 1:3])
     assert candidates[0] == 0.0 and candidates[-1] == 1.0 and pytest.approx(0.65) in candidates

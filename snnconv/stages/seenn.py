@@ -231,6 +231,14 @@ class ExitTrace:
         """[N, T] bool: is the prediction from steps 1..t right."""
         return (self.outputs.argmax(-1) == self.labels.unsqueeze(0)).T
 
+    def full_accuracy_pct(self) -> float:
+        """Accuracy (%) of the network run for all T steps."""
+        return 100.0 * float(self.correct()[:, -1].double().mean())
+
+    def rows(self, start: int, stop: int) -> "ExitTrace":
+        """The trace of samples start..stop-1."""
+        return ExitTrace(self.outputs[:, start:stop], self.labels[start:stop], self.decisions_for)
+
     def outcome(self, exit_steps: torch.Tensor) -> tuple[float, float]:
         """(accuracy %, mean exit step) when sample i answers from its running output at ``exit_steps[i]``."""
         right = self.correct().gather(1, (exit_steps.long() - 1).unsqueeze(1)).squeeze(1)
@@ -407,7 +415,7 @@ def seenn(network: SpikingNetwork, calibration: LabeledData, config: SeennConfig
     note(f"simulating the held-out split ({len(holdout)} samples, T={network.time_steps}) without exits")
     held = record_trace(network, holdout, batch_size=batch_size, device=device, progress=progress)
     _check_classes(held)
-    full = 100.0 * float(held.correct()[:, -1].double().mean())
+    full = held.full_accuracy_pct()
     if not config.policy:
         return _seenn_confidence(held, full, config, note)
     return _seenn_policy(network, training, holdout, held, full, config, batch_size, device, checkpoint, resume,

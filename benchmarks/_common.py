@@ -278,9 +278,10 @@ def update_doc(section: str, text: str) -> None:
 
 
 def model_parser(description: str, models: str) -> argparse.ArgumentParser:
-    """A probe's command line: ``--models`` (default ``models``), ``--threads`` and ``--render-only``."""
+    """A probe's command line: ``--models`` (default ``models``), ``--tag``, ``--threads`` and ``--render-only``."""
     parser = argparse.ArgumentParser(description=description, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--models", default=models)
+    parser.add_argument("--tag", default="", help="a variant's label: suffix of the result file, shown after the model")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--render-only", action="store_true")
     return parser
@@ -289,7 +290,7 @@ def model_parser(description: str, models: str) -> argparse.ArgumentParser:
 def measure_from_args(args: argparse.Namespace, kind: str, measure, render) -> None:
     """:func:`measure_models` for a :func:`model_parser` command line, on ``args.threads`` torch threads."""
     torch.set_num_threads(args.threads)
-    measure_models(kind, [] if args.render_only else args.models.split(","), measure, render)
+    measure_models(kind, [] if args.render_only else args.models.split(","), measure, render, args.tag)
 
 
 def equal_accuracy_t(curve: list[float], accuracy: float, tolerance: float = 0.1) -> int | None:
@@ -297,15 +298,19 @@ def equal_accuracy_t(curve: list[float], accuracy: float, tolerance: float = 0.1
     return next((t for t, a in enumerate(curve, 1) if a >= accuracy - tolerance - 1e-9), None)
 
 
-def measure_models(kind: str, models: list[str], measure, render) -> None:
-    """``measure(model)`` for each model into ``results/<kind>_<model>.json``, re-rendering the doc section from
-    every stored result after each; with no models, only re-render."""
+def measure_models(kind: str, models: list[str], measure, render, tag: str = "") -> None:
+    """``measure(model)`` for each model into ``results/<kind>_<model>.json`` (``<kind>_<model>_<tag>.json``, the
+    model labelled ``<model> (<tag>)``, for a tagged variant), re-rendering the doc section from every stored result
+    after each; with no models, only re-render."""
     def stored() -> list[dict]:
         return [json.loads(p.read_text()) for p in sorted(RESULTS.glob(f"{kind}_*.json"))]
 
     RESULTS.mkdir(parents=True, exist_ok=True)
     for model in models:
-        (RESULTS / f"{kind}_{model}.json").write_text(json.dumps(measure(model), indent=1))
+        result = measure(model)
+        if tag:
+            result["model"] = f"{model} ({tag})"
+        (RESULTS / f"{kind}_{model}{'_' + tag if tag else ''}.json").write_text(json.dumps(result, indent=1))
         render(stored())
     render(stored())
 

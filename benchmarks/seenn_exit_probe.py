@@ -21,6 +21,8 @@ evaluation images (the first of the permutation, as in seenn_bench.py). ``equal 
 0.1 points on the evaluation images' fixed-T curve; ``step ratio`` = equal T / mean exit step.
 
     /work/venv/bin/python benchmarks/seenn_exit_probe.py --models resnet20,vgg
+    /work/venv/bin/python benchmarks/seenn_exit_probe.py --models resnet20 --limit 5000 --selection 5000 \
+        --signed-spikes --tag signed-5000
 """
 from __future__ import annotations
 
@@ -113,10 +115,11 @@ def rule_rows(name: str, select: ExitTrace, select_scores: torch.Tensor, evaluat
     return rows
 
 
-def run(model: str, limit: int, selection: int, log) -> dict:
+def run(model: str, limit: int, selection: int, log, signed: bool = False) -> dict:
     cal = C.training_data(model)
     imported = load_model(C.source_model(model), example=cal.x)
-    network = snnconv.convert(imported, cal, ConvertConfig(time_steps=BASE_T, balance=C.balance(BASE_T, True)))
+    network = snnconv.convert(imported, cal, ConvertConfig(time_steps=BASE_T, balance=C.balance(BASE_T, True),
+                                                           signed_spikes=signed))
     evaluation = record_trace(network, C.test_data(model, limit), chunk_steps=1)
     log(f"[{model}] traced {limit} evaluation images")
     select = record_trace(network, C.test_data(model, C.UNSEEN_TEST_START + selection, start=C.UNSEEN_TEST_START),
@@ -144,7 +147,7 @@ def run(model: str, limit: int, selection: int, log) -> dict:
     for r in rows:
         log(f"[{model}] {r['rule']} (budget {r['budget_points']}): {r['accuracy_pct']:.2f} % at "
             f"{r['mean_exit_step']:.2f}, equal T {r['equal_accuracy_t']}")
-    return {"model": model, "base_t": BASE_T, "samples": limit, "selection_samples": selection,
+    return {"model": model, "base_t": BASE_T, "signed_spikes": signed, "samples": limit, "selection_samples": selection,
             "fixed_curve_pct": curve, "selection_accuracy_fixed_pct": select.full_accuracy_pct(),
             "empirical_aet": float(torch.where(evaluation.correct().any(1),
                                                evaluation.correct().int().argmax(1) + 1,
@@ -157,7 +160,8 @@ def render(results: list[dict]) -> None:
     lines = ["### How early SEENN-I could exit: rules that read the running output", "",
              f"Command: `{COMMAND} --models <model>` (results: `benchmarks/results/seenn-exit-probe_<model>.json`). "
              + C.machines_sentence(results), "",
-             "Offline on traces of the default conversion for T = 32 (every step's running output, no exits). "
+             "Offline on traces of the default conversion for T = 32 (with signed spikes, `--signed-spikes`, for "
+             "models tagged `signed`; every step's running output, no exits). "
              "`settled (oracle)`: each sample exits at the first step from which its prediction never changes "
              "again (the full-T accuracy; it needs the future). `confidence, tau`: the product's rule; `mean "
              "confidence`: the confidence of F_t / t; `stable k`: the default confidence, counted once the "
@@ -174,7 +178,9 @@ def render(results: list[dict]) -> None:
             body.append([r["model"], x["rule"], budget, f"{x['accuracy_pct']:.2f}", f"{x['mean_exit_step']:.2f}",
                          str(x["equal_accuracy_t"] or f"> {r['base_t']}"),
                          f"{x['step_ratio']:.2f}" if x["step_ratio"] else "-"])
-    lines += [C.md_table(header, body), ""]
+    images = "; ".join(f"{r['model']}: {r['samples']} evaluation, {r['selection_samples']} selection"
+                       for r in results)
+    lines += [C.md_table(header, body), "", f"Images per model: {images}.", ""]
     C.update_doc("seenn_exit", "\n".join(lines))
 
 
@@ -182,9 +188,11 @@ def main() -> None:
     parser = C.model_parser(__doc__, "resnet20,vgg")
     parser.add_argument("--limit", type=int, default=2000, help="evaluation images")
     parser.add_argument("--selection", type=int, default=2000, help="unseen test images (from 5000 on) to choose on")
+    parser.add_argument("--signed-spikes", action="store_true", help="convert with signed spikes (tag it, e.g. signed)")
     args = parser.parse_args()
     log = partial(print, flush=True)
-    C.measure_from_args(args, "seenn-exit-probe", lambda model: run(model, args.limit, args.selection, log), render)
+    C.measure_from_args(args, "seenn-exit-probe",
+                        lambda model: run(model, args.limit, args.selection, log, args.signed_spikes), render)
 
 
 if __name__ == "__main__":

@@ -41,11 +41,13 @@ import _common as C  # noqa: E402
 import snnconv  # noqa: E402
 from snnconv.api import load_model  # noqa: E402
 from snnconv.config import ConvertConfig  # noqa: E402
-from snnconv.stages.seenn import ExitTrace, choose_alpha, exit_score, record_trace, score_sweep  # noqa: E402
+from snnconv.stages.seenn import (ExitTrace, choose_alpha, exit_score, record_trace, score_sweep,  # noqa: E402
+                                  threshold_exit_steps)
 
 COMMAND = "/work/venv/bin/python benchmarks/seenn_exit_probe.py"
 BASE_T = 32
 BUDGETS = (0.1, 0.25, 0.5, 1.0)
+RESAMPLES = 1000  # bootstrap resamples of the evaluation images for the step ratio's interval
 
 
 def steps_unchanged(trace: ExitTrace) -> torch.Tensor:
@@ -100,18 +102,46 @@ def learned_scores(train: ExitTrace, traces: list[ExitTrace]) -> list[torch.Tens
         return [torch.sigmoid(net((features(t) - mean) / std).squeeze(-1)).double() for t in traces]
 
 
+def step_ratio_interval(evaluation: ExitTrace, exit_steps: torch.Tensor, seed: int = 0) -> tuple[float, float]:
+    """5th and 95th percentiles of the step ratio over bootstrap resamples of the evaluation images.
+
+    Paired: each resample takes the same images for the exit rule and for the fixed-T curve, so it measures how
+    much the ratio owes to which images were drawn, the noise the bar's 0.1-point "equal accuracy" is read
+    through. (The threshold stays as chosen on the selection images.) A resample whose fixed-T curve never
+    comes within 0.1 points counts as equal T = T."""
+    correct = evaluation.correct().double()  # [N, T]
+    right = correct.gather(1, exit_steps.view(-1, 1) - 1).squeeze(1)
+    samples = len(right)
+    generator = torch.Generator().manual_seed(seed)
+    draws = torch.randint(0, samples, (RESAMPLES, samples), generator=generator)
+    weights = torch.zeros(RESAMPLES, samples, dtype=torch.float64).scatter_add_(
+        1, draws, torch.ones(RESAMPLES, samples, dtype=torch.float64)) / samples  # [R, N] how often each image
+    accuracy = weights @ right  # [R], fractions
+    mean_step = weights @ exit_steps.double()
+    curves = weights @ correct  # [R, T]
+    reaches = curves >= (accuracy - 0.001 - 1e-9).unsqueeze(1)  # within 0.1 points
+    equal_t = torch.where(reaches.any(1), reaches.int().argmax(1) + 1, torch.tensor(evaluation.time_steps))
+    ratios = equal_t.double() / mean_step
+    low, high = torch.quantile(ratios, torch.tensor([0.05, 0.95], dtype=torch.float64)).tolist()
+    return low, high
+
+
 def rule_rows(name: str, select: ExitTrace, select_scores: torch.Tensor, evaluation: ExitTrace,
               eval_scores: torch.Tensor, curve: list[float]) -> list[dict]:
     sweep = score_sweep(select, select_scores, 1)
+    decisions = evaluation.decision_steps(1)
     rows = []
     for budget in BUDGETS:
         chosen = choose_alpha(sweep, select.full_accuracy_pct(), budget)
         point = score_sweep(evaluation, eval_scores, 1, [chosen.alpha])[0]
         t = C.equal_accuracy_t(curve, point.accuracy_pct)
+        exit_steps = threshold_exit_steps(eval_scores, decisions, torch.tensor([chosen.alpha], dtype=torch.float64),
+                                          evaluation.time_steps)[:, 0]
         rows.append({"rule": name, "budget_points": budget, "alpha": chosen.alpha,
                      "selection_accuracy_pct": chosen.accuracy_pct, "accuracy_pct": point.accuracy_pct,
                      "mean_exit_step": point.avg_exit_time_steps, "equal_accuracy_t": t,
-                     "step_ratio": t / point.avg_exit_time_steps if t else None})
+                     "step_ratio": t / point.avg_exit_time_steps if t else None,
+                     "step_ratio_interval_90": step_ratio_interval(evaluation, exit_steps)})
     return rows
 
 
@@ -129,7 +159,8 @@ def run(model: str, limit: int, selection: int, log, signed: bool = False) -> di
     settled = float(settled_steps(evaluation).double().mean())
     full_t = C.equal_accuracy_t(curve, evaluation.full_accuracy_pct())
     rows = [{"rule": "settled (oracle)", "budget_points": None, "accuracy_pct": evaluation.full_accuracy_pct(),
-             "mean_exit_step": settled, "equal_accuracy_t": full_t, "step_ratio": full_t / settled}]
+             "mean_exit_step": settled, "equal_accuracy_t": full_t, "step_ratio": full_t / settled,
+             "step_ratio_interval_90": step_ratio_interval(evaluation, settled_steps(evaluation))}]
 
     def rule(name: str, score) -> list[dict]:
         return rule_rows(name, select, score(select), evaluation, score(evaluation), curve)
@@ -169,15 +200,21 @@ def render(results: list[dict]) -> None:
              "to predict that the current prediction is final. Thresholds chosen as the product chooses alpha, "
              "on unseen test images disjoint from the evaluation images (the learned rule trains on half of them "
              "and takes its threshold on the other half). `equal T` = smallest fixed t within 0.1 points on the "
-             "evaluation images; `step ratio` = equal T / mean exit step (the bar is 2).", ""]
-    header = ["model", "rule", "budget (points)", "accuracy (%)", "mean exit step", "equal T", "step ratio"]
+             "evaluation images; `step ratio` = equal T / mean exit step (the bar is 2). `90 % interval`: the 5th to "
+             f"95th percentile of the step ratio over {RESAMPLES} bootstrap resamples of the evaluation images, the "
+             "same images for the rule and the fixed-T curve, thresholds as chosen (how much the ratio owes to "
+             "which images were drawn; rows measured before it was added show -).", ""]
+    header = ["model", "rule", "budget (points)", "accuracy (%)", "mean exit step", "equal T", "step ratio",
+              "90 % interval"]
     body = []
     for r in results:
         for x in r["rows"]:
             budget = "-" if x["budget_points"] is None else f"{x['budget_points']:g}"
             body.append([r["model"], x["rule"], budget, f"{x['accuracy_pct']:.2f}", f"{x['mean_exit_step']:.2f}",
                          str(x["equal_accuracy_t"] or f"> {r['base_t']}"),
-                         f"{x['step_ratio']:.2f}" if x["step_ratio"] else "-"])
+                         f"{x['step_ratio']:.2f}" if x["step_ratio"] else "-",
+                         "{:.2f}–{:.2f}".format(*x["step_ratio_interval_90"]) if x.get("step_ratio_interval_90")
+                         else "-"])
     images = "; ".join(f"{r['model']}: {r['samples']} evaluation, {r['selection_samples']} selection"
                        for r in results)
     lines += [C.md_table(header, body), "", f"Images per model: {images}.", ""]

@@ -189,7 +189,9 @@ def run(model: str, limit: int, selection: int, log, signed: bool = False) -> di
 
 def render(results: list[dict]) -> None:
     lines = ["### How early SEENN-I could exit: rules that read the running output", "",
-             f"Command: `{COMMAND} --models <model>` (results: `benchmarks/results/seenn-exit-probe_<model>.json`). "
+             f"Command: `{COMMAND} --models <model>` (rows tagged `5000`: `--limit 5000 --selection 5000 --tag 5000`; "
+             "`signed-5000`: the same with `--signed-spikes --tag signed-5000`; results: "
+             "`benchmarks/results/seenn-exit-probe_<model>[_<tag>].json`). "
              + C.machines_sentence(results), "",
              "Offline on traces of the default conversion for T = 32 (with signed spikes, `--signed-spikes`, for "
              "models tagged `signed`; every step's running output, no exits). "
@@ -202,8 +204,8 @@ def render(results: list[dict]) -> None:
              "and takes its threshold on the other half). `equal T` = smallest fixed t within 0.1 points on the "
              "evaluation images; `step ratio` = equal T / mean exit step (the bar is 2). `90 % interval`: the 5th to "
              f"95th percentile of the step ratio over {RESAMPLES} bootstrap resamples of the evaluation images, the "
-             "same images for the rule and the fixed-T curve, thresholds as chosen (how much the ratio owes to "
-             "which images were drawn; rows measured before it was added show -).", ""]
+             "same images for the rule and the fixed-T curve, thresholds as chosen: how much the ratio owes to "
+             "which images were drawn.", ""]
     header = ["model", "rule", "budget (points)", "accuracy (%)", "mean exit step", "equal T", "step ratio",
               "90 % interval"]
     body = []

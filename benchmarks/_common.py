@@ -293,7 +293,10 @@ def measure_from_args(args: argparse.Namespace, kind: str, measure, render) -> N
     measure_models(kind, [] if args.render_only else args.models.split(","), measure, render, args.tag)
 
 
-def equal_accuracy_t(curve: list[float], accuracy: float, tolerance: float = 0.1) -> int | None:
+EQUAL_ACCURACY_POINTS = 0.1  # the bars' "equal accuracy": within this many points
+
+
+def equal_accuracy_t(curve: list[float], accuracy: float, tolerance: float = EQUAL_ACCURACY_POINTS) -> int | None:
     """The smallest fixed t whose accuracy (``curve[t - 1]``, %) is within ``tolerance`` points of ``accuracy``."""
     return next((t for t, a in enumerate(curve, 1) if a >= accuracy - tolerance - 1e-9), None)
 

@@ -108,7 +108,7 @@ def step_ratio_interval(evaluation: ExitTrace, exit_steps: torch.Tensor, seed: i
     Paired: each resample takes the same images for the exit rule and for the fixed-T curve, so it measures how
     much the ratio owes to which images were drawn, the noise the bar's 0.1-point "equal accuracy" is read
     through. (The threshold stays as chosen on the selection images.) A resample whose fixed-T curve never
-    comes within 0.1 points counts as equal T = T."""
+    comes within the tolerance counts as equal T = T."""
     correct = evaluation.correct().double()  # [N, T]
     right = correct.gather(1, exit_steps.view(-1, 1) - 1).squeeze(1)
     samples = len(right)
@@ -119,7 +119,7 @@ def step_ratio_interval(evaluation: ExitTrace, exit_steps: torch.Tensor, seed: i
     accuracy = weights @ right  # [R], fractions
     mean_step = weights @ exit_steps.double()
     curves = weights @ correct  # [R, T]
-    reaches = curves >= (accuracy - 0.001 - 1e-9).unsqueeze(1)  # within 0.1 points
+    reaches = 100.0 * curves >= (100.0 * accuracy - C.EQUAL_ACCURACY_POINTS - 1e-9).unsqueeze(1)
     equal_t = torch.where(reaches.any(1), reaches.int().argmax(1) + 1, torch.tensor(evaluation.time_steps))
     ratios = equal_t.double() / mean_step
     low, high = torch.quantile(ratios, torch.tensor([0.05, 0.95], dtype=torch.float64)).tolist()
@@ -133,14 +133,13 @@ def rule_rows(name: str, select: ExitTrace, select_scores: torch.Tensor, evaluat
     rows = []
     for budget in BUDGETS:
         chosen = choose_alpha(sweep, select.full_accuracy_pct(), budget)
-        point = score_sweep(evaluation, eval_scores, 1, [chosen.alpha])[0]
-        t = C.equal_accuracy_t(curve, point.accuracy_pct)
         exit_steps = threshold_exit_steps(eval_scores, decisions, torch.tensor([chosen.alpha], dtype=torch.float64),
                                           evaluation.time_steps)[:, 0]
+        accuracy, mean_step = evaluation.outcome(exit_steps)
+        t = C.equal_accuracy_t(curve, accuracy)
         rows.append({"rule": name, "budget_points": budget, "alpha": chosen.alpha,
-                     "selection_accuracy_pct": chosen.accuracy_pct, "accuracy_pct": point.accuracy_pct,
-                     "mean_exit_step": point.avg_exit_time_steps, "equal_accuracy_t": t,
-                     "step_ratio": t / point.avg_exit_time_steps if t else None,
+                     "selection_accuracy_pct": chosen.accuracy_pct, "accuracy_pct": accuracy,
+                     "mean_exit_step": mean_step, "equal_accuracy_t": t, "step_ratio": t / mean_step if t else None,
                      "step_ratio_interval_90": step_ratio_interval(evaluation, exit_steps)})
     return rows
 

@@ -293,14 +293,6 @@ def measure_from_args(args: argparse.Namespace, kind: str, measure, render) -> N
     measure_models(kind, [] if args.render_only else args.models.split(","), measure, render, args.tag)
 
 
-EQUAL_ACCURACY_POINTS = 0.1  # the bars' "equal accuracy": within this many points
-
-
-def equal_accuracy_t(curve: list[float], accuracy: float, tolerance: float = EQUAL_ACCURACY_POINTS) -> int | None:
-    """The smallest fixed t whose accuracy (``curve[t - 1]``, %) is within ``tolerance`` points of ``accuracy``."""
-    return next((t for t, a in enumerate(curve, 1) if a >= accuracy - tolerance - 1e-9), None)
-
-
 def measure_models(kind: str, models: list[str], measure, render, tag: str = "") -> None:
     """``measure(model)`` for each model into ``results/<kind>_<model>.json`` (``<kind>_<model>_<tag>.json``, the
     model labelled ``<model> (<tag>)``, for a tagged variant), re-rendering the doc section from every stored result

@@ -41,6 +41,7 @@ import _common as C  # noqa: E402
 import snnconv  # noqa: E402
 from snnconv.api import load_model  # noqa: E402
 from snnconv.config import ConvertConfig  # noqa: E402
+from snnconv.metrics.summary import EQUAL_ACCURACY_POINTS, ROUNDING_POINTS, first_step_within  # noqa: E402
 from snnconv.stages.seenn import (ExitTrace, choose_alpha, exit_score, record_trace, score_sweep,  # noqa: E402
                                   threshold_exit_steps)
 
@@ -119,7 +120,7 @@ def step_ratio_interval(evaluation: ExitTrace, exit_steps: torch.Tensor, seed: i
     accuracy = weights @ right  # [R], fractions
     mean_step = weights @ exit_steps.double()
     curves = weights @ correct  # [R, T]
-    reaches = 100.0 * curves >= (100.0 * accuracy - C.EQUAL_ACCURACY_POINTS - 1e-9).unsqueeze(1)
+    reaches = 100.0 * curves >= (100.0 * accuracy - EQUAL_ACCURACY_POINTS - ROUNDING_POINTS).unsqueeze(1)
     equal_t = torch.where(reaches.any(1), reaches.int().argmax(1) + 1, torch.tensor(evaluation.time_steps))
     ratios = equal_t.double() / mean_step
     low, high = torch.quantile(ratios, torch.tensor([0.05, 0.95], dtype=torch.float64)).tolist()
@@ -136,7 +137,7 @@ def rule_rows(name: str, select: ExitTrace, select_scores: torch.Tensor, evaluat
         exit_steps = threshold_exit_steps(eval_scores, decisions, torch.tensor([chosen.alpha], dtype=torch.float64),
                                           evaluation.time_steps)[:, 0]
         accuracy, mean_step = evaluation.outcome(exit_steps)
-        t = C.equal_accuracy_t(curve, accuracy)
+        t = first_step_within(curve, accuracy)
         rows.append({"rule": name, "budget_points": budget, "alpha": chosen.alpha,
                      "selection_accuracy_pct": chosen.accuracy_pct, "accuracy_pct": accuracy,
                      "mean_exit_step": mean_step, "equal_accuracy_t": t, "step_ratio": t / mean_step if t else None,
@@ -156,7 +157,7 @@ def run(model: str, limit: int, selection: int, log, signed: bool = False) -> di
     log(f"[{model}] traced {selection} selection images")
     curve = [100.0 * float(c) for c in evaluation.correct().double().mean(0)]
     settled = float(settled_steps(evaluation).double().mean())
-    full_t = C.equal_accuracy_t(curve, evaluation.full_accuracy_pct())
+    full_t = first_step_within(curve, evaluation.full_accuracy_pct())
     rows = [{"rule": "settled (oracle)", "budget_points": None, "accuracy_pct": evaluation.full_accuracy_pct(),
              "mean_exit_step": settled, "equal_accuracy_t": full_t, "step_ratio": full_t / settled,
              "step_ratio_interval_90": step_ratio_interval(evaluation, settled_steps(evaluation))}]

@@ -39,6 +39,7 @@ import _common as C  # noqa: E402
 import snnconv  # noqa: E402
 from snnconv.api import load_model  # noqa: E402
 from snnconv.config import ConvertConfig  # noqa: E402
+from snnconv.metrics.summary import first_step_within  # noqa: E402
 from snnconv.stages.seenn import (ExitTrace, PolicyNet, exit_points, policy_exit_steps, policy_loss,  # noqa: E402
                                   record_trace, sample_weights)
 from snnconv.training import TrainConfig, fit  # noqa: E402
@@ -79,7 +80,7 @@ def probe(name: str, make_policy, inputs: torch.Tensor, trace: ExitTrace, eval_i
     accuracy, mean_step = eval_trace.outcome(exit_steps(policy, eval_inputs, points))
     own_accuracy, own_mean_step = trace.outcome(exit_steps(policy, inputs, points))
     curve = [100.0 * float(c) for c in eval_trace.correct().double().mean(0)]
-    t = C.equal_accuracy_t(curve, accuracy)
+    t = first_step_within(curve, accuracy)
     row = {"policy": name, "train_samples": len(inputs), "epochs": epochs, "beta": beta,
            "accuracy_pct": accuracy, "mean_exit_step": mean_step, "equal_accuracy_t": t,
            "step_ratio": t / mean_step if t else None,

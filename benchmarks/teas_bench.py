@@ -42,6 +42,7 @@ from snnconv.compress import teas_rows, teas_summary, uniform_steps_matching  # 
 from snnconv.config import SPIKE_TIMINGS, ConvertConfig, SimulationConfig  # noqa: E402
 from snnconv.engine import Engine  # noqa: E402
 from snnconv.metrics import load_energy_model, summarize  # noqa: E402
+from snnconv.metrics.summary import first_step_within  # noqa: E402
 from snnconv.stages.calibrate import calibrate  # noqa: E402
 from snnconv.stages.finetune import FinetuneConfig, finetune  # noqa: E402
 from snnconv.stages.teas import TeasConfig, teas  # noqa: E402
@@ -153,8 +154,7 @@ def extend_curve(model: str, stored: dict, t_max: int) -> dict:
     if any(abs(a - b) > 1e-9 for a, b in zip(curve, stored["uniform_curve_pct"])):
         raise SystemExit(f"{model}: the longer run does not reproduce the stored curve; not extending it.")
     stored["uniform_curve_pct"] = curve
-    stored["equal_accuracy_t"] = next((t for t, accuracy in enumerate(curve, 1)
-                                       if accuracy >= stored["teas_accuracy_pct"] - 0.1), None)
+    stored["equal_accuracy_t"] = first_step_within(curve, stored["teas_accuracy_pct"])
     stored["curve_command"] = " ".join([COMMAND] + sys.argv[1:])
     return stored
 

@@ -19,6 +19,7 @@ import pytest
 from snnconv.errors import ConfigError, OutputError
 from snnconv.metrics import (ENERGY_PRESETS, EnergyModel, energy_breakdown, layer_rows, load_energy_model,
                              neuromorphic_energy, summarize, sweep_rows)
+from snnconv.metrics.summary import first_step_within, steps_of_equal_accuracy
 from snnconv.report import write_report
 from snnconv.results import AnnResult, NeuronLayerStats, SimulationResult, SynapticLayerStats
 from snnconv import plots
@@ -233,6 +234,24 @@ def test_summary_with_per_layer_t_and_exit_policy():
     exited = summarize(make_sim(exit_steps=np.array([1, 2]), exit_correct=1), make_ann(), H45)
     assert exited["exit_accuracy_pct"] == 50.0 and exited["avg_exit_time_steps"] == 1.5
     assert exited["avg_time_steps"] == 1.5 and exited["membrane_updates_per_sample"] == 150
+
+
+@pytest.mark.parametrize("samples, correct", [(1000, 927), (2000, 1854), (5000, 4652), (10000, 9173)])
+def test_equal_accuracy_counts_a_gap_of_exactly_the_tolerance_as_within(samples, correct):
+    """0.1 points is exactly samples / 1000 images; in floating point the accuracy that many images lower can
+    fall below the accuracy minus 0.1, which once moved the equal-accuracy T of our reports one step or more
+    too late."""
+    lower = correct - samples // 1000
+    assert 100.0 * lower / samples < 100.0 * correct / samples - 0.1  # the rounding this test is about
+    curve = [100.0 * lower / samples - 1.0, 100.0 * lower / samples, 100.0 * correct / samples]
+    assert first_step_within(curve, 100.0 * correct / samples) == 2
+    assert first_step_within(curve, 100.0 * correct / samples, tolerance=0.0) == 3
+    assert first_step_within(curve, 100.0 * (correct + 1) / samples) == 3  # 0.1 points and one more image: not
+    assert first_step_within(curve[:2], 100.0 * correct / samples + 1.0) is None
+    sim = SimulationResult(samples=samples, time_steps=3, correct_per_step=np.array([lower - samples // 100, lower,
+                                                                                    correct]),
+                           neuron_layers=[], synaptic_layers=[], wall_time_s=0.0)
+    assert steps_of_equal_accuracy(sim, 100.0 * correct / samples) == 2
 
 
 def test_layer_rows():

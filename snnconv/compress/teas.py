@@ -8,7 +8,7 @@ import numpy as np
 from ..api import Evaluation, evaluate
 from ..engine import Engine
 from ..metrics import load_energy_model, summarize
-from ..metrics.summary import layer_spikes_per_sample, steps_of_equal_accuracy
+from ..metrics.summary import EQUAL_ACCURACY_POINTS, layer_spikes_per_sample, steps_of_equal_accuracy
 from ..stages.finetune import finetune
 from ..stages.teas import TeasConfig, TeasResult, consumer_synapses, teas
 from .tables import quantity_table, write_csv
@@ -21,7 +21,8 @@ TEAS_COLUMNS = (
 )
 
 
-def uniform_steps_matching(evaluation: Evaluation, accuracy: float, tolerance: float = 0.1) -> int | None:
+def uniform_steps_matching(evaluation: Evaluation, accuracy: float,
+                           tolerance: float = EQUAL_ACCURACY_POINTS) -> int | None:
     """Smallest uniform t whose accuracy is within ``tolerance`` points of ``accuracy`` (None if no t is)."""
     return steps_of_equal_accuracy(evaluation.simulation, accuracy, tolerance)
 

@@ -7,6 +7,7 @@ read out after t time steps.
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 
 import numpy as np
 
@@ -18,6 +19,8 @@ from .energy import (NEUROMORPHIC_PLATFORMS, EnergyModel, check_time_step, energ
 # their own per-layer rows but are left out of the network's neuron, spike and membrane-update totals.
 SPIKE_ROUTING_KINDS = frozenset({"maxpool_gate"})
 SIGNED_KINDS = frozenset({"signed_if"})
+EQUAL_ACCURACY_POINTS = 0.1  # "equal accuracy" in every report: within this many points
+ROUNDING_POINTS = 1e-9  # slack for accuracies computed as float ratios of counts (first_step_within)
 
 SUMMARY_KEYS = (
     "samples", "ann_accuracy_pct", "snn_accuracy_pct", "accuracy_drop_points", "time_steps", "avg_time_steps",
@@ -58,12 +61,21 @@ def membrane_updates_per_sample(sim: SimulationResult, t: int) -> float:
     return sum(layer.neurons * layer_active_steps(sim, t, layer) for layer in spiking_neuron_layers(sim))
 
 
-def steps_of_equal_accuracy(sim: SimulationResult, accuracy_pct: float, tolerance: float = 0.1) -> int | None:
+def first_step_within(curve_pct: Sequence[float], accuracy_pct: float,
+                      tolerance: float = EQUAL_ACCURACY_POINTS) -> int | None:
+    """Smallest t whose accuracy ``curve_pct[t - 1]`` is within ``tolerance`` points of ``accuracy_pct``.
+
+    A gap of exactly ``tolerance`` counts as within. Accuracies are ratios of counts in floating point, where
+    for example 100 * 4568 / 5000 (91.36) is below 100 * 4573 / 5000 - 0.1 (91.46 - 0.1), so the comparison
+    allows ROUNDING_POINTS; without it an equal-accuracy T came out one or more steps too high."""
+    floor = accuracy_pct - tolerance - ROUNDING_POINTS
+    return next((t for t, accuracy in enumerate(curve_pct, 1) if accuracy >= floor), None)
+
+
+def steps_of_equal_accuracy(sim: SimulationResult, accuracy_pct: float,
+                            tolerance: float = EQUAL_ACCURACY_POINTS) -> int | None:
     """Smallest t whose accuracy (readout after steps 1..t) is within ``tolerance`` points of ``accuracy_pct``."""
-    for t in range(1, sim.time_steps + 1):
-        if sim.accuracy_at(t) >= accuracy_pct - tolerance:
-            return t
-    return None
+    return first_step_within(sim.accuracy_per_step.tolist(), accuracy_pct, tolerance)
 
 
 def _ratio(numerator: float, denominator: float) -> float:

@@ -41,9 +41,9 @@ import _common as C  # noqa: E402
 import snnconv  # noqa: E402
 from snnconv.api import load_model  # noqa: E402
 from snnconv.config import ConvertConfig  # noqa: E402
-from snnconv.metrics.summary import EQUAL_ACCURACY_POINTS, ROUNDING_POINTS, first_step_within  # noqa: E402
-from snnconv.stages.seenn import (ExitTrace, choose_alpha, exit_score, record_trace, score_sweep,  # noqa: E402
-                                  threshold_exit_steps)
+from snnconv.metrics.summary import first_step_within  # noqa: E402
+from snnconv.stages.seenn import (ExitTrace, choose_alpha, exit_score, record_trace, reduction_interval,  # noqa: E402
+                                  score_sweep, threshold_exit_steps)
 
 COMMAND = "/work/venv/bin/python benchmarks/seenn_exit_probe.py"
 BASE_T = 32
@@ -103,30 +103,6 @@ def learned_scores(train: ExitTrace, traces: list[ExitTrace]) -> list[torch.Tens
         return [torch.sigmoid(net((features(t) - mean) / std).squeeze(-1)).double() for t in traces]
 
 
-def step_ratio_interval(evaluation: ExitTrace, exit_steps: torch.Tensor, seed: int = 0) -> tuple[float, float]:
-    """5th and 95th percentiles of the step ratio over bootstrap resamples of the evaluation images.
-
-    Paired: each resample takes the same images for the exit rule and for the fixed-T curve, so it measures how
-    much the ratio owes to which images were drawn, the noise the bar's 0.1-point "equal accuracy" is read
-    through. (The threshold stays as chosen on the selection images.) A resample whose fixed-T curve never
-    comes within the tolerance counts as equal T = T."""
-    correct = evaluation.correct().double()  # [N, T]
-    right = correct.gather(1, exit_steps.view(-1, 1) - 1).squeeze(1)
-    samples = len(right)
-    generator = torch.Generator().manual_seed(seed)
-    draws = torch.randint(0, samples, (RESAMPLES, samples), generator=generator)
-    weights = torch.zeros(RESAMPLES, samples, dtype=torch.float64).scatter_add_(
-        1, draws, torch.ones(RESAMPLES, samples, dtype=torch.float64)) / samples  # [R, N] how often each image
-    accuracy = weights @ right  # [R], fractions
-    mean_step = weights @ exit_steps.double()
-    curves = weights @ correct  # [R, T]
-    reaches = 100.0 * curves >= (100.0 * accuracy - EQUAL_ACCURACY_POINTS - ROUNDING_POINTS).unsqueeze(1)
-    equal_t = torch.where(reaches.any(1), reaches.int().argmax(1) + 1, torch.tensor(evaluation.time_steps))
-    ratios = equal_t.double() / mean_step
-    low, high = torch.quantile(ratios, torch.tensor([0.05, 0.95], dtype=torch.float64)).tolist()
-    return low, high
-
-
 def rule_rows(name: str, select: ExitTrace, select_scores: torch.Tensor, evaluation: ExitTrace,
               eval_scores: torch.Tensor, curve: list[float]) -> list[dict]:
     sweep = score_sweep(select, select_scores, 1)
@@ -141,7 +117,7 @@ def rule_rows(name: str, select: ExitTrace, select_scores: torch.Tensor, evaluat
         rows.append({"rule": name, "budget_points": budget, "alpha": chosen.alpha,
                      "selection_accuracy_pct": chosen.accuracy_pct, "accuracy_pct": accuracy,
                      "mean_exit_step": mean_step, "equal_accuracy_t": t, "step_ratio": t / mean_step if t else None,
-                     "step_ratio_interval_90": step_ratio_interval(evaluation, exit_steps)})
+                     "step_ratio_interval_90": reduction_interval(evaluation, exit_steps, resamples=RESAMPLES)})
     return rows
 
 
@@ -160,7 +136,7 @@ def run(model: str, limit: int, selection: int, log, signed: bool = False) -> di
     full_t = first_step_within(curve, evaluation.full_accuracy_pct())
     rows = [{"rule": "settled (oracle)", "budget_points": None, "accuracy_pct": evaluation.full_accuracy_pct(),
              "mean_exit_step": settled, "equal_accuracy_t": full_t, "step_ratio": full_t / settled,
-             "step_ratio_interval_90": step_ratio_interval(evaluation, settled_steps(evaluation))}]
+             "step_ratio_interval_90": reduction_interval(evaluation, settled_steps(evaluation), resamples=RESAMPLES)}]
 
     def rule(name: str, score) -> list[dict]:
         return rule_rows(name, select, score(select), evaluation, score(evaluation), curve)

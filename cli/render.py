@@ -186,6 +186,9 @@ def seenn_table(summary: dict) -> Table:
     matching = summary.get("fixed_steps_of_equal_accuracy")
     rule = (f"alpha {summary['seenn_alpha']:.6g} on {summary['seenn_score']} (temperature {summary['seenn_temperature']:g})"
             if summary["seenn_method"] == "SEENN-I" else f"policy network (beta {summary['seenn_beta']:g})")
-    table.caption = (f"{rule}; fixed T of equal accuracy (within 0.1 points): {matching if matching else 'none'}; "
-                     f"oracle AET {summary['oracle_aet_time_steps']:.2f} steps")
+    low, high = (summary.get(f"avg_time_steps_reduction_vs_equal_accuracy_x_{end}") for end in ("p5", "p95"))
+    reduction = (f" ({summary['avg_time_steps_reduction_vs_equal_accuracy_x']:.2f}x fewer steps on average, 90 % "
+                 f"bootstrap interval {low:.2f}-{high:.2f}x)" if matching and low is not None else "")
+    table.caption = (f"{rule}; fixed T of equal accuracy (within 0.1 points): {matching if matching else 'none'}"
+                     f"{reduction}; oracle AET {summary['oracle_aet_time_steps']:.2f} steps")
     return table

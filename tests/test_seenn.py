@@ -3,6 +3,7 @@ artifacts and the CLI."""
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -18,9 +19,11 @@ from snnconv.errors import ConfigError
 from snnconv.metrics import load_energy_model, summarize
 from snnconv.stages.seenn import (ConfidenceExit, ExitTrace, PolicyExit, PolicyNet, SeennConfig, alpha_sweep,
                                   choose_alpha, exit_points, exit_score, layer_macs, oracle_aet, policy_exit_steps, policy_loss,
-                                  record_trace, sample_weights, score_sweep, seenn, threshold_exit_steps)
+                                  record_trace, reduction_interval, sample_weights, score_sweep, seenn,
+                                  threshold_exit_steps)
 from snnconv.training import TrainConfig
 from snnconv_cli.main import app
+from snnconv_cli.render import seenn_table
 
 from helpers import cli_artifact, confident_maxpool, convert
 
@@ -252,6 +255,14 @@ def test_compress_seenn_cli_end_to_end_with_gates(tmp_path):
     summary = json.loads(result.output)["summary"]
     assert summary["seenn_method"] == "SEENN-I" and summary["avg_exit_time_steps"] < 8
     assert summary["avg_time_steps"] == pytest.approx(summary["avg_exit_time_steps"])
+    ratio = summary["avg_time_steps_reduction_vs_equal_accuracy_x"]
+    assert ratio == pytest.approx(summary["fixed_steps_of_equal_accuracy"] / summary["avg_exit_time_steps"])
+    assert (summary["avg_time_steps_reduction_vs_equal_accuracy_x_p5"] <= ratio
+            <= summary["avg_time_steps_reduction_vs_equal_accuracy_x_p95"])
+    documented = (Path(__file__).resolve().parents[1] / "docs" / "metrics.md").read_text()
+    assert [key for key in summary if f"`{key}`" not in documented] == []  # every number printed is defined
+    caption = seenn_table(summary).caption
+    assert f"{ratio:.2f}x fewer steps on average, 90 % bootstrap interval " in caption
     sweep = pd.read_csv(out / "reports" / "seenn.csv")
     chosen = sweep[sweep["chosen"]].iloc[0]
     assert chosen["snn_accuracy_pct"] == pytest.approx(summary["snn_accuracy_pct"])
@@ -352,3 +363,25 @@ def test_threshold_rule_on_any_score_exits_at_the_first_decision_step_above_alph
     assert trace.rows(1, 3).full_accuracy_pct() == pytest.approx(50.0)
     assert torch.equal(trace.rows(1, 3).outputs, outputs[:, 1:3])
     assert candidates[0] == 0.0 and candidates[-1] == 1.0 and pytest.approx(0.65) in candidates
+
+
+def test_reduction_interval_resamples_samples_for_the_rule_and_the_fixed_curve_alike():
+    """Half the samples are right from step 1, half only from step 4, and each exits where it turns right: exits
+    keep 100 %, which the fixed-T curve reaches at t = 4 in every resample, while the mean exit step is
+    1 + 3 f for the resample's share f of late samples. The interval is that of 4 / (1 + 3 f), f ~ B(N, 1/2) / N."""
+    samples, time_steps = 400, 6
+    late = torch.arange(samples) % 2 == 1
+    labels = torch.zeros(samples, dtype=torch.long)
+    outputs = torch.zeros(time_steps, samples, 2)
+    outputs[..., 0] = 1.0
+    outputs[:3, late] = torch.tensor([0.0, 1.0])  # late samples say class 1 (wrong) for steps 1..3
+    trace = ExitTrace(outputs, labels)
+    exit_steps = torch.where(late, 4, 1)
+    assert trace.outcome(exit_steps) == (100.0, 2.5)
+    low, high = reduction_interval(trace, exit_steps)
+    spread = 1.645 * (0.25 / samples) ** 0.5  # 90 % of B(N, 1/2) / N lies within 1/2 +- spread
+    assert 4 / (1 + 3 * (0.5 + spread)) == pytest.approx(low, abs=0.03)
+    assert 4 / (1 + 3 * (0.5 - spread)) == pytest.approx(high, abs=0.03)
+    assert low < 4 / 2.5 < high
+    # exits that all leave at T: no reduction, and no spread
+    assert reduction_interval(trace, torch.full((samples,), time_steps)) == (pytest.approx(4 / 6), pytest.approx(4 / 6))

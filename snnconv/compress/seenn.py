@@ -6,13 +6,14 @@ import csv
 from pathlib import Path
 
 import numpy as np
+import torch
 
 from .. import plots
 from ..api import Evaluation, evaluate
 from ..metrics import load_energy_model, summarize
 from ..metrics.summary import steps_of_equal_accuracy
-from ..stages.seenn import (ConfidenceExit, PolicyExit, SeennConfig, SeennResult, alpha_sweep, candidate_alphas,
-                            oracle_aet, seenn)
+from ..stages.seenn import (ConfidenceExit, ExitTrace, PolicyExit, SeennConfig, SeennResult, alpha_sweep,
+                            candidate_alphas, oracle_aet, reduction_interval, seenn)
 
 SWEEP_COLUMNS = ("alpha", "snn_accuracy_pct", "avg_exit_time_steps", "chosen")
 MARKDOWN_SWEEP_ROWS = 15
@@ -34,15 +35,17 @@ def apply_seenn(context, config: SeennConfig, *, checkpoint: Path | None = None,
         rows = [{"alpha": p.alpha, "snn_accuracy_pct": p.accuracy_pct, "avg_exit_time_steps": p.avg_exit_time_steps,
                  "chosen": p.alpha == policy.alpha}
                 for p in alpha_sweep(context.trace, policy.score, policy.temperature, policy.chunk_steps, alphas)]
-    extra = seenn_summary(result, context.uniform, exited, load_energy_model(context.energy))
+    extra = seenn_summary(result, context.uniform, exited, load_energy_model(context.energy), context.trace)
     return MethodOutcome(network=network, evaluation=exited, rows=rows, extra_summary=extra,
                          write_tables=lambda directory: write_seenn_tables(directory, rows, extra, context.uniform,
                                                                            exited),
                          details=result)
 
 
-def seenn_summary(result: SeennResult, fixed: Evaluation, exited: Evaluation, model) -> dict:
-    """Summary keys a SEENN run adds (docs/metrics.md): the policy, the fixed-T baseline, AETs, wall time."""
+def seenn_summary(result: SeennResult, fixed: Evaluation, exited: Evaluation, model, trace: ExitTrace) -> dict:
+    """Summary keys a SEENN run adds (docs/metrics.md): the policy, the fixed-T baseline, AETs, wall time.
+
+    ``trace`` is the running output of the fixed run on the same samples, for the reduction's interval."""
     before = summarize(fixed.simulation, fixed.ann, model)
     after = summarize(exited.simulation, exited.ann, model)
     sim_fixed, sim_exit = fixed.simulation, exited.simulation
@@ -54,6 +57,8 @@ def seenn_summary(result: SeennResult, fixed: Evaluation, exited: Evaluation, mo
     policy_layers = [layer for layer in sim_exit.synaptic_layers if layer.part == "exit_policy"]
     policy_macs = sum(layer.macs_per_sample_dense for layer in policy_layers)
     oracle = sim_fixed.oracle_exit_steps
+    exit_steps = torch.from_numpy(np.minimum(np.asarray(sim_exit.exit_steps), trace.time_steps))
+    low, high = reduction_interval(trace, exit_steps) if matching and mean_exit else (None, None)
     return {
         "seenn_method": "SEENN-II" if isinstance(policy, PolicyExit) else "SEENN-I",
         "seenn_score": getattr(policy, "score", None),
@@ -67,6 +72,8 @@ def seenn_summary(result: SeennResult, fixed: Evaluation, exited: Evaluation, mo
         "fixed_energy_pj_per_sample_snn": before["energy_pj_per_sample_snn"],
         "fixed_steps_of_equal_accuracy": matching,
         "avg_time_steps_reduction_vs_equal_accuracy_x": (matching / mean_exit) if matching and mean_exit else None,
+        "avg_time_steps_reduction_vs_equal_accuracy_x_p5": low,
+        "avg_time_steps_reduction_vs_equal_accuracy_x_p95": high,
         "oracle_aet_time_steps": oracle_aet(sim_fixed.correct_per_step, sim_fixed.samples),
         "empirical_aet_time_steps": float(np.mean(oracle)) if oracle is not None and len(oracle) else None,
         "wall_time_per_sample_ms_fixed": ms_fixed,

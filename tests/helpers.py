@@ -1,6 +1,8 @@
 """Shared test plumbing: convert a module with fixed options and read the SNN's rate output."""
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import torch
 
@@ -109,3 +111,9 @@ def assert_same_run(a, output_a: torch.Tensor, b, output_b: torch.Tensor) -> Non
         assert np.array_equal(layer_a.spikes_per_step, layer_b.spikes_per_step), layer_a.name
     for layer_a, layer_b in zip(a.synaptic_layers, b.synaptic_layers, strict=True):
         assert np.array_equal(layer_a.ops_per_step, layer_b.ops_per_step), layer_a.name
+
+
+def undefined_summary_keys(summary: dict) -> list[str]:
+    """Summary keys that docs/metrics.md does not define (every number we print has a unit and a definition)."""
+    documented = (Path(__file__).resolve().parents[1] / "docs" / "metrics.md").read_text()
+    return [key for key in summary if f"`{key}`" not in documented]

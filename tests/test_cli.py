@@ -19,6 +19,8 @@ from typer.testing import CliRunner
 from snnconv.errors import GateFailed
 from snnconv_cli.main import app
 
+from helpers import undefined_summary_keys
+
 runner = CliRunner()
 FAST = ["--calib-samples", "200", "--limit", "200", "-T", "8", "--quiet"]
 SUMMARY_COLUMNS = ["samples", "ann_accuracy_pct", "snn_accuracy_pct", "accuracy_drop_points", "time_steps",
@@ -116,6 +118,7 @@ def test_evaluate_artifact_reproduces_the_curve(default_artifact, tmp_path):
     after = pd.read_csv(tmp_path / "rep/sweep.csv")
     assert list(before["snn_accuracy_pct"]) == list(after["snn_accuracy_pct"])
     assert payload["summary"]["time_steps"] == 8
+    assert undefined_summary_keys(payload["summary"]) == []
 
 
 @pytest.mark.parametrize("gate,value,code", [("--max-acc-drop", "-20", GateFailed.GATE_EXIT_CODES["max-acc-drop"]),

@@ -20,7 +20,7 @@ from snnconv.stages.dts import DtsConfig, MaskedSNN, penalized_layers, sensitivi
 from snnconv.training import TrainConfig
 from snnconv_cli.main import app
 
-from helpers import as_data, cli_artifact, convert, cut_after, Interrupted
+from helpers import as_data, cli_artifact, convert, cut_after, Interrupted, undefined_summary_keys
 from models import INPUT_SHAPE, TINY_MODELS, build
 
 
@@ -320,6 +320,7 @@ def test_compress_dts_cli_end_to_end(tmp_path):
     assert result.exit_code == 0, result.output
     summary = json.loads(result.output)["summary"]
     table = pd.read_csv(out / "reports" / "dts.csv")
+    assert undefined_summary_keys(summary) == []
     manifest = json.loads((out / "manifest.json").read_text())
     assert [l["active_steps"] for l in manifest["layers"]] == list(table["time_steps_dts"])
     assert summary["avg_time_steps"] == pytest.approx(table["time_steps_dts"].mean())

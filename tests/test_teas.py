@@ -21,7 +21,7 @@ from snnconv.stages.teas import (TeasConfig, WindowSetup, WindowThresholds, _all
                                   teas, unresolved_budget)
 from snnconv_cli.main import app
 
-from helpers import as_data, cli_artifact, convert
+from helpers import as_data, cli_artifact, convert, undefined_summary_keys
 from models import build
 
 
@@ -138,6 +138,7 @@ def test_compress_cli_end_to_end(tmp_path):
     assert result.exit_code == 0, result.output
     summary = json.loads(result.output)["summary"]
     table = pd.read_csv(out / "reports" / "teas.csv")
+    assert undefined_summary_keys(summary) == []
     assert set(table["time_steps_teas"]) <= {8, 4, 2}
     manifest = json.loads((out / "manifest.json").read_text())
     assert [l["time_steps"] for l in manifest["layers"]] == list(table["time_steps_teas"])

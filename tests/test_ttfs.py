@@ -24,7 +24,8 @@ from snnconv.stages.ttfs import (EncodeDecode, TTFSConfig, TTFSFinetuneConfig, b
 from snnconv.training import TrainConfig
 from snnconv_cli.main import app
 
-from helpers import as_data, cli_artifact, convert, cut_after, Interrupted, quadrant_task, trained
+from helpers import (as_data, cli_artifact, convert, cut_after, Interrupted,
+                     quadrant_task, trained, undefined_summary_keys)
 from models import INPUT_SHAPE, TINY_MODELS, build
 
 
@@ -342,6 +343,7 @@ def test_compress_ttfs_through_the_cli(tmp_path):
     assert result.exit_code == 0, result.output
     summary = json.loads((out / "manifest.json").read_text())["summary"]
     assert summary["ttfs_most_spikes_per_neuron"] == 1
+    assert undefined_summary_keys(summary) == []
     assert summary["ttfs_latency_steps"] == summary["time_steps"] == 6 * 16 - 16 + 16
     assert summary["spikes_per_neuron"] <= 1
     assert summary["snn_accuracy_pct"] > 80

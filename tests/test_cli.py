@@ -17,6 +17,7 @@ import torch
 from typer.testing import CliRunner
 
 from snnconv.errors import GateFailed
+from snnconv.workflows import Gates, check_gates
 from snnconv_cli.main import app
 
 from helpers import undefined_summary_keys
@@ -132,6 +133,22 @@ def test_failed_gate_names_itself_and_exits_with_its_code(default_artifact, tmp_
     passing = invoke("evaluate", default_artifact, "--report-dir", tmp_path / "r2", "--limit", "100", "--quiet",
                      "--max-acc-drop", "100", "--max-avg-t", "8")
     assert passing.exit_code == 0, passing.output
+
+
+def test_a_value_equal_to_its_gate_meets_it_despite_float_rounding():
+    """CI gates compare numbers computed from counts; exactly the limit must pass, one image more must not."""
+    drop = 100 * 1803 / 2000 - 100 * 1801 / 2000  # exactly 0.1 points, 0.10000000000000853 in floating point
+    assert drop > 0.1
+    ratio = sum([0.7] * 3) / 3  # 0.6999999999999998
+    assert ratio < 0.7
+    summary = {"accuracy_drop_points": drop, "avg_time_steps": 0.1 + 0.2, "energy_ratio_ann_over_snn": ratio}
+    check_gates(summary, Gates(max_acc_drop=0.1, max_avg_t=0.3, min_energy_ratio=0.7))
+    with pytest.raises(GateFailed, match="--max-acc-drop"):
+        check_gates({**summary, "accuracy_drop_points": 100 * 1803 / 2000 - 100 * 1800 / 2000}, Gates(max_acc_drop=0.1))
+    with pytest.raises(GateFailed, match="--max-avg-t"):
+        check_gates(summary, Gates(max_avg_t=0.2999))
+    with pytest.raises(GateFailed, match="--min-energy-ratio"):
+        check_gates(summary, Gates(min_energy_ratio=0.7001))
 
 
 def test_onnx_model_with_npz_data(tmp_path, model_file):

@@ -41,9 +41,9 @@ import _common as C  # noqa: E402
 import snnconv  # noqa: E402
 from snnconv.api import load_model  # noqa: E402
 from snnconv.config import ConvertConfig  # noqa: E402
-from snnconv.metrics.summary import first_step_within  # noqa: E402
-from snnconv.stages.seenn import (ExitTrace, choose_alpha, exit_score, record_trace, reduction_interval,  # noqa: E402
-                                  score_sweep, threshold_exit_steps)
+from snnconv.metrics.summary import equal_accuracy_interval, first_step_within  # noqa: E402
+from snnconv.stages.seenn import (ExitTrace, choose_alpha, exit_score, record_trace, score_sweep,  # noqa: E402
+                                  threshold_exit_steps)
 
 COMMAND = "/work/venv/bin/python benchmarks/seenn_exit_probe.py"
 BASE_T = 32
@@ -103,6 +103,14 @@ def learned_scores(train: ExitTrace, traces: list[ExitTrace]) -> list[torch.Tens
         return [torch.sigmoid(net((features(t) - mean) / std).squeeze(-1)).double() for t in traces]
 
 
+def step_ratio_interval(evaluation: ExitTrace, exit_steps: torch.Tensor) -> tuple[float, float]:
+    """snnconv's paired bootstrap interval of the step ratio (equal_accuracy_interval), from the trace; the
+    threshold stays as chosen on the selection images."""
+    correct = evaluation.correct()
+    right = correct.gather(1, (exit_steps.long() - 1).unsqueeze(1)).squeeze(1)
+    return equal_accuracy_interval(correct, right, exit_steps, resamples=RESAMPLES)
+
+
 def rule_rows(name: str, select: ExitTrace, select_scores: torch.Tensor, evaluation: ExitTrace,
               eval_scores: torch.Tensor, curve: list[float]) -> list[dict]:
     sweep = score_sweep(select, select_scores, 1)
@@ -117,7 +125,7 @@ def rule_rows(name: str, select: ExitTrace, select_scores: torch.Tensor, evaluat
         rows.append({"rule": name, "budget_points": budget, "alpha": chosen.alpha,
                      "selection_accuracy_pct": chosen.accuracy_pct, "accuracy_pct": accuracy,
                      "mean_exit_step": mean_step, "equal_accuracy_t": t, "step_ratio": t / mean_step if t else None,
-                     "step_ratio_interval_90": reduction_interval(evaluation, exit_steps, resamples=RESAMPLES)})
+                     "step_ratio_interval_90": step_ratio_interval(evaluation, exit_steps)})
     return rows
 
 
@@ -136,7 +144,7 @@ def run(model: str, limit: int, selection: int, log, signed: bool = False) -> di
     full_t = first_step_within(curve, evaluation.full_accuracy_pct())
     rows = [{"rule": "settled (oracle)", "budget_points": None, "accuracy_pct": evaluation.full_accuracy_pct(),
              "mean_exit_step": settled, "equal_accuracy_t": full_t, "step_ratio": full_t / settled,
-             "step_ratio_interval_90": reduction_interval(evaluation, settled_steps(evaluation), resamples=RESAMPLES)}]
+             "step_ratio_interval_90": step_ratio_interval(evaluation, settled_steps(evaluation))}]
 
     def rule(name: str, score) -> list[dict]:
         return rule_rows(name, select, score(select), evaluation, score(evaluation), curve)

@@ -72,6 +72,7 @@ class SimulationResult:
     exit_correct: int | None = None  # correct predictions at the exit step, when an exit policy ran
     oracle_exit_steps: np.ndarray | None = None  # [samples] first step whose running prediction is right (else T)
     most_spikes_per_neuron: int | None = None  # TTFS: the largest spike count of any neuron on any sample
+    correct_by_sample: np.ndarray | None = None  # [samples, T] bool: sample i right from steps 1..t (labelled runs)
 
     def accuracy_at(self, t: int) -> float:
         """Top-1 accuracy in percent using the accumulated output of steps 1..t."""

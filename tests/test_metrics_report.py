@@ -19,7 +19,7 @@ import pytest
 from snnconv.errors import ConfigError, OutputError
 from snnconv.metrics import (ENERGY_PRESETS, EnergyModel, energy_breakdown, layer_rows, load_energy_model,
                              neuromorphic_energy, summarize, sweep_rows)
-from snnconv.metrics.summary import first_step_within, steps_of_equal_accuracy
+from snnconv.metrics.summary import equal_accuracy_interval, first_step_within, steps_of_equal_accuracy
 from snnconv.report import write_report
 from snnconv.results import AnnResult, NeuronLayerStats, SimulationResult, SynapticLayerStats
 from snnconv import plots
@@ -252,6 +252,26 @@ def test_equal_accuracy_counts_a_gap_of_exactly_the_tolerance_as_within(samples,
                                                                                     correct]),
                            neuron_layers=[], synaptic_layers=[], wall_time_s=0.0)
     assert steps_of_equal_accuracy(sim, 100.0 * correct / samples) == 2
+
+
+def test_equal_accuracy_interval_resamples_both_networks_alike():
+    """Half the samples are right from step 1, half only from step 4, and each exits where it turns right: exits
+    keep 100 %, which the baseline reaches at t = 4 in every resample, while the mean exit step is 1 + 3 f for the
+    resample's share f of late samples. The interval is that of 4 / (1 + 3 f), f ~ B(N, 1/2) / N."""
+    samples, time_steps = 400, 6
+    late = np.arange(samples) % 2 == 1
+    baseline = np.ones((samples, time_steps), dtype=bool)
+    baseline[late, :3] = False
+    exit_steps = np.where(late, 4, 1)
+    low, high = equal_accuracy_interval(baseline, np.ones(samples, dtype=bool), exit_steps)
+    spread = 1.645 * (0.25 / samples) ** 0.5  # 90 % of B(N, 1/2) / N lies within 1/2 +- spread
+    assert low == pytest.approx(4 / (1 + 3 * (0.5 + spread)), abs=0.03)
+    assert high == pytest.approx(4 / (1 + 3 * (0.5 - spread)), abs=0.03)
+    assert low < 4 / 2.5 < high
+    # a fixed cost (an average T): only the equal T moves, and here it cannot
+    assert equal_accuracy_interval(baseline, np.ones(samples, dtype=bool), np.full(samples, 6.0)) == pytest.approx((4 / 6, 4 / 6))
+    # the compressed network wrong on every late sample: its accuracy is the baseline's at t = 1
+    assert equal_accuracy_interval(baseline, ~late, np.full(samples, 2.0)) == pytest.approx((0.5, 0.5))
 
 
 def test_layer_rows():

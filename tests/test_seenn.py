@@ -18,8 +18,7 @@ from snnconv.errors import ConfigError
 from snnconv.metrics import load_energy_model, summarize
 from snnconv.stages.seenn import (ConfidenceExit, ExitTrace, PolicyExit, PolicyNet, SeennConfig, alpha_sweep,
                                   choose_alpha, exit_points, exit_score, layer_macs, oracle_aet, policy_exit_steps, policy_loss,
-                                  record_trace, reduction_interval, sample_weights, score_sweep, seenn,
-                                  threshold_exit_steps)
+                                  record_trace, sample_weights, score_sweep, seenn, threshold_exit_steps)
 from snnconv.training import TrainConfig
 from snnconv_cli.main import app
 from snnconv_cli.render import seenn_table
@@ -73,6 +72,23 @@ def test_batch_compacted_exits_equal_the_offline_choice_from_a_full_run(setup, s
     assert 100.0 * outcome["exit_correct"] / len(data) == pytest.approx(accuracy)
     point = alpha_sweep(trace, score, 8.0, chunk, [alpha])[0]
     assert (point.accuracy_pct, point.avg_exit_time_steps) == pytest.approx((accuracy, mean_steps))
+    # per sample and step: the trace's answers up to the exit step, then the exit answer held to T
+    steps = torch.arange(1, T + 1).unsqueeze(0)
+    held = trace.correct().gather(1, (expected - 1).unsqueeze(1)).expand(-1, T)
+    assert np.array_equal(outcome["correct_by_step"], torch.where(steps <= expected.unsqueeze(1), trace.correct(),
+                                                                  held).numpy())
+
+
+def test_per_sample_correctness_adds_up_to_the_accuracy_curve(setup):
+    network, data, trace = setup
+    for policy in (None, ConfidenceExit(0.9)):
+        sim = snnconv.evaluate(network, data, SimulationConfig(time_steps=T, batch_size=40),
+                               exit_policy=policy).simulation
+        assert sim.correct_by_sample.shape == (len(data), T) and sim.correct_by_sample.dtype == bool
+        assert np.array_equal(sim.correct_by_sample.sum(0), sim.correct_per_step)
+        assert policy is None or 1 < sim.exit_steps.min() < sim.exit_steps.max() == T  # samples left at many steps
+    assert np.array_equal(snnconv.evaluate(network, data, SimulationConfig(time_steps=T, batch_size=40)
+                                           ).simulation.correct_by_sample, trace.correct().numpy())
 
 
 def test_scores_by_hand():
@@ -362,24 +378,3 @@ def test_threshold_rule_on_any_score_exits_at_the_first_decision_step_above_alph
     assert torch.equal(trace.rows(1, 3).outputs, outputs[:, 1:3])
     assert candidates[0] == 0.0 and candidates[-1] == 1.0 and pytest.approx(0.65) in candidates
 
-
-def test_reduction_interval_resamples_samples_for_the_rule_and_the_fixed_curve_alike():
-    """Half the samples are right from step 1, half only from step 4, and each exits where it turns right: exits
-    keep 100 %, which the fixed-T curve reaches at t = 4 in every resample, while the mean exit step is
-    1 + 3 f for the resample's share f of late samples. The interval is that of 4 / (1 + 3 f), f ~ B(N, 1/2) / N."""
-    samples, time_steps = 400, 6
-    late = torch.arange(samples) % 2 == 1
-    labels = torch.zeros(samples, dtype=torch.long)
-    outputs = torch.zeros(time_steps, samples, 2)
-    outputs[..., 0] = 1.0
-    outputs[:3, late] = torch.tensor([0.0, 1.0])  # late samples say class 1 (wrong) for steps 1..3
-    trace = ExitTrace(outputs, labels)
-    exit_steps = torch.where(late, 4, 1)
-    assert trace.outcome(exit_steps) == (100.0, 2.5)
-    low, high = reduction_interval(trace, exit_steps)
-    spread = 1.645 * (0.25 / samples) ** 0.5  # 90 % of B(N, 1/2) / N lies within 1/2 +- spread
-    assert 4 / (1 + 3 * (0.5 + spread)) == pytest.approx(low, abs=0.03)
-    assert 4 / (1 + 3 * (0.5 - spread)) == pytest.approx(high, abs=0.03)
-    assert low < 4 / 2.5 < high
-    # exits that all leave at T: no reduction, and no spread
-    assert reduction_interval(trace, torch.full((samples,), time_steps)) == (pytest.approx(4 / 6), pytest.approx(4 / 6))

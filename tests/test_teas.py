@@ -20,6 +20,7 @@ from snnconv.stages.calibrate import calibrate
 from snnconv.stages.teas import (TeasConfig, WindowSetup, WindowThresholds, _allocate, consumer_params, profile_layers,
                                   teas, unresolved_budget)
 from snnconv_cli.main import app
+from snnconv_cli.render import teas_table
 
 from helpers import as_data, cli_artifact, convert, undefined_summary_keys
 from models import build
@@ -139,6 +140,11 @@ def test_compress_cli_end_to_end(tmp_path):
     summary = json.loads(result.output)["summary"]
     table = pd.read_csv(out / "reports" / "teas.csv")
     assert undefined_summary_keys(summary) == []
+    ratio = summary["avg_time_steps_reduction_vs_equal_accuracy_x"]
+    assert ratio == pytest.approx(summary["uniform_steps_of_equal_accuracy"] / summary["avg_time_steps"])
+    assert (summary["avg_time_steps_reduction_vs_equal_accuracy_x_p5"] <= ratio
+            <= summary["avg_time_steps_reduction_vs_equal_accuracy_x_p95"])
+    assert f"{ratio:.2f}x fewer steps on average, 90 % bootstrap interval" in teas_table([], summary).caption
     assert set(table["time_steps_teas"]) <= {8, 4, 2}
     manifest = json.loads((out / "manifest.json").read_text())
     assert [l["time_steps"] for l in manifest["layers"]] == list(table["time_steps_teas"])

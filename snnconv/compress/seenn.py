@@ -6,14 +6,13 @@ import csv
 from pathlib import Path
 
 import numpy as np
-import torch
 
 from .. import plots
 from ..api import Evaluation, evaluate
 from ..metrics import load_energy_model, summarize
-from ..metrics.summary import steps_of_equal_accuracy
-from ..stages.seenn import (ConfidenceExit, ExitTrace, PolicyExit, SeennConfig, SeennResult, alpha_sweep,
-                            candidate_alphas, oracle_aet, reduction_interval, seenn)
+from ..metrics.summary import equal_accuracy_interval, steps_of_equal_accuracy
+from ..stages.seenn import (ConfidenceExit, PolicyExit, SeennConfig, SeennResult, alpha_sweep, candidate_alphas,
+                            oracle_aet, seenn)
 
 SWEEP_COLUMNS = ("alpha", "snn_accuracy_pct", "avg_exit_time_steps", "chosen")
 MARKDOWN_SWEEP_ROWS = 15
@@ -35,17 +34,15 @@ def apply_seenn(context, config: SeennConfig, *, checkpoint: Path | None = None,
         rows = [{"alpha": p.alpha, "snn_accuracy_pct": p.accuracy_pct, "avg_exit_time_steps": p.avg_exit_time_steps,
                  "chosen": p.alpha == policy.alpha}
                 for p in alpha_sweep(context.trace, policy.score, policy.temperature, policy.chunk_steps, alphas)]
-    extra = seenn_summary(result, context.uniform, exited, load_energy_model(context.energy), context.trace)
+    extra = seenn_summary(result, context.uniform, exited, load_energy_model(context.energy))
     return MethodOutcome(network=network, evaluation=exited, rows=rows, extra_summary=extra,
                          write_tables=lambda directory: write_seenn_tables(directory, rows, extra, context.uniform,
                                                                            exited),
                          details=result)
 
 
-def seenn_summary(result: SeennResult, fixed: Evaluation, exited: Evaluation, model, trace: ExitTrace) -> dict:
-    """Summary keys a SEENN run adds (docs/metrics.md): the policy, the fixed-T baseline, AETs, wall time.
-
-    ``trace`` is the running output of the fixed run on the same samples, for the reduction's interval."""
+def seenn_summary(result: SeennResult, fixed: Evaluation, exited: Evaluation, model) -> dict:
+    """Summary keys a SEENN run adds (docs/metrics.md): the policy, the fixed-T baseline, AETs, wall time."""
     before = summarize(fixed.simulation, fixed.ann, model)
     after = summarize(exited.simulation, exited.ann, model)
     sim_fixed, sim_exit = fixed.simulation, exited.simulation
@@ -57,8 +54,10 @@ def seenn_summary(result: SeennResult, fixed: Evaluation, exited: Evaluation, mo
     policy_layers = [layer for layer in sim_exit.synaptic_layers if layer.part == "exit_policy"]
     policy_macs = sum(layer.macs_per_sample_dense for layer in policy_layers)
     oracle = sim_fixed.oracle_exit_steps
-    exit_steps = torch.from_numpy(np.minimum(np.asarray(sim_exit.exit_steps), trace.time_steps))
-    low, high = reduction_interval(trace, exit_steps) if matching and mean_exit else (None, None)
+    # each sample's exit answer is held to T, so the last column of the exit run says whether it was right
+    low, high = (equal_accuracy_interval(sim_fixed.correct_by_sample, sim_exit.correct_by_sample[:, -1],
+                                         np.minimum(sim_exit.exit_steps, sim_exit.time_steps))
+                 if matching and mean_exit else (None, None))
     return {
         "seenn_method": "SEENN-II" if isinstance(policy, PolicyExit) else "SEENN-I",
         "seenn_score": getattr(policy, "score", None),

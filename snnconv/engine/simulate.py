@@ -379,7 +379,7 @@ class Engine:
         """Simulate every batch; ``on_batch`` receives each batch's outcome (see :meth:`run_batch`)."""
         windows = self.windows(plan)
         counters = _Counters(self.program, windows, plan.time_steps, self.device, self.live_steps(plan, windows))
-        exit_steps, first_correct, exit_correct = [], [], 0
+        exit_steps, first_correct, correct_by_sample, exit_correct = [], [], [], 0
         samples = 0
         start = time.perf_counter()
         with torch.no_grad():
@@ -389,6 +389,7 @@ class Engine:
                 samples += x.shape[0]
                 exit_steps.append(outcome["exit_step"])
                 first_correct.append(outcome["first_correct"])
+                correct_by_sample.append(outcome["correct_by_step"])
                 exit_correct += outcome["exit_correct"]
                 if on_batch is not None:
                     on_batch(outcome)
@@ -398,13 +399,14 @@ class Engine:
         result = self._result(counters, plan, samples, wall, exit_policy is not None,
                               np.concatenate(exit_steps) if exit_steps else np.zeros(0, dtype=np.int64),
                               np.concatenate(first_correct) if first_correct else np.zeros(0, dtype=np.int64),
-                              exit_correct)
+                              exit_correct, np.concatenate(correct_by_sample) if correct_by_sample else None)
         if exit_policy is not None:
             result.synaptic_layers += exit_policy.cost_layers()
         return result
 
     def _result(self, counters: _Counters, plan: TimePlan, samples: int, wall: float, exited: bool,
-                exit_steps: np.ndarray, first_correct: np.ndarray, exit_correct: int) -> SimulationResult:
+                exit_steps: np.ndarray, first_correct: np.ndarray, exit_correct: int,
+                correct_by_sample: np.ndarray | None) -> SimulationResult:
         neuron_layers = []
         for op in self.program.neuron_ops:
             module = op.module
@@ -428,7 +430,7 @@ class Engine:
             samples=samples, time_steps=plan.time_steps, correct_per_step=counters.correct.cpu().numpy(),
             neuron_layers=neuron_layers, synaptic_layers=synaptic_layers, wall_time_s=wall,
             exit_steps=exit_steps if exited else None, exit_correct=exit_correct if exited else None,
-            oracle_exit_steps=first_correct)
+            oracle_exit_steps=first_correct, correct_by_sample=correct_by_sample)
 
     # ------------------------------------------------------------------ one batch
     def run_batch(self, x: torch.Tensor, y: torch.Tensor | None, plan: TimePlan, counters: _Counters | None = None,
@@ -475,6 +477,8 @@ class Engine:
         exit_step = np.full(batch, steps, dtype=np.int64)
         exit_pred = torch.zeros(batch, dtype=torch.int64, device=self.device)
         first_correct = torch.full((batch,), steps, dtype=torch.int64, device=self.device)
+        # [batch, T]: is sample i right from its output summed over steps 1..t (an exited sample keeps its answer)
+        correct_by_step = torch.zeros((batch, steps), dtype=torch.bool, device=self.device) if y is not None else None
         trace = None
         if exit_policy is not None:
             exit_policy.start_batch(x)
@@ -548,6 +552,7 @@ class Engine:
                 trace[t0:t1, rows] = running
             if y is not None:
                 hits = running.argmax(-1) == y.unsqueeze(0)  # [steps, active]
+                correct_by_step[rows, t0:t1] = hits.T
                 if counters is not None:
                     counters.correct[t0:t1] += hits.sum(1)
                 step_index = torch.arange(t0 + 1, t1 + 1, device=self.device).unsqueeze(1).expand_as(hits)
@@ -561,9 +566,11 @@ class Engine:
                     if trace is not None:  # an exited sample keeps its last running output
                         trace[t1:, gone] = accumulated[leaving]
                     exit_pred[gone] = accumulated[leaving].argmax(-1)
-                    if y is not None and counters is not None:
-                        # an exited sample keeps its answer for the remaining steps of the curve
-                        counters.correct[t1:] += (accumulated[leaving].argmax(-1) == y[leaving]).sum()
+                    if y is not None:  # an exited sample keeps its answer for the remaining steps of the curve
+                        kept = accumulated[leaving].argmax(-1) == y[leaving]
+                        correct_by_step[gone, t1:] = kept.unsqueeze(1)
+                        if counters is not None:
+                            counters.correct[t1:] += kept.sum()
                     order, moved_to, moved_from = _rows_after_exit(leaving)
                     rows, accumulated = rows[order], accumulated[order]
                     y = y[order] if y is not None else None
@@ -589,6 +596,7 @@ class Engine:
         traces = {name: resume.traces[name] for name in capture - set(captured)}
         traces.update({name: recorder.finish() for name, recorder in captured.items()})
         return {"exit_step": exit_step, "first_correct": first_correct.cpu().numpy(), "exit_correct": exit_correct,
+                "correct_by_step": correct_by_step.cpu().numpy() if correct_by_step is not None else None,
                 "predictions": exit_pred, "recorded": recorded, "accumulated": accumulated, "output_trace": trace,
                 "traces": traces}
 

@@ -10,6 +10,7 @@ import math
 from collections.abc import Sequence
 
 import numpy as np
+import torch
 
 from ..results import AnnResult, NeuronLayerStats, SimulationResult
 from .energy import (NEUROMORPHIC_PLATFORMS, EnergyModel, check_time_step, energy_breakdown, layer_steps_at,
@@ -76,6 +77,33 @@ def steps_of_equal_accuracy(sim: SimulationResult, accuracy_pct: float,
                             tolerance: float = EQUAL_ACCURACY_POINTS) -> int | None:
     """Smallest t whose accuracy (readout after steps 1..t) is within ``tolerance`` points of ``accuracy_pct``."""
     return first_step_within(sim.accuracy_per_step.tolist(), accuracy_pct, tolerance)
+
+
+def equal_accuracy_interval(baseline_correct, right, cost, *, resamples: int = 1000, level: float = 0.9,
+                            seed: int = 0) -> tuple[float, float]:
+    """How sure a reduction "baseline steps of equal accuracy / mean cost" is: its (1 - level) / 2 and
+    (1 + level) / 2 percentiles over ``resamples`` bootstrap resamples of the samples.
+
+    ``baseline_correct`` [N, T] says whether the baseline read out after t steps is right on sample i
+    (SimulationResult.correct_by_sample), ``right`` [N] whether the compressed network is, and ``cost`` [N] what it
+    spent on it (an exit step; a constant for a fixed average T). Paired: each resample draws the same samples for
+    both networks, so the interval shows how much the ratio owes to which samples were drawn, the noise its
+    0.1-point "equal accuracy" is read through. A resample whose baseline never comes within the tolerance counts
+    as equal T = T (the ratio is then a lower bound)."""
+    correct = torch.as_tensor(np.asarray(baseline_correct)).double()
+    right = torch.as_tensor(np.asarray(right)).double()
+    cost = torch.as_tensor(np.asarray(cost, dtype=np.float64))
+    samples, steps = correct.shape
+    draws = torch.randint(0, samples, (resamples, samples), generator=torch.Generator().manual_seed(seed))
+    weights = torch.zeros(resamples, samples, dtype=torch.float64).scatter_add_(
+        1, draws, torch.ones(resamples, samples, dtype=torch.float64)) / samples  # [R, N]: share of each sample
+    accuracy_pct, mean_cost = 100.0 * (weights @ right), weights @ cost
+    curves_pct = 100.0 * (weights @ correct)  # [R, T]
+    reaches = curves_pct >= (accuracy_pct - EQUAL_ACCURACY_POINTS - ROUNDING_POINTS).unsqueeze(1)
+    equal_t = torch.where(reaches.any(1), reaches.int().argmax(1) + 1, torch.tensor(steps))
+    tails = torch.tensor([(1.0 - level) / 2, (1.0 + level) / 2], dtype=torch.float64)
+    low, high = torch.quantile(equal_t.double() / mean_cost, tails).tolist()
+    return low, high
 
 
 def _ratio(numerator: float, denominator: float) -> float:

@@ -31,7 +31,6 @@ from ..data import LabeledData
 from ..engine import Engine, ExitPolicy
 from ..engine.fanout import dense_macs
 from ..errors import ConfigError
-from ..metrics.summary import EQUAL_ACCURACY_POINTS, ROUNDING_POINTS
 from ..network import SpikingNetwork
 from ..results import SynapticLayerStats
 from ..training import TrainConfig, fit
@@ -341,31 +340,6 @@ def choose_alpha(points: list[SweepPoint], full_accuracy_pct: float, budget: flo
     """The smallest alpha whose accuracy is within ``budget`` points of the full-T accuracy (ALGORITHMS 6.4)."""
     passing = [p for p in points if full_accuracy_pct - p.accuracy_pct <= budget + 1e-9]
     return min(passing, key=lambda p: p.alpha)
-
-
-def reduction_interval(trace: ExitTrace, exit_steps: torch.Tensor, *, resamples: int = 1000,
-                       level: float = 0.9, seed: int = 0) -> tuple[float, float]:
-    """How sure "fixed T of equal accuracy / mean exit step" is: its (1 - level) / 2 and (1 + level) / 2
-    percentiles over ``resamples`` bootstrap resamples of the traced samples.
-
-    Paired: each resample draws the same samples for the exit rule (sample i answers at ``exit_steps[i]``) and for
-    the fixed-T curve, so the interval shows how much the ratio owes to which samples were drawn, the noise its
-    0.1-point "equal accuracy" is read through. The rule itself stays fixed. A resample whose fixed-T curve never
-    comes within the tolerance counts as equal T = T (the ratio is then a lower bound)."""
-    correct = trace.correct().double()  # [N, T]
-    steps = exit_steps.long().view(-1)
-    right = correct.gather(1, (steps - 1).unsqueeze(1)).squeeze(1)
-    samples = len(right)
-    draws = torch.randint(0, samples, (resamples, samples), generator=torch.Generator().manual_seed(seed))
-    weights = torch.zeros(resamples, samples, dtype=torch.float64).scatter_add_(
-        1, draws, torch.ones(resamples, samples, dtype=torch.float64)) / samples  # [R, N]: share of each sample
-    accuracy_pct, mean_step = 100.0 * (weights @ right), weights @ steps.double()
-    curves_pct = 100.0 * (weights @ correct)  # [R, T]
-    reaches = curves_pct >= (accuracy_pct - EQUAL_ACCURACY_POINTS - ROUNDING_POINTS).unsqueeze(1)
-    equal_t = torch.where(reaches.any(1), reaches.int().argmax(1) + 1, torch.tensor(trace.time_steps))
-    tails = torch.tensor([(1.0 - level) / 2, (1.0 + level) / 2], dtype=torch.float64)
-    low, high = torch.quantile(equal_t.double() / mean_step, tails).tolist()
-    return low, high
 
 
 def oracle_aet(correct_per_step: np.ndarray, samples: int) -> float:

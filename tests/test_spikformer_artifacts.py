@@ -20,7 +20,7 @@ from snnconv.spikformer import Spikformer, SpikformerConfig
 from snnconv.training import ParamGroup, TrainConfig, fit
 from snnconv_cli.main import app
 
-from helpers import Interrupted, cut_after
+from helpers import Interrupted, cut_after, undefined_summary_keys
 
 runner = CliRunner()
 
@@ -146,6 +146,7 @@ def test_cli_train_then_evaluate_reproduces_the_reports(trained_artifact):
     assert result.exit_code == 0, result.output
     summary = json.loads(result.output)["summary"]
     assert summary["ann_accuracy_pct"] is None  # no ANN: null in JSON, not NaN
+    assert undefined_summary_keys(summary) == []
     assert summary["snn_accuracy_pct"] == pytest.approx(trained["snn_accuracy_pct"])
     assert summary["synaptic_ops_per_sample"] == pytest.approx(trained["synaptic_ops_per_sample"])
     assert summary["macs_per_sample_ann"] > summary["macs_per_sample_snn"] > 0

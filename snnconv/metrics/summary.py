@@ -67,7 +67,7 @@ def first_step_within(curve_pct: Sequence[float], accuracy_pct: float,
     """Smallest t whose accuracy ``curve_pct[t - 1]`` is within ``tolerance`` points of ``accuracy_pct``.
 
     A gap of exactly ``tolerance`` counts as within. Accuracies are ratios of counts in floating point, where
-    for example 100 * 4568 / 5000 (91.36) is below 100 * 4573 / 5000 - 0.1 (91.46 - 0.1), so the comparison
+    for example 100 * 1852 / 2000 (92.6) is below 100 * 1854 / 2000 - 0.1 (92.7 - 0.1), so the comparison
     allows ROUNDING_POINTS; without it an equal-accuracy T came out one or more steps too high."""
     floor = accuracy_pct - tolerance - ROUNDING_POINTS
     return next((t for t, accuracy in enumerate(curve_pct, 1) if accuracy >= floor), None)

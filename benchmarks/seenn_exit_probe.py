@@ -106,9 +106,8 @@ def learned_scores(train: ExitTrace, traces: list[ExitTrace]) -> list[torch.Tens
 def step_ratio_interval(evaluation: ExitTrace, exit_steps: torch.Tensor) -> tuple[float, float]:
     """snnconv's paired bootstrap interval of the step ratio (equal_accuracy_interval), from the trace; the
     threshold stays as chosen on the selection images."""
-    correct = evaluation.correct()
-    right = correct.gather(1, (exit_steps.long() - 1).unsqueeze(1)).squeeze(1)
-    return equal_accuracy_interval(correct, right, exit_steps, resamples=RESAMPLES)
+    return equal_accuracy_interval(evaluation.correct(), evaluation.right_at(exit_steps), exit_steps,
+                                   resamples=RESAMPLES)
 
 
 def rule_rows(name: str, select: ExitTrace, select_scores: torch.Tensor, evaluation: ExitTrace,

@@ -269,7 +269,8 @@ def test_equal_accuracy_interval_resamples_both_networks_alike():
     assert high == pytest.approx(4 / (1 + 3 * (0.5 - spread)), abs=0.03)
     assert low < 4 / 2.5 < high
     # a fixed cost (an average T): only the equal T moves, and here it cannot
-    assert equal_accuracy_interval(baseline, np.ones(samples, dtype=bool), np.full(samples, 6.0)) == pytest.approx((4 / 6, 4 / 6))
+    assert equal_accuracy_interval(baseline, np.ones(samples, dtype=bool),
+                                   np.full(samples, 6.0)) == pytest.approx((4 / 6, 4 / 6))
     # the compressed network wrong on every late sample: its accuracy is the baseline's at t = 1
     assert equal_accuracy_interval(baseline, ~late, np.full(samples, 2.0)) == pytest.approx((0.5, 0.5))
 

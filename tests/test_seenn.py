@@ -377,4 +377,3 @@ def test_threshold_rule_on_any_score_exits_at_the_first_decision_step_above_alph
     assert trace.rows(1, 3).full_accuracy_pct() == pytest.approx(50.0)
     assert torch.equal(trace.rows(1, 3).outputs, outputs[:, 1:3])
     assert candidates[0] == 0.0 and candidates[-1] == 1.0 and pytest.approx(0.65) in candidates
-

@@ -239,10 +239,13 @@ class ExitTrace:
         """The trace of samples start..stop-1."""
         return ExitTrace(self.outputs[:, start:stop], self.labels[start:stop], self.decisions_for)
 
+    def right_at(self, exit_steps: torch.Tensor) -> torch.Tensor:
+        """[N] bool: is sample i right when it answers from its running output at ``exit_steps[i]``."""
+        return self.correct().gather(1, (exit_steps.long() - 1).unsqueeze(1)).squeeze(1)
+
     def outcome(self, exit_steps: torch.Tensor) -> tuple[float, float]:
         """(accuracy %, mean exit step) when sample i answers from its running output at ``exit_steps[i]``."""
-        right = self.correct().gather(1, (exit_steps.long() - 1).unsqueeze(1)).squeeze(1)
-        return 100.0 * float(right.double().mean()), float(exit_steps.double().mean())
+        return 100.0 * float(self.right_at(exit_steps).double().mean()), float(exit_steps.double().mean())
 
     def decision_steps(self, chunk_steps: int) -> torch.Tensor:
         """Steps after which the engine asks the policy: chunk boundaries before T for a uniform network;

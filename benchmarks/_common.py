@@ -244,7 +244,7 @@ def machines_sentence(results: list[dict]) -> str:
 
 
 SECTIONS = ("fidelity", "spikingjelly", "speed_memory", "chunk_sizes", "teas", "teas_error_model", "seenn",
-            "seenn_policy", "seenn_exit", "ttfs", "dts", "spikformer")
+            "seenn_policy", "seenn_exit", "seenn_finetune", "ttfs", "dts", "spikformer")
 HEADER = """# Benchmarks
 
 Quality bars of SPEC section 5, measured by the scripts in `benchmarks/`. Every section names the exact

@@ -251,6 +251,8 @@ Quality bars of SPEC section 5, measured by the scripts in `benchmarks/`. Every 
 command that produced it; raw numbers are in `benchmarks/results/`. Accuracies are top-1 in percent;
 "SNN at T" reads the output accumulated over steps 1..T of one simulation of 128 steps. The machine is
 shared with other work, so wall times are noisy; the speed figure is a ratio measured side by side.
+A value equal to its bar meets it, float rounding allowed for (`snnconv.metrics.summary.exceeds`, the rule of
+the CLI's gates too).
 """
 
 

@@ -35,6 +35,7 @@ from snnconv.api import load_model  # noqa: E402
 from snnconv.compress.dts import dts_rows, dts_summary  # noqa: E402
 from snnconv.config import ConvertConfig, SimulationConfig  # noqa: E402
 from snnconv.metrics import load_energy_model, summarize  # noqa: E402
+from snnconv.metrics.summary import exceeds  # noqa: E402
 from snnconv.stages.dts import DtsConfig, sensitivity, train_time_masks  # noqa: E402
 from snnconv.training import TrainConfig  # noqa: E402
 
@@ -139,7 +140,7 @@ def render(r: dict) -> None:
              f"{r['uniform_synaptic_ops_per_sample']:,.0f}", f"{r['uniform_energy_pj_per_sample'] / 1e6:.3f}", ""]]
     for run_ in r["runs"]:
         delta = run_["accuracy_pct"] - uniform_at_max
-        holds = run_["avg_t"] < base and delta >= -0.5
+        holds = run_["avg_t"] < base and not exceeds(-delta, 0.5)
         matching = run_["summary"]["uniform_steps_of_equal_accuracy"]
         body.append([run_["label"], f"{run_['accuracy_pct']:.2f}", f"{delta:+.2f}", f"{run_['avg_t']:.2f}",
                      str(matching) if matching else f"> {base}", "holds" if holds else "FAILS",

@@ -40,7 +40,7 @@ import snnconv.zoo  # noqa: E402
 from snnconv.api import load_model  # noqa: E402
 from snnconv.config import ConvertConfig, SimulationConfig  # noqa: E402
 from snnconv.metrics import load_energy_model, summarize  # noqa: E402
-from snnconv.metrics.summary import steps_of_equal_accuracy  # noqa: E402
+from snnconv.metrics.summary import exceeds, steps_of_equal_accuracy  # noqa: E402
 from snnconv.stages.seenn import (ConfidenceExit, ExitTrace, PolicyExit, PolicyNet, alpha_sweep, choose_alpha,  # noqa: E402
                                   choose_rule,
                                   TEMPERATURE_GRID, exit_points, oracle_aet, policy_loss, record_trace,
@@ -216,8 +216,8 @@ def render(results: list[dict]) -> None:
         rows += [(f"SEENN-II beta {x['beta']:g}", x) for x in r["seenn_two"]]
         for name, x in rows:
             equal, step, wall = _ratio_text(x, r["base_t"])
-            step_ok = x.get("step_ratio") is not None and x["step_ratio"] >= 2
-            wall_ok = x.get("wall_ratio") is not None and x["wall_ratio"] >= 0.7 * x["step_ratio"]
+            step_ok = x.get("step_ratio") is not None and not exceeds(2, x["step_ratio"])
+            wall_ok = x.get("wall_ratio") is not None and not exceeds(0.7 * x["step_ratio"], x["wall_ratio"])
             body.append([r["model"], name, f"{x['accuracy_pct']:.2f}", f"{x['avg_time_steps']:.2f}", equal, step,
                          "holds" if step_ok else "FAILS", wall, "holds" if wall_ok else "FAILS",
                          (f"{len(x['wall_ms_per_sample_runs'])} alt." if "wall_ms_per_sample_runs" in x else "1")

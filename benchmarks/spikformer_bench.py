@@ -33,6 +33,7 @@ from snnconv.compress import run_compress  # noqa: E402
 from snnconv.data import DataConfig, load_data  # noqa: E402
 from snnconv.direct_network import FAMILY, DirectNetwork  # noqa: E402
 from snnconv.direct_workflows import evaluate_direct  # noqa: E402
+from snnconv.metrics.summary import exceeds  # noqa: E402
 from snnconv.metrics import load_energy_model, summarize  # noqa: E402
 from snnconv.spikformer import Spikformer, SpikformerConfig  # noqa: E402
 from snnconv.stages.direct import DirectConfig, train_direct  # noqa: E402
@@ -128,7 +129,8 @@ def render(r: dict) -> None:
     for x in r["runs"]:
         bar, versus_tuned = "", ""
         if x["label"].startswith("DTS"):
-            holds = uniform4 is not None and x["avg_t"] < 4 and x["accuracy_pct"] >= uniform4["accuracy_pct"] - 0.5
+            holds = (uniform4 is not None and x["avg_t"] < 4
+                     and not exceeds(uniform4["accuracy_pct"] - x["accuracy_pct"], 0.5))
             bar = "holds" if holds else "FAILS"
             versus_tuned = f"{x['accuracy_pct'] - tuned['accuracy_pct']:+.2f}" if tuned else ""
         body.append([x["label"], f"{x['accuracy_pct']:.2f}", f"{x['avg_t']:.2f}", bar, versus_tuned,

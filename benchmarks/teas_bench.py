@@ -42,7 +42,7 @@ from snnconv.compress import teas_rows, teas_summary, uniform_steps_matching  # 
 from snnconv.config import SPIKE_TIMINGS, ConvertConfig, SimulationConfig  # noqa: E402
 from snnconv.engine import Engine  # noqa: E402
 from snnconv.metrics import load_energy_model, summarize  # noqa: E402
-from snnconv.metrics.summary import first_step_within  # noqa: E402
+from snnconv.metrics.summary import exceeds, first_step_within  # noqa: E402
 from snnconv.stages.calibrate import calibrate  # noqa: E402
 from snnconv.stages.finetune import FinetuneConfig, finetune  # noqa: E402
 from snnconv.stages.teas import TeasConfig, teas  # noqa: E402
@@ -323,7 +323,7 @@ def render(results: list[dict]) -> None:
                      f"{s['uniform_snn_accuracy_pct']:.2f}", f"{r['teas_accuracy_pct']:.2f}", f"{r['teas_avg_t']:.2f}",
                      f"{s['teas_avg_time_steps_op_weighted']:.2f}",
                      f"> {measured_to}" if above else str(r["equal_accuracy_t"]),
-                     f"{'> ' if above else ''}{ratio:.2f}", "holds" if ratio >= 3 - 1e-9 else "FAILS",
+                     f"{'> ' if above else ''}{ratio:.2f}", "FAILS" if exceeds(3, ratio) else "holds",
                      f"{s['uniform_synaptic_ops_per_sample']:,.0f}", f"{r['teas_synaptic_ops_per_sample']:,.0f}",
                      f"{s['uniform_energy_pj_per_sample_snn'] / 1e6:.3f}", f"{r['teas_energy_pj_per_sample'] / 1e6:.3f}"])
     lines += [C.md_table(header, body), ""]

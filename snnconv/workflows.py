@@ -21,7 +21,7 @@ from .direct_network import FAMILY as DIRECT_FAMILY
 from .engine.chunking import CALIBRATION_CHUNK_STEPS
 from .errors import ConfigError, GateFailed, OutputError
 from .metrics import load_energy_model, summarize
-from .metrics.summary import ROUNDING_POINTS
+from .metrics.summary import exceeds
 from .network import SpikingNetwork
 from .report import write_report
 
@@ -251,24 +251,18 @@ def _replace_directory(source: Path, destination: Path) -> None:
     shutil.copytree(source, destination)
 
 
-def _beyond(value: float, limit: float) -> bool:
-    """value > limit by more than float rounding: a drop of exactly 0.1 points, computed from counts as
-    100 * 1803 / 2000 - 100 * 1801 / 2000 (0.10000000000000853), meets a 0.1 limit."""
-    return value > limit and not math.isclose(value, limit, rel_tol=1e-9, abs_tol=ROUNDING_POINTS)
-
-
 def check_gates(summary: dict, gates: Gates) -> None:
     """Raise GateFailed naming the first gate the summary does not meet (a value equal to its limit meets it)."""
     if gates.max_acc_drop is not None and math.isnan(summary["accuracy_drop_points"]):
         raise ConfigError("--max-acc-drop compares with the source ANN, and this model has none (it was trained "
                           "as a spiking network); gate on its accuracy report instead, or drop the option.")
-    if gates.max_acc_drop is not None and _beyond(summary["accuracy_drop_points"], gates.max_acc_drop):
+    if gates.max_acc_drop is not None and exceeds(summary["accuracy_drop_points"], gates.max_acc_drop):
         raise GateFailed("max-acc-drop", f"Gate --max-acc-drop failed: the SNN is {summary['accuracy_drop_points']:.2f} "
                                          f"points below the ANN, more than the allowed {gates.max_acc_drop:g}.")
-    if gates.max_avg_t is not None and _beyond(summary["avg_time_steps"], gates.max_avg_t):
+    if gates.max_avg_t is not None and exceeds(summary["avg_time_steps"], gates.max_avg_t):
         raise GateFailed("max-avg-t", f"Gate --max-avg-t failed: average time steps {summary['avg_time_steps']:.2f} "
                                       f"exceed the allowed {gates.max_avg_t:g}.")
-    if gates.min_energy_ratio is not None and _beyond(gates.min_energy_ratio, summary["energy_ratio_ann_over_snn"]):
+    if gates.min_energy_ratio is not None and exceeds(gates.min_energy_ratio, summary["energy_ratio_ann_over_snn"]):
         raise GateFailed("min-energy-ratio", f"Gate --min-energy-ratio failed: the SNN saves "
                                              f"{summary['energy_ratio_ann_over_snn']:.2f}x energy, less than the required "
                                              f"{gates.min_energy_ratio:g}x.")

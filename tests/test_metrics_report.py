@@ -19,7 +19,7 @@ import pytest
 from snnconv.errors import ConfigError, OutputError
 from snnconv.metrics import (ENERGY_PRESETS, EnergyModel, energy_breakdown, layer_rows, load_energy_model,
                              neuromorphic_energy, summarize, sweep_rows)
-from snnconv.metrics.summary import equal_accuracy_interval, first_step_within, steps_of_equal_accuracy
+from snnconv.metrics.summary import equal_accuracy_interval, exceeds, first_step_within, steps_of_equal_accuracy
 from snnconv.report import write_report
 from snnconv.results import AnnResult, NeuronLayerStats, SimulationResult, SynapticLayerStats
 from snnconv import plots
@@ -252,6 +252,18 @@ def test_equal_accuracy_counts_a_gap_of_exactly_the_tolerance_as_within(samples,
                                                                                     correct]),
                            neuron_layers=[], synaptic_layers=[], wall_time_s=0.0)
     assert steps_of_equal_accuracy(sim, 100.0 * correct / samples) == 2
+
+
+def test_a_value_exceeds_its_limit_only_beyond_float_rounding():
+    """The rule of the CLI's gates and the benchmarks' bars: a drop of exactly 0.1 points from counts, or a step
+    ratio of exactly 2 from a mean of counts, meets its limit; one image or one step more does not."""
+    drop = 100 * 1803 / 2000 - 100 * 1801 / 2000
+    assert drop > 0.1 and not exceeds(drop, 0.1)
+    assert exceeds(100 * 1803 / 2000 - 100 * 1800 / 2000, 0.1)
+    exits = [1] * 2 + [16] * 998 + [31] * 2  # mean exit step 16 within float rounding
+    mean_step = sum(e / len(exits) for e in exits)
+    assert 32 / mean_step != 2.0 and not exceeds(2, 32 / mean_step)
+    assert exceeds(2, 31 / mean_step) and not exceeds(2, 33 / mean_step)
 
 
 def test_equal_accuracy_interval_resamples_both_networks_alike():

@@ -208,14 +208,17 @@ def compress(
     bn_loss: float = typer.Option(1e-5, "--bn-loss", help="TTFS --finetune: weight of the kernel-aware BN loss "
                                                          "(TB); 0 = off."),
     finetune: bool = typer.Option(False, "--finetune", help="TEAS: fine-tune the weights with T_l fixed "
-                                                            "(surrogate-gradient BPTT); TTFS: train weights and "
-                                                            "kernels through the surrogate model; on the "
-                                                            "calibration data."),
+                                                            "(surrogate-gradient BPTT); SEENN-I: the same with a "
+                                                            "loss on every step, on the training split, before "
+                                                            "alpha is chosen; TTFS: train weights and kernels "
+                                                            "through the surrogate model; on the calibration data."),
     activity_weight: float = typer.Option(0.0, "--activity-weight", help="TEAS --finetune: lambda of the activity "
                                                                          "regularizer P_r."),
-    finetune_loss: str = typer.Option("ce", "--finetune-loss", help="TEAS --finetune: 'ce' (cross-entropy on the "
-                                                                    "labels) or 'distill' (squared error to the "
-                                                                    "ANN's outputs)."),
+    finetune_loss: Optional[str] = typer.Option(None, "--finetune-loss", help="TEAS / SEENN --finetune: 'ce' "
+                                                "(cross-entropy on the labels, TEAS's default), 'distill' (squared "
+                                                "error to the ANN's outputs), or either on every step's running "
+                                                "output: 'ce-every-step' (SEENN's default) or "
+                                                "'distill-every-step'."),
     mask_weight: Optional[float] = typer.Option(None, "--mask-weight", help="DTS: lambda_m, weight of the mask loss "
                                                                             "(sum of kept steps; default 3e-3)."),
     groups: Optional[list[str]] = typer.Option(None, "--groups", help="DTS: layer-name pattern (fnmatch, e.g. "
@@ -224,11 +227,11 @@ def compress(
     mask_lr: Optional[float] = typer.Option(None, "--mask-lr", help="DTS: learning rate of the masks (default 0.01)."),
     initial_steps: Optional[int] = typer.Option(None, "--initial-steps", help="DTS: steps every mask starts with "
                                                                               "(default: all T)."),
-    epochs: Optional[int] = typer.Option(None, "--epochs", help="Training epochs (TEAS --finetune: 1; DTS: 1; "
-                                                                "SEENN-II: 30; TTFS --finetune: 3)."),
-    lr: Optional[float] = typer.Option(None, "--lr", help="Learning rate (TEAS --finetune: Adam 1e-4; DTS: weights, "
-                                                          "SGD 1e-3 with momentum 0.9; SEENN-II: SGD 0.01; TTFS "
-                                                          "--finetune: Adam 1e-3), cosine schedule."),
+    epochs: Optional[int] = typer.Option(None, "--epochs", help="Training epochs (TEAS and SEENN-I --finetune: 1; "
+                                                                "DTS: 1; SEENN-II: 30; TTFS --finetune: 3)."),
+    lr: Optional[float] = typer.Option(None, "--lr", help="Learning rate (TEAS and SEENN-I --finetune: Adam 1e-4; "
+                                                          "DTS: weights, SGD 1e-3 with momentum 0.9; SEENN-II: SGD "
+                                                          "0.01; TTFS --finetune: Adam 1e-3), cosine schedule."),
     checkpoint: Optional[Path] = typer.Option(None, "--checkpoint", help="Training checkpoint file, written every epoch."),
     resume: bool = typer.Option(False, "--resume", help="Continue training from --checkpoint."),
     data: Optional[str] = DATA, calib_data: Optional[str] = CALIB, calib_samples: int = CALIB_N,

@@ -106,7 +106,7 @@ def _given(value, default):
 
 def compress_config(method: str, *, accuracy_budget: float | None, holdout: float, seed: int, avg_t_budget, candidates,
                     min_t, noise, score, temperature, alpha, exit_chunk, policy, beta, policy_width, epochs, lr,
-                    finetune, activity_weight, finetune_loss="ce", window=32, fire_start=None, tc=8.0, percentile=99.9,
+                    finetune, activity_weight, finetune_loss=None, window=32, fire_start=None, tc=8.0, percentile=99.9,
                     fit_epochs=2, relaxation=True, kernel_reg=1e-5, bn_loss=1e-5, mask_weight=None, groups=None, mask_lr=None,
                     initial_steps=None, timing=None, retune_thresholds=None, calibrated_trials=None):
     """The TeasConfig, DtsConfig, SeennConfig or TTFSConfig of ``snnconv compress --method METHOD``; an unknown
@@ -122,14 +122,16 @@ def compress_config(method: str, *, accuracy_budget: float | None, holdout: floa
     from snnconv.stages.seenn import SeennConfig
     from snnconv.stages.teas import TeasConfig
     from snnconv.training import TrainConfig
+    def tuning(default_loss: str) -> FinetuneConfig:  # TEAS and SEENN-I --finetune: BPTT through the SNN
+        return FinetuneConfig(train=TrainConfig(epochs=_given(epochs, 1), batch_size=32, lr=_given(lr, 1e-4),
+                                                optimizer="adam", weight_decay=0.0, seed=seed),
+                              activity_weight=activity_weight, loss=_given(finetune_loss, default_loss))
+
     if method == "teas":
-        tuning = FinetuneConfig(train=TrainConfig(epochs=_given(epochs, 1), batch_size=32, lr=_given(lr, 1e-4), optimizer="adam",
-                                                  weight_decay=0.0, seed=seed), activity_weight=activity_weight,
-                                loss=finetune_loss)
         return TeasConfig(accuracy_budget=0.1 if accuracy_budget is None else accuracy_budget,
                           avg_steps_budget=avg_t_budget, candidates=parse_ints(candidates, "--candidates"),
                           min_steps=min_t, holdout_fraction=holdout, noise=noise, seed=seed, finetune=finetune,
-                          tuning=tuning, timing=_given(timing, "linear"),
+                          tuning=tuning("ce"), timing=_given(timing, "linear"),
                           retune_thresholds=_given(retune_thresholds, True),
                           calibrated_trials=_given(calibrated_trials, True))
     if method == "dts":
@@ -140,11 +142,13 @@ def compress_config(method: str, *, accuracy_budget: float | None, holdout: floa
                          groups=tuple(groups) if groups else defaults.groups,
                          mask_lr=defaults.mask_lr if mask_lr is None else mask_lr, initial_steps=initial_steps,
                          train=train)
-    if method == "seenn":
+    if method == "seenn":  # --epochs and --lr train the fine-tuning with --finetune, else the SEENN-II policy
+        policy_train = TrainConfig(epochs=30 if finetune else _given(epochs, 30),
+                                   lr=0.01 if finetune else _given(lr, 0.01), seed=seed)
         return SeennConfig(policy=policy, score=score, temperature=parse_temperature(temperature), alpha=alpha,
                            accuracy_budget=0.5 if accuracy_budget is None else accuracy_budget, chunk_steps=exit_chunk,
-                           holdout_fraction=holdout, beta=beta, policy_width=policy_width,
-                           train=TrainConfig(epochs=_given(epochs, 30), lr=_given(lr, 0.01), seed=seed), seed=seed)
+                           holdout_fraction=holdout, beta=beta, policy_width=policy_width, train=policy_train,
+                           seed=seed, finetune=finetune, tuning=tuning("ce-every-step"))
     if method == "ttfs":
         from snnconv.stages.ttfs import TTFSConfig, TTFSFinetuneConfig
         tuning = TTFSFinetuneConfig(train=TrainConfig(epochs=_given(epochs, 3), batch_size=64, lr=_given(lr, 1e-3),

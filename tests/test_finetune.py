@@ -123,6 +123,28 @@ def test_distillation_moves_the_snn_output_towards_its_ann():
     assert measured["distill"][1] > 97, measured
 
 
+def test_every_step_loss_makes_the_snn_right_earlier():
+    """--finetune-loss ce-every-step trains F_t / t of every step, not only F_T / T: after the same training the
+    network is right on far more held-out samples at its first step than after the final-step loss, and as
+    often at T."""
+    x, y = quadrant_task(768, 0)
+    model = trained("vgg", x[:512], y[:512])
+    train = snnconv.data.LabeledData(x=x[:512], y=y[:512], description="train", num_classes=10)
+    test = snnconv.data.LabeledData(x=x[512:], y=y[512:], description="test", num_classes=10)
+    curves = {}
+    for loss in ("ce", "ce-every-step"):
+        network = convert(model, x[:512], time_steps=4)
+        config = FinetuneConfig(train=TrainConfig(epochs=6, batch_size=32, lr=2e-3, optimizer="adam",
+                                                  weight_decay=0.0), loss=loss)
+        log = finetune(network, train, config)
+        curves[loss] = snnconv.evaluate(network, test, SimulationConfig(time_steps=4, batch_size=256)).simulation
+    assert log.epoch_losses[-1] < log.epoch_losses[0]
+    # measured: 21.5 % at t = 1 after ce, 71.9 % after ce-every-step; 100 % at T = 4 after both
+    first = {loss: c.accuracy_at(1) for loss, c in curves.items()}
+    assert first["ce-every-step"] > first["ce"] + 30, first
+    assert min(c.accuracy_at(4) for c in curves.values()) > 99, first
+
+
 def _train_briefly(trainer: str, model, x, y):
     """A network converted from ``model`` and trained for one epoch through its SNN by ``trainer``."""
     from snnconv.stages.dts import DtsConfig, train_time_masks

@@ -275,6 +275,7 @@ def test_compress_seenn_cli_end_to_end_with_gates(tmp_path):
     assert (summary["avg_time_steps_reduction_vs_equal_accuracy_x_p5"] <= ratio
             <= summary["avg_time_steps_reduction_vs_equal_accuracy_x_p95"])
     assert undefined_summary_keys(summary) == []
+    assert summary["seenn_finetuned"] is False and summary["converted_steps_of_equal_accuracy"] is None
     caption = seenn_table(summary).caption
     assert f"{ratio:.2f}x fewer steps on average, 90 % bootstrap interval " in caption
     sweep = pd.read_csv(out / "reports" / "seenn.csv")
@@ -304,7 +305,40 @@ def test_compress_seenn_cli_end_to_end_with_gates(tmp_path):
     assert not (tmp_path / "o2").exists()
 
 
+def test_compress_seenn_finetune_trains_the_snn_and_reports_the_network_before_it(tmp_path):
+    """--finetune trains the SNN on the training split with the every-step loss before alpha is chosen; the
+    report's fixed-T baseline is the fine-tuned network, and the network as converted is reported beside it."""
+    runner = CliRunner()
+    art = cli_artifact(tmp_path, "--calib-samples", "200", "--calibrate", "none")
+    common = ["--calib-samples", "200", "--limit", "200", "--quiet", "--json"]
+    converted = runner.invoke(app, ["evaluate", str(art), "--report-dir", str(tmp_path / "r0"), "--limit", "200",
+                                    "--json"])
+    curve = json.loads(converted.output)["summary"]
+    out = tmp_path / "tuned"
+    result = runner.invoke(app, ["compress", str(art), "--method", "seenn", "-o", str(out), "--finetune", "--epochs",
+                                 "2", "--lr", "1e-3", "--acc-budget", "1.0", *common])
+    assert result.exit_code == 0, result.output
+    summary = json.loads(result.output)["summary"]
+    assert undefined_summary_keys(summary) == []
+    assert summary["seenn_finetuned"] is True and summary["finetune_loss"] == "ce-every-step"
+    assert summary["finetune_samples"] == 100 and summary["finetune_epochs"] == 2  # the split without the held-out half
+    assert summary["finetune_loss_last_epoch"] < summary["finetune_loss_first_epoch"]
+    assert summary["converted_snn_accuracy_pct"] == pytest.approx(curve["snn_accuracy_pct"])
+    if summary["converted_steps_of_equal_accuracy"]:
+        assert summary["avg_time_steps_reduction_vs_converted_x"] == pytest.approx(
+            summary["converted_steps_of_equal_accuracy"] / summary["avg_exit_time_steps"])
+    assert "the network before fine-tuning had" in seenn_table(summary).caption
+    # the artifact holds the fine-tuned weights: run without exits, it is the report's fixed-T baseline
+    full = runner.invoke(app, ["evaluate", str(out), "--report-dir", str(tmp_path / "r1"), "--limit", "200", "--json",
+                               "--no-exit"])
+    assert json.loads(full.output)["summary"]["snn_accuracy_pct"] == pytest.approx(summary["fixed_snn_accuracy_pct"])
+    original, tuned = (torch.load(path / "weights.pt", weights_only=True) for path in (art, out))
+    assert any(not torch.equal(original[k], tuned[k]) for k in original)
+
+
 @pytest.mark.parametrize("args, message", [
+    (["--finetune", "--policy"], "--finetune applies to SEENN-I"),
+    (["--finetune", "--finetune-loss", "nope"], "--finetune-loss must be one of"),
     (["--score", "nope"], "--score 'nope'"),
     (["--temperature", "hot"], "--temperature takes"),
     (["--resume"], "--resume needs --checkpoint"),

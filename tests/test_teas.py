@@ -173,8 +173,8 @@ def test_compress_refuses_what_it_cannot_run(tmp_path):
     assert result.exit_code == 3 and "--uncalibrated-trials applies to --method teas" in " ".join(result.output.split())
     result = runner.invoke(app, ["compress", str(tmp_path), "--method", "teas", "--finetune", "--finetune-loss", "kl",
                                  "-o", str(tmp_path / "o")])
-    assert result.exit_code == 3 and "--finetune-loss must be one of ce, distill, got 'kl'" in \
-        " ".join(result.output.split())
+    assert result.exit_code == 3 and ("--finetune-loss must be one of ce, distill, ce-every-step, distill-every-step, "
+                                      "got 'kl'") in " ".join(result.output.split())
     assert not (tmp_path / "o").exists()
 
 

@@ -20,24 +20,28 @@ MARKDOWN_SWEEP_ROWS = 15
 
 def apply_seenn(context, config: SeennConfig, *, checkpoint: Path | None = None, resume: bool = False):
     """Choose the exit policy on the calibration data and evaluate the network with it (see snnconv.compress)."""
-    from . import MethodOutcome
+    from . import MethodOutcome, _uniform_run
     network, simulation = context.network, context.simulation
     result = seenn(network, context.calibration, config, batch_size=simulation.batch_size, device=context.device,
                    checkpoint=checkpoint, resume=resume, progress=context.progress, note=context.note)
+    fixed, trace = context.uniform, context.trace
+    if config.finetune:  # the fixed-T baseline of the network that exits is the fine-tuned one
+        context.note("simulating the fine-tuned network without exits")
+        fixed, trace = _uniform_run(network, context.evaluation_data, simulation, context.progress, keep_trace=True)
     network.exit_policy = result.policy
     exited = evaluate(network, context.evaluation_data, simulation, progress=context.progress)
     rows = []
     if isinstance(result.policy, ConfidenceExit):
         policy = result.policy
-        alphas = sorted(set(candidate_alphas(context.trace, policy.score, policy.temperature, policy.chunk_steps))
+        alphas = sorted(set(candidate_alphas(trace, policy.score, policy.temperature, policy.chunk_steps))
                         | {policy.alpha})
         rows = [{"alpha": p.alpha, "snn_accuracy_pct": p.accuracy_pct, "avg_exit_time_steps": p.avg_exit_time_steps,
                  "chosen": p.alpha == policy.alpha}
-                for p in alpha_sweep(context.trace, policy.score, policy.temperature, policy.chunk_steps, alphas)]
-    extra = seenn_summary(result, context.uniform, exited, load_energy_model(context.energy))
+                for p in alpha_sweep(trace, policy.score, policy.temperature, policy.chunk_steps, alphas)]
+    extra = seenn_summary(result, fixed, exited, load_energy_model(context.energy))
+    extra.update(finetune_summary(config, result, context.uniform, exited))
     return MethodOutcome(network=network, evaluation=exited, rows=rows, extra_summary=extra,
-                         write_tables=lambda directory: write_seenn_tables(directory, rows, extra, context.uniform,
-                                                                           exited),
+                         write_tables=lambda directory: write_seenn_tables(directory, rows, extra, fixed, exited),
                          details=result)
 
 
@@ -87,6 +91,29 @@ def seenn_summary(result: SeennResult, fixed: Evaluation, exited: Evaluation, mo
         "seenn_holdout_avg_exit_time_steps": result.holdout_avg_exit_time_steps,
         "seenn_training_samples": result.training_samples or None,
     }
+
+
+def finetune_summary(config: SeennConfig, result: SeennResult, converted: Evaluation, exited: Evaluation) -> dict:
+    """With --finetune: how the SNN was trained, and the exits beside the fixed T of the network as converted.
+    Fine-tuning moves the whole fixed-T curve, its top included, so the network before fine-tuning may reach an
+    accuracy at fewer fixed steps than the fine-tuned one; the reduction against it does not credit the exits
+    with what fine-tuning took from the full-T accuracy."""
+    keys = ("converted_snn_accuracy_pct", "converted_steps_of_equal_accuracy",
+            "avg_time_steps_reduction_vs_converted_x", "finetune_loss", "finetune_epochs", "finetune_samples",
+            "finetune_loss_first_epoch", "finetune_loss_last_epoch")
+    if not config.finetune:
+        return {"seenn_finetuned": False, **dict.fromkeys(keys)}
+    sim, exits = converted.simulation, exited.simulation
+    matching = steps_of_equal_accuracy(sim, exits.accuracy_at(exits.time_steps))
+    mean_exit = float(np.minimum(np.asarray(exits.exit_steps), exits.time_steps).mean())
+    losses = result.finetune_losses
+    return {"seenn_finetuned": True, "converted_snn_accuracy_pct": sim.accuracy_at(sim.time_steps),
+            "converted_steps_of_equal_accuracy": matching,
+            "avg_time_steps_reduction_vs_converted_x": matching / mean_exit if matching and mean_exit else None,
+            "finetune_loss": config.tuning.loss, "finetune_epochs": config.tuning.train.epochs,
+            "finetune_samples": result.finetune_samples,
+            "finetune_loss_first_epoch": losses[0] if losses else None,
+            "finetune_loss_last_epoch": losses[-1] if losses else None}
 
 
 def _text(value) -> str:

@@ -11,6 +11,9 @@ w_l its share of a per-layer cost (TEAS: #Act(l) x #Para(l), normalized to sum t
 for accuracy only. ``loss="distill"`` (ours) replaces the cross-entropy by the mean squared error between
 F_T / T and the outputs of the ANN the network was converted from: the SNN is trained towards what
 conversion approximates, with a target for every output instead of one label per sample.
+``ce-every-step`` and ``distill-every-step`` (ours; the first is the TET loss that SEENN trains its networks
+with) apply the same losses to the running mean output F_t / t of every readout step t and average them over
+t: the network is trained to be right early too, which is what an early exit reads.
 """
 from __future__ import annotations
 
@@ -29,7 +32,7 @@ from ..network import SpikingNetwork
 from ..training import TrainConfig, TrainLog, fit
 
 
-FINETUNE_LOSSES = ("ce", "distill")
+FINETUNE_LOSSES = ("ce", "distill", "ce-every-step", "distill-every-step")
 
 
 def _finetune_defaults() -> TrainConfig:
@@ -42,7 +45,8 @@ class FinetuneConfig(_Plain):
     activity_weight: float = 0.0  # lambda of the activity regularizer P_r
     surrogate_width: float = 1.0  # in thresholds: the surrogate gradient is non-zero within this of firing
     chunk_steps: int = 8
-    loss: str = "ce"  # ce: cross-entropy on the labels; distill: squared error to the ANN's outputs
+    loss: str = "ce"  # ce: cross-entropy on the labels; distill: squared error to the ANN's outputs; either on
+    # F_T / T, or with the suffix -every-step, on F_t / t of every readout step, averaged over t
 
     def __post_init__(self):
         if self.loss not in FINETUNE_LOSSES:
@@ -56,7 +60,8 @@ class FinetuneConfig(_Plain):
 
 
 class SurrogateSNN(nn.Module):
-    """The network's SNN as a differentiable module: x -> (output summed over T, spike rate per neuron layer)."""
+    """The network's SNN as a differentiable module: x -> (output summed over T, spike rate per neuron layer);
+    with ``every_step``, the output summed over steps 1..t for every readout step t, [T, batch, classes]."""
 
     def __init__(self, network: SpikingNetwork, width: float = 1.0, chunk_steps: int = 8):
         super().__init__()
@@ -67,14 +72,14 @@ class SurrogateSNN(nn.Module):
         self.windows = self.engine.windows(self.plan)
         self.neurons = {op.name: op.module for op in self.engine.program.neuron_ops if op.kind == "neuron"}
 
-    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-        outcome = self.engine.run_batch(x, None, self.plan, record=self.neurons)
+    def forward(self, x: torch.Tensor, every_step: bool = False) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        outcome = self.engine.run_batch(x, None, self.plan, record=self.neurons, trace_output=every_step)
         rates = {}
         for name, summed in outcome["recorded"].items():
             neuron = self.neurons[name]
             spikes = summed / neuron.broadcast(neuron.threshold.clamp_min(1e-12), summed.dim())
             rates[name] = spikes.sum() / (spikes.numel() * self.windows[name])
-        return outcome["accumulated"], rates
+        return outcome["output_trace" if every_step else "accumulated"], rates
 
 
 def finetune(network: SpikingNetwork, data: LabeledData, config: FinetuneConfig = FinetuneConfig(), *,
@@ -90,15 +95,23 @@ def finetune(network: SpikingNetwork, data: LabeledData, config: FinetuneConfig 
 
     ann = network.ann_snapshot()  # training moves weights and biases; the ANN stays the reference
     tensors = [data.x, data.y]
-    if config.loss == "distill":  # the ANN's outputs, computed once before its weights start to move
+    every_step = config.loss.endswith("-every-step")
+    readout_steps = torch.arange(1, steps + 1, dtype=torch.float32, device=device).view(-1, 1, 1)
+    distill = config.loss.startswith("distill")
+    if distill:  # the ANN's outputs, computed once before its weights start to move
         teacher = network.ann_graph().eval()
         with torch.no_grad():
             tensors.append(torch.cat([teacher(x.to(device)).cpu() for x, _ in data.batches(256)]))
 
     def loss(module, batch):
         x, target = batch[0], batch[-1]
-        summed, rates = module(x)
-        value = (F.mse_loss if config.loss == "distill" else F.cross_entropy)(summed / steps, target)
+        summed, rates = module(x, every_step)
+        if every_step:  # F_t / t at every t against the same target, averaged over t
+            mean = (summed / readout_steps).flatten(0, 1)
+            target = target.expand(steps, *target.shape).flatten(0, 1)
+        else:
+            mean = summed / steps
+        value = (F.mse_loss if distill else F.cross_entropy)(mean, target)
         if config.activity_weight > 0:
             value = value + config.activity_weight * sum(weights[name] * rate for name, rate in rates.items())
         return value

@@ -9,6 +9,10 @@ SEENN-II trains a small policy network that maps the image to a distribution ove
 1..T, with the exact expected reward of the paper's code: 2^-(k-1) when the SNN is right at step k,
 -beta when it is wrong, samples reweighted by the SNN's one-step accuracy.
 
+With ``finetune``, SEENN-I first fine-tunes the SNN's weights on the training part of the split with a loss
+on every step's running output (snnconv.stages.finetune, ``ce-every-step`` by default: the TET loss SEENN
+trains its own networks with), so that more samples are right, and confident, early.
+
 Both are :class:`ExitPolicy` objects, so the time engine drops exited samples from the batch and the
 savings are real. Every rule can also be applied offline to an :class:`ExitTrace` (the running output
 of every step, recorded in one pass), which is how alpha is chosen and how sweeps are drawn; the
@@ -33,6 +37,7 @@ from ..engine.fanout import dense_macs
 from ..errors import ConfigError
 from ..network import SpikingNetwork
 from ..results import SynapticLayerStats
+from .finetune import FinetuneConfig, finetune
 from ..training import TrainConfig, fit
 
 SCORES = ("confidence", "entropy", "margin")
@@ -369,6 +374,8 @@ class SeennConfig(_Plain):
     policy_width: int = 8
     train: TrainConfig = field(default_factory=TrainConfig)
     seed: int = 0
+    finetune: bool = False  # SEENN-I: fine-tune the SNN (tuning) on the training split before choosing alpha
+    tuning: FinetuneConfig = field(default_factory=lambda: FinetuneConfig(loss="ce-every-step"))
 
     def __post_init__(self):
         if self.score not in SCORES:
@@ -387,6 +394,9 @@ class SeennConfig(_Plain):
             raise ConfigError(f"--beta must be >= 0, got {self.beta}.")
         if self.policy_width <= 0:
             raise ConfigError(f"--policy-width must be positive, got {self.policy_width}.")
+        if self.finetune and self.policy:
+            raise ConfigError("--finetune applies to SEENN-I; SEENN-II (--policy) trains its policy on the frozen "
+                              "network, so drop one of the two.")
 
 
 
@@ -402,6 +412,8 @@ class SeennResult:
     training_samples: int = 0
     training_losses: list[float] = field(default_factory=list)
     beta: float | None = None  # SEENN-II reward penalty
+    finetune_samples: int = 0  # with finetune: the training split the SNN was fine-tuned on
+    finetune_losses: list[float] = field(default_factory=list)
 
 
 def _check_classes(trace: ExitTrace) -> None:
@@ -415,12 +427,19 @@ def seenn(network: SpikingNetwork, calibration: LabeledData, config: SeennConfig
     """Build the exit policy of ``config`` for ``network`` from its calibration data."""
     note = note or (lambda _message: None)
     holdout, training = calibration.split(config.holdout_fraction, config.seed)
+    tuned = None
+    if config.finetune:
+        note(f"fine-tuning the SNN on the training split ({len(training)} samples, {config.tuning.loss} loss)")
+        tuned = finetune(network, training, config.tuning, checkpoint=checkpoint, resume=resume, progress=progress)
     note(f"simulating the held-out split ({len(holdout)} samples, T={network.time_steps}) without exits")
     held = record_trace(network, holdout, batch_size=batch_size, device=device, progress=progress)
     _check_classes(held)
     full = held.full_accuracy_pct()
     if not config.policy:
-        return _seenn_confidence(held, full, config, note)
+        result = _seenn_confidence(held, full, config, note)
+        if tuned is not None:
+            result.finetune_samples, result.finetune_losses = len(training), tuned.epoch_losses
+        return result
     return _seenn_policy(network, training, holdout, held, full, config, batch_size, device, checkpoint, resume,
                          progress, note)
 

@@ -201,9 +201,10 @@ def seenn_table(summary: dict) -> Table:
                      f"{_reduction(summary)}; oracle AET {summary['oracle_aet_time_steps']:.2f} steps")
     if summary.get("seenn_finetuned"):  # the fixed T column is the fine-tuned network's; say what it was before
         before = summary["converted_steps_of_equal_accuracy"]
-        ratio = summary["avg_time_steps_reduction_vs_converted_x"]
+        ratio = summary["avg_time_steps_reduction_vs_either_fixed_x"]
         table.caption += (f"; fine-tuned ({summary['finetune_loss']}): the network before fine-tuning had "
                           f"{summary['converted_snn_accuracy_pct']:.2f} % at fixed T and reaches the exit accuracy "
                           f"at fixed T = {before if before else 'none'}"
-                          + (f" ({ratio:.2f}x the mean exit step)" if ratio else ""))
+                          + (f"; against the better of the two fixed-T networks {ratio:.2f}x fewer steps" if ratio
+                             else ""))
     return table

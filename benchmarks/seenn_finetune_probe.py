@@ -4,8 +4,8 @@ SEENN's own networks are trained with a loss on every step's output (the TET los
 they are right early; for converted networks the paper applies SEENN-I unchanged. The CIFAR-10 ResNet-20
 misses the 2x bar with the converted network (seenn_exit_probe.py), and its fixed-T curve starts very low
 (16 % at t = 1). This probe fine-tunes the default conversion (T = 32) through its SNN simulation (the
-engine with the surrogate gradient of snnconv.stages.finetune, snnconv's training loop) with a loss on the
-running output of every step, then measures the product's SEENN-I rule (confidence, tau 8) on the fine-tuned
+library's fine-tuning, snnconv.stages.finetune, with its every-step losses) with a loss on the running
+output of every step, then measures the product's SEENN-I rule (confidence, tau 8) on the fine-tuned
 network against that network's own fixed-T curve, beside the untouched conversion in the same run:
 
 - ``ce-every-step``: mean over t of CE(F_t / t, y), the TET loss on the running mean output.
@@ -29,8 +29,6 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import torch  # noqa: E402
-import torch.nn.functional as F  # noqa: E402
-from torch import nn  # noqa: E402
 
 import _common as C  # noqa: E402
 import seenn_exit_probe as probe  # noqa: E402
@@ -39,36 +37,13 @@ import snnconv  # noqa: E402
 from snnconv.api import load_model  # noqa: E402
 from snnconv.config import ConvertConfig  # noqa: E402
 from snnconv.metrics.summary import first_step_within  # noqa: E402
-from snnconv.stages.finetune import SurrogateSNN  # noqa: E402
+from snnconv.stages.finetune import FinetuneConfig, finetune  # noqa: E402
 from snnconv.stages.seenn import exit_score, record_trace  # noqa: E402
-from snnconv.training import TrainConfig, fit  # noqa: E402
+from snnconv.training import TrainConfig  # noqa: E402
 
 COMMAND = "/work/venv/bin/python benchmarks/seenn_finetune_probe.py"
 BASE_T = 32
 LOSSES = ("ce-every-step", "distill-every-step")
-
-
-class RunningOutput(nn.Module):
-    """x -> [T, batch, classes]: the output summed over steps 1..t, for every t, differentiable."""
-
-    def __init__(self, network):
-        super().__init__()
-        self.snn = SurrogateSNN(network)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.snn.engine.run_batch(x, None, self.snn.plan, trace_output=True)["output_trace"]
-
-
-def every_step_loss(kind: str, time_steps: int):
-    steps = torch.arange(1, time_steps + 1, dtype=torch.float32).view(-1, 1, 1)
-
-    def loss(module, batch):
-        x, y, teacher = batch
-        mean = module(x) / steps
-        if kind == "ce-every-step":
-            return F.cross_entropy(mean.flatten(0, 1), y.repeat(time_steps))
-        return ((mean - teacher.unsqueeze(0)) ** 2).mean()
-    return loss
 
 
 def measure(network, model: str, limit: int, selection: int) -> dict:
@@ -88,18 +63,10 @@ def run(model: str, args, log) -> dict:
                               ConvertConfig(time_steps=BASE_T, balance=C.balance(BASE_T, True)))
     converted = measure(network, model, args.limit, args.selection)
     log(f"[{model}] converted: {converted['fixed_curve_pct'][-1]:.2f} % at T = {BASE_T}")
-    train = C.training_data(model, args.train)
-    with torch.no_grad():
-        teacher = network.ann_graph().eval()
-        targets = torch.cat([teacher(x) for x, _ in train.batches(256)])
     config = TrainConfig(epochs=args.epochs, batch_size=32, lr=args.lr, optimizer="adam", weight_decay=0.0)
-    module = RunningOutput(network)
-    torch.manual_seed(config.seed)
     begin = time.perf_counter()
-    train_log = fit(module, [train.x, train.y, targets], every_step_loss(args.loss, BASE_T), config,
-                    description=f"fine-tuning ({args.loss})")
+    train_log = finetune(network, C.training_data(model, args.train), FinetuneConfig(train=config, loss=args.loss))
     seconds = time.perf_counter() - begin
-    network.graph.eval()
     tuned = measure(network, model, args.limit, args.selection)
     log(f"[{model}] fine-tuned: {tuned['fixed_curve_pct'][-1]:.2f} % at T = {BASE_T} ({seconds:.0f} s)")
     return {"model": model, "base_t": BASE_T, "samples": args.limit, "selection_samples": args.selection,

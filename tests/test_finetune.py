@@ -78,13 +78,19 @@ def test_signed_surrogate_gradient_is_the_triangle_at_both_boundaries():
     assert torch.allclose(current.grad, torch.tensor([0.8, 0.0, 1.0, 0.8, 1.0]))
 
 
-def test_finetuning_recovers_accuracy_lost_at_a_short_window():
-    """At T = 2 the converted network loses accuracy against its ANN; a few epochs of BPTT with T fixed win
-    much of it back, measured by the inference engine on held-out samples."""
+def _quadrant_split():
+    """(images, the small VGG trained on the first 512, those 512 as data, the other 256 as data)."""
     x, y = quadrant_task(768, 0)
     model = trained("vgg", x[:512], y[:512])
     train = snnconv.data.LabeledData(x=x[:512], y=y[:512], description="train", num_classes=10)
     test = snnconv.data.LabeledData(x=x[512:], y=y[512:], description="test", num_classes=10)
+    return x, model, train, test
+
+
+def test_finetuning_recovers_accuracy_lost_at_a_short_window():
+    """At T = 2 the converted network loses accuracy against its ANN; a few epochs of BPTT with T fixed win
+    much of it back, measured by the inference engine on held-out samples."""
+    x, model, train, test = _quadrant_split()
     network = convert(model, x[:512], time_steps=2)
     network.time_steps = 2
     config = SimulationConfig(time_steps=2, batch_size=256)
@@ -100,10 +106,7 @@ def test_finetuning_recovers_accuracy_lost_at_a_short_window():
 def test_distillation_moves_the_snn_output_towards_its_ann():
     """--finetune-loss distill trains F_T / T towards the ANN's outputs: on held-out samples its squared error to
     the ANN falls further than under the cross-entropy, and the accuracy lost at a short window comes back."""
-    x, y = quadrant_task(768, 0)
-    model = trained("vgg", x[:512], y[:512])
-    train = snnconv.data.LabeledData(x=x[:512], y=y[:512], description="train", num_classes=10)
-    test = snnconv.data.LabeledData(x=x[512:], y=y[512:], description="test", num_classes=10)
+    x, model, train, test = _quadrant_split()
     measured = {}
     for loss in ("ce", "distill"):
         network = convert(model, x[:512], time_steps=2)
@@ -127,10 +130,7 @@ def test_every_step_loss_makes_the_snn_right_earlier():
     """--finetune-loss ce-every-step trains F_t / t of every step, not only F_T / T: after the same training the
     network is right on far more held-out samples at its first step than after the final-step loss, and as
     often at T."""
-    x, y = quadrant_task(768, 0)
-    model = trained("vgg", x[:512], y[:512])
-    train = snnconv.data.LabeledData(x=x[:512], y=y[:512], description="train", num_classes=10)
-    test = snnconv.data.LabeledData(x=x[512:], y=y[512:], description="test", num_classes=10)
+    x, model, train, test = _quadrant_split()
     curves = {}
     for loss in ("ce", "ce-every-step"):
         network = convert(model, x[:512], time_steps=4)

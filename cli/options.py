@@ -122,16 +122,16 @@ def compress_config(method: str, *, accuracy_budget: float | None, holdout: floa
     from snnconv.stages.seenn import SeennConfig
     from snnconv.stages.teas import TeasConfig
     from snnconv.training import TrainConfig
-    def tuning(default_loss: str) -> FinetuneConfig:  # TEAS and SEENN-I --finetune: BPTT through the SNN
+    def tuning(default_loss: str, activity: float = 0.0) -> FinetuneConfig:  # TEAS and SEENN-I --finetune
         return FinetuneConfig(train=TrainConfig(epochs=_given(epochs, 1), batch_size=32, lr=_given(lr, 1e-4),
                                                 optimizer="adam", weight_decay=0.0, seed=seed),
-                              activity_weight=activity_weight, loss=_given(finetune_loss, default_loss))
+                              activity_weight=activity, loss=_given(finetune_loss, default_loss))
 
     if method == "teas":
         return TeasConfig(accuracy_budget=0.1 if accuracy_budget is None else accuracy_budget,
                           avg_steps_budget=avg_t_budget, candidates=parse_ints(candidates, "--candidates"),
                           min_steps=min_t, holdout_fraction=holdout, noise=noise, seed=seed, finetune=finetune,
-                          tuning=tuning("ce"), timing=_given(timing, "linear"),
+                          tuning=tuning("ce", activity_weight), timing=_given(timing, "linear"),
                           retune_thresholds=_given(retune_thresholds, True),
                           calibrated_trials=_given(calibrated_trials, True))
     if method == "dts":

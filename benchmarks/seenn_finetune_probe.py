@@ -83,10 +83,10 @@ def _rows(label: str, measured: dict, either_curve: list[float]) -> list[list[st
         either = first_step_within(either_curve, x["accuracy_pct"])
         out.append([label, f"{curve[0]:.2f} / {curve[7]:.2f} / {curve[-1]:.2f}",
                     f"{measured['settled_mean_step']:.2f}", f"{x['budget_points']:g}", f"{x['accuracy_pct']:.2f}",
-                    f"{x['mean_exit_step']:.2f}", str(x["equal_accuracy_t"] or "> 32"),
+                    f"{x['mean_exit_step']:.2f}", str(x["equal_accuracy_t"] or f"> {BASE_T}"),
                     f"{x['step_ratio']:.2f}" if x["step_ratio"] else "-",
                     "{:.2f}–{:.2f}".format(*x["step_ratio_interval_90"]),
-                    str(either or "> 32"), f"{either / x['mean_exit_step']:.2f}" if either else "-"])
+                    str(either or f"> {BASE_T}"), f"{either / x['mean_exit_step']:.2f}" if either else "-"])
     return out
 
 

@@ -15,6 +15,9 @@ from ..stages.seenn import (ConfidenceExit, PolicyExit, SeennConfig, SeennResult
                             oracle_aet, seenn)
 
 SWEEP_COLUMNS = ("alpha", "snn_accuracy_pct", "avg_exit_time_steps", "chosen")
+FINETUNE_KEYS = ("converted_snn_accuracy_pct", "converted_steps_of_equal_accuracy",
+                 "avg_time_steps_reduction_vs_either_fixed_x", "finetune_loss", "finetune_epochs", "finetune_samples",
+                 "finetune_loss_first_epoch", "finetune_loss_last_epoch")
 MARKDOWN_SWEEP_ROWS = 15
 
 
@@ -38,15 +41,16 @@ def apply_seenn(context, config: SeennConfig, *, checkpoint: Path | None = None,
         rows = [{"alpha": p.alpha, "snn_accuracy_pct": p.accuracy_pct, "avg_exit_time_steps": p.avg_exit_time_steps,
                  "chosen": p.alpha == policy.alpha}
                 for p in alpha_sweep(trace, policy.score, policy.temperature, policy.chunk_steps, alphas)]
-    extra = seenn_summary(result, fixed, exited, load_energy_model(context.energy))
-    extra.update(finetune_summary(config, result, context.uniform, exited, extra["fixed_steps_of_equal_accuracy"]))
+    extra = seenn_summary(result, fixed, exited, load_energy_model(context.energy), converted=context.uniform)
     return MethodOutcome(network=network, evaluation=exited, rows=rows, extra_summary=extra,
                          write_tables=lambda directory: write_seenn_tables(directory, rows, extra, fixed, exited),
                          details=result)
 
 
-def seenn_summary(result: SeennResult, fixed: Evaluation, exited: Evaluation, model) -> dict:
-    """Summary keys a SEENN run adds (docs/metrics.md): the policy, the fixed-T baseline, AETs, wall time."""
+def seenn_summary(result: SeennResult, fixed: Evaluation, exited: Evaluation, model, *,
+                  converted: Evaluation | None = None) -> dict:
+    """Summary keys a SEENN run adds (docs/metrics.md): the policy, the fixed-T baseline, AETs, wall time; for a
+    fine-tuned SNN (``fixed`` is then the fine-tuned network), the network as ``converted`` beside it."""
     before = summarize(fixed.simulation, fixed.ann, model)
     after = summarize(exited.simulation, exited.ann, model)
     sim_fixed, sim_exit = fixed.simulation, exited.simulation
@@ -90,29 +94,27 @@ def seenn_summary(result: SeennResult, fixed: Evaluation, exited: Evaluation, mo
         "seenn_holdout_accuracy_exit_pct": result.holdout_accuracy_exit_pct,
         "seenn_holdout_avg_exit_time_steps": result.holdout_avg_exit_time_steps,
         "seenn_training_samples": result.training_samples or None,
+        **finetune_keys(result, converted, after["snn_accuracy_pct"], mean_exit, matching),
     }
 
 
-def finetune_summary(config: SeennConfig, result: SeennResult, converted: Evaluation, exited: Evaluation,
-                     own_matching: int | None) -> dict:
+def finetune_keys(result: SeennResult, converted: Evaluation | None, exit_accuracy_pct: float, mean_exit: float,
+                  fixed_matching: int | None) -> dict:
     """With --finetune: how the SNN was trained, and the exits beside the fixed T of the network as converted.
     Fine-tuning moves the whole fixed-T curve: it can raise the early steps and lower the top, so either network
     may reach the exit accuracy in fewer fixed steps. The reduction against the better of the two credits the
     exits neither with what fine-tuning gained nor with what it took from the full-T accuracy."""
-    keys = ("converted_snn_accuracy_pct", "converted_steps_of_equal_accuracy",
-            "avg_time_steps_reduction_vs_either_fixed_x", "finetune_loss", "finetune_epochs", "finetune_samples",
-            "finetune_loss_first_epoch", "finetune_loss_last_epoch")
-    if not config.finetune:
-        return {"seenn_finetuned": False, **dict.fromkeys(keys)}
-    sim, exits = converted.simulation, exited.simulation
-    matching = steps_of_equal_accuracy(sim, exits.accuracy_at(exits.time_steps))
-    mean_exit = float(np.minimum(np.asarray(exits.exit_steps), exits.time_steps).mean())
+    tuning = result.finetune
+    if tuning is None or converted is None:
+        return {"seenn_finetuned": False, **dict.fromkeys(FINETUNE_KEYS)}
+    sim = converted.simulation
+    matching = steps_of_equal_accuracy(sim, exit_accuracy_pct)
+    either = min((t for t in (matching, fixed_matching) if t), default=None)
     losses = result.finetune_losses
-    either = min((t for t in (matching, own_matching) if t), default=None)
     return {"seenn_finetuned": True, "converted_snn_accuracy_pct": sim.accuracy_at(sim.time_steps),
             "converted_steps_of_equal_accuracy": matching,
             "avg_time_steps_reduction_vs_either_fixed_x": either / mean_exit if either and mean_exit else None,
-            "finetune_loss": config.tuning.loss, "finetune_epochs": config.tuning.train.epochs,
+            "finetune_loss": tuning.loss, "finetune_epochs": tuning.train.epochs,
             "finetune_samples": result.finetune_samples,
             "finetune_loss_first_epoch": losses[0] if losses else None,
             "finetune_loss_last_epoch": losses[-1] if losses else None}

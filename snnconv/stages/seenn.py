@@ -412,7 +412,8 @@ class SeennResult:
     training_samples: int = 0
     training_losses: list[float] = field(default_factory=list)
     beta: float | None = None  # SEENN-II reward penalty
-    finetune_samples: int = 0  # with finetune: the training split the SNN was fine-tuned on
+    finetune: FinetuneConfig | None = None  # how the SNN was fine-tuned before alpha was chosen, if it was
+    finetune_samples: int = 0  # the training split it was fine-tuned on
     finetune_losses: list[float] = field(default_factory=list)
 
 
@@ -438,7 +439,8 @@ def seenn(network: SpikingNetwork, calibration: LabeledData, config: SeennConfig
     if not config.policy:
         result = _seenn_confidence(held, full, config, note)
         if tuned is not None:
-            result.finetune_samples, result.finetune_losses = len(training), tuned.epoch_losses
+            result.finetune, result.finetune_samples = config.tuning, len(training)
+            result.finetune_losses = tuned.epoch_losses
         return result
     return _seenn_policy(network, training, holdout, held, full, config, batch_size, device, checkpoint, resume,
                          progress, note)

@@ -133,7 +133,8 @@ def dts_table(rows: list[dict], summary: dict) -> Table:
     matching = summary.get("uniform_steps_of_equal_accuracy")
     table.caption = (f"T_max={summary['uniform_time_steps']}: uniform {summary['uniform_snn_accuracy_pct']:.2f} %, "
                      f"DTS {summary['snn_accuracy_pct']:.2f} % at average T {summary['avg_time_steps']:.2f} steps; "
-                     f"uniform T of equal accuracy (within 0.1 points): {matching if matching else 'none'}")
+                     f"uniform T of equal accuracy (within 0.1 points): {matching if matching else 'none'}"
+                     f"{_reduction(summary)}")
     return table
 
 

@@ -325,6 +325,12 @@ def test_compress_dts_cli_end_to_end(tmp_path):
     assert [l["active_steps"] for l in manifest["layers"]] == list(table["time_steps_dts"])
     assert summary["avg_time_steps"] == pytest.approx(table["time_steps_dts"].mean())
     assert summary["dts_crossing"] == "prefix" and summary["uniform_time_steps"] == 8
+    matching = summary["uniform_steps_of_equal_accuracy"]
+    assert 1 <= matching <= 8
+    ratio = summary["avg_time_steps_reduction_vs_equal_accuracy_x"]
+    assert ratio == pytest.approx(matching / summary["avg_time_steps"])
+    assert (summary["avg_time_steps_reduction_vs_equal_accuracy_x_p5"] <= ratio
+            <= summary["avg_time_steps_reduction_vs_equal_accuracy_x_p95"])
     assert table["penalized"].all() and (table["time_steps_dts"] <= 8).all()
     assert torch.load(tmp_path / "dts.pt", weights_only=False)["epoch"] == 1
     assert (out / "reports" / "dts.md").exists()

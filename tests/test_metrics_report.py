@@ -9,6 +9,8 @@ The reference network: 2 samples, T = 2 steps.
 """
 from __future__ import annotations
 
+from types import SimpleNamespace
+
 import json
 import math
 
@@ -19,7 +21,8 @@ import pytest
 from snnconv.errors import ConfigError, OutputError
 from snnconv.metrics import (ENERGY_PRESETS, EnergyModel, energy_breakdown, layer_rows, load_energy_model,
                              neuromorphic_energy, summarize, sweep_rows)
-from snnconv.metrics.summary import equal_accuracy_interval, exceeds, first_step_within, steps_of_equal_accuracy
+from snnconv.metrics.summary import (REDUCTION_KEY, equal_accuracy_interval, exceeds, first_step_within,
+                                     reduction_at_equal_accuracy, steps_of_equal_accuracy)
 from snnconv.report import write_report
 from snnconv.results import AnnResult, NeuronLayerStats, SimulationResult, SynapticLayerStats
 from snnconv import plots
@@ -280,6 +283,11 @@ def test_equal_accuracy_interval_resamples_both_networks_alike():
     assert low == pytest.approx(4 / (1 + 3 * (0.5 + spread)), abs=0.03)
     assert high == pytest.approx(4 / (1 + 3 * (0.5 - spread)), abs=0.03)
     assert low < 4 / 2.5 < high
+    # the report keys: the same interval around the ratio, and none without an equal T
+    keys = reduction_at_equal_accuracy(SimpleNamespace(correct_by_sample=baseline), np.ones(samples, dtype=bool),
+                                       exit_steps, 2.5, 4)
+    assert keys == {REDUCTION_KEY: 4 / 2.5, f"{REDUCTION_KEY}_p5": low, f"{REDUCTION_KEY}_p95": high}
+    assert set(reduction_at_equal_accuracy(None, None, None, 2.5, None).values()) == {None}
     # a fixed cost (an average T): only the equal T moves, and here it cannot
     assert equal_accuracy_interval(baseline, np.ones(samples, dtype=bool),
                                    np.full(samples, 6.0)) == pytest.approx((4 / 6, 4 / 6))

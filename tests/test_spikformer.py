@@ -122,7 +122,11 @@ def test_direct_training_with_masks_and_the_mask_loss_lowers_time_steps():
     for layer in sim.neuron_layers:  # a masked layer is silent after its T_l
         if layer.active_steps is not None:
             assert layer.spikes_per_step[layer.active_steps:].sum() == 0
-    assert len(sim.correct_per_step) == 4
+    task = _task()
+    with torch.no_grad():  # each sample's readout after steps 1..t, the record the equal-accuracy interval reads
+        right = (model_p.eval()(task.x, 4).cumsum(0).argmax(-1) == task.y).T
+    assert torch.equal(torch.from_numpy(sim.correct_by_sample), right)
+    assert sim.correct_per_step.tolist() == right.sum(0).tolist()
     assert all(v == v for v in log.epoch_losses) and len(log.epoch_losses) == 2
 
 

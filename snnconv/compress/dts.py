@@ -3,10 +3,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
+
 from ..api import Evaluation, evaluate
 from ..engine import Engine
 from ..metrics import load_energy_model, summarize
-from ..metrics.summary import layer_spikes_per_sample, steps_of_equal_accuracy
+from ..metrics.summary import layer_spikes_per_sample, reduction_at_equal_accuracy, steps_of_equal_accuracy
 from ..stages.dts import DtsConfig, DtsResult, train_time_masks
 from ..stages.teas import consumer_synapses
 from .tables import quantity_table, write_csv
@@ -67,6 +69,10 @@ def dts_summary(result: DtsResult, config: DtsConfig, uniform: Evaluation, compr
     before = summarize(uniform.simulation, uniform.ann, model)
     after = summarize(compressed.simulation, compressed.ann, model)
     matching = steps_of_equal_accuracy(uniform.simulation, after["snn_accuracy_pct"])
+    # every sample runs the same masked layers, so each costs the average T
+    reduction = reduction_at_equal_accuracy(uniform.simulation, compressed.simulation.correct_by_sample[:, -1],
+                                            np.full(compressed.simulation.samples, after["avg_time_steps"]),
+                                            after["avg_time_steps"], matching)
     losses = result.log.epoch_losses
     return {
         "uniform_time_steps": result.max_steps,
@@ -74,6 +80,7 @@ def dts_summary(result: DtsResult, config: DtsConfig, uniform: Evaluation, compr
         "uniform_synaptic_ops_per_sample": before["synaptic_ops_per_sample"],
         "uniform_energy_pj_per_sample_snn": before["energy_pj_per_sample_snn"],
         "uniform_steps_of_equal_accuracy": matching,
+        **reduction,
         "dts_crossing": "prefix",
         "dts_initial_time_steps": result.initial_steps,
         "dts_mask_weight": config.mask_weight,

@@ -10,7 +10,7 @@ import numpy as np
 from .. import plots
 from ..api import Evaluation, evaluate
 from ..metrics import load_energy_model, summarize
-from ..metrics.summary import equal_accuracy_interval, steps_of_equal_accuracy
+from ..metrics.summary import reduction_at_equal_accuracy, steps_of_equal_accuracy
 from ..stages.seenn import (ConfidenceExit, PolicyExit, SeennConfig, SeennResult, alpha_sweep, candidate_alphas,
                             oracle_aet, seenn)
 
@@ -63,9 +63,8 @@ def seenn_summary(result: SeennResult, fixed: Evaluation, exited: Evaluation, mo
     policy_macs = sum(layer.macs_per_sample_dense for layer in policy_layers)
     oracle = sim_fixed.oracle_exit_steps
     # each sample's exit answer is held to T, so the last column of the exit run says whether it was right
-    low, high = (equal_accuracy_interval(sim_fixed.correct_by_sample, sim_exit.correct_by_sample[:, -1],
-                                         np.minimum(sim_exit.exit_steps, sim_exit.time_steps))
-                 if matching and mean_exit else (None, None))
+    reduction = reduction_at_equal_accuracy(sim_fixed, sim_exit.correct_by_sample[:, -1],
+                                            np.minimum(sim_exit.exit_steps, sim_exit.time_steps), mean_exit, matching)
     return {
         "seenn_method": "SEENN-II" if isinstance(policy, PolicyExit) else "SEENN-I",
         "seenn_score": getattr(policy, "score", None),
@@ -78,9 +77,7 @@ def seenn_summary(result: SeennResult, fixed: Evaluation, exited: Evaluation, mo
         "fixed_synaptic_ops_per_sample": before["synaptic_ops_per_sample"],
         "fixed_energy_pj_per_sample_snn": before["energy_pj_per_sample_snn"],
         "fixed_steps_of_equal_accuracy": matching,
-        "avg_time_steps_reduction_vs_equal_accuracy_x": (matching / mean_exit) if matching and mean_exit else None,
-        "avg_time_steps_reduction_vs_equal_accuracy_x_p5": low,
-        "avg_time_steps_reduction_vs_equal_accuracy_x_p95": high,
+        **reduction,
         "oracle_aet_time_steps": oracle_aet(sim_fixed.correct_per_step, sim_fixed.samples),
         "empirical_aet_time_steps": float(np.mean(oracle)) if oracle is not None and len(oracle) else None,
         "wall_time_per_sample_ms_fixed": ms_fixed,

@@ -8,7 +8,7 @@ import numpy as np
 from ..api import Evaluation, evaluate
 from ..engine import Engine
 from ..metrics import load_energy_model, summarize
-from ..metrics.summary import (EQUAL_ACCURACY_POINTS, equal_accuracy_interval, layer_spikes_per_sample,
+from ..metrics.summary import (EQUAL_ACCURACY_POINTS, layer_spikes_per_sample, reduction_at_equal_accuracy,
                                steps_of_equal_accuracy)
 from ..stages.finetune import finetune
 from ..stages.teas import TeasConfig, TeasResult, consumer_synapses, teas
@@ -97,11 +97,9 @@ def teas_summary(result: TeasResult, uniform: Evaluation, compressed: Evaluation
     steps = np.array([r["time_steps_teas"] for r in rows], dtype=np.float64)
     weighted = float((weights * steps).sum() / weights.sum()) if weights.sum() > 0 else float("nan")
     matching = uniform_steps_matching(uniform, after["snn_accuracy_pct"])
-    samples = compressed.simulation.samples
-    low, high = (equal_accuracy_interval(uniform.simulation.correct_by_sample,
-                                         compressed.simulation.correct_by_sample[:, -1],
-                                         np.full(samples, after["avg_time_steps"]))
-                 if matching else (None, None))
+    reduction = reduction_at_equal_accuracy(uniform.simulation, compressed.simulation.correct_by_sample[:, -1],
+                                            np.full(compressed.simulation.samples, after["avg_time_steps"]),
+                                            after["avg_time_steps"], matching)
     return {
         "uniform_time_steps": result.base_steps,
         "uniform_snn_accuracy_pct": before["snn_accuracy_pct"],
@@ -109,9 +107,7 @@ def teas_summary(result: TeasResult, uniform: Evaluation, compressed: Evaluation
         "uniform_energy_pj_per_sample_snn": before["energy_pj_per_sample_snn"],
         "teas_avg_time_steps_op_weighted": weighted,
         "uniform_steps_of_equal_accuracy": matching,
-        "avg_time_steps_reduction_vs_equal_accuracy_x": (matching / after["avg_time_steps"]) if matching else None,
-        "avg_time_steps_reduction_vs_equal_accuracy_x_p5": low,
-        "avg_time_steps_reduction_vs_equal_accuracy_x_p95": high,
+        **reduction,
         "teas_holdout_accuracy_uniform_pct": result.uniform_accuracy_pct,
         "teas_holdout_accuracy_pct": result.final_accuracy_pct,
         "teas_holdout_samples": result.holdout_samples,

@@ -139,14 +139,14 @@ def simulate_spikformer(model: Spikformer, data: LabeledData, time_steps: int, *
     device = torch.device(device)
     model.eval().to(device)
     recorder = _Recorder(model, time_steps)
-    correct = torch.zeros(time_steps, dtype=torch.int64)
+    by_sample = []  # [batch, T] bool per batch: right from the readout after steps 1..t
     start = time.perf_counter()
     try:
         with torch.no_grad():
             for x, y in data.batches(batch_size):
                 x, y = x.to(device), y.to(device)
                 running = model(x, time_steps).cumsum(0)  # the argmax of the mean equals that of the sum
-                correct += (running.argmax(-1) == y.unsqueeze(0)).sum(1).cpu()
+                by_sample.append((running.argmax(-1) == y.unsqueeze(0)).T.cpu())
                 if progress is not None:
                     progress(len(y))
     finally:
@@ -168,5 +168,7 @@ def simulate_spikformer(model: Spikformer, data: LabeledData, time_steps: int, *
                                          else np.zeros(time_steps)),
                            active_steps=synapse_steps.get(name))
         for name in recorder.dense]
-    return SimulationResult(samples=len(data), time_steps=time_steps, correct_per_step=correct.numpy(),
-                            neuron_layers=neuron_layers, synaptic_layers=synaptic_layers, wall_time_s=wall)
+    correct_by_sample = torch.cat(by_sample).numpy() if by_sample else np.zeros((0, time_steps), dtype=bool)
+    return SimulationResult(samples=len(data), time_steps=time_steps, correct_per_step=correct_by_sample.sum(0),
+                            neuron_layers=neuron_layers, synaptic_layers=synaptic_layers, wall_time_s=wall,
+                            correct_by_sample=correct_by_sample)

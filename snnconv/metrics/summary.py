@@ -102,15 +102,33 @@ def equal_accuracy_interval(baseline_correct, right, cost, *, resamples: int = 1
     cost = torch.as_tensor(np.asarray(cost, dtype=np.float64))
     samples, steps = correct.shape
     draws = torch.randint(0, samples, (resamples, samples), generator=torch.Generator().manual_seed(seed))
-    weights = torch.zeros(resamples, samples, dtype=torch.float64).scatter_add_(
-        1, draws, torch.ones(resamples, samples, dtype=torch.float64)) / samples  # [R, N]: share of each sample
-    accuracy_pct, mean_cost = 100.0 * (weights @ right), weights @ cost
-    curves_pct = 100.0 * (weights @ correct)  # [R, T]
+    draws_of = torch.zeros(resamples, samples, dtype=torch.float64).scatter_add_(
+        1, draws, torch.ones(resamples, samples, dtype=torch.float64))  # [R, N]: times each sample was drawn
+    accuracy_pct = 100.0 * (draws_of @ right) / samples
+    # a constant cost (an average T) is every resample's mean as it is: a re-summed 16/3 can differ from it in the
+    # last bit and put the point ratio outside an interval of zero width
+    constant = bool((cost == cost[0]).all())
+    mean_cost = cost[0].expand(resamples) if constant else (draws_of @ cost) / samples
+    curves_pct = 100.0 * (draws_of @ correct) / samples  # [R, T]
     reaches = curves_pct >= (accuracy_pct - EQUAL_ACCURACY_POINTS - ROUNDING_POINTS).unsqueeze(1)
     equal_t = torch.where(reaches.any(1), reaches.int().argmax(1) + 1, torch.tensor(steps))
     tails = torch.tensor([(1.0 - level) / 2, (1.0 + level) / 2], dtype=torch.float64)
     low, high = torch.quantile(equal_t.double() / mean_cost, tails).tolist()
     return low, high
+
+
+REDUCTION_KEY = "avg_time_steps_reduction_vs_equal_accuracy_x"
+
+
+def reduction_at_equal_accuracy(baseline: SimulationResult, right, cost, mean_cost: float,
+                                matching: int | None) -> dict:
+    """The reduction keys of TEAS, DTS and SEENN reports: ``matching`` (the baseline's steps of equal accuracy) over
+    ``mean_cost`` (the compressed network's mean steps), with its 90 % interval (:func:`equal_accuracy_interval`
+    on ``right`` [N] and ``cost`` [N]); all None when there is no equal-accuracy T or no cost."""
+    if not matching or not mean_cost:
+        return dict.fromkeys((REDUCTION_KEY, f"{REDUCTION_KEY}_p5", f"{REDUCTION_KEY}_p95"))
+    low, high = equal_accuracy_interval(baseline.correct_by_sample, right, cost)
+    return {REDUCTION_KEY: matching / mean_cost, f"{REDUCTION_KEY}_p5": low, f"{REDUCTION_KEY}_p95": high}
 
 
 def _ratio(numerator: float, denominator: float) -> float:

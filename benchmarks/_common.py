@@ -30,11 +30,14 @@ FMNIST_DIR = Path("/work/shared/data/fashion-mnist")
 CIFAR_TRAIN = Path("/work/shared/data/cifar10/cifar10_train_10k.npz")
 CIFAR_TEST = Path("/work/shared/data/cifar10/cifar10_test.npz")
 CIFAR_ONNX = Path("/work/shared/models/cifar10-resnet20.onnx")
+# the pretrained CIFAR-10 models of ../shared/models; ResNet-32 only in the fidelity benchmark (FIDELITY_MODELS)
+CIFAR_MODELS = {"resnet20": CIFAR_ONNX, "resnet32": Path("/work/shared/models/cifar10-resnet32.onnx")}
 CIFAR_MEAN = (0.485, 0.456, 0.406)
 CIFAR_STD = (0.229, 0.224, 0.225)
 
 FMNIST_MODELS = ("vgg", "resnet", "maxpool")
 ALL_MODELS = FMNIST_MODELS + ("resnet20",)
+FIDELITY_MODELS = ALL_MODELS + ("resnet32",)
 STEPS = (1, 2, 4, 8, 16, 32, 64, 128)
 T_MAX = 128
 CALIBRATION_SAMPLES = 1000
@@ -48,6 +51,7 @@ MODEL_TITLES = {
     "resnet": "Fashion-MNIST ResNet-style (`fmnist_resnet`, residual adds)",
     "maxpool": "Fashion-MNIST conv / max-pool (`fmnist_maxpool`, no BN)",
     "resnet20": "CIFAR-10 ResNet-20 (`cifar10-resnet20.onnx`, option-A shortcuts)",
+    "resnet32": "CIFAR-10 ResNet-32 (`cifar10-resnet32.onnx`, option-A shortcuts)",
 }
 
 
@@ -56,9 +60,9 @@ def fmnist_weights(name: str) -> Path:
 
 
 def source_model(model: str):
-    """What snnconv imports for a benchmark model: the ONNX path for ResNet-20, else the trained zoo module."""
-    if model == "resnet20":
-        return str(CIFAR_ONNX)
+    """What snnconv imports for a benchmark model: the ONNX path for a CIFAR-10 model, else the trained zoo module."""
+    if model in CIFAR_MODELS:
+        return str(CIFAR_MODELS[model])
     import snnconv.zoo
     net = getattr(snnconv.zoo, f"fmnist_{model}")()
     net.load_state_dict(torch.load(fmnist_weights(model), map_location="cpu", weights_only=True))
@@ -88,7 +92,7 @@ def _read_idx(path: Path) -> np.ndarray:
 
 def load_images(model: str, split: str) -> tuple[torch.Tensor, torch.Tensor]:
     """All images of a split, scaled (and normalized for CIFAR) like snnconv.data does: x [N,C,H,W], y [N]."""
-    if model == "resnet20":
+    if model in CIFAR_MODELS:
         with np.load(CIFAR_TRAIN if split == "train" else CIFAR_TEST, allow_pickle=False) as archive:
             x, y = archive["x"], archive["y"]
         x = torch.from_numpy(np.ascontiguousarray(x.transpose(0, 3, 1, 2))).to(torch.float32).div_(255.0)

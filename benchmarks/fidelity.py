@@ -1,6 +1,7 @@
 """Conversion fidelity benchmark (SPEC section 5): ANN vs SNN accuracy at T = 1..128 for many pipelines.
 
-For each model (the three Fashion-MNIST benchmark models and the CIFAR-10 ResNet-20 ONNX model) it converts
+For each model (the three Fashion-MNIST benchmark models and the CIFAR-10 ResNet-20 ONNX model; the deeper
+ResNet-32 of ../shared/models on request, ``--models resnet32``, held to ResNet-20's bars) it converts
 with 1000 calibration images and simulates 128 steps once per pipeline; the accuracy at every T comes from
 that one run. Pipelines:
 
@@ -24,6 +25,7 @@ Re-running skips configurations already in the CSV (``--force`` re-runs them).
     /work/venv/bin/python benchmarks/fidelity.py                       # everything, resumable
     /work/venv/bin/python benchmarks/fidelity.py --stage default       # only the default pipeline rows (all images)
     /work/venv/bin/python benchmarks/fidelity.py --models resnet20 --limit 1000    # a faster, noisier ResNet-20 run
+    /work/venv/bin/python benchmarks/fidelity.py --models resnet32 --stage default --limit 5000 --threads 1
     /work/venv/bin/python benchmarks/fidelity.py --stage extra --fmnist-limit 2000 --full-extra mse-channel-half-weights
     /work/venv/bin/python benchmarks/fidelity.py --stage extra --fmnist-limit 2000 --full-extra mse-channel-half-advanced-signed
     /work/venv/bin/python benchmarks/fidelity.py --stage extra --fmnist-limit 2000 --full-extra mseT-channel-half-advanced
@@ -56,13 +58,13 @@ FULL_GRID = ([(m, g, h, "none", 32) for m in ("max", "percentile", "mse") for g 
 REDUCED_DROP = {("max", "layer", False, "none", 32), ("max", "channel", False, "none", 32),
                 ("mse", "layer", False, "none", 32), ("percentile", "channel", False, "none", 32)}
 # Balancing (mse) and calibration target one T. The bars are read at a second T as well (16 for Fashion-MNIST,
-# 64 for ResNet-20), so the T-dependent pipelines are also converted for that T.
-SECOND_TARGET = {"fmnist": 16, "resnet20": 64}
+# 64 for the CIFAR-10 ResNets), so the T-dependent pipelines are also converted for that T.
+SECOND_TARGET = {"fmnist": 16, "cifar": 64}
 
 
 def per_t_defaults(model: str) -> list[tuple]:
     """The default pipeline converted for each small T (the bars' second T is converted on the whole set)."""
-    targets = (1, 2, 4, 8, 16) if model == "resnet20" else (1, 2, 4, 8)
+    targets = (1, 2, 4, 8, 16) if model in C.CIFAR_MODELS else (1, 2, 4, 8)
     return [DEFAULT_KEY[:4] + (t,) for t in targets]
 
 
@@ -104,7 +106,7 @@ assert label(*DEFAULT_KEY) == DEFAULT and ConvertConfig() == spec_of(DEFAULT_KEY
 
 def data_for(model: str, limit: int | None):
     """Calibration and evaluation data through snnconv.data, checked against the toolkit-neutral loader."""
-    if model == "resnet20":
+    if model in C.CIFAR_MODELS:
         norm = {"mean": C.CIFAR_MEAN, "std": C.CIFAR_STD}
         cal = load_data(DataConfig(f"npz:{C.CIFAR_TRAIN}", split="train", limit=C.CALIBRATION_SAMPLES, **norm))
         test = load_data(DataConfig(f"npz:{C.CIFAR_TEST}", split="test", limit=limit or 10000, **norm))
@@ -126,7 +128,8 @@ def part(data: LabeledData, start: int, stop: int, what: str) -> LabeledData:
 
 
 def run_model(model: str, args) -> None:
-    limit = args.limit if model == "resnet20" else args.fmnist_limit
+    cifar = model in C.CIFAR_MODELS
+    limit = args.limit if cifar else args.fmnist_limit
     cal, test = data_for(model, limit)
     grid_n = min(args.grid_limit, len(test))
     subsets = {"grid": part(test, 0, grid_n, "grid subset")}
@@ -134,11 +137,11 @@ def run_model(model: str, args) -> None:
         subsets["rest"] = part(test, grid_n, len(test), "rest")
     imported = load_model(C.source_model(model), example=cal.x)
     path = C.csv_path("fidelity", model)
-    grid_kind = args.grid or ("reduced" if model == "resnet20" else "full")
+    grid_kind = args.grid or ("reduced" if cifar else "full")
     keys = [DEFAULT_KEY] + [k for k in FULL_GRID if k != DEFAULT_KEY
                             and not (grid_kind == "reduced" and k in REDUCED_DROP)]
-    keys += retargeted(SECOND_TARGET["resnet20" if model == "resnet20" else "fmnist"])
-    second = DEFAULT_KEY[:4] + (SECOND_TARGET["resnet20" if model == "resnet20" else "fmnist"],)
+    keys += retargeted(SECOND_TARGET["cifar" if cifar else "fmnist"])
+    second = DEFAULT_KEY[:4] + (SECOND_TARGET["cifar" if cifar else "fmnist"],)
     jobs = []  # (key, subset)
     if args.stage in ("default", "all"):
         jobs += [(key, s) for key in (DEFAULT_KEY, second) for s in subsets]
@@ -174,14 +177,15 @@ def run_model(model: str, args) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--models", default=",".join(C.ALL_MODELS), help="comma-separated subset of %(default)s")
+    parser.add_argument("--models", default=",".join(C.ALL_MODELS),
+                        help=f"comma-separated subset of {','.join(C.FIDELITY_MODELS)} (default %(default)s)")
     parser.add_argument("--stage", choices=("default", "grid", "all", "extra"), default="all",
                         help="extra: only the --full-extra pipelines")
-    parser.add_argument("--limit", type=int, default=10000, help="ResNet-20 evaluation images (default %(default)s)")
+    parser.add_argument("--limit", type=int, default=10000, help="CIFAR-10 evaluation images (default %(default)s)")
     parser.add_argument("--fmnist-limit", type=int, default=None, help="Fashion-MNIST evaluation images (all)")
     parser.add_argument("--grid-limit", type=int, default=1000, help="images for the grid (default %(default)s)")
     parser.add_argument("--grid", choices=("full", "reduced"), default=None,
-                        help="grid size (default: full for Fashion-MNIST, reduced for ResNet-20)")
+                        help="grid size (default: full for Fashion-MNIST, reduced for the CIFAR-10 ResNets)")
     parser.add_argument("--full-extra", type=parse_label, action="append", default=[],
                         help="extra pipeline to run on the whole evaluation set, e.g. mse-layer-half-light "
                              "(method max|percentile|mse)")
@@ -196,8 +200,8 @@ def main() -> None:
         return
     print(C.machine(), flush=True)
     for model in [m for m in args.models.split(",") if m]:
-        if model not in C.ALL_MODELS:
-            parser.error(f"unknown model {model}; choose from {', '.join(C.ALL_MODELS)}")
+        if model not in C.FIDELITY_MODELS:
+            parser.error(f"unknown model {model}; choose from {', '.join(C.FIDELITY_MODELS)}")
         run_model(model, args)
     render()
 

@@ -285,9 +285,9 @@ def test_equal_accuracy_interval_resamples_both_networks_alike():
     assert low < 4 / 2.5 < high
     # the report keys: the same interval around the ratio, and none without an equal T
     keys = reduction_at_equal_accuracy(SimpleNamespace(correct_by_sample=baseline), np.ones(samples, dtype=bool),
-                                       exit_steps, 2.5, 4)
+                                       exit_steps, 4)
     assert keys == {REDUCTION_KEY: 4 / 2.5, f"{REDUCTION_KEY}_p5": low, f"{REDUCTION_KEY}_p95": high}
-    assert set(reduction_at_equal_accuracy(None, None, None, 2.5, None).values()) == {None}
+    assert set(reduction_at_equal_accuracy(None, None, 2.5, None).values()) == {None}
     # a fixed cost (an average T): only the equal T moves, and here it cannot
     assert equal_accuracy_interval(baseline, np.ones(samples, dtype=bool),
                                    np.full(samples, 6.0)) == pytest.approx((4 / 6, 4 / 6))

@@ -3,8 +3,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import numpy as np
-
 from ..api import Evaluation, evaluate
 from ..engine import Engine
 from ..metrics import load_energy_model, summarize
@@ -71,7 +69,6 @@ def dts_summary(result: DtsResult, config: DtsConfig, uniform: Evaluation, compr
     matching = steps_of_equal_accuracy(uniform.simulation, after["snn_accuracy_pct"])
     # every sample runs the same masked layers, so each costs the average T
     reduction = reduction_at_equal_accuracy(uniform.simulation, compressed.simulation.correct_by_sample[:, -1],
-                                            np.full(compressed.simulation.samples, after["avg_time_steps"]),
                                             after["avg_time_steps"], matching)
     losses = result.log.epoch_losses
     return {

@@ -64,7 +64,7 @@ def seenn_summary(result: SeennResult, fixed: Evaluation, exited: Evaluation, mo
     oracle = sim_fixed.oracle_exit_steps
     # each sample's exit answer is held to T, so the last column of the exit run says whether it was right
     reduction = reduction_at_equal_accuracy(sim_fixed, sim_exit.correct_by_sample[:, -1],
-                                            np.minimum(sim_exit.exit_steps, sim_exit.time_steps), mean_exit, matching)
+                                            np.minimum(sim_exit.exit_steps, sim_exit.time_steps), matching)
     return {
         "seenn_method": "SEENN-II" if isinstance(policy, PolicyExit) else "SEENN-I",
         "seenn_score": getattr(policy, "score", None),

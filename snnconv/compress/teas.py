@@ -98,7 +98,6 @@ def teas_summary(result: TeasResult, uniform: Evaluation, compressed: Evaluation
     weighted = float((weights * steps).sum() / weights.sum()) if weights.sum() > 0 else float("nan")
     matching = uniform_steps_matching(uniform, after["snn_accuracy_pct"])
     reduction = reduction_at_equal_accuracy(uniform.simulation, compressed.simulation.correct_by_sample[:, -1],
-                                            np.full(compressed.simulation.samples, after["avg_time_steps"]),
                                             after["avg_time_steps"], matching)
     return {
         "uniform_time_steps": result.base_steps,

@@ -93,22 +93,21 @@ def equal_accuracy_interval(baseline_correct, right, cost, *, resamples: int = 1
 
     ``baseline_correct`` [N, T] says whether the baseline read out after t steps is right on sample i
     (SimulationResult.correct_by_sample), ``right`` [N] whether the compressed network is, and ``cost`` [N] what it
-    spent on it (an exit step; a constant for a fixed average T). Paired: each resample draws the same samples for
+    spent on it (an exit step), or one number when every sample costs the same (an average T). Paired: each resample draws the same samples for
     both networks, so the interval shows how much the ratio owes to which samples were drawn, the noise its
     0.1-point "equal accuracy" is read through. A resample whose baseline never comes within the tolerance counts
     as equal T = T (the ratio is then a lower bound)."""
     correct = torch.as_tensor(np.asarray(baseline_correct)).double()
     right = torch.as_tensor(np.asarray(right)).double()
-    cost = torch.as_tensor(np.asarray(cost, dtype=np.float64))
     samples, steps = correct.shape
     draws = torch.randint(0, samples, (resamples, samples), generator=torch.Generator().manual_seed(seed))
     draws_of = torch.zeros(resamples, samples, dtype=torch.float64).scatter_add_(
         1, draws, torch.ones(resamples, samples, dtype=torch.float64))  # [R, N]: times each sample was drawn
     accuracy_pct = 100.0 * (draws_of @ right) / samples
-    # a constant cost (an average T) is every resample's mean as it is: a re-summed 16/3 can differ from it in the
-    # last bit and put the point ratio outside an interval of zero width
-    constant = bool((cost == cost[0]).all())
-    mean_cost = cost[0].expand(resamples) if constant else (draws_of @ cost) / samples
+    if np.ndim(cost) == 0:  # one cost for every sample is every resample's mean as it is
+        mean_cost = torch.full((resamples,), float(cost), dtype=torch.float64)
+    else:
+        mean_cost = (draws_of @ torch.as_tensor(np.asarray(cost, dtype=np.float64))) / samples
     curves_pct = 100.0 * (draws_of @ correct) / samples  # [R, T]
     reaches = curves_pct >= (accuracy_pct - EQUAL_ACCURACY_POINTS - ROUNDING_POINTS).unsqueeze(1)
     equal_t = torch.where(reaches.any(1), reaches.int().argmax(1) + 1, torch.tensor(steps))
@@ -120,11 +119,11 @@ def equal_accuracy_interval(baseline_correct, right, cost, *, resamples: int = 1
 REDUCTION_KEY = "avg_time_steps_reduction_vs_equal_accuracy_x"
 
 
-def reduction_at_equal_accuracy(baseline: SimulationResult, right, cost, mean_cost: float,
-                                matching: int | None) -> dict:
+def reduction_at_equal_accuracy(baseline: SimulationResult, right, cost, matching: int | None) -> dict:
     """The reduction keys of TEAS, DTS and SEENN reports: ``matching`` (the baseline's steps of equal accuracy) over
-    ``mean_cost`` (the compressed network's mean steps), with its 90 % interval (:func:`equal_accuracy_interval`
-    on ``right`` [N] and ``cost`` [N]); all None when there is no equal-accuracy T or no cost."""
+    the compressed network's mean ``cost`` (an average T, or each sample's exit step), with its 90 % interval
+    (:func:`equal_accuracy_interval` on ``right`` [N]); all None when there is no equal-accuracy T or no cost."""
+    mean_cost = float(np.mean(cost))
     if not matching or not mean_cost:
         return dict.fromkeys((REDUCTION_KEY, f"{REDUCTION_KEY}_p5", f"{REDUCTION_KEY}_p95"))
     low, high = equal_accuracy_interval(baseline.correct_by_sample, right, cost)

@@ -88,6 +88,8 @@ def convert(
     from snnconv.workflows import run_convert
 
     def job():
+        opt.check_counts({"--limit": limit, "--calib-samples": calib_samples, "--calibrate-samples": calibrate_samples,
+                          "--batch-size": batch_size, "--chunk-steps": chunk_steps})
         eval_cfg = opt.data_config(data or "builtin", "test", limit, seed, mean, std, size)
         calib_cfg = opt.data_config(calib_data or eval_cfg.spec, "train", calib_samples, seed, mean, std, size)
         config = opt.convert_config(balance, granularity, percentile, half_init, calibrate, maxpool, calibrate_samples,
@@ -132,6 +134,8 @@ def evaluate(
     from snnconv.workflows import Gates, run_evaluate
 
     def job():
+        opt.check_counts({"--limit": limit, "--calib-samples": calib_samples, "--calibrate-samples": calibrate_samples,
+                          "--batch-size": batch_size, "--chunk-steps": chunk_steps})
         eval_cfg = opt.data_config(data, "test", limit, seed, mean, std, size)
         calib_spec = calib_data or (eval_cfg.spec if eval_cfg else None)
         calib_cfg = opt.data_config(calib_spec, "train", calib_samples, seed, mean, std, size)
@@ -242,6 +246,8 @@ def compress(
     from snnconv.compress import run_compress
 
     def job():
+        opt.check_counts({"--limit": limit, "--calib-samples": calib_samples, "--batch-size": batch_size,
+                          "--chunk-steps": chunk_steps, "--epochs": epochs})
         config = opt.compress_config(method, accuracy_budget=accuracy_budget, holdout=holdout, seed=seed,
                                      avg_t_budget=avg_t_budget, candidates=candidates, min_t=min_t, noise=noise,
                                      score=score, temperature=temperature, alpha=alpha, exit_chunk=exit_chunk,
@@ -311,6 +317,8 @@ def train(
     from snnconv.direct_workflows import run_train
 
     def job():
+        opt.check_counts({"--limit": limit, "--train-samples": train_samples, "--batch-size": batch_size,
+                          "--train-batch-size": train_batch, "--epochs": epochs})
         if resume and checkpoint is None:
             raise ConfigError("--resume needs --checkpoint FILE to resume from.")
         eval_cfg = opt.data_config(data or "builtin", "test", limit, seed, mean, std, size)

@@ -9,6 +9,14 @@ from snnconv.data import DataConfig
 from snnconv.errors import ConfigError
 
 
+def check_counts(counts: dict[str, int | None]) -> None:
+    """Counts of samples, rows or steps are at least 1 (None: not given); checked before any work starts, so the
+    message names the option the user typed (the library's own checks name its fields)."""
+    for option, value in counts.items():
+        if value is not None and value < 1:
+            raise ConfigError(f"{option} must be at least 1, got {value}.")
+
+
 def parse_floats(text: str | None, option: str) -> tuple[float, ...] | None:
     if text is None:
         return None

@@ -123,6 +123,11 @@ class DataConfig:
         return cls(**data)
 
 
+def check_batch_size(batch_size: int) -> None:
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size <= 0:
+        raise ConfigError(f"Batch size {batch_size!r} must be a positive integer.")
+
+
 def _parse_spec(spec: str) -> tuple[str, Path | None]:
     valid = "'builtin' or one of " + ", ".join(f"'{s}:PATH'" for s in SCHEMES[1:])
     if not isinstance(spec, str):
@@ -180,8 +185,7 @@ class LabeledData:
 
     def batches(self, batch_size: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         """Yield (x, y) views of consecutive slices, in order; the last batch may be smaller."""
-        if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size <= 0:
-            raise ConfigError(f"Batch size {batch_size!r} must be a positive integer.")
+        check_batch_size(batch_size)
         for start in range(0, len(self), batch_size):
             yield self.x[start:start + batch_size], self.y[start:start + batch_size]
 

@@ -8,6 +8,7 @@ import torch
 import torch.fx
 
 from .config import ConvertConfig
+from .data import check_batch_size
 from .engine import ExitPolicy, TimePlan
 from .engine.chunking import auto_chunk_steps
 from .neurons import IFNeuron
@@ -90,6 +91,7 @@ class SpikingNetwork:
     def chunk_steps_for(self, batch_size: int, chosen: int | None = None) -> int:
         """The steps to simulate together: ``chosen``, or when None, as many as keep a batch's block of the
         largest layer within the engine's budget (snnconv/engine/chunking.py)."""
+        check_batch_size(batch_size)
         return chosen if chosen is not None else auto_chunk_steps(self.graph, self.input_shape, batch_size)
 
     def to(self, device: torch.device | str) -> "SpikingNetwork":

@@ -10,6 +10,7 @@ import snnconv
 import snnconv.network
 from snnconv.config import SimulationConfig
 from snnconv.engine.chunking import CHUNK_BYTES, largest_layer_bytes
+from snnconv.errors import ConfigError
 
 from helpers import as_data, convert
 
@@ -67,3 +68,10 @@ def test_other_devices_keep_eight_steps():
     network = convert(model, torch.rand(8, 3, 2, 2))
     network.graph.to("meta")
     assert network.chunk_steps_for(5000) == 8
+
+
+@pytest.mark.parametrize("batch", [0, -3])
+def test_a_batch_without_rows_is_refused_by_name(wide, batch):
+    # the chunk is a budget divided by the batch: a batch of no rows would divide by zero
+    with pytest.raises(ConfigError, match=f"Batch size {batch} must be a positive integer"):
+        wide[0].chunk_steps_for(batch)

@@ -228,11 +228,17 @@ def bad_input_cases(tmp: Path, model_file: Path, default_artifact: Path):
         "pickle without opt-in": (["convert", pickled], 5, "--allow-pickle"),
         "newer schema": (["evaluate", newer], 10, "newer"),
         "unknown balance": (["convert", "--balance", "median"], 3, "--balance"),
+        "zero batch size": (["convert", "--batch-size", "0"], 3, "--batch-size"),
+        "zero batch size, compress": (["compress", default_artifact, "--method", "seenn", "--batch-size", "0", "-o",
+                                       tmp / "should-not-exist"], 3, "--batch-size"),
+        "negative TEAS noise": (["compress", default_artifact, "--method", "teas", "--noise", "-1", "-o",
+                                 tmp / "should-not-exist"], 3, "--noise"),
     }
 
 
 CASES = ["missing model", "corrupt model", "unsupported node", "no relu", "wrong shape", "nan data", "empty data",
-         "T <= 0", "unknown preset", "unwritable output", "pickle without opt-in", "newer schema", "unknown balance"]
+         "T <= 0", "unknown preset", "unwritable output", "pickle without opt-in", "newer schema", "unknown balance",
+         "zero batch size", "zero batch size, compress", "negative TEAS noise"]
 
 
 @pytest.mark.parametrize("case", CASES)

@@ -75,6 +75,8 @@ class TeasConfig(_Plain):
             raise ConfigError(f"--min-t must be positive, got {self.min_steps}.")
         if not 0 < self.holdout_fraction < 1:
             raise ConfigError(f"--holdout-fraction must be between 0 and 1, got {self.holdout_fraction}.")
+        if not self.noise >= 0:
+            raise ConfigError(f"--noise must be >= 0 (a magnitude relative to the threshold), got {self.noise}.")
         if any(int(c) <= 0 for c in self.candidates):
             raise ConfigError(f"--candidates must be positive step counts, got {list(self.candidates)}.")
         check_timing(self.timing)

@@ -42,11 +42,11 @@ class TrainConfig(_Plain):
 
     def __post_init__(self):
         if self.epochs <= 0:
-            raise ConfigError(f"Training epochs must be positive, got {self.epochs}.")
+            raise ConfigError(f"Training epochs (--epochs) must be positive, got {self.epochs}.")
         if self.batch_size <= 0:
             raise ConfigError(f"Training batch size must be positive, got {self.batch_size}.")
         if not self.lr > 0:
-            raise ConfigError(f"Learning rate must be positive, got {self.lr}.")
+            raise ConfigError(f"Learning rate (--lr) must be positive, got {self.lr}.")
         if self.optimizer not in OPTIMIZERS:
             raise ConfigError(f"Optimizer '{self.optimizer}' is unknown; choose from {', '.join(OPTIMIZERS)}.")
         if self.schedule not in SCHEDULES:

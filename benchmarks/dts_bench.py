@@ -129,13 +129,15 @@ def render(r: dict) -> None:
         f"(batch 32, SGD momentum 0.9, weights lr {r['weight_lr']:g}, masks lr {r['mask_lr']:g}, cosine), then the "
         f"masked network (each layer runs its first T_l steps, prefix crossing) and the unmasked one are evaluated on "
         f"the same {r['samples']} test images. Average T = mean of T_l over the IF layers (paper Eq. 3). "
-        f"`equal-accuracy T` = smallest uniform t within 0.1 points of the run's accuracy. The bar asks for average "
+        f"`equal-accuracy T` = smallest uniform t within 0.1 points of the run's accuracy, and `reduction` = that t / "
+        f"average T (the CLI's `avg_time_steps_reduction_vs_equal_accuracy_x`). The bar asks for average "
         f"T below T_max with accuracy within 0.5 points of the uniform-T_max model ({uniform_at_max:.2f} %). "
         f"{_teas_reference()}.", "",
     ]
-    header = ["mask loss on", "accuracy (%)", "vs uniform T_max (points)", "avg T", "equal-accuracy T", "bar",
+    header = ["mask loss on", "accuracy (%)", "vs uniform T_max (points)", "avg T", "equal-accuracy T", "reduction (x)",
+              "bar",
               "spikes/sample", "activation sparsity", "syn. ops/sample", "energy (µJ)", "train (s)"]
-    body = [["(uniform T_max, no masks)", f"{uniform_at_max:.2f}", "", str(base), "", "",
+    body = [["(uniform T_max, no masks)", f"{uniform_at_max:.2f}", "", str(base), "", "", "",
              f"{r['uniform_spikes_per_sample']:,.0f}", f"{r['uniform_activation_sparsity']:.4f}",
              f"{r['uniform_synaptic_ops_per_sample']:,.0f}", f"{r['uniform_energy_pj_per_sample'] / 1e6:.3f}", ""]]
     for run_ in r["runs"]:
@@ -143,7 +145,8 @@ def render(r: dict) -> None:
         holds = run_["avg_t"] < base and not exceeds(-delta, 0.5)
         matching = run_["summary"]["uniform_steps_of_equal_accuracy"]
         body.append([run_["label"], f"{run_['accuracy_pct']:.2f}", f"{delta:+.2f}", f"{run_['avg_t']:.2f}",
-                     str(matching) if matching else f"> {base}", "holds" if holds else "FAILS",
+                     str(matching) if matching else f"> {base}",
+                     f"{matching / run_['avg_t']:.2f}" if matching else "-", "holds" if holds else "FAILS",
                      f"{run_['spikes_per_sample']:,.0f}", f"{run_['activation_sparsity']:.4f}",
                      f"{run_['synaptic_ops_per_sample']:,.0f}", f"{run_['energy_pj_per_sample'] / 1e6:.3f}",
                      f"{run_['train_s']:.0f}"])

@@ -20,7 +20,10 @@ app = typer.Typer(add_completion=False, no_args_is_help=False, pretty_exceptions
 DATA = typer.Option(None, "--data", help="Evaluation data: builtin | fashion-mnist:DIR | mnist:DIR | cifar10:DIR | "
                                          "cifar100:DIR | imagefolder:DIR | npz:FILE (test split). Default: builtin.")
 CALIB = typer.Option(None, "--calib-data", help="Calibration data spec (train split). Default: the --data spec.")
-CALIB_N = typer.Option(1000, "--calib-samples", help="Calibration samples (a seeded random subset).")
+CALIB_SAMPLES = 1000
+CALIB_N = typer.Option(CALIB_SAMPLES, "--calib-samples", help="Calibration samples (a seeded random subset).")
+COMPRESS_CALIB_N = typer.Option(None, "--calib-samples", help=f"Calibration samples (a seeded random subset; default "
+                                f"{CALIB_SAMPLES}, or as many as the artifact recorded when its own are used).")
 LIMIT = typer.Option(None, "--limit", help="Evaluate on at most this many samples (a seeded random subset).")
 MEAN = typer.Option(None, "--mean", help="Per-channel input mean after scaling pixels to [0,1], e.g. 0.485,0.456,0.406.")
 STD = typer.Option(None, "--std", help="Per-channel input std, e.g. 0.229,0.224,0.225.")
@@ -238,7 +241,7 @@ def compress(
                                                           "0.01; TTFS --finetune: Adam 1e-3), cosine schedule."),
     checkpoint: Optional[Path] = typer.Option(None, "--checkpoint", help="Training checkpoint file, written every epoch."),
     resume: bool = typer.Option(False, "--resume", help="Continue training from --checkpoint."),
-    data: Optional[str] = DATA, calib_data: Optional[str] = CALIB, calib_samples: int = CALIB_N,
+    data: Optional[str] = DATA, calib_data: Optional[str] = CALIB, calib_samples: Optional[int] = COMPRESS_CALIB_N,
     limit: Optional[int] = LIMIT, energy: str = ENERGY, device: str = DEVICE, seed: int = SEED,
     batch_size: int = BATCH, chunk_steps: Optional[int] = CHUNK, quiet: bool = QUIET, json: bool = JSON, debug: bool = DEBUG,
 ):
@@ -262,10 +265,12 @@ def compress(
             raise ConfigError("--resume needs --checkpoint FILE to resume from.")
         eval_cfg = opt.data_config(data, "test", limit, seed, None, None, None)
         calib_spec = calib_data or (eval_cfg.spec if eval_cfg else None)
-        calib_cfg = opt.data_config(calib_spec, "train", calib_samples, seed, None, None, None)
+        calib_cfg = opt.data_config(calib_spec, "train", CALIB_SAMPLES if calib_samples is None else calib_samples,
+                                    seed, None, None, None)
         with render.progress_bars(quiet or json) as progress:
             note = None if (quiet or json) else (lambda message: render.console.print(f"  {method.upper()}: {message}"))
             return run_compress(artifact, method, output=output, config=config, calib_data=calib_cfg,
+                                calib_samples=calib_samples,
                                 data=eval_cfg, energy=energy, batch_size=batch_size, chunk_steps=chunk_steps,
                                 device=device, seed=seed, limit=limit, progress=progress, note=note,
                                 checkpoint=checkpoint, resume=resume)

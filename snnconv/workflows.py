@@ -55,10 +55,12 @@ def sweep_steps(requested: list[int], limit: int) -> list[int]:
     return sorted(set(powers) | set(requested))
 
 
-def recorded_data(artifact: str | Path, key: str, split: str) -> DataConfig:
-    """The data spec an artifact's run recorded under ``key`` (its sample limit too); builtin if none."""
+def recorded_data(artifact: str | Path, key: str, split: str, samples: int | None = None) -> DataConfig:
+    """The data spec an artifact's run recorded under ``key``, builtin if none; its sample limit is the recorded
+    one, or ``samples`` when given."""
     recorded = artifacts.read_manifest(artifact).get("run", {}).get(key)
-    return DataConfig.from_dict(recorded) if recorded else DataConfig(DEFAULT_DATA, split=split)
+    spec = DataConfig.from_dict(recorded) if recorded else DataConfig(DEFAULT_DATA, split=split)
+    return spec if samples is None else replace(spec, limit=samples)
 
 
 def _check_time_steps(steps: list[int]) -> list[int]:

@@ -314,7 +314,7 @@ def test_compress_dts_cli_end_to_end(tmp_path):
     runner = CliRunner()
     art = cli_artifact(tmp_path, "--calib-samples", "64", "--calibrate", "none")
     out = tmp_path / "dts"
-    result = runner.invoke(app, ["compress", str(art), "--method", "dts", "-o", str(out), "--calib-samples", "64",
+    result = runner.invoke(app, ["compress", str(art), "--method", "dts", "-o", str(out),
                                  "--limit", "100", "--mask-weight", "0.05", "--mask-lr", "0.5", "--epochs", "1",
                                  "--checkpoint", str(tmp_path / "dts.pt"), "--quiet", "--json"])
     assert result.exit_code == 0, result.output
@@ -323,6 +323,7 @@ def test_compress_dts_cli_end_to_end(tmp_path):
     assert undefined_summary_keys(summary) == []
     manifest = json.loads((out / "manifest.json").read_text())
     assert [l["active_steps"] for l in manifest["layers"]] == list(table["time_steps_dts"])
+    assert manifest["run"]["compress"]["calib_data"]["limit"] == 64  # as many as the artifact recorded
     assert summary["avg_time_steps"] == pytest.approx(table["time_steps_dts"].mean())
     assert summary["dts_crossing"] == "prefix" and summary["uniform_time_steps"] == 8
     matching = summary["uniform_steps_of_equal_accuracy"]

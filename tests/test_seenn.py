@@ -264,7 +264,8 @@ def test_compress_seenn_cli_end_to_end_with_gates(tmp_path):
     runner = CliRunner()
     art = cli_artifact(tmp_path, "--calib-samples", "200", "--calibrate", "none")
     out = tmp_path / "seenn"
-    result = runner.invoke(app, ["compress", str(art), "--method", "seenn", "-o", str(out), "--calib-samples", "200",
+    # the artifact's own calibration data, 150 of its recorded 200 images
+    result = runner.invoke(app, ["compress", str(art), "--method", "seenn", "-o", str(out), "--calib-samples", "150",
                                  "--limit", "200", "--acc-budget", "1.0", "--temperature", "auto", "--quiet", "--json"])
     assert result.exit_code == 0, result.output
     summary = json.loads(result.output)["summary"]
@@ -288,6 +289,7 @@ def test_compress_seenn_cli_end_to_end_with_gates(tmp_path):
         assert (out / "reports" / name).exists()
     manifest = json.loads((out / "manifest.json").read_text())
     assert manifest["exit_policy"]["alpha"] == pytest.approx(summary["seenn_alpha"])
+    assert manifest["run"]["calib_data"]["limit"] == 200 and manifest["run"]["compress"]["calib_data"]["limit"] == 150
     # snnconv evaluate runs the exit policy, and CI gates see its average T
     again = runner.invoke(app, ["evaluate", str(out), "--report-dir", str(tmp_path / "r"), "--limit", "200", "--json",
                                 "--max-avg-t", str(summary["avg_exit_time_steps"] + 0.01)])

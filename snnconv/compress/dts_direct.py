@@ -59,7 +59,7 @@ def direct_dts_rows(network: DirectNetwork, result: DtsResult, uniform: Evaluati
 
 
 def compress_direct_dts(artifact: Path, config: DtsConfig, *, output: Path, calib_data: DataConfig | None = None,
-                        data: DataConfig | None = None, energy: str = "45nm", batch_size: int = 256,
+                        calib_samples: int | None = None, data: DataConfig | None = None, energy: str = "45nm", batch_size: int = 256,
                         device: str = "cpu", seed: int = 0, limit: int | None = None,
                         progress: ProgressFactory | None = None, note=None, checkpoint: Path | None = None,
                         resume: bool = False):
@@ -77,7 +77,8 @@ def compress_direct_dts(artifact: Path, config: DtsConfig, *, output: Path, cali
     initial = steps if config.initial_steps is None else config.initial_steps
     if initial > steps:
         raise ConfigError(f"--initial-steps {initial} exceeds the network's T = {steps}.")
-    calib_data = calib_data or replace(recorded_data(artifact, "train_data", "train"), seed=seed)  # its training data
+    # its training data (``calib_samples`` of it when given)
+    calib_data = calib_data or replace(recorded_data(artifact, "train_data", "train", calib_samples), seed=seed)
     data = data or replace(recorded_data(artifact, "data", "test"), limit=limit, seed=seed)
     training, evaluation_data = load_data(calib_data), load_data(data)
     network.to(dev)

@@ -112,6 +112,8 @@ def test_automatic_alpha_is_the_smallest_within_the_budget_on_the_held_out_split
     ev = snnconv.evaluate(network, holdout, SimulationConfig(time_steps=T), exit_policy=result.policy)
     assert 100.0 * ev.simulation.exit_correct / len(holdout) == pytest.approx(result.holdout_accuracy_exit_pct)
     assert float(np.mean(ev.simulation.exit_steps)) == pytest.approx(result.holdout_avg_exit_time_steps)
+    assert result.accuracy_budget == 2.0
+    assert seenn(network, data, SeennConfig(alpha=0.9), batch_size=64).accuracy_budget is None  # no budget applied
 
 
 def test_choose_alpha_follows_the_rule():
@@ -279,6 +281,15 @@ def test_compress_seenn_cli_end_to_end_with_gates(tmp_path):
     assert summary["seenn_finetuned"] is False and summary["converted_steps_of_equal_accuracy"] is None
     caption = seenn_table(summary).caption
     assert f"{ratio:.2f}x fewer steps on average, 90 % bootstrap interval " in caption
+    # the caption says when the exits lost more on the evaluation data than the budget allowed on the held-out split
+    assert summary["seenn_accuracy_budget_points"] == 1.0
+    overspent = {**summary, "snn_accuracy_pct": summary["fixed_snn_accuracy_pct"] - 1.5}
+    warning = (f"the exits lost 1.50 points against the 1-point budget met on the held-out split, which is "
+               f"{summary['seenn_holdout_accuracy_fixed_pct']:.2f} % right at fixed T")
+    assert warning in " ".join(seenn_table(overspent).caption.split())
+    for within in ({**summary, "snn_accuracy_pct": summary["fixed_snn_accuracy_pct"] - 1.0},
+                   {**overspent, "seenn_accuracy_budget_points": None}):  # at the budget; --alpha given
+        assert "against the" not in seenn_table(within).caption
     sweep = pd.read_csv(out / "reports" / "seenn.csv")
     chosen = sweep[sweep["chosen"]].iloc[0]
     assert chosen["snn_accuracy_pct"] == pytest.approx(summary["snn_accuracy_pct"])

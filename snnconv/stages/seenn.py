@@ -412,6 +412,7 @@ class SeennResult:
     training_samples: int = 0
     training_losses: list[float] = field(default_factory=list)
     beta: float | None = None  # SEENN-II reward penalty
+    accuracy_budget: float | None = None  # SEENN-I: the points alpha was chosen to lose at most (None: --alpha given)
     finetune: FinetuneConfig | None = None  # how the SNN was fine-tuned before alpha was chosen, if it was
     finetune_samples: int = 0  # the training split it was fine-tuned on
     finetune_losses: list[float] = field(default_factory=list)
@@ -473,7 +474,8 @@ def _seenn_confidence(held: ExitTrace, full: float, config: SeennConfig, note: P
     return SeennResult(policy=ConfidenceExit(chosen.alpha, config.score, tau, config.chunk_steps),
                        time_steps=held.time_steps, holdout_samples=held.outputs.shape[1], holdout_accuracy_full_pct=full,
                        holdout_accuracy_exit_pct=chosen.accuracy_pct,
-                       holdout_avg_exit_time_steps=chosen.avg_exit_time_steps, holdout_sweep=points)
+                       holdout_avg_exit_time_steps=chosen.avg_exit_time_steps, holdout_sweep=points,
+                       accuracy_budget=config.accuracy_budget if config.alpha is None else None)
 
 
 def exit_points(trace: ExitTrace, chunk_steps: int) -> list[int]:

@@ -9,7 +9,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from snnconv.metrics.summary import exceeds
+from snnconv.compress.seenn import budget_overspent
 from snnconv.workflows import RunResult
 
 console = Console()
@@ -201,13 +201,9 @@ def seenn_table(summary: dict) -> Table:
             if summary["seenn_method"] == "SEENN-I" else f"policy network (beta {summary['seenn_beta']:g})")
     table.caption = (f"{rule}; fixed T of equal accuracy (within 0.1 points): {matching if matching else 'none'}"
                      f"{_reduction(summary)}; oracle AET {summary['oracle_aet_time_steps']:.2f} steps")
-    budget = summary.get("seenn_accuracy_budget_points")
-    lost = summary["fixed_snn_accuracy_pct"] - summary["snn_accuracy_pct"]
-    if budget is not None and exceeds(lost, budget):  # the budget holds where alpha was chosen; say where it did not
-        table.caption += (f"; on the evaluation data the exits lost {lost:.2f} points against the {budget:g}-point "
-                          f"budget met on the held-out split, which is {summary['seenn_holdout_accuracy_fixed_pct']:.2f} "
-                          f"% right at fixed T (the evaluation data: {summary['fixed_snn_accuracy_pct']:.2f} %; "
-                          "docs/seenn.md: which data to choose alpha on)")
+    overspent = budget_overspent(summary, summary["snn_accuracy_pct"])
+    if overspent:
+        table.caption += "; " + overspent
     if summary.get("seenn_finetuned"):  # the fixed T column is the fine-tuned network's; say what it was before
         before = summary["converted_steps_of_equal_accuracy"]
         ratio = summary["avg_time_steps_reduction_vs_either_fixed_x"]

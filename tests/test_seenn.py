@@ -12,6 +12,7 @@ from typer.testing import CliRunner
 
 import snnconv
 from snnconv import artifacts
+from snnconv.compress.seenn import budget_overspent
 from snnconv.config import SimulationConfig
 from snnconv.engine import Engine, TimePlan
 from snnconv.errors import ConfigError
@@ -290,6 +291,10 @@ def test_compress_seenn_cli_end_to_end_with_gates(tmp_path):
     for within in ({**summary, "snn_accuracy_pct": summary["fixed_snn_accuracy_pct"] - 1.0},
                    {**overspent, "seenn_accuracy_budget_points": None}):  # at the budget; --alpha given
         assert "against the" not in seenn_table(within).caption
+    # the markdown report carries the same sentence exactly when the caption does
+    overspent = budget_overspent(summary, summary["snn_accuracy_pct"])
+    assert (overspent is not None) == ("budget met on the held-out split" in seenn_table(summary).caption)
+    assert ("Note: on the evaluation data" in (out / "reports" / "seenn.md").read_text()) == (overspent is not None)
     sweep = pd.read_csv(out / "reports" / "seenn.csv")
     chosen = sweep[sweep["chosen"]].iloc[0]
     assert chosen["snn_accuracy_pct"] == pytest.approx(summary["snn_accuracy_pct"])

@@ -103,9 +103,9 @@ def _uniform_run(network, data, simulation, progress, keep_trace: bool) -> tuple
 
 def run_compress(artifact: str | Path, method: str, *, output: Path, config=None,
                  calib_data: DataConfig | None = None, calib_samples: int | None = None,
-                 data: DataConfig | None = None, energy: str = "45nm", batch_size: int = 256, chunk_steps: int | None = None, device: str = "cpu", seed: int = 0,
-                 limit: int | None = None, progress: ProgressFactory | None = None, note=None,
-                 checkpoint: Path | None = None, resume: bool = False) -> CompressResult:
+                 data: DataConfig | None = None, energy: str = "45nm", batch_size: int = 256,
+                 chunk_steps: int | None = None, device: str = "cpu", seed: int = 0, limit: int | None = None,
+                 progress: ProgressFactory | None = None, note=None, checkpoint: Path | None = None, resume: bool = False) -> CompressResult:
     """Compress an artifact with ``method`` (``config``: its TeasConfig / DtsConfig / SeennConfig; default options when
     None); write the new artifact and its reports to ``output``. Without ``calib_data``, the artifact's recorded
     calibration data is used: ``calib_samples`` of it when given, else as many as recorded."""
@@ -134,7 +134,8 @@ def run_compress(artifact: str | Path, method: str, *, output: Path, config=None
         raise ConfigError(f"'{artifact}' is already TTFS-coded; compress the rate-coded artifact it was made from.")
     if network.layer_prefix_steps and method in ("teas", "dts"):
         raise ConfigError(f"'{artifact}' already has learned time masks (DTS); compress the artifact it was made from.")
-    calib_data = _with_normalization(calib_data or recorded_data(artifact, "calib_data", "train", calib_samples), network)
+    calib_data = calib_data or recorded_data(artifact, "calib_data", "train", calib_samples)
+    calib_data = _with_normalization(calib_data, network)
     if data is None:
         data = replace(recorded_data(artifact, "data", "test"), limit=limit, seed=seed)
     data = _with_normalization(data, network)

@@ -59,8 +59,8 @@ def direct_dts_rows(network: DirectNetwork, result: DtsResult, uniform: Evaluati
 
 
 def compress_direct_dts(artifact: Path, config: DtsConfig, *, output: Path, calib_data: DataConfig | None = None,
-                        calib_samples: int | None = None, data: DataConfig | None = None, energy: str = "45nm", batch_size: int = 256,
-                        device: str = "cpu", seed: int = 0, limit: int | None = None,
+                        calib_samples: int | None = None, data: DataConfig | None = None, energy: str = "45nm",
+                        batch_size: int = 256, device: str = "cpu", seed: int = 0, limit: int | None = None,
                         progress: ProgressFactory | None = None, note=None, checkpoint: Path | None = None,
                         resume: bool = False):
     """Learn DTS masks on a Spikformer artifact; write the masked artifact with its reports to ``output``."""

@@ -105,7 +105,8 @@ def run_compress(artifact: str | Path, method: str, *, output: Path, config=None
                  calib_data: DataConfig | None = None, calib_samples: int | None = None,
                  data: DataConfig | None = None, energy: str = "45nm", batch_size: int = 256,
                  chunk_steps: int | None = None, device: str = "cpu", seed: int = 0, limit: int | None = None,
-                 progress: ProgressFactory | None = None, note=None, checkpoint: Path | None = None, resume: bool = False) -> CompressResult:
+                 progress: ProgressFactory | None = None, note=None, checkpoint: Path | None = None,
+                 resume: bool = False) -> CompressResult:
     """Compress an artifact with ``method`` (``config``: its TeasConfig / DtsConfig / SeennConfig; default options when
     None); write the new artifact and its reports to ``output``. Without ``calib_data``, the artifact's recorded
     calibration data is used: ``calib_samples`` of it when given, else as many as recorded."""

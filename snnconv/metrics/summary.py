@@ -94,9 +94,9 @@ def equal_accuracy_interval(baseline_correct, right, cost, *, resamples: int = 1
     ``baseline_correct`` [N, T] says whether the baseline read out after t steps is right on sample i
     (SimulationResult.correct_by_sample), ``right`` [N] whether the compressed network is, and ``cost`` [N] what it
     spent on it (an exit step), or one number when every sample costs the same (an average T). Paired: each
-    resample draws the same samples for both networks, so the interval shows how much the ratio owes to which samples were drawn, the noise its
-    0.1-point "equal accuracy" is read through. A resample whose baseline never comes within the tolerance counts
-    as equal T = T (the ratio is then a lower bound)."""
+    resample draws the same samples for both networks, so the interval shows how much the ratio owes to which
+    samples were drawn, the noise its 0.1-point "equal accuracy" is read through. A resample whose baseline never
+    comes within the tolerance counts as equal T = T (the ratio is then a lower bound)."""
     correct = torch.as_tensor(np.asarray(baseline_correct)).double()
     right = torch.as_tensor(np.asarray(right)).double()
     samples, steps = correct.shape

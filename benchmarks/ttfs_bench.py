@@ -37,7 +37,7 @@ from snnconv.config import ConvertConfig, SimulationConfig  # noqa: E402
 from snnconv.metrics import load_energy_model, summarize  # noqa: E402
 from snnconv.metrics.summary import exceeds  # noqa: E402
 from snnconv.stages.ttfs import (TTFSConfig, TTFSFinetuneConfig, build_ttfs, finetune_ttfs, fit_kernels,  # noqa: E402
-                                 measure_fit)
+                                 kernel_updates, measure_fit)
 from snnconv.training import TrainConfig  # noqa: E402
 
 COMMAND = "/work/venv/bin/python benchmarks/ttfs_bench.py"
@@ -47,7 +47,7 @@ ABLATIONS = {"fine-tuned (SR + TR + TB)": {}, "without SR": {"relaxation": False
              "without TR": {"kernel_regularization": 0.0}, "without TB": {"bn_loss": 0.0}}
 
 
-def _measure(network, test, rate, initial, energy, batch_size: int) -> dict:
+def _measure(network, test, rate, initial, energy, batch_size: int, updates: int) -> dict:
     simulation = SimulationConfig(time_steps=network.time_steps, batch_size=batch_size)
     start = time.perf_counter()
     evaluation = snnconv.evaluate(network, test, simulation)
@@ -55,7 +55,7 @@ def _measure(network, test, rate, initial, energy, batch_size: int) -> dict:
     agreement = surrogate_agreement(network, test, batch_size, torch.device("cpu"))
     summary = summarize(evaluation.simulation, evaluation.ann, energy)
     extra = ttfs_summary(network, TTFSConfig(window=network.ttfs.window), evaluation, rate, energy, agreement,
-                         None, fits_ran=True)
+                         None, updates=updates)
     rows = ttfs_rows(network, evaluation, rate, initial, measure_fit(network, test))
     return {"summary": {**summary, **extra}, "rows": rows, "evaluate_s": wall}
 
@@ -71,11 +71,12 @@ def run(model: str, limit: int, rate_t: int, finetune_samples: int, epochs: int,
 
     network = build_ttfs(rate_network, cal, replace(config, fit_epochs=0))
     initial = measure_fit(network, test)
-    runs["initial kernels"] = _measure(network, test, rate, initial, energy, 250)
+    runs["initial kernels"] = _measure(network, test, rate, initial, energy, 250, updates=0)
+    updates = kernel_updates(len(cal), config)
     start = time.perf_counter()
     if config.fit_epochs:
         fit_kernels(network, cal, config)
-        runs["fitted kernels"] = _measure(network, test, rate, initial, energy, 250)
+        runs["fitted kernels"] = _measure(network, test, rate, initial, energy, 250, updates)
     fit_s = time.perf_counter() - start
     fitted = network
     results = {"model": model, "tag": tag, "samples": limit, "rate_t": rate_t, "ann_accuracy_pct": rate.ann.accuracy,
@@ -95,7 +96,7 @@ def run(model: str, limit: int, rate_t: int, finetune_samples: int, epochs: int,
             log = finetune_ttfs(network, train, replace(config, finetune=True, tuning=tuning),
                                 progress=None)
             train_s = time.perf_counter() - start
-            runs[name] = {**_measure(network, test, rate, initial, energy, 250), "train_s": train_s,
+            runs[name] = {**_measure(network, test, rate, initial, energy, 250, updates), "train_s": train_s,
                           "losses": log.epoch_losses, "tuning": tuning.to_dict()}
             print(f"  [{model}] {name}: {runs[name]['summary']['snn_accuracy_pct']:.2f} %, "
                   f"{runs[name]['summary']['spikes_per_sample']:,.0f} spikes ({train_s:.0f} s)", flush=True)

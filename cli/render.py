@@ -10,6 +10,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from snnconv.compress.seenn import budget_overspent
+from snnconv.compress.ttfs import few_kernel_updates
 from snnconv.workflows import RunResult
 
 console = Console()
@@ -182,6 +183,9 @@ def ttfs_table(summary: dict) -> Table:
     table.caption = (f"most spikes of any neuron: {summary['ttfs_most_spikes_per_neuron']}; rate-coded T of equal "
                      f"accuracy (within 0.1 points): {matching if matching else 'none'}"
                      + (f", {reduction:.1f}x the TTFS spikes" if reduction else ""))
+    few = few_kernel_updates(summary)
+    if few:
+        table.caption += "; " + few
     return table
 
 

@@ -19,8 +19,9 @@ from snnconv.engine.program import compile_program
 from snnconv.engine.ttfs import TTFSEngine, _TTFSCounters
 from snnconv.errors import ConfigError
 from snnconv.neurons.ttfs import TemporalKernel, TTFSCoding, decode, encode, encode_decode
+from snnconv.compress.ttfs import few_kernel_updates
 from snnconv.stages.ttfs import (EncodeDecode, TTFSConfig, TTFSFinetuneConfig, build_ttfs, finetune_ttfs, fit_kernels,
-                                 measure_fit, surrogate_predictions)
+                                 kernel_updates, measure_fit, surrogate_predictions)
 from snnconv.training import TrainConfig
 from snnconv_cli.main import app
 
@@ -248,6 +249,16 @@ def test_kernel_fitting_reduces_the_fit_error_of_a_toy_layer():
     assert network.ttfs.kernels[layer].tc > 1.5
 
 
+@pytest.mark.parametrize("samples,passes,updates", [(200, 1, 2), (1000, 2, 20), (1001, 2, 22), (5000, 0, 0)])
+def test_kernel_updates_count_one_per_batch_per_pass_and_too_few_are_reported(samples, passes, updates):
+    assert kernel_updates(samples, TTFSConfig(fit_epochs=passes)) == updates
+    sentence = few_kernel_updates({"ttfs_kernel_updates": updates})
+    if 0 < updates < 20:
+        assert f"only {updates} updates" in sentence and "--fit-epochs" in sentence and "--calib-samples" in sentence
+    else:  # enough updates, or no fitting asked for
+        assert sentence is None
+
+
 def test_bn_loss_is_the_reference_polynomial():
     neuron = snnconv.neurons.IFNeuron(torch.tensor(1.0))
     activation = EncodeDecode(neuron, TemporalKernel(4.0, 0.5), window=8, relaxation_iterations=None)
@@ -350,6 +361,8 @@ def test_compress_ttfs_through_the_cli(tmp_path):
     assert summary["snn_accuracy_pct"] > 80
     for name in ("ttfs.csv", "ttfs.md", "ttfs_spikes.png", "report.md"):
         assert (out / "reports" / name).is_file()
+    assert summary["ttfs_kernel_updates"] == 10  # 1000 images in batches of 100, one pass: below the 20 that fit
+    assert "Note: kernel fitting made only 10 updates" in (out / "reports" / "ttfs.md").read_text()
     evaluated = runner.invoke(app, ["evaluate", str(out), "--limit", "200", "--quiet", "--json"])
     assert evaluated.exit_code == 0, evaluated.output
     assert json.loads(evaluated.output)["summary"]["snn_accuracy_pct"] == pytest.approx(summary["snn_accuracy_pct"])

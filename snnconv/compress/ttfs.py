@@ -14,7 +14,8 @@ from ..engine.ttfs import TTFSEngine
 from ..metrics import load_energy_model, summarize
 from ..metrics.energy import NEUROMORPHIC_PLATFORMS, neuromorphic_energy
 from ..metrics.summary import layer_spikes_per_sample, spikes_per_sample, steps_of_equal_accuracy
-from ..stages.ttfs import TTFSConfig, build_ttfs, finetune_ttfs, fit_kernels, measure_fit, surrogate_predictions
+from ..stages.ttfs import (FEW_KERNEL_UPDATES, TTFSConfig, build_ttfs, finetune_ttfs, fit_kernels, kernel_updates,
+                           measure_fit, surrogate_predictions)
 
 LAYER_COLUMNS = ("layer", "depth", "fire_window_start", "tc", "td", "threshold", "spikes_per_sample",
                  "spikes_per_neuron", "spikes_per_sample_rate_coded", "precision_error", "initial_precision_error",
@@ -27,8 +28,10 @@ def apply_ttfs(context, config: TTFSConfig, *, checkpoint: Path | None = None, r
     network = build_ttfs(context.network, context.calibration, config)
     initial = measure_fit(network, context.calibration)
     fits = {}
+    updates = kernel_updates(len(context.calibration), config)
     if config.fit_epochs > 0:
-        context.note(f"fitting kernels: {config.fit_epochs} passes over {len(context.calibration)} samples")
+        context.note(f"fitting kernels: {config.fit_epochs} passes over {len(context.calibration)} samples "
+                     f"({updates} updates)")
         fits = {fit.layer: fit for fit in fit_kernels(network, context.calibration, config, progress=context.progress)}
     log = None
     if config.finetune:
@@ -42,9 +45,19 @@ def apply_ttfs(context, config: TTFSConfig, *, checkpoint: Path | None = None, r
     model = load_energy_model(context.energy)
     rows = ttfs_rows(network, evaluation, context.uniform, initial, final)
     extra = ttfs_summary(network, config, evaluation, context.uniform, model, agreement,
-                         log.epoch_losses if log else None, fits_ran=bool(fits))
+                         log.epoch_losses if log else None, updates=updates if fits else 0)
     return MethodOutcome(network=network, evaluation=evaluation, rows=rows, extra_summary=extra,
                          write_tables=lambda directory: write_ttfs_tables(directory, rows, extra), details=fits)
+
+
+def few_kernel_updates(ttfs_keys: dict) -> str | None:
+    """The sentence the reports carry when kernel fitting ran but made too few updates to fit, else None."""
+    updates = ttfs_keys.get("ttfs_kernel_updates")
+    if not updates or updates >= FEW_KERNEL_UPDATES:
+        return None
+    return (f"kernel fitting made only {updates} updates (fewer than {FEW_KERNEL_UPDATES}), which leaves the "
+            "kernels far from fitted and can cost tens of points (docs/ttfs.md): raise --fit-epochs or "
+            "--calib-samples")
 
 
 def surrogate_agreement(network, data, batch_size: int, device) -> dict:
@@ -87,7 +100,7 @@ def ttfs_rows(network, evaluation: Evaluation, rate: Evaluation, initial: dict, 
 
 
 def ttfs_summary(network, config: TTFSConfig, evaluation: Evaluation, rate: Evaluation, model, agreement: dict,
-                 epoch_losses: list[float] | None, fits_ran: bool) -> dict:
+                 epoch_losses: list[float] | None, updates: int) -> dict:
     """Summary keys a TTFS run adds (docs/metrics.md): windows, spike statistics, the rate-coded baseline."""
     sim, rate_sim = evaluation.simulation, rate.simulation
     after = summarize(sim, evaluation.ann, model)
@@ -100,7 +113,8 @@ def ttfs_summary(network, config: TTFSConfig, evaluation: Evaluation, rate: Eval
         "ttfs_window_steps": network.ttfs.window,
         "ttfs_fire_start_steps": network.ttfs.fire_start,
         "ttfs_latency_steps": sim.time_steps,
-        "ttfs_kernels_fitted": fits_ran,
+        "ttfs_kernels_fitted": updates > 0,
+        "ttfs_kernel_updates": updates,
         "ttfs_finetuned": bool(config.finetune),
         "ttfs_finetune_epoch_losses": epoch_losses,
         "ttfs_most_spikes_per_neuron": sim.most_spikes_per_neuron,
@@ -145,8 +159,11 @@ def write_ttfs_tables(directory: Path, rows: list[dict], extra: dict) -> dict[st
     md = directory / "ttfs.md"
     lines = ["# TTFS coding", "",
              f"Windows T_w = {extra['ttfs_window_steps']}, T_s = {extra['ttfs_fire_start_steps']}; latency "
-             f"{extra['ttfs_latency_steps']} steps. Definitions: docs/ttfs.md and docs/metrics.md.", "",
-             "| quantity | value |", "|---|---|"]
+             f"{extra['ttfs_latency_steps']} steps. Definitions: docs/ttfs.md and docs/metrics.md.", ""]
+    few = few_kernel_updates(extra)
+    if few:
+        lines += [f"Note: {few}.", ""]
+    lines += ["| quantity | value |", "|---|---|"]
     lines += [f"| {key} | {_text(value)} |" for key, value in extra.items()]
     lines += ["", "| " + " | ".join(LAYER_COLUMNS) + " |", "|" + "---|" * len(LAYER_COLUMNS)]
     lines += ["| " + " | ".join(_text(r[c]) for c in LAYER_COLUMNS) + " |" for r in rows]

@@ -37,6 +37,7 @@ from torch import nn  # noqa: E402
 import _common as C  # noqa: E402
 
 import snnconv  # noqa: E402
+from snnconv import artifacts  # noqa: E402
 from snnconv.api import load_model  # noqa: E402
 from snnconv.config import ConvertConfig  # noqa: E402
 from snnconv.metrics.summary import first_step_within  # noqa: E402
@@ -92,11 +93,14 @@ def probe(name: str, make_policy, inputs: torch.Tensor, trace: ExitTrace, eval_i
     return row
 
 
-def run(model: str, limit: int, unseen: int, train: int, log) -> dict:
+def run(model: str, limit: int, unseen: int, train: int, log, artifact: str | None = None) -> dict:
     cal = C.training_data(model)
     imported = load_model(C.source_model(model), example=cal.x)
-    network = snnconv.convert(imported, cal,
-                              ConvertConfig(time_steps=BASE_T, balance=C.balance(BASE_T, True)))
+    if artifact:  # e.g. a `compress --method seenn --finetune` output: its fine-tuned SNN (the exit rule is unused)
+        network = artifacts.load(artifact)
+    else:
+        network = snnconv.convert(imported, cal,
+                                  ConvertConfig(time_steps=BASE_T, balance=C.balance(BASE_T, True)))
     splits = {"evaluation": C.test_data(model, limit),
               "unseen": C.test_data(model, C.UNSEEN_TEST_START + unseen, start=C.UNSEEN_TEST_START),
               "training": C.training_data(model, 4 * train)}
@@ -124,7 +128,8 @@ def run(model: str, limit: int, unseen: int, train: int, log) -> dict:
         rows.append(probe("ANN logits", lambda: ann_policy(features.shape[1], len(points)), features,
                           traces["training"], ev_features, ev_trace, points, beta, 10, log))
     curve = [100.0 * float(c) for c in ev_trace.correct().double().mean(0)]
-    return {"model": model, "base_t": BASE_T, "points": points, "samples": limit, "unseen_samples": unseen,
+    return {"model": model, "base_t": network.time_steps, "points": points, "samples": limit, "unseen_samples": unseen,
+            "artifact": artifact, "artifact_summary": artifacts.read_manifest(artifact)["summary"] if artifact else None,
             "fixed_curve_pct": curve, "rows": rows,
             "split_fixed_accuracy_pct": {s: t.full_accuracy_pct() for s, t in traces.items()},
             "date": C.today(), "machine": C.machine(), "snnconv": C.git_head(), "torch": torch.__version__}
@@ -161,10 +166,11 @@ def main() -> None:
     parser.add_argument("--limit", type=int, default=2000, help="evaluation images")
     parser.add_argument("--unseen", type=int, default=5000, help="unseen test images (from 5000 on) for a policy")
     parser.add_argument("--train", type=int, default=5000, help="training images (the large set is 4x this)")
+    parser.add_argument("--artifact", help="an artifact of --models to probe instead of its default conversion")
     args = parser.parse_args()
     log = partial(print, flush=True)
     C.measure_from_args(args, "seenn-policy-probe",
-                        lambda model: run(model, args.limit, args.unseen, args.train, log), render)
+                        lambda model: run(model, args.limit, args.unseen, args.train, log, args.artifact), render)
 
 
 if __name__ == "__main__":

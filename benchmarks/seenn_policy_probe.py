@@ -146,7 +146,10 @@ def render(results: list[dict]) -> None:
              "network was converted from (10 epochs): the strongest image-only signal we have of how hard an image "
              "is. `own images` = the same policy on the images it was trained on, against the fixed-T accuracy "
              "there. `equal T` = smallest fixed t within 0.1 points on the evaluation images; `step ratio` = equal T "
-             "/ mean exit step (the bar is 2).", ""]
+             "/ mean exit step (the bar is 2). `resnet20 (finetuned-cli)`: the same probe on the SNN of an artifact "
+             "instead of the default conversion (`--artifact B --tag finetuned-cli`, B the output of `snnconv compress "
+             "A --method seenn --finetune --epochs 3` of docs/seenn.md: the network fine-tuned for 3 epochs on every "
+             "step's output; its SEENN-I exit rule is not used).", ""]
     header = ["model", "policy", "train images", "beta", "accuracy (%)", "mean exit step", "equal T", "step ratio",
               "own images: accuracy (%) at mean step", "own images: fixed T = 32 (%)"]
     body = []

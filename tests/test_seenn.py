@@ -301,6 +301,12 @@ def test_compress_seenn_cli_end_to_end_with_gates(tmp_path):
     assert chosen["avg_exit_time_steps"] == pytest.approx(summary["avg_exit_time_steps"])
     exits = pd.read_csv(out / "reports" / "exits.csv")
     assert exits["samples"].sum() == 200
+    # the fixed-T curve the equal-accuracy T is read from: every t, ending at the fixed run's accuracy
+    curve = pd.read_csv(out / "reports" / "seenn_fixed.csv")
+    assert curve["time_steps"].tolist() == list(range(1, 9))
+    assert curve["snn_accuracy_pct"].iloc[-1] == pytest.approx(summary["fixed_snn_accuracy_pct"])
+    within = curve[curve["snn_accuracy_pct"] >= summary["snn_accuracy_pct"] - 0.1 - 1e-9]["time_steps"]
+    assert summary["fixed_steps_of_equal_accuracy"] == (within.iloc[0] if len(within) else None)
     for name in ("seenn.md", "seenn_tradeoff.png", "exit_histogram.png", "report.md"):
         assert (out / "reports" / name).exists()
     manifest = json.loads((out / "manifest.json").read_text())

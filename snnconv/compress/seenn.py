@@ -1,5 +1,5 @@
 """SEENN inside `snnconv compress`: build the exit policy, run it with real exits, and write ``seenn.csv`` /
-``seenn.md`` / ``seenn_tradeoff.png`` beside the standard reports."""
+``seenn.md`` / ``seenn_fixed.csv`` / ``seenn_tradeoff.png`` beside the standard reports."""
 from __future__ import annotations
 
 import csv
@@ -155,6 +155,12 @@ def write_seenn_tables(directory: Path, rows: list[dict], extra: dict, fixed: Ev
             writer.writeheader()
             writer.writerows(rows)
         files["seenn.csv"] = csv_path
+    fixed_csv = directory / "seenn_fixed.csv"  # the curve the fixed T of equal accuracy is read from
+    with fixed_csv.open("w", newline="") as stream:
+        writer = csv.writer(stream)
+        writer.writerow(["time_steps", "snn_accuracy_pct"])
+        writer.writerows((t, accuracy) for t, accuracy in enumerate(fixed.simulation.accuracy_per_step.tolist(), 1))
+    files["seenn_fixed.csv"] = fixed_csv
     sim = exited.simulation
     png = plots.plot_exit_tradeoff(
         fixed.simulation.accuracy_per_step, directory / "seenn_tradeoff.png",
@@ -167,7 +173,8 @@ def write_seenn_tables(directory: Path, rows: list[dict], extra: dict, fixed: Ev
     lines = [f"# {extra['seenn_method']} early exit", "",
              f"Fixed T = {extra['fixed_time_steps']}: {extra['fixed_snn_accuracy_pct']:.2f} %. With exits: "
              f"{sim.accuracy_at(sim.time_steps):.2f} % at {float(np.mean(sim.exit_steps)):.2f} steps on average. "
-             "Definitions: docs/seenn.md and docs/metrics.md.", ""]
+             "The fixed-T curve (every sample run t steps, the curve the fixed T of equal accuracy is read from) is "
+             "in `seenn_fixed.csv`. Definitions: docs/seenn.md and docs/metrics.md.", ""]
     overspent = budget_overspent(extra, sim.accuracy_at(sim.time_steps))
     if overspent:
         lines += [f"Note: {overspent}.", ""]

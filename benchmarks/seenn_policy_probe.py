@@ -129,7 +129,8 @@ def run(model: str, limit: int, unseen: int, train: int, log, artifact: str | No
                           traces["training"], ev_features, ev_trace, points, beta, 10, log))
     curve = [100.0 * float(c) for c in ev_trace.correct().double().mean(0)]
     return {"model": model, "base_t": network.time_steps, "points": points, "samples": limit, "unseen_samples": unseen,
-            "artifact": artifact, "artifact_summary": artifacts.read_manifest(artifact)["summary"] if artifact else None,
+            "artifact": artifact,
+            "artifact_summary": artifacts.read_manifest(artifact)["summary"] if artifact else None,
             "fixed_curve_pct": curve, "rows": rows,
             "split_fixed_accuracy_pct": {s: t.full_accuracy_pct() for s, t in traces.items()},
             "date": C.today(), "machine": C.machine(), "snnconv": C.git_head(), "torch": torch.__version__}

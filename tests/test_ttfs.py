@@ -14,12 +14,12 @@ from typer.testing import CliRunner
 
 import snnconv
 from snnconv import artifacts
+from snnconv.compress.ttfs import few_kernel_updates
 from snnconv.config import SimulationConfig
 from snnconv.engine.program import compile_program
 from snnconv.engine.ttfs import TTFSEngine, _TTFSCounters
 from snnconv.errors import ConfigError
 from snnconv.neurons.ttfs import TemporalKernel, TTFSCoding, decode, encode, encode_decode
-from snnconv.compress.ttfs import few_kernel_updates
 from snnconv.stages.ttfs import (EncodeDecode, TTFSConfig, TTFSFinetuneConfig, build_ttfs, finetune_ttfs, fit_kernels,
                                  kernel_updates, measure_fit, surrogate_predictions)
 from snnconv.training import TrainConfig

@@ -45,7 +45,7 @@ def apply_ttfs(context, config: TTFSConfig, *, checkpoint: Path | None = None, r
     model = load_energy_model(context.energy)
     rows = ttfs_rows(network, evaluation, context.uniform, initial, final)
     extra = ttfs_summary(network, config, evaluation, context.uniform, model, agreement,
-                         log.epoch_losses if log else None, updates=updates if fits else 0)
+                         log.epoch_losses if log else None, updates=updates)
     return MethodOutcome(network=network, evaluation=evaluation, rows=rows, extra_summary=extra,
                          write_tables=lambda directory: write_ttfs_tables(directory, rows, extra), details=fits)
 

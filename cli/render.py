@@ -183,7 +183,7 @@ def ttfs_table(summary: dict) -> Table:
     table.caption = (f"most spikes of any neuron: {summary['ttfs_most_spikes_per_neuron']}; rate-coded T of equal "
                      f"accuracy (within 0.1 points): {matching if matching else 'none'}"
                      + (f", {reduction:.1f}x the TTFS spikes" if reduction else ""))
-    few = few_kernel_updates(summary)
+    few = few_kernel_updates(summary, summary["snn_accuracy_pct"])
     if few:
         table.caption += "; " + few
     return table

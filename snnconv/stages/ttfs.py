@@ -202,8 +202,9 @@ def measure_fit(network: SpikingNetwork, data: LabeledData, batch_size: int = 25
     return {name: {key: value / batches for key, value in errors.items()} for name, errors in totals.items()}
 
 
-# Kernel updates the defaults make (1000 calibration samples, 2 passes, batches of 100). Fewer leave the kernels
-# short of fitted: on the default model at --window 16, 2 / 4 / 10 / 20 updates gave 42 / 54 / 83 / 91 % (docs/ttfs.md).
+# Kernel updates the defaults make (1000 calibration samples, 2 passes, batches of 100). Fewer leave the kernels near
+# their initial tc, which costs accuracy where that tc suits the window badly: on the default model at --window 16,
+# 2 / 4 / 10 / 20 updates gave 42 / 54 / 83 / 91 % (docs/ttfs.md).
 FEW_KERNEL_UPDATES = 20
 
 

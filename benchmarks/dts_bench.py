@@ -135,8 +135,7 @@ def render(r: dict) -> None:
         f"{_teas_reference()}.", "",
     ]
     header = ["mask loss on", "accuracy (%)", "vs uniform T_max (points)", "avg T", "equal-accuracy T", "reduction (x)",
-              "bar",
-              "spikes/sample", "activation sparsity", "syn. ops/sample", "energy (µJ)", "train (s)"]
+              "bar", "spikes/sample", "activation sparsity", "syn. ops/sample", "energy (µJ)", "train (s)"]
     body = [["(uniform T_max, no masks)", f"{uniform_at_max:.2f}", "", str(base), "", "", "",
              f"{r['uniform_spikes_per_sample']:,.0f}", f"{r['uniform_activation_sparsity']:.4f}",
              f"{r['uniform_synaptic_ops_per_sample']:,.0f}", f"{r['uniform_energy_pj_per_sample'] / 1e6:.3f}", ""]]

@@ -2,7 +2,6 @@
 ``seenn.md`` / ``seenn_fixed.csv`` / ``seenn_tradeoff.png`` beside the standard reports."""
 from __future__ import annotations
 
-import csv
 from pathlib import Path
 
 import numpy as np
@@ -13,6 +12,7 @@ from ..metrics import load_energy_model, summarize
 from ..metrics.summary import exceeds, reduction_at_equal_accuracy, steps_of_equal_accuracy
 from ..stages.seenn import (ConfidenceExit, PolicyExit, SeennConfig, SeennResult, alpha_sweep, candidate_alphas,
                             oracle_aet, seenn)
+from .tables import quantity_table, write_csv
 
 SWEEP_COLUMNS = ("alpha", "snn_accuracy_pct", "avg_exit_time_steps", "chosen")
 FINETUNE_KEYS = ("converted_snn_accuracy_pct", "converted_steps_of_equal_accuracy",
@@ -118,12 +118,6 @@ def finetune_keys(result: SeennResult, converted: Evaluation | None, exit_accura
             "finetune_loss_last_epoch": losses[-1] if losses else None}
 
 
-def _text(value) -> str:
-    if value is None:
-        return "n/a"
-    return f"{value:.4g}" if isinstance(value, float) else str(value)
-
-
 def _thin(rows: list[dict], count: int) -> list[dict]:
     """About ``count`` rows evenly spread over the sweep, always keeping the chosen one."""
     if len(rows) <= count:
@@ -149,18 +143,10 @@ def write_seenn_tables(directory: Path, rows: list[dict], extra: dict, fixed: Ev
                        exited: Evaluation) -> dict[str, Path]:
     files = {}
     if rows:
-        csv_path = directory / "seenn.csv"
-        with csv_path.open("w", newline="") as stream:
-            writer = csv.DictWriter(stream, fieldnames=SWEEP_COLUMNS)
-            writer.writeheader()
-            writer.writerows(rows)
-        files["seenn.csv"] = csv_path
-    fixed_csv = directory / "seenn_fixed.csv"  # the curve the fixed T of equal accuracy is read from
-    with fixed_csv.open("w", newline="") as stream:
-        writer = csv.writer(stream)
-        writer.writerow(["time_steps", "snn_accuracy_pct"])
-        writer.writerows((t, accuracy) for t, accuracy in enumerate(fixed.simulation.accuracy_per_step.tolist(), 1))
-    files["seenn_fixed.csv"] = fixed_csv
+        files["seenn.csv"] = write_csv(directory / "seenn.csv", SWEEP_COLUMNS, rows)
+    curve = [{"time_steps": t, "snn_accuracy_pct": accuracy}  # the curve the fixed T of equal accuracy is read from
+             for t, accuracy in enumerate(fixed.simulation.accuracy_per_step.tolist(), 1)]
+    files["seenn_fixed.csv"] = write_csv(directory / "seenn_fixed.csv", ("time_steps", "snn_accuracy_pct"), curve)
     sim = exited.simulation
     png = plots.plot_exit_tradeoff(
         fixed.simulation.accuracy_per_step, directory / "seenn_tradeoff.png",
@@ -178,8 +164,7 @@ def write_seenn_tables(directory: Path, rows: list[dict], extra: dict, fixed: Ev
     overspent = budget_overspent(extra, sim.accuracy_at(sim.time_steps))
     if overspent:
         lines += [f"Note: {overspent}.", ""]
-    lines += ["| quantity | value |", "|---|---|"]
-    lines += [f"| {key} | {_text(value)} |" for key, value in extra.items()]
+    lines += quantity_table(extra)
     if rows:
         lines += ["", "Threshold sweep on the evaluation data (offline, from the fixed-T run; the chosen alpha was "
                       "picked on the held-out calibration split, never on this data):", "",

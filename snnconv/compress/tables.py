@@ -1,4 +1,4 @@
-"""Small writers shared by the methods' own report files (``teas.csv`` / ``teas.md``, ``dts.csv`` / ``dts.md``)."""
+"""Small writers shared by the methods' own report files (``teas.*``, ``dts.*``, ``seenn*``, ``ttfs.*``)."""
 from __future__ import annotations
 
 import csv

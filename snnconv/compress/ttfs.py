@@ -2,7 +2,6 @@
 network, and write ``ttfs.csv`` / ``ttfs.md`` / ``ttfs_spikes.png`` beside the standard reports."""
 from __future__ import annotations
 
-import csv
 from pathlib import Path
 
 import torch
@@ -16,6 +15,7 @@ from ..metrics.energy import NEUROMORPHIC_PLATFORMS, neuromorphic_energy
 from ..metrics.summary import layer_spikes_per_sample, spikes_per_sample, steps_of_equal_accuracy
 from ..stages.ttfs import (FEW_KERNEL_UPDATES, TTFSConfig, build_ttfs, finetune_ttfs, fit_kernels, kernel_updates,
                            measure_fit, surrogate_predictions)
+from .tables import quantity_table, write_csv
 
 TOLERATED_LOSS_POINTS = 1.0  # TTFS below rate coding by more than this (the TTFS bar's 1 point) is worth a sentence
 
@@ -151,11 +151,7 @@ def _text(value) -> str:
 
 
 def write_ttfs_tables(directory: Path, rows: list[dict], extra: dict, evaluation: Evaluation) -> dict[str, Path]:
-    csv_path = directory / "ttfs.csv"
-    with csv_path.open("w", newline="") as stream:
-        writer = csv.DictWriter(stream, fieldnames=LAYER_COLUMNS)
-        writer.writeheader()
-        writer.writerows(rows)
+    csv_path = write_csv(directory / "ttfs.csv", LAYER_COLUMNS, rows)
     png = plots.plot_layer_spikes(
         [r["layer"] for r in rows], {"TTFS": [r["spikes_per_sample"] for r in rows],
                                      f"rate-coded, T={extra['rate_time_steps']}":
@@ -169,8 +165,7 @@ def write_ttfs_tables(directory: Path, rows: list[dict], extra: dict, evaluation
     few = few_kernel_updates(extra, sim.accuracy_at(sim.time_steps))
     if few:
         lines += [f"Note: {few}.", ""]
-    lines += ["| quantity | value |", "|---|---|"]
-    lines += [f"| {key} | {_text(value)} |" for key, value in extra.items()]
+    lines += quantity_table(extra)
     lines += ["", "| " + " | ".join(LAYER_COLUMNS) + " |", "|" + "---|" * len(LAYER_COLUMNS)]
     lines += ["| " + " | ".join(_text(r[c]) for c in LAYER_COLUMNS) + " |" for r in rows]
     lines += ["", "![Spikes per layer](ttfs_spikes.png)", ""]

@@ -171,9 +171,14 @@ def compress(
     accuracy_budget: Optional[float] = typer.Option(None, "--accuracy-budget", "--acc-budget",
                                                     help="Held-out accuracy points the method may lose vs the "
                                                          "uncompressed network (TEAS default 0.1, SEENN 0.5)."),
-    holdout: float = typer.Option(0.5, "--holdout-fraction", help="Share of the calibration data held out (TEAS: for "
-                                                                  "allocation; SEENN: to choose alpha / validate the "
-                                                                  "policy, which trains on the rest)."),
+    holdout: Optional[float] = typer.Option(None, "--holdout-fraction", help="Share of the calibration data held "
+                                            "out (default 0.5; TEAS: for allocation; SEENN: to choose alpha / validate "
+                                            "the policy, which trains on the rest)."),
+    holdout_data: Optional[str] = typer.Option(None, "--holdout-data", help="TEAS / SEENN: hold out this data (its "
+                                               "test split) instead of a share of the calibration data, without the "
+                                               "images it shares with the evaluation and calibration data."),
+    holdout_samples: Optional[int] = typer.Option(None, "--holdout-samples", help="--holdout-data: use this many of "
+                                                  "its images (a seeded random subset; default all)."),
     avg_t_budget: Optional[float] = typer.Option(None, "--avg-t-budget", help="TEAS: cut until the mean T_l is at most "
                                                                              "this, instead of an accuracy budget."),
     candidates: Optional[str] = typer.Option(None, "--candidates", help="TEAS: allowed T_l, e.g. 32,16,8,4,2 "
@@ -250,7 +255,10 @@ def compress(
 
     def job():
         opt.check_counts({"--limit": limit, "--calib-samples": calib_samples, "--batch-size": batch_size,
-                          "--chunk-steps": chunk_steps, "--epochs": epochs})
+                          "--chunk-steps": chunk_steps, "--epochs": epochs, "--holdout-samples": holdout_samples})
+        if holdout_data is not None and holdout is not None:
+            raise ConfigError("--holdout-fraction splits the calibration data, which --holdout-data replaces as the "
+                              "held-out split; drop one of the two.")
         config = opt.compress_config(method, accuracy_budget=accuracy_budget, holdout=holdout, seed=seed,
                                      avg_t_budget=avg_t_budget, candidates=candidates, min_t=min_t, noise=noise,
                                      score=score, temperature=temperature, alpha=alpha, exit_chunk=exit_chunk,
@@ -267,10 +275,11 @@ def compress(
         calib_spec = calib_data or (eval_cfg.spec if eval_cfg else None)
         calib_cfg = opt.data_config(calib_spec, "train", CALIB_SAMPLES if calib_samples is None else calib_samples,
                                     seed, None, None, None)
+        holdout_cfg = opt.data_config(holdout_data, "test", None, seed, None, None, None)
         with render.progress_bars(quiet or json) as progress:
             note = None if (quiet or json) else (lambda message: render.console.print(f"  {method.upper()}: {message}"))
             return run_compress(artifact, method, output=output, config=config, calib_data=calib_cfg,
-                                calib_samples=calib_samples,
+                                calib_samples=calib_samples, holdout_data=holdout_cfg, holdout_samples=holdout_samples,
                                 data=eval_cfg, energy=energy, batch_size=batch_size, chunk_steps=chunk_steps,
                                 device=device, seed=seed, limit=limit, progress=progress, note=note,
                                 checkpoint=checkpoint, resume=resume)

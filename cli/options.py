@@ -112,8 +112,8 @@ def _given(value, default):
     return default if value is None else value
 
 
-def compress_config(method: str, *, accuracy_budget: float | None, holdout: float, seed: int, avg_t_budget, candidates,
-                    min_t, noise, score, temperature, alpha, exit_chunk, policy, beta, policy_width, epochs, lr,
+def compress_config(method: str, *, accuracy_budget: float | None, holdout: float | None, seed: int, avg_t_budget,
+                    candidates, min_t, noise, score, temperature, alpha, exit_chunk, policy, beta, policy_width, epochs, lr,
                     finetune, activity_weight, finetune_loss=None, window=32, fire_start=None, tc=8.0, percentile=99.9,
                     fit_epochs=2, relaxation=True, kernel_reg=1e-5, bn_loss=1e-5, mask_weight=None, groups=None, mask_lr=None,
                     initial_steps=None, timing=None, retune_thresholds=None, calibrated_trials=None):
@@ -130,6 +130,8 @@ def compress_config(method: str, *, accuracy_budget: float | None, holdout: floa
     from snnconv.stages.seenn import SeennConfig
     from snnconv.stages.teas import TeasConfig
     from snnconv.training import TrainConfig
+    holdout = _given(holdout, 0.5)
+
     def tuning(default_loss: str, activity: float = 0.0) -> FinetuneConfig:  # TEAS and SEENN-I --finetune
         return FinetuneConfig(train=TrainConfig(epochs=_given(epochs, 1), batch_size=32, lr=_given(lr, 1e-4),
                                                 optimizer="adam", weight_decay=0.0, seed=seed),

@@ -20,6 +20,7 @@ per-channel `mean`/`std` normalization is applied. Labels become int64 [N].
 from __future__ import annotations
 
 import gzip
+import hashlib
 import pickle
 import struct
 from dataclasses import asdict, dataclass, field
@@ -213,6 +214,39 @@ class LabeledData:
                 num_classes=self.num_classes,
             ))
         return parts[0], parts[1]
+
+    def take(self, count: int | None, seed: int) -> LabeledData:
+        """The first ``count`` samples of a seeded permutation (all of them, in order, when ``count`` is None or
+        not smaller than the data)."""
+        if count is None or count >= len(self):
+            return self
+        chosen = _permutation(len(self), seed)[:count]
+        return LabeledData(x=self.x[chosen], y=self.y[chosen], num_classes=self.num_classes,
+                           description=f"{self.description} [{count} samples, seed {seed}]")
+
+    def without(self, other: LabeledData, name: str | None = None) -> tuple[LabeledData, int]:
+        """This data without the samples whose image also occurs in ``other`` (compared by content, so the same
+        image read through two specs still matches), and how many were left out. ``name``: how descriptions and
+        messages call ``other`` (default: its description)."""
+        name = name or other.description
+        known = set(_image_keys(other.x))
+        keep = [i for i, key in enumerate(_image_keys(self.x)) if key not in known]
+        dropped = len(self) - len(keep)
+        if not keep:
+            raise DataError(f"Every sample of {self.description} also occurs in {name}; "
+                            "name images that are not in it.")
+        if dropped == 0:
+            return self, 0
+        index = torch.tensor(keep, dtype=torch.long)
+        return LabeledData(x=self.x[index], y=self.y[index], num_classes=self.num_classes,
+                           description=f"{self.description} [without {dropped} shared with {name}]"
+                           ), dropped
+
+
+def _image_keys(x: torch.Tensor) -> list[bytes]:
+    """One digest per image of its exact float values."""
+    rows = x.reshape(len(x), -1).contiguous().numpy()
+    return [hashlib.blake2b(row.tobytes(), digest_size=16).digest() for row in rows]
 
 
 @dataclass

@@ -567,3 +567,30 @@ def test_labeled_data_checks_its_tensors():
         LabeledData(torch.zeros(0, 1, 2, 2), torch.zeros(0, dtype=torch.int64), "d", 2)
     with pytest.raises(DataError, match="outside"):
         LabeledData(torch.zeros(1, 1, 2, 2), torch.tensor([5]), "d", 2)
+
+
+def _numbered(values: list[int]) -> LabeledData:
+    """One 1x2x2 image per value, all pixels equal to it, labelled value % 3."""
+    x = torch.tensor(values, dtype=torch.float32).view(-1, 1, 1, 1).expand(-1, 1, 2, 2).contiguous()
+    return LabeledData(x=x, y=torch.tensor([v % 3 for v in values]), description="numbered", num_classes=3)
+
+
+def test_without_leaves_out_exactly_the_images_that_also_occur_elsewhere():
+    data, other = _numbered([0, 1, 2, 3, 4, 5, 6, 2]), _numbered([9, 2, 5])
+    kept, dropped = data.without(other, "the evaluation data")
+    assert dropped == 3  # 2 twice and 5; compared by content, not by position
+    assert kept.x[:, 0, 0, 0].tolist() == [0, 1, 3, 4, 6] and kept.y.tolist() == [0, 1, 0, 1, 0]
+    assert kept.description == "numbered [without 3 shared with the evaluation data]"
+    assert data.without(_numbered([7, 8])) == (data, 0)
+    with pytest.raises(DataError, match="Every sample of numbered also occurs in the evaluation data"):
+        _numbered([1, 2]).without(_numbered([2, 1, 0]), "the evaluation data")
+
+
+def test_take_is_a_seeded_subset_and_keeps_everything_when_it_asks_for_as_many():
+    data = _numbered(list(range(50)))
+    first, again, other = data.take(10, seed=0), data.take(10, seed=0), data.take(10, seed=1)
+    values = first.x[:, 0, 0, 0].tolist()
+    assert len(set(values)) == 10 and values == again.x[:, 0, 0, 0].tolist()
+    assert values != other.x[:, 0, 0, 0].tolist()
+    assert first.y.tolist() == [int(v) % 3 for v in values]
+    assert data.take(None, 0) is data and data.take(50, 0) is data and data.take(80, 0) is data

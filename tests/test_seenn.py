@@ -18,8 +18,9 @@ from snnconv.engine import Engine, TimePlan
 from snnconv.errors import ConfigError
 from snnconv.metrics import load_energy_model, summarize
 from snnconv.stages.seenn import (ConfidenceExit, ExitTrace, PolicyExit, PolicyNet, SeennConfig, alpha_sweep,
-                                  choose_alpha, exit_points, exit_score, layer_macs, oracle_aet, policy_exit_steps, policy_loss,
-                                  record_trace, sample_weights, score_sweep, seenn, threshold_exit_steps)
+                                  choose_alpha, choose_rule, exit_points, exit_score, layer_macs, oracle_aet,
+                                  policy_exit_steps, policy_loss, record_trace, sample_weights, score_sweep, seenn,
+                                  threshold_exit_steps)
 from snnconv.training import TrainConfig
 from snnconv_cli.main import app
 from snnconv_cli.render import seenn_table
@@ -115,6 +116,19 @@ def test_automatic_alpha_is_the_smallest_within_the_budget_on_the_held_out_split
     assert float(np.mean(ev.simulation.exit_steps)) == pytest.approx(result.holdout_avg_exit_time_steps)
     assert result.accuracy_budget == 2.0
     assert seenn(network, data, SeennConfig(alpha=0.9), batch_size=64).accuracy_budget is None  # no budget applied
+
+
+def test_given_held_out_data_chooses_alpha_and_all_calibration_data_is_trained_on(setup):
+    network, data, _ = setup
+    holdout, calibration = data.split(0.4, 7)
+    result = seenn(network, calibration, SeennConfig(accuracy_budget=2.0), holdout=holdout, batch_size=64)
+    trace = record_trace(network, holdout, batch_size=64)
+    _, chosen, _ = choose_rule(trace, trace.full_accuracy_pct(), 2.0)
+    assert result.policy.alpha == chosen.alpha and result.holdout_avg_exit_time_steps == chosen.avg_exit_time_steps
+    assert result.holdout_samples == len(holdout) and result.holdout_data == holdout.description
+    policy = seenn(network, calibration, SeennConfig(policy=True, train=TrainConfig(epochs=1)), holdout=holdout,
+                   batch_size=64)
+    assert policy.training_samples == len(calibration) and policy.holdout_samples == len(holdout)
 
 
 def test_choose_alpha_follows_the_rule():
@@ -359,6 +373,40 @@ def test_compress_seenn_finetune_trains_the_snn_and_reports_the_network_before_i
     assert json.loads(full.output)["summary"]["snn_accuracy_pct"] == pytest.approx(summary["fixed_snn_accuracy_pct"])
     original, tuned = (torch.load(path / "weights.pt", weights_only=True) for path in (art, out))
     assert any(not torch.equal(original[k], tuned[k]) for k in original)
+
+
+def test_compress_seenn_holds_out_given_data_without_the_evaluated_images(tmp_path):
+    """--holdout-data builtin names the evaluation data's own test split: alpha is chosen on its other images."""
+    art = cli_artifact(tmp_path, "--calib-samples", "200", "--calibrate", "none")
+    out = tmp_path / "held"
+    result = CliRunner().invoke(app, ["compress", str(art), "--method", "seenn", "-o", str(out), "--limit", "200",
+                                      "--holdout-data", "builtin", "--holdout-samples", "300", "--quiet", "--json"])
+    assert result.exit_code == 0, result.output
+    summary = json.loads(result.output)["summary"]
+    assert summary["seenn_holdout_samples"] == 300
+    assert "[without 200 shared with the evaluation data]" in summary["seenn_holdout_data"]
+    evaluated = snnconv.data.load_data(snnconv.data.DataConfig("builtin", limit=200))
+    candidates, shared = snnconv.data.load_data(snnconv.data.DataConfig("builtin")).without(evaluated)
+    assert shared == 200 and len(candidates) == 1800
+    holdout = candidates.take(300, 0)
+    trace = record_trace(artifacts.load(art), holdout)
+    _, chosen, _ = choose_rule(trace, trace.full_accuracy_pct(), 0.5)
+    assert summary["seenn_alpha"] == pytest.approx(chosen.alpha)
+    assert summary["seenn_holdout_accuracy_fixed_pct"] == pytest.approx(trace.full_accuracy_pct())
+    run = json.loads((out / "manifest.json").read_text())["run"]["compress"]
+    assert run["holdout_data"]["spec"] == "builtin" and run["holdout_samples"] == 300
+
+
+@pytest.mark.parametrize("method, args, message", [
+    ("seenn", ["--holdout-data", "builtin", "--holdout-fraction", "0.3"], "drop one of the two"),
+    ("seenn", ["--holdout-samples", "300"], "--holdout-samples needs --holdout-data"),
+    ("dts", ["--holdout-data", "builtin"], "--holdout-data applies to --method teas and seenn"),
+    ("seenn", ["--holdout-data", "builtin", "--holdout-samples", "0"], "--holdout-samples must be at least 1"),
+])
+def test_compress_holdout_data_bad_options(tmp_path, method, args, message):
+    result = CliRunner().invoke(app, ["compress", str(tmp_path), "--method", method, "-o", str(tmp_path / "o"), *args])
+    assert result.exit_code == 3 and message in " ".join(result.output.split())
+    assert not (tmp_path / "o").exists()
 
 
 @pytest.mark.parametrize("args, message", [

@@ -221,6 +221,19 @@ def test_a_held_out_split_too_small_for_the_budget_is_said_once_with_its_numbers
     assert unresolved_budget(32, TeasConfig(avg_steps_budget=4.0)) is None
 
 
+def test_given_held_out_data_measures_the_budget_and_all_calibration_data_is_profiled(residual):
+    model, _, x = residual
+    network = convert(model, x, calibrate="none")
+    calibration, holdout = as_data(x[:40], model), as_data(x[40:], model)
+    uniform = snnconv.evaluate(network, holdout, SimulationConfig(time_steps=8)).simulation.accuracy_at(8)
+    notes: list[str] = []
+    result = teas(network, calibration, TeasConfig(avg_steps_budget=4), holdout=holdout, time_steps=8,
+                  progress=notes.append)
+    assert result.holdout_samples == 24 and result.holdout_data == holdout.description
+    assert result.uniform_accuracy_pct == pytest.approx(uniform)  # the uniform network, measured on the given data
+    assert "profiling 40 samples at T=8" in notes
+
+
 def test_cut_layers_get_the_mse_threshold_of_their_own_window_and_the_others_keep_theirs():
     x = torch.rand(64, 1, 8, 8, generator=torch.Generator().manual_seed(1))
     model = build("residual").eval()

@@ -59,6 +59,7 @@ class CompressContext:
 
     network: SpikingNetwork
     calibration: LabeledData
+    holdout: LabeledData | None  # --holdout-data: where TEAS / SEENN measure their budget (else a calibration share)
     evaluation_data: LabeledData
     uniform: Evaluation
     trace: ExitTrace | None  # running output of every step of the uncompressed run (SEENN only)
@@ -88,6 +89,30 @@ def _check_method(method: str, config) -> None:
         raise ConfigError(f"--method {method} needs a {expected.__name__}, got {type(config).__name__}.")
 
 
+def _check_holdout_options(method: str, holdout_data: DataConfig | None, holdout_samples: int | None) -> None:
+    if holdout_data is None:
+        if holdout_samples is not None:
+            raise ConfigError("--holdout-samples needs --holdout-data, the data to take them from.")
+        return
+    if method not in ("teas", "seenn"):
+        raise ConfigError(f"--holdout-data applies to --method teas and seenn, not to --method {method}.")
+    if holdout_samples is not None and (isinstance(holdout_samples, bool) or not isinstance(holdout_samples, int)
+                                        or holdout_samples <= 0):
+        raise ConfigError(f"--holdout-samples must be a positive integer, got {holdout_samples!r}.")
+
+
+def _disjoint_holdout(candidates: LabeledData, samples: int | None, seed: int, evaluation: LabeledData,
+                      calibration: LabeledData, note: Callable[[str], None]) -> LabeledData:
+    """The held-out split from ``candidates``: no image that is also evaluated (the budget would be met on the
+    images it is reported on) or trained on / profiled, then ``samples`` of the rest."""
+    kept, shared_evaluation = candidates.without(evaluation, "the evaluation data")
+    kept, shared_calibration = kept.without(calibration, "the calibration data")
+    holdout = kept.take(samples, seed)
+    note(f"held-out split: {len(holdout)} samples of {candidates.description}, after leaving out "
+         f"{shared_evaluation} shared with the evaluation data and {shared_calibration} with the calibration data")
+    return holdout
+
+
 def _uniform_run(network, data, simulation, progress, keep_trace: bool) -> tuple[Evaluation, ExitTrace | None]:
     outputs = []
 
@@ -103,17 +128,21 @@ def _uniform_run(network, data, simulation, progress, keep_trace: bool) -> tuple
 
 def run_compress(artifact: str | Path, method: str, *, output: Path, config=None,
                  calib_data: DataConfig | None = None, calib_samples: int | None = None,
+                 holdout_data: DataConfig | None = None, holdout_samples: int | None = None,
                  data: DataConfig | None = None, energy: str = "45nm", batch_size: int = 256,
                  chunk_steps: int | None = None, device: str = "cpu", seed: int = 0, limit: int | None = None,
                  progress: ProgressFactory | None = None, note=None, checkpoint: Path | None = None,
                  resume: bool = False) -> CompressResult:
     """Compress an artifact with ``method`` (``config``: its TeasConfig / DtsConfig / SeennConfig; default options when
     None); write the new artifact and its reports to ``output``. Without ``calib_data``, the artifact's recorded
-    calibration data is used: ``calib_samples`` of it when given, else as many as recorded."""
+    calibration data is used: ``calib_samples`` of it when given, else as many as recorded. ``holdout_data``
+    (TEAS and SEENN): the data their budget is measured on instead of a share of the calibration data, without
+    any image of the evaluation or calibration data; ``holdout_samples`` of it (a seeded subset) when given."""
     artifact = Path(artifact)
     if method in METHODS and config is None:
         config = default_config(method)
     _check_method(method, config)
+    _check_holdout_options(method, holdout_data, holdout_samples)
     if not artifacts.is_artifact(artifact):
         raise ArtifactError(f"'{artifact}' is not an snnconv artifact (no manifest.json); run snnconv convert first.")
     if artifacts.family(artifact) == DIRECT_FAMILY:
@@ -141,11 +170,17 @@ def run_compress(artifact: str | Path, method: str, *, output: Path, config=None
         data = replace(recorded_data(artifact, "data", "test"), limit=limit, seed=seed)
     data = _with_normalization(data, network)
     calibration, evaluation_data = load_data(calib_data), load_data(data)
+    holdout = None
+    if holdout_data is not None:
+        holdout_data = _with_normalization(holdout_data, network)
+        holdout = _disjoint_holdout(load_data(holdout_data), holdout_samples, seed, evaluation_data, calibration,
+                                    note or (lambda _message: None))
     base = network.time_steps
     simulation = SimulationConfig(time_steps=base, chunk_steps=network.chunk_steps_for(batch_size, chunk_steps),
                                   batch_size=batch_size, device=str(dev))
     uniform, trace = _uniform_run(network, evaluation_data, simulation, progress, keep_trace=method == "seenn")
-    context = CompressContext(network=network, calibration=calibration, evaluation_data=evaluation_data,
+    context = CompressContext(network=network, calibration=calibration, holdout=holdout,
+                              evaluation_data=evaluation_data,
                               uniform=uniform, trace=trace, simulation=simulation, energy=energy, device=dev,
                               progress=progress, note=note or (lambda _message: None))
     if method == "teas":
@@ -164,6 +199,8 @@ def run_compress(artifact: str | Path, method: str, *, output: Path, config=None
     resolved = {"artifact": str(artifact), "method": method, method: config.to_dict(),
                 "calib_data": calib_data.to_dict(), "data": data.to_dict(), "simulation": simulation.to_dict(),
                 "energy": energy, "seed": seed, "time_steps": [base]}
+    if holdout_data is not None:
+        resolved.update(holdout_data=holdout_data.to_dict(), holdout_samples=holdout_samples)
     compressed = outcome.network
     readout = compressed.time_steps  # TTFS reads out after its latency; the other methods keep T
     staging = Path(tempfile.mkdtemp(prefix="snnconv-report-"))

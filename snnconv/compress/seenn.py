@@ -22,11 +22,12 @@ MARKDOWN_SWEEP_ROWS = 15
 
 
 def apply_seenn(context, config: SeennConfig, *, checkpoint: Path | None = None, resume: bool = False):
-    """Choose the exit policy on the calibration data and evaluate the network with it (see snnconv.compress)."""
+    """Choose the exit policy on the held-out data and evaluate the network with it (see snnconv.compress)."""
     from . import MethodOutcome, _uniform_run
     network, simulation = context.network, context.simulation
-    result = seenn(network, context.calibration, config, batch_size=simulation.batch_size, device=context.device,
-                   checkpoint=checkpoint, resume=resume, progress=context.progress, note=context.note)
+    result = seenn(network, context.calibration, config, holdout=context.holdout, batch_size=simulation.batch_size,
+                   device=context.device, checkpoint=checkpoint, resume=resume, progress=context.progress,
+                   note=context.note)
     fixed, trace = context.uniform, context.trace
     if config.finetune:  # the fixed-T baseline of the network that exits is the fine-tuned one
         context.note("simulating the fine-tuned network without exits")
@@ -88,6 +89,7 @@ def seenn_summary(result: SeennResult, fixed: Evaluation, exited: Evaluation, mo
         "policy_macs_per_sample": policy_macs if policy_layers else None,
         "policy_energy_pj_per_sample": policy_macs * model.e_mac_pj if policy_layers else None,
         "seenn_holdout_samples": result.holdout_samples,
+        "seenn_holdout_data": result.holdout_data,
         "seenn_holdout_accuracy_fixed_pct": result.holdout_accuracy_full_pct,
         "seenn_holdout_accuracy_exit_pct": result.holdout_accuracy_exit_pct,
         "seenn_holdout_avg_exit_time_steps": result.holdout_avg_exit_time_steps,
@@ -136,7 +138,8 @@ def budget_overspent(seenn_keys: dict, exit_accuracy_pct: float) -> str | None:
         return None
     return (f"on the evaluation data the exits lost {lost:.2f} points against the {budget:g}-point budget met on the "
             f"held-out split, which is {seenn_keys['seenn_holdout_accuracy_fixed_pct']:.2f} % right at fixed T (the "
-            f"evaluation data: {fixed:.2f} %; docs/seenn.md: which data to choose alpha on)")
+            f"evaluation data: {fixed:.2f} %; --holdout-data chooses alpha on images the network was not trained "
+            f"on, docs/seenn.md)")
 
 
 def write_seenn_tables(directory: Path, rows: list[dict], extra: dict, fixed: Evaluation,
@@ -167,7 +170,7 @@ def write_seenn_tables(directory: Path, rows: list[dict], extra: dict, fixed: Ev
     lines += quantity_table(extra)
     if rows:
         lines += ["", "Threshold sweep on the evaluation data (offline, from the fixed-T run; the chosen alpha was "
-                      "picked on the held-out calibration split, never on this data):", "",
+                      "picked on the held-out split, never on this data):", "",
                   "| alpha | accuracy (%) | mean exit step | chosen |", "|---:|---:|---:|---|"]
         lines += [f"| {r['alpha']:.6g} | {r['snn_accuracy_pct']:.2f} | {r['avg_exit_time_steps']:.2f} | "
                   f"{'yes' if r['chosen'] else ''} |" for r in _thin(rows, MARKDOWN_SWEEP_ROWS)]

@@ -33,7 +33,7 @@ def apply_teas(context, config: TeasConfig, *, checkpoint: Path | None = None, r
     (see snnconv.compress)."""
     from . import MethodOutcome
     network, simulation = context.network, context.simulation
-    result = teas(network, context.calibration, config, time_steps=network.time_steps,
+    result = teas(network, context.calibration, config, holdout=context.holdout, time_steps=network.time_steps,
                   batch_size=simulation.batch_size, chunk_steps=simulation.chunk_steps, device=str(context.device),
                   progress=context.note)
     network.layer_time_steps = {k: v for k, v in result.layer_time_steps.items() if v != network.time_steps}
@@ -110,6 +110,7 @@ def teas_summary(result: TeasResult, uniform: Evaluation, compressed: Evaluation
         "teas_holdout_accuracy_uniform_pct": result.uniform_accuracy_pct,
         "teas_holdout_accuracy_pct": result.final_accuracy_pct,
         "teas_holdout_samples": result.holdout_samples,
+        "teas_holdout_data": result.holdout_data,
         "teas_allocation_simulations": result.evaluations,
         "teas_recalibrated": result.recalibrated,
         "teas_calibrated_trials": result.calibrated_trials,
@@ -129,7 +130,7 @@ def write_teas_tables(directory: Path, rows: list[dict], extra: dict, result: Te
               "syn. ops/sample TEAS"]
     lines = ["# TEAS per-layer time steps", "",
              f"Uniform T = {result.base_steps}; sensitivity probe: one layer at T_l = {result.probe_steps}, or "
-             f"noise on its membrane; held-out split of {result.holdout_samples} calibration samples. "
+             f"noise on its membrane; held-out split: {result.holdout_samples} samples of {result.holdout_data}. "
              "Definitions: docs/teas.md.", "",
              "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for r in rows:

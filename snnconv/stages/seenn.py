@@ -416,6 +416,7 @@ class SeennResult:
     finetune: FinetuneConfig | None = None  # how the SNN was fine-tuned before alpha was chosen, if it was
     finetune_samples: int = 0  # the training split it was fine-tuned on
     finetune_losses: list[float] = field(default_factory=list)
+    holdout_data: str = ""  # where the held-out split came from (LabeledData.description)
 
 
 def _check_classes(trace: ExitTrace) -> None:
@@ -424,11 +425,17 @@ def _check_classes(trace: ExitTrace) -> None:
 
 
 def seenn(network: SpikingNetwork, calibration: LabeledData, config: SeennConfig = SeennConfig(), *,
-          batch_size: int = 256, device: str | torch.device = "cpu", checkpoint: Path | None = None,
-          resume: bool = False, progress=None, note: ProgressFn | None = None) -> SeennResult:
-    """Build the exit policy of ``config`` for ``network`` from its calibration data."""
+          holdout: LabeledData | None = None, batch_size: int = 256, device: str | torch.device = "cpu",
+          checkpoint: Path | None = None, resume: bool = False, progress=None,
+          note: ProgressFn | None = None) -> SeennResult:
+    """Build the exit policy of ``config`` for ``network`` from its calibration data. alpha is chosen (or the
+    policy validated) on ``holdout`` when given, and everything of ``calibration`` is trained on; else on the
+    ``config.holdout_fraction`` share of ``calibration``, and the rest is trained on."""
     note = note or (lambda _message: None)
-    holdout, training = calibration.split(config.holdout_fraction, config.seed)
+    if holdout is None:
+        holdout, training = calibration.split(config.holdout_fraction, config.seed)
+    else:
+        training = calibration
     tuned = None
     if config.finetune:
         note(f"fine-tuning the SNN on the training split ({len(training)} samples, {config.tuning.loss} loss)")
@@ -442,9 +449,11 @@ def seenn(network: SpikingNetwork, calibration: LabeledData, config: SeennConfig
         if tuned is not None:
             result.finetune, result.finetune_samples = config.tuning, len(training)
             result.finetune_losses = tuned.epoch_losses
-        return result
-    return _seenn_policy(network, training, holdout, held, full, config, batch_size, device, checkpoint, resume,
-                         progress, note)
+    else:
+        result = _seenn_policy(network, training, holdout, held, full, config, batch_size, device, checkpoint, resume,
+                               progress, note)
+    result.holdout_data = holdout.description
+    return result
 
 
 def choose_rule(trace: ExitTrace, full_accuracy_pct: float, budget: float, *, score: str = "confidence",

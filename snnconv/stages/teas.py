@@ -138,6 +138,7 @@ class TeasResult:
     retuned_thresholds: dict[str, int] = field(default_factory=dict)  # layer -> the T_l its threshold was searched for
     timing: str = "linear"  # spike timing between windows (TeasConfig.timing)
     crossings: list[Crossing] = field(default_factory=list)  # edges between different windows, with their map
+    holdout_data: str = ""  # where the held-out split came from (LabeledData.description)
 
     @property
     def mean_steps(self) -> float:
@@ -331,15 +332,20 @@ def _spearman(a: list[float], b: list[float]) -> float:
 
 
 def teas(network: SpikingNetwork, calibration: LabeledData, config: TeasConfig = TeasConfig(), *,
-         time_steps: int | None = None, batch_size: int = 256, chunk_steps: int = 8, device: str = "cpu",
-         progress: ProgressFn | None = None) -> TeasResult:
-    """Choose per-layer T_l for ``network`` (run uniformly at ``time_steps``, default its own T)."""
+         holdout: LabeledData | None = None, time_steps: int | None = None, batch_size: int = 256,
+         chunk_steps: int = 8, device: str = "cpu", progress: ProgressFn | None = None) -> TeasResult:
+    """Choose per-layer T_l for ``network`` (run uniformly at ``time_steps``, default its own T). Sensitivity and
+    allocation are measured on ``holdout`` when given, and all of ``calibration`` is profiled; else on the
+    ``config.holdout_fraction`` share of ``calibration``, and the rest is profiled."""
     base = int(time_steps or network.time_steps)
     note = progress or (lambda _message: None)
     if network.layer_time_steps:
         raise ConfigError("This network already runs per-layer time steps; start TEAS from a uniform-T artifact.")
     engine = Engine(network.graph, device)
-    holdout, profiling = calibration.split(config.holdout_fraction, config.seed)
+    if holdout is None:
+        holdout, profiling = calibration.split(config.holdout_fraction, config.seed)
+    else:
+        profiling = calibration
     steps = config.steps_for(base)
     probe = int(config.probe_steps or max(config.min_steps, base // 4))
     unresolved = unresolved_budget(len(holdout), config)
@@ -405,7 +411,7 @@ def teas(network: SpikingNetwork, calibration: LabeledData, config: TeasConfig =
                       probe_steps=probe, correlation=correlation, trace=trace, evaluations=runner.count,
                       recalibrated=recalibrated, calibrated_trials=setup.calibrated_trials,
                       timing=config.timing, crossings=crossings,
-                      retuned_thresholds=retuned)
+                      retuned_thresholds=retuned, holdout_data=holdout.description)
 
 
 def unresolved_budget(holdout_samples: int, config: TeasConfig) -> str | None:
@@ -421,7 +427,8 @@ def unresolved_budget(holdout_samples: int, config: TeasConfig) -> str | None:
         return None
     return (f"the held-out split has {holdout_samples} samples, so one sample is {one_sample:.2f} points, more than "
             f"the accuracy budget of {config.accuracy_budget:g} points: cuts are accepted only where no held-out "
-            f"sample is lost; more calibration samples or a larger holdout fraction resolve the budget")
+            f"sample is lost; more held-out samples (more calibration samples, a larger --holdout-fraction, or more "
+            f"--holdout-data) resolve the budget")
 
 
 def _activation_shape(engine: Engine, data: LabeledData, name: str) -> torch.Size:

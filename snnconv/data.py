@@ -225,9 +225,10 @@ class LabeledData:
                            description=f"{self.description} [{count} samples, seed {seed}]")
 
     def without(self, other: LabeledData, name: str | None = None) -> tuple[LabeledData, int]:
-        """This data without the samples whose image also occurs in ``other`` (compared by content, so the same
-        image read through two specs still matches), and how many were left out. ``name``: how descriptions and
-        messages call ``other`` (default: its description)."""
+        """This data without the samples whose image also occurs in ``other`` (compared by their values after
+        scaling and normalization, so the same image read through two specs still matches when both are normalized
+        alike), and how many were left out. ``name``: how descriptions and messages call ``other`` (default: its
+        description)."""
         name = name or other.description
         known = set(_image_keys(other.x))
         keep = [i for i, key in enumerate(_image_keys(self.x)) if key not in known]

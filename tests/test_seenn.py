@@ -302,6 +302,10 @@ def test_compress_seenn_cli_end_to_end_with_gates(tmp_path):
     warning = (f"the exits lost 1.50 points against the 1-point budget met on the held-out split, which is "
                f"{summary['seenn_holdout_accuracy_fixed_pct']:.2f} % right at fixed T")
     assert warning in " ".join(seenn_table(overspent).caption.split())
+    # it points to --holdout-data only when the held-out split was easier than the evaluation data
+    for gap, hinted in ((1.5, True), (0.5, False)):
+        held = {**overspent, "seenn_holdout_accuracy_fixed_pct": summary["fixed_snn_accuracy_pct"] + gap}
+        assert ("--holdout-data chooses alpha" in budget_overspent(held, held["snn_accuracy_pct"])) == hinted
     for within in ({**summary, "snn_accuracy_pct": summary["fixed_snn_accuracy_pct"] - 1.0},
                    {**overspent, "seenn_accuracy_budget_points": None}):  # at the budget; --alpha given
         assert "against the" not in seenn_table(within).caption

@@ -139,6 +139,7 @@ def run_compress(artifact: str | Path, method: str, *, output: Path, config=None
     (TEAS and SEENN): the data their budget is measured on instead of a share of the calibration data, without
     any image of the evaluation or calibration data; ``holdout_samples`` of it (a seeded subset) when given."""
     artifact = Path(artifact)
+    note = note or (lambda _message: None)
     if method in METHODS and config is None:
         config = default_config(method)
     _check_method(method, config)
@@ -174,15 +175,14 @@ def run_compress(artifact: str | Path, method: str, *, output: Path, config=None
     if holdout_data is not None:
         holdout_data = _with_normalization(holdout_data, network)
         holdout = _disjoint_holdout(load_data(holdout_data), holdout_samples, seed, evaluation_data, calibration,
-                                    note or (lambda _message: None))
+                                    note)
     base = network.time_steps
     simulation = SimulationConfig(time_steps=base, chunk_steps=network.chunk_steps_for(batch_size, chunk_steps),
                                   batch_size=batch_size, device=str(dev))
     uniform, trace = _uniform_run(network, evaluation_data, simulation, progress, keep_trace=method == "seenn")
     context = CompressContext(network=network, calibration=calibration, holdout=holdout,
-                              evaluation_data=evaluation_data,
-                              uniform=uniform, trace=trace, simulation=simulation, energy=energy, device=dev,
-                              progress=progress, note=note or (lambda _message: None))
+                              evaluation_data=evaluation_data, uniform=uniform, trace=trace, simulation=simulation,
+                              energy=energy, device=dev, progress=progress, note=note)
     if method == "teas":
         from .teas import apply_teas
         outcome = apply_teas(context, config, checkpoint=checkpoint, resume=resume)

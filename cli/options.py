@@ -113,10 +113,11 @@ def _given(value, default):
 
 
 def compress_config(method: str, *, accuracy_budget: float | None, holdout: float | None, seed: int, avg_t_budget,
-                    candidates, min_t, noise, score, temperature, alpha, exit_chunk, policy, beta, policy_width, epochs, lr,
-                    finetune, activity_weight, finetune_loss=None, window=32, fire_start=None, tc=8.0, percentile=99.9,
-                    fit_epochs=2, relaxation=True, kernel_reg=1e-5, bn_loss=1e-5, mask_weight=None, groups=None, mask_lr=None,
-                    initial_steps=None, timing=None, retune_thresholds=None, calibrated_trials=None):
+                    candidates, min_t, noise, score, temperature, alpha, exit_chunk, policy, beta, policy_width,
+                    epochs, lr, finetune, activity_weight, finetune_loss=None, window=32, fire_start=None, tc=8.0,
+                    percentile=99.9, fit_epochs=2, relaxation=True, kernel_reg=1e-5, bn_loss=1e-5, mask_weight=None,
+                    groups=None, mask_lr=None, initial_steps=None, timing=None, retune_thresholds=None,
+                    calibrated_trials=None):
     """The TeasConfig, DtsConfig, SeennConfig or TTFSConfig of ``snnconv compress --method METHOD``; an unknown
     method is left to the library."""
     if timing is not None and method != "teas":

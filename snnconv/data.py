@@ -239,9 +239,9 @@ class LabeledData:
         if dropped == 0:
             return self, 0
         index = torch.tensor(keep, dtype=torch.long)
-        return LabeledData(x=self.x[index], y=self.y[index], num_classes=self.num_classes,
-                           description=f"{self.description} [without {dropped} shared with {name}]"
-                           ), dropped
+        kept = LabeledData(x=self.x[index], y=self.y[index], num_classes=self.num_classes,
+                           description=f"{self.description} [without {dropped} shared with {name}]")
+        return kept, dropped
 
 
 def _image_keys(x: torch.Tensor) -> list[bytes]:

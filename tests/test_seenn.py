@@ -399,6 +399,12 @@ def test_compress_seenn_holds_out_given_data_without_the_evaluated_images(tmp_pa
     assert summary["seenn_holdout_accuracy_fixed_pct"] == pytest.approx(trace.full_accuracy_pct())
     run = json.loads((out / "manifest.json").read_text())["run"]["compress"]
     assert run["holdout_data"]["spec"] == "builtin" and run["holdout_samples"] == 300
+    # evaluated on all of its test images, the spec has nothing left to hold out
+    everything = CliRunner().invoke(app, ["compress", str(art), "--method", "seenn", "-o", str(tmp_path / "none"),
+                                          "--holdout-data", "builtin"])
+    assert everything.exit_code == 8
+    assert "holds only images that are also evaluated" in " ".join(everything.output.split())
+    assert not (tmp_path / "none").exists()
 
 
 @pytest.mark.parametrize("method, args, message", [

@@ -21,7 +21,7 @@ from ..api import Evaluation, ProgressFactory, evaluate, resolve_device
 from ..config import SimulationConfig
 from ..data import DataConfig, LabeledData, load_data
 from ..direct_network import FAMILY as DIRECT_FAMILY
-from ..errors import ArtifactError, ConfigError
+from ..errors import ArtifactError, ConfigError, DataError
 from ..metrics import load_energy_model
 from ..network import SpikingNetwork
 from ..stages.dts import DtsConfig
@@ -105,7 +105,11 @@ def _disjoint_holdout(candidates: LabeledData, samples: int | None, seed: int, e
                       calibration: LabeledData, note: Callable[[str], None]) -> LabeledData:
     """The held-out split from ``candidates``: no image that is also evaluated (the budget would be met on the
     images it is reported on) or trained on / profiled, then ``samples`` of the rest."""
-    kept, shared_evaluation = candidates.without(evaluation, "the evaluation data")
+    try:
+        kept, shared_evaluation = candidates.without(evaluation, "the evaluation data")
+    except DataError:
+        raise DataError(f"--holdout-data {candidates.description} holds only images that are also evaluated; "
+                        "evaluate on part of them (--limit) or hold out other data.") from None
     kept, shared_calibration = kept.without(calibration, "the calibration data")
     holdout = kept.take(samples, seed)
     note(f"held-out split: {len(holdout)} samples of {candidates.description}, after leaving out "

@@ -15,8 +15,11 @@ def write_csv(path: Path, columns: tuple[str, ...], rows: list[dict]) -> Path:
 
 def quantity_table(values: dict) -> list[str]:
     """Markdown lines of a two-column table, one row per summary key (floats to 4 significant digits)."""
-    lines = ["| quantity | value |", "|---|---|"]
-    for key, value in values.items():
-        text = "n/a" if value is None else (f"{value:.4g}" if isinstance(value, float) else str(value))
-        lines.append(f"| {key} | {text} |")
-    return lines
+    return ["| quantity | value |", "|---|---|"] + [f"| {key} | {cell(value)} |" for key, value in values.items()]
+
+
+def cell(value) -> str:
+    """A markdown table cell: floats to 4 significant digits, None as n/a."""
+    if value is None:
+        return "n/a"
+    return f"{value:.4g}" if isinstance(value, float) else str(value)

@@ -15,7 +15,7 @@ from ..metrics.energy import NEUROMORPHIC_PLATFORMS, neuromorphic_energy
 from ..metrics.summary import layer_spikes_per_sample, spikes_per_sample, steps_of_equal_accuracy
 from ..stages.ttfs import (FEW_KERNEL_UPDATES, TTFSConfig, build_ttfs, finetune_ttfs, fit_kernels, kernel_updates,
                            measure_fit, surrogate_predictions)
-from .tables import quantity_table, write_csv
+from .tables import cell, quantity_table, write_csv
 
 TOLERATED_LOSS_POINTS = 1.0  # TTFS below rate coding by more than this (the TTFS bar's 1 point) is worth a sentence
 
@@ -144,12 +144,6 @@ def ttfs_summary(network, config: TTFSConfig, evaluation: Evaluation, rate: Eval
     return summary
 
 
-def _text(value) -> str:
-    if value is None:
-        return "n/a"
-    return f"{value:.4g}" if isinstance(value, float) else str(value)
-
-
 def write_ttfs_tables(directory: Path, rows: list[dict], extra: dict, evaluation: Evaluation) -> dict[str, Path]:
     csv_path = write_csv(directory / "ttfs.csv", LAYER_COLUMNS, rows)
     png = plots.plot_layer_spikes(
@@ -167,7 +161,7 @@ def write_ttfs_tables(directory: Path, rows: list[dict], extra: dict, evaluation
         lines += [f"Note: {few}.", ""]
     lines += quantity_table(extra)
     lines += ["", "| " + " | ".join(LAYER_COLUMNS) + " |", "|" + "---|" * len(LAYER_COLUMNS)]
-    lines += ["| " + " | ".join(_text(r[c]) for c in LAYER_COLUMNS) + " |" for r in rows]
+    lines += ["| " + " | ".join(cell(r[c]) for c in LAYER_COLUMNS) + " |" for r in rows]
     lines += ["", "![Spikes per layer](ttfs_spikes.png)", ""]
     md.write_text("\n".join(lines))
     return {"ttfs.csv": csv_path, "ttfs.md": md, "ttfs_spikes.png": png}

@@ -9,7 +9,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from snnconv.compress.seenn import budget_overspent
+from snnconv.compress.seenn import budget_overspent, holdout_loss_text
 from snnconv.compress.ttfs import few_kernel_updates
 from snnconv.workflows import RunResult
 
@@ -206,8 +206,7 @@ def seenn_table(summary: dict) -> Table:
     table.caption = (f"{rule}; fixed T of equal accuracy (within 0.1 points): {matching if matching else 'none'}"
                      f"{_reduction(summary)}; oracle AET {summary['oracle_aet_time_steps']:.2f} steps")
     overspent = budget_overspent(summary, summary["snn_accuracy_pct"])
-    if overspent:
-        table.caption += "; " + overspent
+    table.caption += "; " + (overspent or f"the exits {holdout_loss_text(summary)}")
     if summary.get("seenn_finetuned"):  # the fixed T column is the fine-tuned network's; say what it was before
         before = summary["converted_steps_of_equal_accuracy"]
         ratio = summary["avg_time_steps_reduction_vs_either_fixed_x"]

@@ -22,6 +22,7 @@ from snnconv.errors import ConfigError, OutputError
 from snnconv.metrics import (ENERGY_PRESETS, EnergyModel, energy_breakdown, layer_rows, load_energy_model,
                              neuromorphic_energy, summarize, sweep_rows)
 from snnconv.metrics.summary import (REDUCTION_KEY, equal_accuracy_interval, exceeds, first_step_within,
+                                     lost_points_interval,
                                      reduction_at_equal_accuracy, steps_of_equal_accuracy)
 from snnconv.report import write_report
 from snnconv.results import AnnResult, NeuronLayerStats, SimulationResult, SynapticLayerStats
@@ -267,6 +268,29 @@ def test_a_value_exceeds_its_limit_only_beyond_float_rounding():
     mean_step = sum(e / len(exits) for e in exits)
     assert 32 / mean_step != 2.0 and not exceeds(2, 32 / mean_step)
     assert exceeds(2, 31 / mean_step) and not exceeds(2, 33 / mean_step)
+
+
+def test_lost_points_interval_is_that_of_the_disagreeing_samples():
+    """k of N samples are right before and wrong after, the rest right in both: the loss is 100 k / N points and a
+    resample's loss is 100 B(N, k/N) / N, whose 90 % interval is about 100 (k +- 1.645 sqrt(k)) / N. Samples on
+    which both agree do not move it; four times the samples at the same loss halve the interval."""
+    def interval(samples, lost, gained=0):
+        before = np.ones(samples, dtype=bool)
+        after = before.copy()
+        after[:lost] = False
+        before[lost:lost + gained] = False
+        return lost_points_interval(before, after)
+
+    low, high = interval(1000, 10)
+    spread = 100 * 1.645 * 10 ** 0.5 / 1000
+    assert low == pytest.approx(1.0 - spread, abs=0.15) and high == pytest.approx(1.0 + spread, abs=0.15)
+    assert low < 1.0 < high
+    wide, narrow = interval(1000, 10), interval(4000, 40)
+    assert (narrow[1] - narrow[0]) / (wide[1] - wide[0]) == pytest.approx(0.5, abs=0.12)
+    assert interval(1000, 0) == (0.0, 0.0)  # both networks agree on every sample
+    low, high = interval(1000, 10, gained=10)  # as many lost as gained: no loss, but not known to be none
+    assert low < 0 < high
+    assert lost_points_interval(np.zeros(50, dtype=bool), np.ones(50, dtype=bool)) == (-100.0, -100.0)
 
 
 def test_equal_accuracy_interval_resamples_both_networks_alike():

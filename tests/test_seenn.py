@@ -16,6 +16,7 @@ from snnconv.compress.seenn import budget_overspent
 from snnconv.config import SimulationConfig
 from snnconv.engine import Engine, TimePlan
 from snnconv.errors import ConfigError
+from snnconv.metrics.summary import lost_points_interval
 from snnconv.metrics import load_energy_model, summarize
 from snnconv.stages.seenn import (ConfidenceExit, ExitTrace, PolicyExit, PolicyNet, SeennConfig, alpha_sweep,
                                   choose_alpha, choose_rule, exit_points, exit_score, layer_macs, oracle_aet,
@@ -114,6 +115,12 @@ def test_automatic_alpha_is_the_smallest_within_the_budget_on_the_held_out_split
     ev = snnconv.evaluate(network, holdout, SimulationConfig(time_steps=T), exit_policy=result.policy)
     assert 100.0 * ev.simulation.exit_correct / len(holdout) == pytest.approx(result.holdout_accuracy_exit_pct)
     assert float(np.mean(ev.simulation.exit_steps)) == pytest.approx(result.holdout_avg_exit_time_steps)
+    # the held-out loss's interval is that of the chosen rule's exits against the full-T network, sample by sample
+    full_t = record_trace(network, holdout, batch_size=64).correct()[:, -1]
+    interval = lost_points_interval(full_t, ev.simulation.correct_by_sample[:, -1])
+    assert result.holdout_lost_points_interval == pytest.approx(interval)
+    lost = result.holdout_accuracy_full_pct - result.holdout_accuracy_exit_pct
+    assert interval[0] <= lost <= interval[1] and interval[0] < interval[1]
     assert result.accuracy_budget == 2.0
     assert seenn(network, data, SeennConfig(alpha=0.9), batch_size=64).accuracy_budget is None  # no budget applied
 
@@ -129,6 +136,8 @@ def test_given_held_out_data_chooses_alpha_and_all_calibration_data_is_trained_o
     policy = seenn(network, calibration, SeennConfig(policy=True, train=TrainConfig(epochs=1)), holdout=holdout,
                    batch_size=64)
     assert policy.training_samples == len(calibration) and policy.holdout_samples == len(holdout)
+    steps = policy_exit_steps(policy.policy.net, holdout.x, policy.policy.points)
+    assert policy.holdout_lost_points_interval == pytest.approx(trace.lost_points_interval(steps))
 
 
 def test_choose_alpha_follows_the_rule():
@@ -299,8 +308,15 @@ def test_compress_seenn_cli_end_to_end_with_gates(tmp_path):
     # the caption says when the exits lost more on the evaluation data than the budget allowed on the held-out split
     assert summary["seenn_accuracy_budget_points"] == 1.0
     overspent = {**summary, "snn_accuracy_pct": summary["fixed_snn_accuracy_pct"] - 1.5}
-    warning = (f"the exits lost 1.50 points against the 1-point budget met on the held-out split, which is "
-               f"{summary['seenn_holdout_accuracy_fixed_pct']:.2f} % right at fixed T")
+    low, high = summary["seenn_holdout_lost_points_p5"], summary["seenn_holdout_lost_points_p95"]
+    assert low <= summary["seenn_holdout_lost_points"] <= high
+    assert summary["seenn_holdout_lost_points"] == pytest.approx(
+        summary["seenn_holdout_accuracy_fixed_pct"] - summary["seenn_holdout_accuracy_exit_pct"])
+    on_holdout = (f"lost {summary['seenn_holdout_lost_points']:.2f} points (90 % interval {low:.2f} to {high:.2f}) "
+                  f"on the {summary['seenn_holdout_samples']} held-out samples")
+    assert on_holdout in " ".join(caption.split())  # within the budget or not
+    warning = (f"the exits lost 1.50 points against the 1-point budget met on the held-out split, where they "
+               f"{on_holdout}, {summary['seenn_holdout_accuracy_fixed_pct']:.2f} % right at fixed T")
     assert warning in " ".join(seenn_table(overspent).caption.split())
     # it points to --holdout-data only when the held-out split was easier than the evaluation data
     for gap, hinted in ((1.5, True), (0.5, False)):
@@ -312,7 +328,8 @@ def test_compress_seenn_cli_end_to_end_with_gates(tmp_path):
     # the markdown report carries the same sentence exactly when the caption does
     overspent = budget_overspent(summary, summary["snn_accuracy_pct"])
     assert (overspent is not None) == ("budget met on the held-out split" in seenn_table(summary).caption)
-    assert ("Note: on the evaluation data" in (out / "reports" / "seenn.md").read_text()) == (overspent is not None)
+    report = (out / "reports" / "seenn.md").read_text()
+    assert ("Note: on the evaluation data" in report) == (overspent is not None) and on_holdout in report
     sweep = pd.read_csv(out / "reports" / "seenn.csv")
     chosen = sweep[sweep["chosen"]].iloc[0]
     assert chosen["snn_accuracy_pct"] == pytest.approx(summary["snn_accuracy_pct"])

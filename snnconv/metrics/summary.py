@@ -100,9 +100,7 @@ def equal_accuracy_interval(baseline_correct, right, cost, *, resamples: int = 1
     correct = torch.as_tensor(np.asarray(baseline_correct)).double()
     right = torch.as_tensor(np.asarray(right)).double()
     samples, steps = correct.shape
-    draws = torch.randint(0, samples, (resamples, samples), generator=torch.Generator().manual_seed(seed))
-    draws_of = torch.zeros(resamples, samples, dtype=torch.float64).scatter_add_(
-        1, draws, torch.ones(resamples, samples, dtype=torch.float64))  # [R, N]: times each sample was drawn
+    draws_of = _resample_counts(samples, resamples, seed)
     accuracy_pct = 100.0 * (draws_of @ right) / samples
     if np.ndim(cost) == 0:  # one cost for every sample is every resample's mean as it is
         mean_cost = torch.full((resamples,), float(cost), dtype=torch.float64)
@@ -111,8 +109,31 @@ def equal_accuracy_interval(baseline_correct, right, cost, *, resamples: int = 1
     curves_pct = 100.0 * (draws_of @ correct) / samples  # [R, T]
     reaches = curves_pct >= (accuracy_pct - EQUAL_ACCURACY_POINTS - ROUNDING_POINTS).unsqueeze(1)
     equal_t = torch.where(reaches.any(1), reaches.int().argmax(1) + 1, torch.tensor(steps))
+    return _central_interval(equal_t.double() / mean_cost, level)
+
+
+def lost_points_interval(right_before, right_after, *, resamples: int = 1000, level: float = 0.9,
+                         seed: int = 0) -> tuple[float, float]:
+    """How sure an accuracy loss "before - after" (points) measured on N samples is: its (1 - level) / 2 and
+    (1 + level) / 2 percentiles over ``resamples`` paired bootstrap resamples (each resample draws the same samples
+    for both). ``right_before``, ``right_after``: [N] bool, is each sample right. Only the samples on which the two
+    disagree move the loss, so the interval is narrow when they are few and wide when they are many."""
+    difference = torch.as_tensor(np.asarray(right_before)).double() - torch.as_tensor(np.asarray(right_after)).double()
+    samples = difference.shape[0]
+    lost_pct = 100.0 * (_resample_counts(samples, resamples, seed) @ difference) / samples
+    return _central_interval(lost_pct, level)
+
+
+def _resample_counts(samples: int, resamples: int, seed: int) -> torch.Tensor:
+    """[resamples, samples]: how many times each sample was drawn, by resample (float64)."""
+    draws = torch.randint(0, samples, (resamples, samples), generator=torch.Generator().manual_seed(seed))
+    return torch.zeros(resamples, samples, dtype=torch.float64).scatter_add_(
+        1, draws, torch.ones(resamples, samples, dtype=torch.float64))
+
+
+def _central_interval(values: torch.Tensor, level: float) -> tuple[float, float]:
     tails = torch.tensor([(1.0 - level) / 2, (1.0 + level) / 2], dtype=torch.float64)
-    low, high = torch.quantile(equal_t.double() / mean_cost, tails).tolist()
+    low, high = torch.quantile(values, tails).tolist()
     return low, high
 
 

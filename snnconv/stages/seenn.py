@@ -35,6 +35,7 @@ from ..data import LabeledData
 from ..engine import Engine, ExitPolicy
 from ..engine.fanout import dense_macs
 from ..errors import ConfigError
+from ..metrics.summary import lost_points_interval
 from ..network import SpikingNetwork
 from ..results import SynapticLayerStats
 from .finetune import FinetuneConfig, finetune
@@ -252,6 +253,11 @@ class ExitTrace:
         """(accuracy %, mean exit step) when sample i answers from its running output at ``exit_steps[i]``."""
         return 100.0 * float(self.right_at(exit_steps).double().mean()), float(exit_steps.double().mean())
 
+    def lost_points_interval(self, exit_steps: torch.Tensor) -> tuple[float, float]:
+        """90 % interval of the points lost against the full-T network when sample i exits at ``exit_steps[i]``
+        (paired bootstrap, :func:`snnconv.metrics.summary.lost_points_interval`)."""
+        return lost_points_interval(self.correct()[:, -1], self.right_at(exit_steps))
+
     def decision_steps(self, chunk_steps: int) -> torch.Tensor:
         """Steps after which the engine asks the policy: chunk boundaries before T for a uniform network;
         with per-layer windows, the steps at which the readout's output becomes available."""
@@ -417,6 +423,8 @@ class SeennResult:
     finetune_samples: int = 0  # the training split it was fine-tuned on
     finetune_losses: list[float] = field(default_factory=list)
     holdout_data: str = ""  # where the held-out split came from (LabeledData.description)
+    # 90 % interval of the points the exits lost on the held-out split (paired bootstrap): how well it resolves them
+    holdout_lost_points_interval: tuple[float, float] | None = None
 
 
 def _check_classes(trace: ExitTrace) -> None:
@@ -480,11 +488,14 @@ def _seenn_confidence(held: ExitTrace, full: float, config: SeennConfig, note: P
                                       temperatures=temperatures, chunk_steps=config.chunk_steps, alpha=config.alpha)
     note(f"alpha = {chosen.alpha:.6g} (temperature {tau:g}): held-out accuracy {chosen.accuracy_pct:.2f} % "
          f"(full T: {full:.2f} %), mean exit step {chosen.avg_exit_time_steps:.2f}")
+    steps = threshold_exit_steps(exit_score(held.outputs, config.score, tau), held.decision_steps(config.chunk_steps),
+                                 torch.tensor([chosen.alpha], dtype=torch.float64), held.time_steps)[:, 0]
     return SeennResult(policy=ConfidenceExit(chosen.alpha, config.score, tau, config.chunk_steps),
                        time_steps=held.time_steps, holdout_samples=held.outputs.shape[1], holdout_accuracy_full_pct=full,
                        holdout_accuracy_exit_pct=chosen.accuracy_pct,
                        holdout_avg_exit_time_steps=chosen.avg_exit_time_steps, holdout_sweep=points,
-                       accuracy_budget=config.accuracy_budget if config.alpha is None else None)
+                       accuracy_budget=config.accuracy_budget if config.alpha is None else None,
+                       holdout_lost_points_interval=held.lost_points_interval(steps))
 
 
 def exit_points(trace: ExitTrace, chunk_steps: int) -> list[int]:
@@ -525,4 +536,5 @@ def _seenn_policy(network, training, holdout, held, full, config, batch_size, de
     return SeennResult(policy=PolicyExit(net, points, config.chunk_steps), time_steps=held.time_steps,
                        holdout_samples=held.outputs.shape[1], holdout_accuracy_full_pct=full,
                        holdout_accuracy_exit_pct=accuracy, holdout_avg_exit_time_steps=mean_steps,
-                       training_samples=len(training), training_losses=log.epoch_losses, beta=config.beta)
+                       training_samples=len(training), training_losses=log.epoch_losses, beta=config.beta,
+                       holdout_lost_points_interval=held.lost_points_interval(steps))

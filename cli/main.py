@@ -171,6 +171,9 @@ def compress(
     accuracy_budget: Optional[float] = typer.Option(None, "--accuracy-budget", "--acc-budget",
                                                     help="Held-out accuracy points the method may lose vs the "
                                                          "uncompressed network (TEAS default 0.1, SEENN 0.5)."),
+    budget_confidence: Optional[float] = typer.Option(
+        None, "--budget-confidence", help="SEENN-I: choose alpha so that the held-out loss is within --accuracy-budget "
+        "with this confidence (its quantile over bootstrap resamples of the split), not just as measured."),
     holdout: Optional[float] = typer.Option(None, "--holdout-fraction", help="Share of the calibration data held "
                                             "out (default 0.5; TEAS: for allocation; SEENN: to choose alpha / validate "
                                             "the policy, which trains on the rest)."),
@@ -268,7 +271,8 @@ def compress(
                                      relaxation=relaxation, kernel_reg=kernel_reg, bn_loss=bn_loss,
                                      mask_weight=mask_weight, groups=groups, mask_lr=mask_lr,
                                      initial_steps=initial_steps, timing=timing,
-                                     retune_thresholds=retune_thresholds, calibrated_trials=calibrated_trials)
+                                     retune_thresholds=retune_thresholds, calibrated_trials=calibrated_trials,
+                                     budget_confidence=budget_confidence)
         if resume and checkpoint is None:
             raise ConfigError("--resume needs --checkpoint FILE to resume from.")
         eval_cfg = opt.data_config(data, "test", limit, seed, None, None, None)

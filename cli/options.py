@@ -117,9 +117,11 @@ def compress_config(method: str, *, accuracy_budget: float | None, holdout: floa
                     epochs, lr, finetune, activity_weight, finetune_loss=None, window=32, fire_start=None, tc=8.0,
                     percentile=99.9, fit_epochs=2, relaxation=True, kernel_reg=1e-5, bn_loss=1e-5, mask_weight=None,
                     groups=None, mask_lr=None, initial_steps=None, timing=None, retune_thresholds=None,
-                    calibrated_trials=None):
+                    calibrated_trials=None, budget_confidence=None):
     """The TeasConfig, DtsConfig, SeennConfig or TTFSConfig of ``snnconv compress --method METHOD``; an unknown
     method is left to the library."""
+    if budget_confidence is not None and method != "seenn":
+        raise ConfigError(f"--budget-confidence applies to --method seenn (SEENN-I), not to --method {method}.")
     if timing is not None and method != "teas":
         raise ConfigError(f"--timing applies to --method teas (per-layer windows), not to --method {method}.")
     for flag, value in (("--retune-thresholds" if retune_thresholds else "--keep-thresholds", retune_thresholds),
@@ -157,7 +159,8 @@ def compress_config(method: str, *, accuracy_budget: float | None, holdout: floa
         policy_train = TrainConfig(epochs=30 if finetune else _given(epochs, 30),
                                    lr=0.01 if finetune else _given(lr, 0.01), seed=seed)
         return SeennConfig(policy=policy, score=score, temperature=parse_temperature(temperature), alpha=alpha,
-                           accuracy_budget=0.5 if accuracy_budget is None else accuracy_budget, chunk_steps=exit_chunk,
+                           accuracy_budget=0.5 if accuracy_budget is None else accuracy_budget,
+                           budget_confidence=budget_confidence, chunk_steps=exit_chunk,
                            holdout_fraction=holdout, beta=beta, policy_width=policy_width, train=policy_train,
                            seed=seed, finetune=finetune, tuning=tuning("ce-every-step"))
     if method == "ttfs":

@@ -203,6 +203,9 @@ def seenn_table(summary: dict) -> Table:
     matching = summary.get("fixed_steps_of_equal_accuracy")
     rule = (f"alpha {summary['seenn_alpha']:.6g} on {summary['seenn_score']} (temperature {summary['seenn_temperature']:g})"
             if summary["seenn_method"] == "SEENN-I" else f"policy network (beta {summary['seenn_beta']:g})")
+    if summary.get("seenn_budget_confidence") is not None:
+        rule += (f", chosen to lose at most {summary['seenn_accuracy_budget_points']:g} points on the held-out split "
+                 f"with confidence {summary['seenn_budget_confidence']:g}")
     table.caption = (f"{rule}; fixed T of equal accuracy (within 0.1 points): {matching if matching else 'none'}"
                      f"{_reduction(summary)}; oracle AET {summary['oracle_aet_time_steps']:.2f} steps")
     overspent = budget_overspent(summary, summary["snn_accuracy_pct"])

@@ -16,7 +16,7 @@ from snnconv.compress.seenn import budget_overspent
 from snnconv.config import SimulationConfig
 from snnconv.engine import Engine, TimePlan
 from snnconv.errors import ConfigError
-from snnconv.metrics.summary import lost_points_interval
+from snnconv.metrics.summary import lost_points_interval, lost_points_quantiles
 from snnconv.metrics import load_energy_model, summarize
 from snnconv.stages.seenn import (ConfidenceExit, ExitTrace, PolicyExit, PolicyNet, SeennConfig, alpha_sweep,
                                   choose_alpha, choose_rule, exit_points, exit_score, layer_macs, oracle_aet,
@@ -146,6 +146,32 @@ def test_choose_alpha_follows_the_rule():
               SweepPoint(0.9, 90.0, 6.0)]
     assert choose_alpha(points, 90.0, 0.5).alpha == 0.5
     assert choose_alpha(points, 90.0, 0.0).alpha == 0.9
+    # with a budget confidence the bound on the loss is checked, not the measured loss
+    bounded = [SweepPoint(0.1, 80.0, 1.0, 12.0), SweepPoint(0.5, 89.6, 3.0, 0.9), SweepPoint(0.6, 89.0, 3.5, 0.45),
+               SweepPoint(0.9, 90.0, 6.0, 0.2)]
+    assert choose_alpha(bounded, 90.0, 0.5).alpha == 0.6 and choose_alpha(bounded, 90.0, 0.3).alpha == 0.9
+
+
+def test_budget_confidence_checks_the_bootstrap_bound_of_the_held_out_loss(setup):
+    """alpha is the smallest candidate whose loss's 0.9-quantile over paired bootstrap resamples of the held-out
+    split is within the budget: never earlier than the alpha chosen on the measured loss."""
+    network, data, _ = setup
+    measured = seenn(network, data, SeennConfig(accuracy_budget=2.0), batch_size=64)
+    bounded = seenn(network, data, SeennConfig(accuracy_budget=2.0, budget_confidence=0.9), batch_size=64)
+    assert bounded.budget_confidence == 0.9 and measured.budget_confidence is None
+    assert bounded.policy.alpha > measured.policy.alpha
+    assert bounded.holdout_avg_exit_time_steps > measured.holdout_avg_exit_time_steps
+    holdout, _ = data.split(0.5, 0)
+    trace = record_trace(network, holdout, batch_size=64)
+    scores = exit_score(trace.outputs, "confidence", bounded.policy.temperature)
+    alphas = torch.tensor([p.alpha for p in bounded.holdout_sweep], dtype=torch.float64)
+    steps = threshold_exit_steps(scores, trace.decision_steps(1), alphas, T)
+    bounds = lost_points_quantiles(trace.correct()[:, -1], trace.correct().gather(1, steps - 1), [0.9])[0]
+    assert [p.lost_points_bound for p in bounded.holdout_sweep] == pytest.approx(bounds.tolist())
+    within = [p.alpha for p, bound in zip(bounded.holdout_sweep, bounds) if bound <= 2.0 + 1e-9]
+    assert bounded.policy.alpha == min(within)
+    # the bound of the measured choice is over the budget: that is what the confidence bought
+    assert float(bounds[alphas.tolist().index(measured.policy.alpha)]) > 2.0
 
 
 def test_oracle_and_empirical_aet_on_the_papers_example():
@@ -416,6 +442,18 @@ def test_compress_seenn_holds_out_given_data_without_the_evaluated_images(tmp_pa
     assert summary["seenn_holdout_accuracy_fixed_pct"] == pytest.approx(trace.full_accuracy_pct())
     run = json.loads((out / "manifest.json").read_text())["run"]["compress"]
     assert run["holdout_data"]["spec"] == "builtin" and run["holdout_samples"] == 300
+    # --budget-confidence: alpha within the budget with that confidence on the same held-out images
+    sure = CliRunner().invoke(app, ["compress", str(art), "--method", "seenn", "-o", str(tmp_path / "sure"), "--limit",
+                                    "200", "--holdout-data", "builtin", "--holdout-samples", "300",
+                                    "--budget-confidence", "0.9", "--quiet", "--json"])
+    assert sure.exit_code == 0, sure.output
+    bounded = json.loads(sure.output)["summary"]
+    _, chosen, _ = choose_rule(trace, trace.full_accuracy_pct(), 0.5, confidence=0.9)
+    assert bounded["seenn_alpha"] == pytest.approx(chosen.alpha) and bounded["seenn_budget_confidence"] == 0.9
+    assert bounded["seenn_alpha"] >= summary["seenn_alpha"] and summary["seenn_budget_confidence"] is None
+    assert "on the held-out split with confidence 0.9" in " ".join(seenn_table(bounded).caption.split())
+    manifest = json.loads((tmp_path / "sure" / "manifest.json").read_text())
+    assert manifest["run"]["compress"]["seenn"]["budget_confidence"] == 0.9
     # evaluated on all of its test images, the spec has nothing left to hold out
     everything = CliRunner().invoke(app, ["compress", str(art), "--method", "seenn", "-o", str(tmp_path / "none"),
                                           "--holdout-data", "builtin"])
@@ -429,6 +467,7 @@ def test_compress_seenn_holds_out_given_data_without_the_evaluated_images(tmp_pa
     ("seenn", ["--holdout-samples", "300"], "--holdout-samples needs --holdout-data"),
     ("dts", ["--holdout-data", "builtin"], "--holdout-data applies to --method teas and seenn"),
     ("seenn", ["--holdout-data", "builtin", "--holdout-samples", "0"], "--holdout-samples must be at least 1"),
+    ("teas", ["--budget-confidence", "0.9"], "--budget-confidence applies to --method seenn"),
 ])
 def test_compress_holdout_data_bad_options(tmp_path, method, args, message):
     result = CliRunner().invoke(app, ["compress", str(tmp_path), "--method", method, "-o", str(tmp_path / "o"), *args])
@@ -442,6 +481,9 @@ def test_compress_holdout_data_bad_options(tmp_path, method, args, message):
     (["--score", "nope"], "--score 'nope'"),
     (["--temperature", "hot"], "--temperature takes"),
     (["--resume"], "--resume needs --checkpoint"),
+    (["--budget-confidence", "1"], "--budget-confidence must be between 0 and 1"),
+    (["--budget-confidence", "0.9", "--alpha", "0.5"], "which --alpha does not use"),
+    (["--budget-confidence", "0.9", "--policy"], "which --policy does not use"),
 ])
 def test_compress_seenn_bad_options(tmp_path, args, message):
     result = CliRunner().invoke(app, ["compress", str(tmp_path), "--method", "seenn", "-o", str(tmp_path / "o"), *args])

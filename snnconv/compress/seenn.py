@@ -76,6 +76,7 @@ def seenn_summary(result: SeennResult, fixed: Evaluation, exited: Evaluation, mo
         "seenn_alpha": getattr(policy, "alpha", None),
         "seenn_beta": result.beta,
         "seenn_accuracy_budget_points": result.accuracy_budget,
+        "seenn_budget_confidence": result.budget_confidence,
         "seenn_chunk_steps": policy.chunk_steps,
         "fixed_time_steps": sim_fixed.time_steps,
         "fixed_snn_accuracy_pct": before["snn_accuracy_pct"],

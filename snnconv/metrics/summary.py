@@ -118,10 +118,23 @@ def lost_points_interval(right_before, right_after, *, resamples: int = 1000, le
     (1 + level) / 2 percentiles over ``resamples`` paired bootstrap resamples (each resample draws the same samples
     for both). ``right_before``, ``right_after``: [N] bool, is each sample right. Only the samples on which the two
     disagree move the loss, so the interval is narrow when they are few and wide when they are many."""
-    difference = torch.as_tensor(np.asarray(right_before)).double() - torch.as_tensor(np.asarray(right_after)).double()
+    tails = [(1.0 - level) / 2, (1.0 + level) / 2]
+    low, high = lost_points_quantiles(right_before, right_after, tails, resamples=resamples, seed=seed).tolist()
+    return low, high
+
+
+def lost_points_quantiles(right_before, right_after, quantiles: Sequence[float], *, resamples: int = 1000,
+                          seed: int = 0) -> torch.Tensor:
+    """Quantiles of the points lost, "before - after", over ``resamples`` paired bootstrap resamples of the samples:
+    [len(quantiles)] for ``right_after`` [N], or [len(quantiles), A] for A alternatives ``right_after`` [N, A], all
+    resampled alike. ``right_before`` [N]: is each sample right before."""
+    before = torch.as_tensor(np.asarray(right_before)).double()
+    after = torch.as_tensor(np.asarray(right_after)).double()
+    difference = (before.view(-1, *([1] * (after.dim() - 1))) - after).reshape(before.shape[0], -1)  # [N, A]
     samples = difference.shape[0]
-    lost_pct = 100.0 * (_resample_counts(samples, resamples, seed) @ difference) / samples
-    return _central_interval(lost_pct, level)
+    lost_pct = 100.0 * (_resample_counts(samples, resamples, seed) @ difference) / samples  # [R, A]
+    result = torch.quantile(lost_pct, torch.tensor(list(quantiles), dtype=torch.float64), dim=0)
+    return result.reshape(len(quantiles), *after.shape[1:])
 
 
 def _resample_counts(samples: int, resamples: int, seed: int) -> torch.Tensor:

@@ -35,7 +35,7 @@ from ..data import LabeledData
 from ..engine import Engine, ExitPolicy
 from ..engine.fanout import dense_macs
 from ..errors import ConfigError
-from ..metrics.summary import lost_points_interval
+from ..metrics.summary import lost_points_interval, lost_points_quantiles
 from ..network import SpikingNetwork
 from ..results import SynapticLayerStats
 from .finetune import FinetuneConfig, finetune
@@ -309,6 +309,9 @@ class SweepPoint:
     alpha: float
     accuracy_pct: float
     avg_exit_time_steps: float
+    # with a budget confidence c: the c-quantile of the points lost vs the full-T network over paired bootstrap
+    # resamples of the samples, what the budget is checked against instead of the measured loss
+    lost_points_bound: float | None = None
 
 
 def candidate_alphas(trace: ExitTrace, score: str, temperature: float, chunk_steps: int) -> list[float]:
@@ -330,15 +333,16 @@ def _candidates(decision_scores: torch.Tensor, decisions: torch.Tensor) -> list[
 
 
 def alpha_sweep(trace: ExitTrace, score: str, temperature: float, chunk_steps: int,
-                alphas: list[float] | None = None) -> list[SweepPoint]:
+                alphas: list[float] | None = None, confidence: float | None = None) -> list[SweepPoint]:
     """Accuracy and mean exit step for each alpha (default: :func:`candidate_alphas`)."""
-    return score_sweep(trace, exit_score(trace.outputs, score, temperature), chunk_steps, alphas)
+    return score_sweep(trace, exit_score(trace.outputs, score, temperature), chunk_steps, alphas, confidence)
 
 
-def score_sweep(trace: ExitTrace, scores: torch.Tensor, chunk_steps: int,
-                alphas: list[float] | None = None) -> list[SweepPoint]:
+def score_sweep(trace: ExitTrace, scores: torch.Tensor, chunk_steps: int, alphas: list[float] | None = None,
+                confidence: float | None = None) -> list[SweepPoint]:
     """The threshold rule on any per-step score ([T, N], computed from ``trace``): accuracy and mean exit step
-    for each alpha (default: the midpoints between the scores seen at decision steps, as for SEENN-I)."""
+    for each alpha (default: the midpoints between the scores seen at decision steps, as for SEENN-I), and with
+    ``confidence``, the bound on the points lost that the budget is then checked against."""
     decisions = trace.decision_steps(chunk_steps)
     if alphas is None:
         alphas = _candidates(scores[decisions - 1], decisions)
@@ -347,12 +351,20 @@ def score_sweep(trace: ExitTrace, scores: torch.Tensor, chunk_steps: int,
     right = trace.correct().gather(1, steps - 1)  # [N, A]
     accuracy = 100.0 * right.double().mean(0)
     mean_steps = steps.double().mean(0)
-    return [SweepPoint(float(a), float(acc), float(m)) for a, acc, m in zip(alphas, accuracy, mean_steps)]
+    bounds = [None] * len(alphas)
+    if confidence is not None:
+        bounds = lost_points_quantiles(trace.correct()[:, -1], right, [confidence])[0].tolist()
+    return [SweepPoint(float(a), float(acc), float(m), bound)
+            for a, acc, m, bound in zip(alphas, accuracy, mean_steps, bounds)]
 
 
 def choose_alpha(points: list[SweepPoint], full_accuracy_pct: float, budget: float) -> SweepPoint:
-    """The smallest alpha whose accuracy is within ``budget`` points of the full-T accuracy (ALGORITHMS 6.4)."""
-    passing = [p for p in points if full_accuracy_pct - p.accuracy_pct <= budget + 1e-9]
+    """The smallest alpha whose accuracy is within ``budget`` points of the full-T accuracy (ALGORITHMS 6.4), or
+    whose bound on the points lost is, for points swept with a budget confidence."""
+    def lost(point: SweepPoint) -> float:
+        return full_accuracy_pct - point.accuracy_pct if point.lost_points_bound is None else point.lost_points_bound
+
+    passing = [p for p in points if lost(p) <= budget + 1e-9]
     return min(passing, key=lambda p: p.alpha)
 
 
@@ -374,6 +386,9 @@ class SeennConfig(_Plain):
     temperature: float | None = DEFAULT_TEMPERATURE  # None: calibrated on the held-out split
     alpha: float | None = None  # None: chosen on the held-out split within accuracy_budget
     accuracy_budget: float = 0.5  # points the exit may lose vs the full-T network on the held-out split
+    # None: the loss measured on the held-out split is checked against the budget; c in (0, 1): its c-quantile over
+    # paired bootstrap resamples of the split, so the budget holds with that confidence on data like the split
+    budget_confidence: float | None = None
     chunk_steps: int = 1  # steps between exit decisions (1 = exact SEENN)
     holdout_fraction: float = 0.5  # of the calibration data; SEENN-II trains its policy on the rest
     beta: float = 0.01  # SEENN-II penalty for exiting at a wrong step
@@ -392,6 +407,13 @@ class SeennConfig(_Plain):
             raise ConfigError(f"--alpha must be >= 0, got {self.alpha}.")
         if self.accuracy_budget < 0:
             raise ConfigError(f"--accuracy-budget must be >= 0 points, got {self.accuracy_budget}.")
+        if self.budget_confidence is not None:
+            if not 0 < self.budget_confidence < 1:
+                raise ConfigError(f"--budget-confidence must be between 0 and 1, got {self.budget_confidence}.")
+            if self.alpha is not None or self.policy:
+                raise ConfigError("--budget-confidence applies to the alpha SEENN-I chooses within --accuracy-budget, "
+                                  f"which {'--alpha' if self.alpha is not None else '--policy'} does not use; drop "
+                                  "one of the two.")
         if self.chunk_steps <= 0:
             raise ConfigError(f"--exit-chunk must be a positive number of steps, got {self.chunk_steps}.")
         if not 0 < self.holdout_fraction < 1:
@@ -419,6 +441,7 @@ class SeennResult:
     training_losses: list[float] = field(default_factory=list)
     beta: float | None = None  # SEENN-II reward penalty
     accuracy_budget: float | None = None  # SEENN-I: the points alpha was chosen to lose at most (None: --alpha given)
+    budget_confidence: float | None = None  # SEENN-I: the confidence the budget was met with (SeennConfig)
     finetune: FinetuneConfig | None = None  # how the SNN was fine-tuned before alpha was chosen, if it was
     finetune_samples: int = 0  # the training split it was fine-tuned on
     finetune_losses: list[float] = field(default_factory=list)
@@ -465,14 +488,14 @@ def seenn(network: SpikingNetwork, calibration: LabeledData, config: SeennConfig
 
 
 def choose_rule(trace: ExitTrace, full_accuracy_pct: float, budget: float, *, score: str = "confidence",
-                temperatures=(DEFAULT_TEMPERATURE,), chunk_steps: int = 1,
-                alpha: float | None = None) -> tuple[float, SweepPoint, list[SweepPoint]]:
-    """SEENN-I's choice on a held-out trace: per temperature the smallest alpha within ``budget`` (or the given
-    ``alpha``), then the temperature whose choice exits earliest. Returns (temperature, chosen point, the sweep
-    at that temperature)."""
+                temperatures=(DEFAULT_TEMPERATURE,), chunk_steps: int = 1, alpha: float | None = None,
+                confidence: float | None = None) -> tuple[float, SweepPoint, list[SweepPoint]]:
+    """SEENN-I's choice on a held-out trace: per temperature the smallest alpha within ``budget`` (with
+    ``confidence``: whose loss is within it with that confidence; or the given ``alpha``), then the temperature
+    whose choice exits earliest. Returns (temperature, chosen point, the sweep at that temperature)."""
     best = None
     for tau in temperatures:
-        points = alpha_sweep(trace, score, tau, chunk_steps)
+        points = alpha_sweep(trace, score, tau, chunk_steps, confidence=confidence)
         if alpha is not None:
             chosen = alpha_sweep(trace, score, tau, chunk_steps, [alpha])[0]
         else:
@@ -485,7 +508,8 @@ def choose_rule(trace: ExitTrace, full_accuracy_pct: float, budget: float, *, sc
 def _seenn_confidence(held: ExitTrace, full: float, config: SeennConfig, note: ProgressFn) -> SeennResult:
     temperatures = (config.temperature,) if config.temperature is not None else TEMPERATURE_GRID
     tau, chosen, points = choose_rule(held, full, config.accuracy_budget, score=config.score,
-                                      temperatures=temperatures, chunk_steps=config.chunk_steps, alpha=config.alpha)
+                                      temperatures=temperatures, chunk_steps=config.chunk_steps, alpha=config.alpha,
+                                      confidence=config.budget_confidence)
     note(f"alpha = {chosen.alpha:.6g} (temperature {tau:g}): held-out accuracy {chosen.accuracy_pct:.2f} % "
          f"(full T: {full:.2f} %), mean exit step {chosen.avg_exit_time_steps:.2f}")
     steps = threshold_exit_steps(exit_score(held.outputs, config.score, tau), held.decision_steps(config.chunk_steps),
@@ -495,6 +519,7 @@ def _seenn_confidence(held: ExitTrace, full: float, config: SeennConfig, note: P
                        holdout_accuracy_exit_pct=chosen.accuracy_pct,
                        holdout_avg_exit_time_steps=chosen.avg_exit_time_steps, holdout_sweep=points,
                        accuracy_budget=config.accuracy_budget if config.alpha is None else None,
+                       budget_confidence=config.budget_confidence,
                        holdout_lost_points_interval=held.lost_points_interval(steps))
 
 

@@ -173,7 +173,7 @@ def compress(
                                                          "uncompressed network (TEAS default 0.1, SEENN 0.5)."),
     budget_confidence: Optional[float] = typer.Option(
         None, "--budget-confidence", help="SEENN-I: choose alpha so that the held-out loss is within --accuracy-budget "
-        "with this confidence (its quantile over bootstrap resamples of the split), not just as measured."),
+        "with this confidence (an upper bound on the loss, docs/seenn.md), not just as measured, e.g. 0.95."),
     holdout: Optional[float] = typer.Option(None, "--holdout-fraction", help="Share of the calibration data held "
                                             "out (default 0.5; TEAS: for allocation; SEENN: to choose alpha / validate "
                                             "the policy, which trains on the rest)."),

@@ -16,7 +16,7 @@ from snnconv.compress.seenn import budget_overspent
 from snnconv.config import SimulationConfig
 from snnconv.engine import Engine, TimePlan
 from snnconv.errors import ConfigError
-from snnconv.metrics.summary import lost_points_interval, lost_points_quantiles
+from snnconv.metrics.summary import lost_points_bounds
 from snnconv.metrics import load_energy_model, summarize
 from snnconv.stages.seenn import (ConfidenceExit, ExitTrace, PolicyExit, PolicyNet, SeennConfig, alpha_sweep,
                                   choose_alpha, choose_rule, exit_points, exit_score, layer_macs, oracle_aet,
@@ -117,7 +117,7 @@ def test_automatic_alpha_is_the_smallest_within_the_budget_on_the_held_out_split
     assert float(np.mean(ev.simulation.exit_steps)) == pytest.approx(result.holdout_avg_exit_time_steps)
     # the held-out loss's interval is that of the chosen rule's exits against the full-T network, sample by sample
     full_t = record_trace(network, holdout, batch_size=64).correct()[:, -1]
-    interval = lost_points_interval(full_t, ev.simulation.correct_by_sample[:, -1])
+    interval = tuple(float(b) for b in lost_points_bounds(full_t, ev.simulation.correct_by_sample[:, -1], 0.95))
     assert result.holdout_lost_points_interval == pytest.approx(interval)
     lost = result.holdout_accuracy_full_pct - result.holdout_accuracy_exit_pct
     assert interval[0] <= lost <= interval[1] and interval[0] < interval[1]
@@ -152,12 +152,13 @@ def test_choose_alpha_follows_the_rule():
     assert choose_alpha(bounded, 90.0, 0.5).alpha == 0.6 and choose_alpha(bounded, 90.0, 0.3).alpha == 0.9
 
 
-def test_budget_confidence_checks_the_bootstrap_bound_of_the_held_out_loss(setup):
-    """alpha is the smallest candidate whose loss's 0.9-quantile over paired bootstrap resamples of the held-out
-    split is within the budget: never earlier than the alpha chosen on the measured loss."""
+def test_budget_confidence_checks_an_upper_bound_of_the_held_out_loss(setup):
+    """alpha is the smallest candidate whose loss's upper bound at confidence 0.9 on the held-out split is within
+    the budget: never earlier than the alpha chosen on the measured loss; a rule that never exits early has bound 0."""
     network, data, _ = setup
-    measured = seenn(network, data, SeennConfig(accuracy_budget=2.0), batch_size=64)
-    bounded = seenn(network, data, SeennConfig(accuracy_budget=2.0, budget_confidence=0.9), batch_size=64)
+    budget = 10.0  # points; the held-out split has 48 samples, about 2 points each
+    measured = seenn(network, data, SeennConfig(accuracy_budget=budget), batch_size=64)
+    bounded = seenn(network, data, SeennConfig(accuracy_budget=budget, budget_confidence=0.9), batch_size=64)
     assert bounded.budget_confidence == 0.9 and measured.budget_confidence is None
     assert bounded.policy.alpha > measured.policy.alpha
     assert bounded.holdout_avg_exit_time_steps > measured.holdout_avg_exit_time_steps
@@ -166,12 +167,16 @@ def test_budget_confidence_checks_the_bootstrap_bound_of_the_held_out_loss(setup
     scores = exit_score(trace.outputs, "confidence", bounded.policy.temperature)
     alphas = torch.tensor([p.alpha for p in bounded.holdout_sweep], dtype=torch.float64)
     steps = threshold_exit_steps(scores, trace.decision_steps(1), alphas, T)
-    bounds = lost_points_quantiles(trace.correct()[:, -1], trace.correct().gather(1, steps - 1), [0.9])[0]
+    bounds = lost_points_bounds(trace.correct()[:, -1], trace.correct().gather(1, steps - 1), 0.9)[1]
+    bounds = torch.where((steps == T).all(0), 0.0, bounds)
     assert [p.lost_points_bound for p in bounded.holdout_sweep] == pytest.approx(bounds.tolist())
-    within = [p.alpha for p, bound in zip(bounded.holdout_sweep, bounds) if bound <= 2.0 + 1e-9]
-    assert bounded.policy.alpha == min(within)
+    within = [p.alpha for p, bound in zip(bounded.holdout_sweep, bounds) if bound <= budget + 1e-9]
+    assert bounded.policy.alpha == min(within) and bounded.policy.alpha < 1.0
     # the bound of the measured choice is over the budget: that is what the confidence bought
-    assert float(bounds[alphas.tolist().index(measured.policy.alpha)]) > 2.0
+    assert float(bounds[alphas.tolist().index(measured.policy.alpha)]) > budget
+    # with a budget no bound on 48 samples can show, only the rule that never exits early is left
+    strict = seenn(network, data, SeennConfig(accuracy_budget=2.0, budget_confidence=0.9), batch_size=64)
+    assert strict.holdout_avg_exit_time_steps == T and strict.holdout_lost_points_interval[1] > 2.0
 
 
 def test_oracle_and_empirical_aet_on_the_papers_example():
@@ -334,7 +339,7 @@ def test_compress_seenn_cli_end_to_end_with_gates(tmp_path):
     # the caption says when the exits lost more on the evaluation data than the budget allowed on the held-out split
     assert summary["seenn_accuracy_budget_points"] == 1.0
     overspent = {**summary, "snn_accuracy_pct": summary["fixed_snn_accuracy_pct"] - 1.5}
-    low, high = summary["seenn_holdout_lost_points_p5"], summary["seenn_holdout_lost_points_p95"]
+    low, high = summary["seenn_holdout_lost_points_lower"], summary["seenn_holdout_lost_points_upper"]
     assert low <= summary["seenn_holdout_lost_points"] <= high
     assert summary["seenn_holdout_lost_points"] == pytest.approx(
         summary["seenn_holdout_accuracy_fixed_pct"] - summary["seenn_holdout_accuracy_exit_pct"])

@@ -100,7 +100,9 @@ def equal_accuracy_interval(baseline_correct, right, cost, *, resamples: int = 1
     correct = torch.as_tensor(np.asarray(baseline_correct)).double()
     right = torch.as_tensor(np.asarray(right)).double()
     samples, steps = correct.shape
-    draws_of = _resample_counts(samples, resamples, seed)
+    draws = torch.randint(0, samples, (resamples, samples), generator=torch.Generator().manual_seed(seed))
+    draws_of = torch.zeros(resamples, samples, dtype=torch.float64).scatter_add_(
+        1, draws, torch.ones(resamples, samples, dtype=torch.float64))  # [R, N]: times each sample was drawn
     accuracy_pct = 100.0 * (draws_of @ right) / samples
     if np.ndim(cost) == 0:  # one cost for every sample is every resample's mean as it is
         mean_cost = torch.full((resamples,), float(cost), dtype=torch.float64)
@@ -109,45 +111,39 @@ def equal_accuracy_interval(baseline_correct, right, cost, *, resamples: int = 1
     curves_pct = 100.0 * (draws_of @ correct) / samples  # [R, T]
     reaches = curves_pct >= (accuracy_pct - EQUAL_ACCURACY_POINTS - ROUNDING_POINTS).unsqueeze(1)
     equal_t = torch.where(reaches.any(1), reaches.int().argmax(1) + 1, torch.tensor(steps))
-    return _central_interval(equal_t.double() / mean_cost, level)
-
-
-def lost_points_interval(right_before, right_after, *, resamples: int = 1000, level: float = 0.9,
-                         seed: int = 0) -> tuple[float, float]:
-    """How sure an accuracy loss "before - after" (points) measured on N samples is: its (1 - level) / 2 and
-    (1 + level) / 2 percentiles over ``resamples`` paired bootstrap resamples (each resample draws the same samples
-    for both). ``right_before``, ``right_after``: [N] bool, is each sample right. Only the samples on which the two
-    disagree move the loss, so the interval is narrow when they are few and wide when they are many."""
-    tails = [(1.0 - level) / 2, (1.0 + level) / 2]
-    low, high = lost_points_quantiles(right_before, right_after, tails, resamples=resamples, seed=seed).tolist()
-    return low, high
-
-
-def lost_points_quantiles(right_before, right_after, quantiles: Sequence[float], *, resamples: int = 1000,
-                          seed: int = 0) -> torch.Tensor:
-    """Quantiles of the points lost, "before - after", over ``resamples`` paired bootstrap resamples of the samples:
-    [len(quantiles)] for ``right_after`` [N], or [len(quantiles), A] for A alternatives ``right_after`` [N, A], all
-    resampled alike. ``right_before`` [N]: is each sample right before."""
-    before = torch.as_tensor(np.asarray(right_before)).double()
-    after = torch.as_tensor(np.asarray(right_after)).double()
-    difference = (before.view(-1, *([1] * (after.dim() - 1))) - after).reshape(before.shape[0], -1)  # [N, A]
-    samples = difference.shape[0]
-    lost_pct = 100.0 * (_resample_counts(samples, resamples, seed) @ difference) / samples  # [R, A]
-    result = torch.quantile(lost_pct, torch.tensor(list(quantiles), dtype=torch.float64), dim=0)
-    return result.reshape(len(quantiles), *after.shape[1:])
-
-
-def _resample_counts(samples: int, resamples: int, seed: int) -> torch.Tensor:
-    """[resamples, samples]: how many times each sample was drawn, by resample (float64)."""
-    draws = torch.randint(0, samples, (resamples, samples), generator=torch.Generator().manual_seed(seed))
-    return torch.zeros(resamples, samples, dtype=torch.float64).scatter_add_(
-        1, draws, torch.ones(resamples, samples, dtype=torch.float64))
-
-
-def _central_interval(values: torch.Tensor, level: float) -> tuple[float, float]:
     tails = torch.tensor([(1.0 - level) / 2, (1.0 + level) / 2], dtype=torch.float64)
-    low, high = torch.quantile(values, tails).tolist()
+    low, high = torch.quantile(equal_t.double() / mean_cost, tails).tolist()
     return low, high
+
+
+def lost_points_bounds(right_before, right_after, confidence: float = 0.95) -> tuple[torch.Tensor, torch.Tensor]:
+    """One-sided bounds, each at ``confidence``, on the points lost, "before - after", by a network right on
+    ``right_after`` [N] (or [N, A] for A alternatives) against one right on ``right_before`` [N]: (lower, upper).
+
+    The loss is (b - c) / N, b the samples only the first network gets right and c those only the second does. The
+    upper bound is b's Wilson score upper bound minus c's lower bound, each at 1 - (1 - confidence) / 2, so it holds
+    with at least ``confidence`` whatever b and c are; the lower bound is the mirror image. Together they are a
+    2 confidence - 1 interval (0.95: a 90 % interval). Unlike a bootstrap, the bounds stay honest when no sample
+    disagrees: 500 samples with b = c = 0 bound the loss at 0.76 points, not 0."""
+    before = torch.as_tensor(np.asarray(right_before)).bool()
+    after = torch.as_tensor(np.asarray(right_after)).bool()
+    before = before.view(-1, *([1] * (after.dim() - 1)))
+    samples = before.shape[0]
+    lost = (before & ~after).double().sum(0)
+    gained = (~before & after).double().sum(0)
+    z = float(torch.special.ndtri(torch.tensor(1.0 - (1.0 - confidence) / 2, dtype=torch.float64)))
+    lost_low, lost_high = _wilson(lost, samples, z)
+    gained_low, gained_high = _wilson(gained, samples, z)
+    return 100.0 * (lost_low - gained_high), 100.0 * (lost_high - gained_low)
+
+
+def _wilson(count: torch.Tensor, samples: int, z: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """Wilson score bounds (lower, upper) of a proportion count / samples with normal quantile ``z``."""
+    share = count / samples
+    scale = 1.0 + z * z / samples
+    center = (share + z * z / (2 * samples)) / scale
+    half = z / scale * torch.sqrt(share * (1 - share) / samples + z * z / (4 * samples * samples))
+    return (center - half).clamp(min=0.0), (center + half).clamp(max=1.0)
 
 
 REDUCTION_KEY = "avg_time_steps_reduction_vs_equal_accuracy_x"

@@ -35,7 +35,7 @@ from ..data import LabeledData
 from ..engine import Engine, ExitPolicy
 from ..engine.fanout import dense_macs
 from ..errors import ConfigError
-from ..metrics.summary import lost_points_interval, lost_points_quantiles
+from ..metrics.summary import lost_points_bounds
 from ..network import SpikingNetwork
 from ..results import SynapticLayerStats
 from .finetune import FinetuneConfig, finetune
@@ -255,8 +255,9 @@ class ExitTrace:
 
     def lost_points_interval(self, exit_steps: torch.Tensor) -> tuple[float, float]:
         """90 % interval of the points lost against the full-T network when sample i exits at ``exit_steps[i]``
-        (paired bootstrap, :func:`snnconv.metrics.summary.lost_points_interval`)."""
-        return lost_points_interval(self.correct()[:, -1], self.right_at(exit_steps))
+        (:func:`snnconv.metrics.summary.lost_points_bounds` at confidence 0.95 on each side)."""
+        lower, upper = lost_points_bounds(self.correct()[:, -1], self.right_at(exit_steps), 0.95)
+        return float(lower), float(upper)
 
     def decision_steps(self, chunk_steps: int) -> torch.Tensor:
         """Steps after which the engine asks the policy: chunk boundaries before T for a uniform network;
@@ -309,8 +310,8 @@ class SweepPoint:
     alpha: float
     accuracy_pct: float
     avg_exit_time_steps: float
-    # with a budget confidence c: the c-quantile of the points lost vs the full-T network over paired bootstrap
-    # resamples of the samples, what the budget is checked against instead of the measured loss
+    # with a budget confidence c: the upper bound at confidence c on the points lost vs the full-T network
+    # (metrics.summary.lost_points_bounds), what the budget is checked against instead of the measured loss
     lost_points_bound: float | None = None
 
 
@@ -353,7 +354,9 @@ def score_sweep(trace: ExitTrace, scores: torch.Tensor, chunk_steps: int, alphas
     mean_steps = steps.double().mean(0)
     bounds = [None] * len(alphas)
     if confidence is not None:
-        bounds = lost_points_quantiles(trace.correct()[:, -1], right, [confidence])[0].tolist()
+        upper = lost_points_bounds(trace.correct()[:, -1], right, confidence)[1]
+        # a rule under which no sample exits early is the full-T network itself: it loses nothing on any data
+        bounds = torch.where((steps == trace.time_steps).all(0), 0.0, upper).tolist()
     return [SweepPoint(float(a), float(acc), float(m), bound)
             for a, acc, m, bound in zip(alphas, accuracy, mean_steps, bounds)]
 
@@ -386,8 +389,8 @@ class SeennConfig(_Plain):
     temperature: float | None = DEFAULT_TEMPERATURE  # None: calibrated on the held-out split
     alpha: float | None = None  # None: chosen on the held-out split within accuracy_budget
     accuracy_budget: float = 0.5  # points the exit may lose vs the full-T network on the held-out split
-    # None: the loss measured on the held-out split is checked against the budget; c in (0, 1): its c-quantile over
-    # paired bootstrap resamples of the split, so the budget holds with that confidence on data like the split
+    # None: the loss measured on the held-out split is checked against the budget; c in (0, 1): its upper bound at
+    # confidence c, so the budget holds with that confidence on data drawn like the split
     budget_confidence: float | None = None
     chunk_steps: int = 1  # steps between exit decisions (1 = exact SEENN)
     holdout_fraction: float = 0.5  # of the calibration data; SEENN-II trains its policy on the rest
@@ -446,7 +449,7 @@ class SeennResult:
     finetune_samples: int = 0  # the training split it was fine-tuned on
     finetune_losses: list[float] = field(default_factory=list)
     holdout_data: str = ""  # where the held-out split came from (LabeledData.description)
-    # 90 % interval of the points the exits lost on the held-out split (paired bootstrap): how well it resolves them
+    # 90 % interval of the points the exits lost on the held-out split (ExitTrace.lost_points_interval)
     holdout_lost_points_interval: tuple[float, float] | None = None
 
 

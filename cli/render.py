@@ -109,6 +109,9 @@ def teas_table(rows: list[dict], extra: dict) -> Table:
                      f"(within 0.1 points): {matching if matching else 'none'}{_reduction(extra)}; spike timing "
                      f"{extra['teas_timing']} "
                      f"({extra['teas_crossings_linear']} of {extra['teas_crossings']} window crossings linear)")
+    low, high = extra["teas_holdout_lost_points_lower"], extra["teas_holdout_lost_points_upper"]
+    table.caption += (f"; on the {extra['teas_holdout_samples']} held-out samples the allocation lost "
+                      f"{extra['teas_holdout_lost_points']:.2f} points (90 % interval {low:.2f} to {high:.2f})")
     return table
 
 

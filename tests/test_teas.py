@@ -16,6 +16,7 @@ from snnconv import artifacts
 from snnconv.config import BalanceConfig, SimulationConfig
 from snnconv.engine import Engine, TimePlan
 from snnconv.errors import ConfigError
+from snnconv.metrics.summary import lost_points_bounds
 from snnconv.stages.calibrate import calibrate
 from snnconv.stages.teas import (TeasConfig, WindowSetup, WindowThresholds, _allocate, consumer_params, profile_layers,
                                   teas, unresolved_budget)
@@ -145,6 +146,10 @@ def test_compress_cli_end_to_end(tmp_path):
     assert (summary["avg_time_steps_reduction_vs_equal_accuracy_x_p5"] <= ratio
             <= summary["avg_time_steps_reduction_vs_equal_accuracy_x_p95"])
     assert f"{ratio:.2f}x fewer steps on average, 90 % bootstrap interval" in teas_table([], summary).caption
+    held = (f"lost {summary['teas_holdout_lost_points']:.2f} points (90 % interval "
+            f"{summary['teas_holdout_lost_points_lower']:.2f} to {summary['teas_holdout_lost_points_upper']:.2f})")
+    assert held in " ".join(teas_table([], summary).caption.split())
+    assert held in (out / "reports" / "teas.md").read_text()
     assert set(table["time_steps_teas"]) <= {8, 4, 2}
     manifest = json.loads((out / "manifest.json").read_text())
     assert [l["time_steps"] for l in manifest["layers"]] == list(table["time_steps_teas"])
@@ -225,13 +230,21 @@ def test_given_held_out_data_measures_the_budget_and_all_calibration_data_is_pro
     model, _, x = residual
     network = convert(model, x, calibrate="none")
     calibration, holdout = as_data(x[:40], model), as_data(x[40:], model)
-    uniform = snnconv.evaluate(network, holdout, SimulationConfig(time_steps=8)).simulation.accuracy_at(8)
+    before = snnconv.evaluate(network, holdout, SimulationConfig(time_steps=8)).simulation
     notes: list[str] = []
     result = teas(network, calibration, TeasConfig(avg_steps_budget=4), holdout=holdout, time_steps=8,
                   progress=notes.append)
     assert result.holdout_samples == 24 and result.holdout_data == holdout.description
-    assert result.uniform_accuracy_pct == pytest.approx(uniform)  # the uniform network, measured on the given data
+    assert result.uniform_accuracy_pct == pytest.approx(before.accuracy_at(8))  # measured on the given data
     assert "profiling 40 samples at T=8" in notes
+    # the held-out loss's interval compares the two networks sample by sample
+    network.time_steps, network.layer_time_steps = 8, {k: v for k, v in result.layer_time_steps.items() if v != 8}
+    after = snnconv.evaluate(network, holdout, SimulationConfig(time_steps=8)).simulation
+    assert after.accuracy_at(8) == pytest.approx(result.final_accuracy_pct)
+    bounds = lost_points_bounds(before.correct_by_sample[:, -1], after.correct_by_sample[:, -1], 0.95)
+    assert result.holdout_lost_points_interval == pytest.approx(tuple(float(b) for b in bounds))
+    lost = result.uniform_accuracy_pct - result.final_accuracy_pct
+    assert result.holdout_lost_points_interval[0] <= lost <= result.holdout_lost_points_interval[1]
 
 
 def test_cut_layers_get_the_mse_threshold_of_their_own_window_and_the_others_keep_theirs():

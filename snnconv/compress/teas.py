@@ -99,6 +99,7 @@ def teas_summary(result: TeasResult, uniform: Evaluation, compressed: Evaluation
     matching = uniform_steps_matching(uniform, after["snn_accuracy_pct"])
     reduction = reduction_at_equal_accuracy(uniform.simulation, compressed.simulation.correct_by_sample[:, -1],
                                             after["avg_time_steps"], matching)
+    low, high = result.holdout_lost_points_interval
     return {
         "uniform_time_steps": result.base_steps,
         "uniform_snn_accuracy_pct": before["snn_accuracy_pct"],
@@ -109,6 +110,9 @@ def teas_summary(result: TeasResult, uniform: Evaluation, compressed: Evaluation
         **reduction,
         "teas_holdout_accuracy_uniform_pct": result.uniform_accuracy_pct,
         "teas_holdout_accuracy_pct": result.final_accuracy_pct,
+        "teas_holdout_lost_points": result.uniform_accuracy_pct - result.final_accuracy_pct,
+        "teas_holdout_lost_points_lower": low,
+        "teas_holdout_lost_points_upper": high,
         "teas_holdout_samples": result.holdout_samples,
         "teas_holdout_data": result.holdout_data,
         "teas_allocation_simulations": result.evaluations,
@@ -130,7 +134,9 @@ def write_teas_tables(directory: Path, rows: list[dict], extra: dict, result: Te
               "syn. ops/sample TEAS"]
     lines = ["# TEAS per-layer time steps", "",
              f"Uniform T = {result.base_steps}; sensitivity probe: one layer at T_l = {result.probe_steps}, or "
-             f"noise on its membrane; held-out split: {result.holdout_samples} samples of {result.holdout_data}. "
+             f"noise on its membrane; held-out split: {result.holdout_samples} samples of {result.holdout_data}, "
+             f"on which the allocation lost {extra['teas_holdout_lost_points']:.2f} points (90 % interval "
+             f"{extra['teas_holdout_lost_points_lower']:.2f} to {extra['teas_holdout_lost_points_upper']:.2f}). "
              "Definitions: docs/teas.md.", "",
              "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for r in rows:

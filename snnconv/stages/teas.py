@@ -39,6 +39,7 @@ from ..config import BalanceConfig, _Plain, check_timing
 from ..data import LabeledData
 from ..engine import Crossing, Engine, TimePlan
 from ..errors import ConfigError
+from ..metrics.summary import lost_points_bounds
 from ..network import SpikingNetwork
 from ..neurons import IFNeuron
 from ..results import SimulationResult
@@ -139,6 +140,8 @@ class TeasResult:
     timing: str = "linear"  # spike timing between windows (TeasConfig.timing)
     crossings: list[Crossing] = field(default_factory=list)  # edges between different windows, with their map
     holdout_data: str = ""  # where the held-out split came from (LabeledData.description)
+    # 90 % interval of the points the allocation lost on the held-out split (metrics.summary.lost_points_bounds)
+    holdout_lost_points_interval: tuple[float, float] = (math.nan, math.nan)
 
     @property
     def mean_steps(self) -> float:
@@ -401,6 +404,7 @@ def teas(network: SpikingNetwork, calibration: LabeledData, config: TeasConfig =
         note(f"{setup.mode} calibration for the allocated windows")
     runner.setup = None  # the network now holds the allocated thresholds and corrections
     final_sim, _ = runner.run(windows)
+    lower, upper = lost_points_bounds(base_sim.correct_by_sample[:, -1], final_sim.correct_by_sample[:, -1], 0.95)
     crossings = engine.crossings(TimePlan.per_layer(base, {k: v for k, v in windows.items() if v != base},
                                                     chunk_steps, timing=config.timing))
     for prof in profiles:
@@ -411,7 +415,8 @@ def teas(network: SpikingNetwork, calibration: LabeledData, config: TeasConfig =
                       probe_steps=probe, correlation=correlation, trace=trace, evaluations=runner.count,
                       recalibrated=recalibrated, calibrated_trials=setup.calibrated_trials,
                       timing=config.timing, crossings=crossings,
-                      retuned_thresholds=retuned, holdout_data=holdout.description)
+                      retuned_thresholds=retuned, holdout_data=holdout.description,
+                      holdout_lost_points_interval=(float(lower), float(upper)))
 
 
 def unresolved_budget(holdout_samples: int, config: TeasConfig) -> str | None:

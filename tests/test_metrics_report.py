@@ -22,8 +22,7 @@ from snnconv.errors import ConfigError, OutputError
 from snnconv.metrics import (ENERGY_PRESETS, EnergyModel, energy_breakdown, layer_rows, load_energy_model,
                              neuromorphic_energy, summarize, sweep_rows)
 from snnconv.metrics.summary import (REDUCTION_KEY, equal_accuracy_interval, exceeds, first_step_within,
-                                     lost_points_bounds,
-                                     reduction_at_equal_accuracy, steps_of_equal_accuracy)
+                                     lost_points_bounds, reduction_at_equal_accuracy, steps_of_equal_accuracy)
 from snnconv.report import write_report
 from snnconv.results import AnnResult, NeuronLayerStats, SimulationResult, SynapticLayerStats
 from snnconv import plots
@@ -292,7 +291,7 @@ def test_lost_points_bounds_are_wilson_bounds_of_the_disagreeing_samples():
     assert wider[0] < low < 0.6 < high < wider[1]  # the measured loss is 0.6 points
     # alternatives side by side are bounded one by one
     stacked = np.stack([networks(1000, k)[1] for k in (0, 5, 30)], axis=1)
-    lows, highs = lost_points_bounds(np.ones(1000, dtype=bool), stacked)
+    _, highs = lost_points_bounds(np.ones(1000, dtype=bool), stacked)
     for column, k in enumerate((0, 5, 30)):
         assert float(highs[column]) == pytest.approx(float(lost_points_bounds(*networks(1000, k))[1]))
 

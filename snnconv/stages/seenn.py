@@ -349,12 +349,13 @@ def score_sweep(trace: ExitTrace, scores: torch.Tensor, chunk_steps: int, alphas
         alphas = _candidates(scores[decisions - 1], decisions)
     alphas = torch.as_tensor(alphas, dtype=torch.float64)
     steps = threshold_exit_steps(scores, decisions, alphas, trace.time_steps)  # [N, A]
-    right = trace.correct().gather(1, steps - 1)  # [N, A]
+    correct = trace.correct()  # [N, T]
+    right = correct.gather(1, steps - 1)  # [N, A]
     accuracy = 100.0 * right.double().mean(0)
     mean_steps = steps.double().mean(0)
     bounds = [None] * len(alphas)
     if confidence is not None:
-        upper = lost_points_bounds(trace.correct()[:, -1], right, confidence)[1]
+        upper = lost_points_bounds(correct[:, -1], right, confidence)[1]
         # a rule under which no sample exits early is the full-T network itself: it loses nothing on any data
         bounds = torch.where((steps == trace.time_steps).all(0), 0.0, upper).tolist()
     return [SweepPoint(float(a), float(acc), float(m), bound)

@@ -2,6 +2,7 @@
 ``seenn.md`` / ``seenn_fixed.csv`` / ``seenn_tradeoff.png`` beside the standard reports."""
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import numpy as np
@@ -105,7 +106,7 @@ def seenn_summary(result: SeennResult, fixed: Evaluation, exited: Evaluation, mo
 
 def holdout_loss_keys(result: SeennResult) -> dict:
     """The points the exits lost on the held-out split, with their 90 % interval."""
-    low, high = result.holdout_lost_points_interval or (None, None)
+    low, high = result.holdout_lost_points_interval
     return {"seenn_holdout_lost_points": result.holdout_accuracy_full_pct - result.holdout_accuracy_exit_pct,
             "seenn_holdout_lost_points_lower": low, "seenn_holdout_lost_points_upper": high}
 
@@ -113,7 +114,7 @@ def holdout_loss_keys(result: SeennResult) -> dict:
 def holdout_loss_text(seenn_keys: dict) -> str:
     """"lost 0.50 points (90 % interval 0.17 to 0.83) on the 3000 held-out samples"."""
     low, high = seenn_keys.get("seenn_holdout_lost_points_lower"), seenn_keys.get("seenn_holdout_lost_points_upper")
-    interval = f" (90 % interval {low:.2f} to {high:.2f})" if low is not None else ""
+    interval = f" (90 % interval {low:.2f} to {high:.2f})" if low is not None and not math.isnan(low) else ""
     return (f"lost {seenn_keys['seenn_holdout_lost_points']:.2f} points{interval} on the "
             f"{seenn_keys['seenn_holdout_samples']} held-out samples")
 

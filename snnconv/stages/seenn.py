@@ -451,7 +451,7 @@ class SeennResult:
     finetune_losses: list[float] = field(default_factory=list)
     holdout_data: str = ""  # where the held-out split came from (LabeledData.description)
     # 90 % interval of the points the exits lost on the held-out split (ExitTrace.lost_points_interval)
-    holdout_lost_points_interval: tuple[float, float] | None = None
+    holdout_lost_points_interval: tuple[float, float] = (math.nan, math.nan)
 
 
 def _check_classes(trace: ExitTrace) -> None:

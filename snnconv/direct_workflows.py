@@ -24,8 +24,8 @@ from .metrics import load_energy_model
 from .results import AnnResult
 from .spikformer import Spikformer, SpikformerConfig
 from .stages.direct import DirectConfig, freeze_masks, mask_parameters, train_direct
-from .workflows import (DEFAULT_DATA, Gates, RunResult, _check_time_steps, _check_writable, _replace_directory, _report,
-                        check_gates, recorded_data, sweep_steps)
+from .workflows import (DEFAULT_DATA, Gates, RunResult, _check_report_directory, _check_time_steps, _check_writable,
+                        _replace_directory, _report, check_gates, recorded_data, sweep_steps)
 
 
 def evaluate_direct(network: DirectNetwork, data: LabeledData, time_steps: int, *, batch_size: int = 256,
@@ -131,7 +131,7 @@ def run_evaluate_direct(target: Path, *, data: DataConfig | None = None, time_st
     target = Path(target)
     network = artifacts.load_direct(target)
     report_dir = report_dir or target / "reports"
-    _check_writable(report_dir, "--report-dir")
+    _check_report_directory(report_dir, "--report-dir")
     if gates.max_acc_drop is not None:  # refused before any work: there is no ANN to compare with
         check_gates({"accuracy_drop_points": float("nan")}, Gates(max_acc_drop=gates.max_acc_drop))
     # as for converted artifacts: the recorded evaluation data, all of it unless --limit says otherwise

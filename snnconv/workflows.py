@@ -202,7 +202,7 @@ def run_evaluate(target: str | None, *, arch: str | None = None, allow_pickle: b
     if target is not None and artifacts.is_artifact(target):
         network = artifacts.load(target)
         report_dir = report_dir or Path(target) / "reports"
-        _check_writable(report_dir, "--report-dir")
+        _check_report_directory(report_dir, "--report-dir")
         if data is None:
             data = replace(recorded_data(target, "data", "test"), limit=limit, seed=seed)
         norm = network.input_normalization
@@ -214,7 +214,7 @@ def run_evaluate(target: str | None, *, arch: str | None = None, allow_pickle: b
     else:
         steps = _check_time_steps(list(time_steps or [32]))
         report_dir = report_dir or Path("snnconv-report")
-        _check_writable(report_dir, "--report-dir")
+        _check_report_directory(report_dir, "--report-dir")
         data = data or DataConfig(DEFAULT_DATA, split="test", limit=limit, seed=seed)
         calib_data = calib_data or replace(data, split="train", limit=None)
         network, evaluation_data, source_label = _convert_model(
@@ -245,12 +245,35 @@ def run_evaluate(target: str | None, *, arch: str | None = None, allow_pickle: b
     return result
 
 
+# What a report directory holds: report.md and summary.csv beside other tables and plots, no subdirectories.
+_REPORT_SUFFIXES = {".md", ".csv", ".png", ".json"}
+
+
+def _is_report_directory(directory: Path) -> bool:
+    entries = list(directory.iterdir())
+    names = {entry.name for entry in entries}
+    return {"report.md", "summary.csv"} <= names and all(
+        entry.is_file() and entry.suffix in _REPORT_SUFFIXES for entry in entries)
+
+
+def _check_report_directory(path: Path, option: str) -> None:
+    """Fail before any work unless ``path`` can take a report: new, empty, or an earlier snnconv report,
+    because writing the report replaces what the directory holds."""
+    _check_writable(path, option)
+    if path.is_dir() and any(path.iterdir()) and not _is_report_directory(path):
+        raise OutputError(f"{option} '{path}' already holds files that are not an snnconv report, and writing the "
+                          "report would replace them; choose a new or empty directory.")
+
+
 def _replace_directory(source: Path, destination: Path) -> None:
+    """Put the files of ``source`` into ``destination`` in place of the earlier report there (checked by
+    _check_report_directory); the directory itself stays, so it may be the working directory."""
     destination = Path(destination)
-    destination.parent.mkdir(parents=True, exist_ok=True)
-    if destination.exists():
-        shutil.rmtree(destination)
-    shutil.copytree(source, destination)
+    destination.mkdir(parents=True, exist_ok=True)
+    for old in destination.iterdir():
+        old.unlink()
+    for new in Path(source).iterdir():
+        shutil.copy2(new, destination / new.name)
 
 
 def check_gates(summary: dict, gates: Gates) -> None:

@@ -122,6 +122,31 @@ def test_evaluate_artifact_reproduces_the_curve(default_artifact, tmp_path):
     assert undefined_summary_keys(payload["summary"]) == []
 
 
+def test_report_dir_replaces_an_earlier_report_and_refuses_a_directory_of_other_files(default_artifact, tmp_path,
+                                                                                     monkeypatch):
+    """Writing a report replaces what the directory holds: only a new, empty or earlier report directory may."""
+    thesis = tmp_path / "mydocs"
+    (thesis / "figures").mkdir(parents=True)
+    (thesis / "thesis.tex").write_text("chapter 1")
+    refused = invoke("evaluate", default_artifact, "--report-dir", thesis, "--limit", "50", "--quiet")
+    assert refused.exit_code == 9
+    assert "--report-dir" in refused.output and "not an snnconv report" in refused.output
+    assert sorted(p.name for p in thesis.iterdir()) == ["figures", "thesis.tex"]
+    # an artifact is not a report directory either
+    assert invoke("evaluate", default_artifact, "--report-dir", default_artifact, "--limit", "50",
+                  "--quiet").exit_code == 9
+    assert (default_artifact / "manifest.json").is_file()
+    # the working directory as the report directory: written in place, and rewritten in place the next time
+    here = tmp_path / "here"
+    here.mkdir()
+    monkeypatch.chdir(here)
+    for _ in range(2):
+        result = invoke("evaluate", default_artifact, "--report-dir", ".", "--limit", "50", "--quiet")
+        assert result.exit_code == 0, result.output
+    assert {"report.md", "summary.csv", "sweep.csv"} <= {p.name for p in here.iterdir()}
+    assert pd.read_csv(here / "summary.csv")["samples"].item() == 50
+
+
 @pytest.mark.parametrize("gate,value,code", [("--max-acc-drop", "-20", GateFailed.GATE_EXIT_CODES["max-acc-drop"]),
                                              ("--max-avg-t", "2", GateFailed.GATE_EXIT_CODES["max-avg-t"]),
                                              ("--min-energy-ratio", "1000", GateFailed.GATE_EXIT_CODES["min-energy-ratio"])])

@@ -417,7 +417,9 @@ def load(directory: str | Path) -> SpikingNetwork:
         config = ConvertConfig.from_dict(manifest["config"])
         inputs = manifest["input"]
         coverage = [CoverageRow(**row) for row in manifest["coverage"]]
-    except (KeyError, TypeError) as exc:
+        layer_entries = {entry["name"]: entry for entry in manifest["layers"]}
+        int(manifest["time_steps"])
+    except (KeyError, TypeError, ValueError) as exc:
         raise ArtifactError(f"'{directory / MANIFEST}' lacks or mangles field {exc}; the artifact is corrupt.") from None
     try:
         ttfs = TTFSCoding.from_dict(manifest["ttfs"]) if manifest.get("ttfs") else None
@@ -426,7 +428,10 @@ def load(directory: str | Path) -> SpikingNetwork:
     layer_time_steps, layer_prefix_steps = {}, {}
     for name, neuron in ((n.name, graph.get_submodule(n.target)) for n in graph.graph.nodes if n.op == "call_module"):
         if isinstance(neuron, IFNeuron):
-            entry = next(l for l in manifest["layers"] if l["name"] == name)
+            entry = layer_entries.get(name)
+            if entry is None:
+                raise ArtifactError(f"'{directory / MANIFEST}' has no entry for neuron layer '{name}' in its layers; "
+                                    "the artifact is corrupt.")
             neuron.half_init = bool(entry.get("half_init", False))
             if ttfs is None and int(entry.get("time_steps", manifest["time_steps"])) != int(manifest["time_steps"]):
                 layer_time_steps[name] = int(entry["time_steps"])

@@ -24,8 +24,8 @@ from .metrics import load_energy_model
 from .results import AnnResult
 from .spikformer import Spikformer, SpikformerConfig
 from .stages.direct import DirectConfig, freeze_masks, mask_parameters, train_direct
-from .workflows import (DEFAULT_DATA, Gates, RunResult, _check_report_directory, _check_time_steps, _check_writable,
-                        _replace_directory, _report, check_gates, recorded_data, sweep_steps)
+from .workflows import (DEFAULT_DATA, Gates, RunResult, _check_artifact_output, _check_report_directory,
+                        _check_time_steps, _replace_directory, _report, check_gates, recorded_data, sweep_steps)
 
 
 def evaluate_direct(network: DirectNetwork, data: LabeledData, time_steps: int, *, batch_size: int = 256,
@@ -79,7 +79,7 @@ def run_train(architecture: SpikformerConfig = SpikformerConfig(), config: Direc
               resume: bool = False) -> RunResult:
     """Train a Spikformer directly on ``train_data``, evaluate it on ``data``, write its artifact and reports."""
     load_energy_model(energy)
-    _check_writable(output, "-o")
+    _check_artifact_output(output)
     dev = resolve_device(device)
     torch.manual_seed(seed)
     data = data or DataConfig(DEFAULT_DATA, split="test")

@@ -19,7 +19,7 @@ from .config import ConvertConfig, SimulationConfig
 from .data import DataConfig, LabeledData, load_data
 from .direct_network import FAMILY as DIRECT_FAMILY
 from .engine.chunking import CALIBRATION_CHUNK_STEPS
-from .errors import ConfigError, GateFailed, OutputError
+from .errors import ArtifactError, ConfigError, GateFailed, OutputError
 from .metrics import load_energy_model, summarize
 from .metrics.summary import exceeds
 from .network import SpikingNetwork
@@ -84,6 +84,14 @@ def _check_writable(path: Path, option: str) -> None:
         raise OutputError(f"{option} '{path}' is a file, not a directory.")
 
 
+def _check_artifact_output(path: Path) -> None:
+    """Fail before any work if -o cannot take an artifact: saving replaces an earlier artifact there, and
+    refuses a directory of other files (artifacts.save), which is better said before minutes of conversion."""
+    _check_writable(path, "-o")
+    if path.is_dir() and not artifacts.is_artifact(path) and any(path.iterdir()):
+        raise OutputError(f"-o '{path}' exists and is not an snnconv artifact; choose another -o directory.")
+
+
 def _can_write(directory: Path) -> bool:
     try:
         with tempfile.TemporaryFile(dir=directory):
@@ -142,7 +150,7 @@ def run_convert(model: str | None, *, arch: str | None = None, allow_pickle: boo
     """Convert ``model`` (the embedded default when None), evaluate it, write reports and the artifact."""
     steps = _check_time_steps(list(time_steps))
     load_energy_model(energy)  # an unknown preset fails before any work
-    _check_writable(output, "-o")
+    _check_artifact_output(output)
     dev = resolve_device(device)
     torch.manual_seed(seed)
     data = data or DataConfig(DEFAULT_DATA, split="test")
@@ -191,6 +199,9 @@ def run_evaluate(target: str | None, *, arch: str | None = None, allow_pickle: b
     A failed gate raises :class:`GateFailed` after the reports are written, so CI keeps the evidence.
     Without ``data``, an artifact is evaluated on the data its convert run used (``limit`` still applies).
     """
+    if target is not None and Path(target).is_dir() and not artifacts.is_artifact(target):
+        raise ArtifactError(f"'{target}' is a directory but not an snnconv artifact (no {artifacts.MANIFEST}); "
+                            "pass an artifact written by snnconv convert or compress, or a model file.")
     if target is not None and artifacts.is_artifact(target) and artifacts.family(target) == DIRECT_FAMILY:
         from .direct_workflows import run_evaluate_direct
         return run_evaluate_direct(Path(target), data=data, time_steps=time_steps, energy=energy, report_dir=report_dir,

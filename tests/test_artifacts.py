@@ -156,10 +156,17 @@ def test_corrupt_manifest_is_refused(artifact):
         snnconv.load(artifact)
 
 
-@pytest.mark.parametrize("field", ["graph", "config", "input"])
+@pytest.mark.parametrize("field", ["graph", "config", "input", "coverage", "layers", "time_steps"])
 def test_manifest_missing_a_field_is_refused(artifact, field):
     _edit_manifest(artifact, lambda m: m.pop(field))
     with pytest.raises(ArtifactError, match=field):
+        snnconv.load(artifact)
+
+
+def test_manifest_missing_a_neuron_layer_is_refused(artifact):
+    first = json.loads((artifact / MANIFEST).read_text())["layers"][0]["name"]
+    _edit_manifest(artifact, lambda m: m.update(layers=m["layers"][1:]))
+    with pytest.raises(ArtifactError, match=f"'{first}'.*corrupt"):
         snnconv.load(artifact)
 
 

@@ -239,8 +239,15 @@ def bad_input_cases(tmp: Path, model_file: Path, default_artifact: Path):
     manifest = json.loads((newer / "manifest.json").read_text())
     manifest["schema_version"] = 99
     (newer / "manifest.json").write_text(json.dumps(manifest))
+    user_dir = tmp / "user-dir"
+    user_dir.mkdir()
+    (user_dir / "notes.txt").write_text("mine")
     return {
         "missing model": (["convert", tmp / "nope.onnx"], 4, "nope.onnx"),
+        "evaluate a plain directory": (["evaluate", user_dir], 10, "not an snnconv artifact"),
+        # refused before any work: the data error would come first otherwise
+        "-o onto other files": (["convert", "-o", user_dir, "--data", f"npz:{tmp / 'missing.npz'}"], 9,
+                                "is not an snnconv artifact"),
         "corrupt model": (["convert", corrupt], 4, "corrupt.onnx"),
         "unsupported node": (["convert", f"{model_file}:gelu"], 6, "gelu"),
         "no relu": (["convert", f"{model_file}:linear_only"], 6, "no ReLU"),
@@ -261,7 +268,7 @@ def bad_input_cases(tmp: Path, model_file: Path, default_artifact: Path):
     }
 
 
-CASES = ["missing model", "corrupt model", "unsupported node", "no relu", "wrong shape", "nan data", "empty data",
+CASES = ["missing model", "evaluate a plain directory", "-o onto other files", "corrupt model", "unsupported node", "no relu", "wrong shape", "nan data", "empty data",
          "T <= 0", "unknown preset", "unwritable output", "pickle without opt-in", "newer schema", "unknown balance",
          "zero batch size", "zero batch size, compress", "negative TEAS noise"]
 
@@ -279,6 +286,7 @@ def test_bad_input(case, tmp_path, model_file, default_artifact, monkeypatch):
     assert "Traceback" not in result.output
     assert not out.exists()
     assert not (tmp_path / "snnconv-out").exists()
+    assert sorted(p.name for p in (tmp_path / "user-dir").iterdir()) == ["notes.txt"]
 
 
 def test_debug_shows_traceback(tmp_path):

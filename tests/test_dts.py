@@ -361,6 +361,7 @@ def small_artifact(tmp_path_factory):
     (["--mask-lr", "0"], "--mask-lr"),
     (["--epochs", "0"], "epochs"),
     (["--initial-steps", "99"], "--initial-steps 99"),
+    (["--initial-steps", "0"], "--initial-steps must be 1 or more"),
 ])
 def test_compress_dts_bad_options(tmp_path, small_artifact, options, named):
     art = small_artifact

@@ -28,7 +28,7 @@ from ..stages.dts import DtsConfig
 from ..stages.seenn import ExitTrace, SeennConfig, decision_grid
 from ..stages.teas import TeasConfig
 from ..stages.ttfs import TTFSConfig
-from ..workflows import RunResult, _check_writable, _report, recorded_data, sweep_steps
+from ..workflows import RunResult, _check_artifact_output, _report, recorded_data, sweep_steps
 from .teas import teas_rows, teas_summary, uniform_steps_matching  # noqa: F401  (re-exported for benchmarks)
 
 METHODS = ("teas", "dts", "seenn", "ttfs")
@@ -159,7 +159,7 @@ def run_compress(artifact: str | Path, method: str, *, output: Path, config=None
                                    batch_size=batch_size, device=device, seed=seed, limit=limit, progress=progress,
                                    note=note, checkpoint=checkpoint, resume=resume)
     load_energy_model(energy)
-    _check_writable(output, "-o")
+    _check_artifact_output(output)
     dev = resolve_device(device)
     torch.manual_seed(seed)
     network = artifacts.load(artifact)

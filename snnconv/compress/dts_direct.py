@@ -22,7 +22,7 @@ from ..metrics.summary import layer_spikes_per_sample
 from ..stages.direct import (DirectConfig, freeze_masks, lif_input_sensitivity, mask_parameters,
                              penalized_lif_layers, train_direct)
 from ..stages.dts import DtsConfig, DtsResult
-from ..workflows import _check_writable, recorded_data
+from ..workflows import _check_artifact_output, recorded_data
 from .dts import dts_summary, write_dts_tables
 
 
@@ -67,7 +67,7 @@ def compress_direct_dts(artifact: Path, config: DtsConfig, *, output: Path, cali
     from . import CompressResult, MethodOutcome
     note = note or (lambda _message: None)
     load_energy_model(energy)
-    _check_writable(output, "-o")
+    _check_artifact_output(output)
     dev = resolve_device(device)
     torch.manual_seed(seed)
     network = artifacts.load_direct(artifact)

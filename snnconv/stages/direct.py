@@ -64,8 +64,8 @@ class DirectConfig(_Plain):
             raise ConfigError(f"Mask optimizer '{self.mask_optimizer}' is unknown; choose from {', '.join(OPTIMIZERS)}.")
         if not self.mask_lr > 0:
             raise ConfigError(f"--mask-lr must be positive, got {self.mask_lr}.")
-        if self.initial_steps is not None and not 0 <= self.initial_steps <= self.time_steps:
-            raise ConfigError(f"--initial-steps must be within 0..{self.time_steps}, got {self.initial_steps}.")
+        if self.initial_steps is not None and not 1 <= self.initial_steps <= self.time_steps:
+            raise ConfigError(f"--initial-steps must be within 1..{self.time_steps}, got {self.initial_steps}.")
 
 
 class TrainableSpikformer(nn.Module):

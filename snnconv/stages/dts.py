@@ -68,8 +68,8 @@ class DtsConfig(_Plain):
         object.__setattr__(self, "groups", tuple(self.groups))
         if not self.mask_lr > 0:
             raise ConfigError(f"--mask-lr must be positive, got {self.mask_lr}.")
-        if self.initial_steps is not None and self.initial_steps < 0:
-            raise ConfigError(f"--initial-steps must be 0 or more, got {self.initial_steps}.")
+        if self.initial_steps is not None and self.initial_steps < 1:  # a mask of no steps silences its layer
+            raise ConfigError(f"--initial-steps must be 1 or more, got {self.initial_steps}.")
         if not self.surrogate_width > 0:
             raise ConfigError(f"DTS surrogate width must be positive, got {self.surrogate_width}.")
         if self.chunk_steps <= 0:

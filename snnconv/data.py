@@ -111,8 +111,13 @@ class DataConfig:
         return _parse_spec(self.spec)[1]
 
     def to_dict(self) -> dict:
-        """Plain JSON-able data (tuples become lists)."""
-        return {key: list(value) if isinstance(value, tuple) else value for key, value in asdict(self).items()}
+        """Plain JSON-able data (tuples become lists); the path made absolute, so that a recorded spec still
+        finds its data from another working directory."""
+        plain = {key: list(value) if isinstance(value, tuple) else value for key, value in asdict(self).items()}
+        scheme, path = _parse_spec(self.spec)
+        if path is not None:
+            plain["spec"] = f"{scheme}:{path.resolve()}"
+        return plain
 
     @classmethod
     def from_dict(cls, data: dict) -> DataConfig:

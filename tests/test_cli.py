@@ -222,6 +222,24 @@ def test_state_dict_with_arch_and_fashion_mnist_layout(tmp_path, model_file):
     assert json.loads(result.output)["summary"]["samples"] == 30
 
 
+def test_an_artifact_finds_its_relative_data_path_from_another_directory(tmp_path, monkeypatch):
+    """A data path given relative to the working directory is recorded absolute: evaluate runs from anywhere."""
+    (tmp_path / "project").mkdir()
+    (tmp_path / "elsewhere").mkdir()
+    rng = np.random.default_rng(3)
+    npz_file(tmp_path / "project/d.npz", rng.integers(0, 255, (40, 28, 28), dtype=np.uint8), rng.integers(0, 10, 40))
+    monkeypatch.chdir(tmp_path / "project")
+    converted = invoke("convert", "--data", "npz:d.npz", "-o", tmp_path / "art", "--calib-samples", "40", "-T", "4",
+                       "--quiet")
+    assert converted.exit_code == 0, converted.output
+    recorded = json.loads((tmp_path / "art/manifest.json").read_text())["run"]["data"]["spec"]
+    assert recorded == f"npz:{(tmp_path / 'project/d.npz').resolve()}"
+    monkeypatch.chdir(tmp_path / "elsewhere")
+    result = invoke("evaluate", tmp_path / "art", "--quiet", "--json")
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.output)["summary"]["samples"] == 40
+
+
 # ---------------------------------------------------------------- bad input: one sentence, own code, no output
 def bad_input_cases(tmp: Path, model_file: Path, default_artifact: Path):
     rng = np.random.default_rng(0)

@@ -19,7 +19,7 @@ from .engine import Engine, ExitPolicy
 from .engine.chunking import CALIBRATION_CHUNK_STEPS
 from .engine.ttfs import TTFSEngine
 from .errors import ConfigError, DataError, ModelLoadError
-from .importers.model import ImportedModel
+from .importers.model import ImportedModel, require_finite
 from .importers.onnx_import import import_onnx
 from .importers.torch_import import (build_from_factory, file_sha256, import_torch_module, is_factory_spec,
                                      load_torch_file, torchscript_to_onnx_bytes)
@@ -52,13 +52,11 @@ def resolve_device(name: str) -> torch.device:
 
 
 def _check_finite_parameters(module: nn.Module, source: str) -> None:
-    for name, tensor in module.state_dict().items():
-        if tensor.is_floating_point() and not torch.isfinite(tensor).all():
-            raise ModelLoadError(f"Model '{source}' has NaN or Inf values in '{name}'; fix the weights before converting.")
+    require_finite(module.state_dict().items(), source)
 
 
 def load_model(model: nn.Module | str | Path, *, arch: str | None = None, allow_pickle: bool = False,
-               example: torch.Tensor | None = None) -> ImportedModel:
+               example: torch.Tensor | None = None, example_name: str = "The calibration data") -> ImportedModel:
     """Import a model from any supported form into one torch.fx GraphModule.
 
     ``model``: an nn.Module; ``file.onnx``; ``file.pt`` (TorchScript, a state dict with ``arch``, or a
@@ -72,8 +70,9 @@ def load_model(model: nn.Module | str | Path, *, arch: str | None = None, allow_
     path = Path(text)
     if path.suffix.lower() == ".onnx":
         if not path.is_file():
-            raise ModelLoadError(f"Model file '{path}' does not exist.")
-        imported = import_onnx(path, None if example is None else example[:IMPORT_CHECK_SAMPLES])
+            raise ModelLoadError(f"Model file '{path}' does not exist; check the path.")
+        imported = import_onnx(path, None if example is None else example[:IMPORT_CHECK_SAMPLES],
+                               data_name=example_name)
     elif path.suffix.lower() in (".pt", ".pth", ".ts", ".torchscript") or path.is_file():
         module, fmt = load_torch_file(path, arch, allow_pickle)
         if fmt == "torchscript":
@@ -130,7 +129,8 @@ def convert(model: nn.Module | str | Path | ImportedModel, calibration: LabeledD
     config = replace(config, balance=replace(config.balance, time_steps=config.balance_steps))
     dev = resolve_device(device)
     imported = model if isinstance(model, ImportedModel) else load_model(
-        model, arch=arch, allow_pickle=allow_pickle, example=calibration.x)
+        model, arch=arch, allow_pickle=allow_pickle, example=calibration.x,
+        example_name=f"The calibration data '{calibration.description}'")
     ann_source = imported.graph
     ann, records = normalize(ann_source, config.maxpool)
     coverage = coverage_table(ann, records)

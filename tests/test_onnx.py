@@ -3,6 +3,8 @@
 A model imported from ONNX must compute what onnxruntime computes, and must convert into the same
 SNN as the PyTorch module it was exported from (same thresholds, hence the same spikes).
 """
+import warnings
+
 import numpy as np
 import onnxruntime
 import pytest
@@ -12,7 +14,7 @@ from torch import nn
 
 import snnconv
 from snnconv.config import BalanceConfig, ConvertConfig
-from snnconv.errors import ModelLoadError, UnsupportedLayerError
+from snnconv.errors import DataError, ImportMismatchError, ModelLoadError, UnsupportedLayerError
 from snnconv.stages.convert import coverage_table, normalize
 
 from conftest import SHARED
@@ -32,9 +34,12 @@ def export(model: nn.Module, x: torch.Tensor, path) -> str:
     return str(path)
 
 
-def onnxruntime_output(path, x: torch.Tensor) -> np.ndarray:
+def onnxruntime_output(path, x: torch.Tensor, batch: int | None = None) -> np.ndarray:
+    """onnxruntime's output on ``x``, fed ``batch`` samples per run (all at once by default)."""
     session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-    return session.run(None, {session.get_inputs()[0].name: x.numpy().astype(np.float32)})[0]
+    name, step = session.get_inputs()[0].name, batch or len(x)
+    return np.concatenate([session.run(None, {name: x[i:i + step].numpy().astype(np.float32)})[0]
+                           for i in range(0, len(x), step)])
 
 
 def graph_output(graph, x: torch.Tensor) -> np.ndarray:
@@ -115,6 +120,92 @@ def test_view_by_batch_size_imports(images, tmp_path):
     from_onnx = snnconv.convert(path, as_data(images, model), CONFIG)
     from_torch = snnconv.convert(model, as_data(images, model), CONFIG)
     assert relative(snn_rate_output(from_onnx, images, 32), snn_rate_output(from_torch, images, 32)) < 1e-3
+
+
+@pytest.mark.parametrize("batch", [1, 3])
+def test_onnx_exported_with_a_fixed_batch_size_imports_and_converts(batch, images, tmp_path):
+    """A plain torch.onnx.export without dynamic axes: the input declares [batch, 1, 8, 8] and x.view(x.size(0), -1)
+    becomes a constant Reshape target. The import runs at any batch size and still matches onnxruntime."""
+    model = build("vgg")
+    path = tmp_path / "fixed.onnx"
+    torch.onnx.export(model, (images[:batch],), str(path), dynamo=False)
+    imported = snnconv.load_model(path, example=images)  # 64 samples: the oracle pads the last run of 3
+    assert imported.input_shape == INPUT_SHAPE and imported.import_check["max_abs_diff"] < 1e-5
+    reference = onnxruntime_output(path, images[:63], batch)
+    assert np.abs(graph_output(imported.graph, images[:63]) - reference).max() < 1e-4
+    assert np.abs(graph_output(imported.graph, images[:5]) - reference[:5]).max() < 1e-4
+    from_onnx = snnconv.convert(path, as_data(images, model), CONFIG)
+    from_torch = snnconv.convert(model, as_data(images, model), CONFIG)
+    assert relative(snn_rate_output(from_onnx, images, 32), snn_rate_output(from_torch, images, 32)) < 1e-3
+
+
+class BatchMixingNet(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.fc = nn.Linear(64, 10)
+
+    def forward(self, x):
+        return self.fc(F.relu(x.reshape(-1)).reshape(x.shape[0], 64))
+
+
+def test_fixed_batch_reshape_across_the_batch_is_refused(images, tmp_path):
+    path = tmp_path / "mixing.onnx"
+    torch.onnx.export(BatchMixingNet().eval(), (images[:2],), str(path), dynamo=False)
+    with pytest.raises(UnsupportedLayerError, match="fixed batch size of 2.*Reshape.*dynamic batch axis") as info:
+        snnconv.load_model(path, example=images)
+    assert info.value.exit_code == 6
+
+
+class BatchConstantNet(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.fc = nn.Linear(68, 10)
+
+    def forward(self, x):
+        return self.fc(torch.cat([F.relu(x.flatten(1)), torch.ones(x.shape[0], 4)], 1))
+
+
+def test_fixed_batch_constant_that_fails_at_other_batch_sizes_is_one_sentence(images, tmp_path):
+    path = tmp_path / "constant.onnx"
+    torch.onnx.export(BatchConstantNet().eval(), (images[:2],), str(path), dynamo=False)
+    with pytest.raises(ImportMismatchError, match="fixed batch size of 2.*dynamic batch axis") as info:
+        snnconv.load_model(path, example=images)
+    assert info.value.exit_code == 7
+
+
+def test_onnx_with_data_of_the_wrong_shape_is_a_data_error(images, tmp_path):
+    path = export(build("mlp"), images[:2], tmp_path / "mlp.onnx")
+    rgb = torch.rand(8, 3, 8, 8)
+    with pytest.raises(DataError, match=r"data 'test images' has samples of shape \(3, 8, 8\).*declares \(1, 8, 8\)") as info:
+        snnconv.convert(path, as_data(rgb), CONFIG)
+    assert info.value.exit_code == 8
+
+
+@pytest.mark.parametrize("fmt,value", [("onnx", np.nan), ("onnx", np.inf), ("torchscript", np.nan)])
+def test_non_finite_weights_are_named_before_the_oracle(fmt, value, images, tmp_path):
+    model = build("mlp")
+    with torch.no_grad():
+        model.fc2.weight[0, 0] = value
+    if fmt == "onnx":
+        path = export(model, images[:2], tmp_path / "bad.onnx")
+    else:
+        path = tmp_path / "bad.pt"
+        with torch.no_grad():
+            torch.jit.trace(model, images[:2]).save(str(path))
+    with pytest.raises(ModelLoadError, match=r"has NaN or Inf values in 'fc2\.weight'") as info:
+        snnconv.load_model(path, example=images)
+    assert info.value.exit_code == 4
+
+
+def test_torchscript_import_prints_no_torch_warnings(images, tmp_path):
+    path = tmp_path / "model.pt"
+    with torch.no_grad():
+        torch.jit.trace(build("mlp"), images[:2]).save(str(path))
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        snnconv.load_model(path, example=images)
+    # Deprecation warnings are hidden by Python's default filters; these two categories are what a user sees
+    assert [str(w.message) for w in caught if issubclass(w.category, (FutureWarning, UserWarning))] == []
 
 
 def _mlp_with(activation: nn.Module) -> nn.Module:

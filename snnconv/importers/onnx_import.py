@@ -19,8 +19,8 @@ import torch.fx
 from torch import nn
 from torch.fx.node import map_arg
 
-from ..errors import ImportMismatchError, ModelLoadError, UnsupportedLayerError
-from .model import ImportedModel
+from ..errors import DataError, ImportMismatchError, ModelLoadError, UnsupportedLayerError
+from .model import ImportedModel, non_finite_error
 
 DEFAULT_TOLERANCE = 1e-4  # max |torch - onnxruntime| allowed, relative to max(1, max |onnxruntime logit|)
 
@@ -151,14 +151,45 @@ def lower_onnx2torch_graph(gm: torch.fx.GraphModule) -> torch.fx.GraphModule:
     return lowered.eval()
 
 
-def _graph_input_shape(model) -> tuple[int, ...] | None:
+def _graph_input(model):
     initializers = {init.name for init in model.graph.initializer}
     inputs = [i for i in model.graph.input if i.name not in initializers]
     if len(inputs) != 1:
         raise UnsupportedLayerError(f"The ONNX model has {len(inputs)} inputs; snnconv converts single-input models.")
-    dims = inputs[0].type.tensor_type.shape.dim
-    per_sample = [d.dim_value if d.HasField("dim_value") else None for d in dims[1:]]
+    return inputs[0]
+
+
+def _declared_dims(model) -> list[int | None]:
+    """The graph input's dims, batch first; None where a dim is symbolic or absent."""
+    return [d.dim_value if d.HasField("dim_value") else None for d in _graph_input(model).type.tensor_type.shape.dim]
+
+
+def _graph_input_shape(model) -> tuple[int, ...] | None:
+    per_sample = _declared_dims(model)[1:]
     return tuple(per_sample) if all(d for d in per_sample) else None
+
+
+def _check_example_fits(model, example: torch.Tensor, source: str, data_name: str) -> None:
+    """Data whose per-sample shape contradicts the input's static dims fails inside onnxruntime with a message
+    about indices; say which shapes disagree instead (symbolic dims accept anything)."""
+    declared = _declared_dims(model)[1:]
+    shape = tuple(example.shape[1:])
+    if not declared or (len(shape) == len(declared) and all(d in (None, s) for d, s in zip(declared, shape))):
+        return
+    wanted = "(" + ", ".join("?" if d is None else str(d) for d in declared) + ")"
+    raise DataError(f"{data_name} has samples of shape {shape} but the input of ONNX model '{source}' declares "
+                    f"{wanted} per sample; check --data/--calib-data and --size.")
+
+
+def _check_finite_initializers(model, source: str) -> None:
+    """NaN weights would only surface as an onnxruntime mismatch of nan; name the tensor instead. A
+    one-element infinite constant is a legitimate bound (Clip, a -inf Pad value), so only NaN counts there."""
+    from onnx import numpy_helper
+
+    for init in model.graph.initializer:
+        array = numpy_helper.to_array(init)
+        if array.dtype.kind == "f" and (np.isnan(array).any() or (array.size > 1 and np.isinf(array).any())):
+            raise non_finite_error(source, init.name)
 
 
 def load_onnx(path: Path | None = None, data: bytes | None = None, source: str | None = None):
@@ -203,22 +234,97 @@ def onnx_to_graph(model, source: str) -> torch.fx.GraphModule:
     return lower_onnx2torch_graph(gm)
 
 
-def max_abs_difference_to_onnxruntime(model_bytes: bytes, graph: torch.fx.GraphModule, batch: torch.Tensor) -> tuple[float, float]:
-    """(max |torch - onnxruntime|, max |onnxruntime|) on ``batch``."""
+def _run_onnxruntime(session, batch: np.ndarray, fixed_batch: int | None) -> np.ndarray:
+    """The first output on ``batch``; a model with a fixed batch size N only accepts N samples per run, so it
+    gets chunks of N, the last one padded by repeating its final sample."""
+    feed = session.get_inputs()[0].name
+    if fixed_batch is None:
+        return session.run(None, {feed: batch})[0]
+    outputs = []
+    for start in range(0, len(batch), fixed_batch):
+        chunk = batch[start:start + fixed_batch]
+        padded = np.concatenate([chunk, np.repeat(chunk[-1:], fixed_batch - len(chunk), axis=0)])
+        outputs.append(session.run(None, {feed: padded})[0][:len(chunk)])
+    return np.concatenate(outputs)
+
+
+def max_abs_difference_to_onnxruntime(model_bytes: bytes, graph: torch.fx.GraphModule, batch: torch.Tensor,
+                                      source: str, fixed_batch: int | None = None) -> tuple[float, float]:
+    """(max |torch - onnxruntime|, max |onnxruntime|) on ``batch``; ``fixed_batch`` is the batch size the
+    model's input declares, if any. The imported graph always runs on the whole batch: it must accept any
+    batch size, because the time engine folds time steps into the batch."""
     import onnxruntime
 
     options = onnxruntime.SessionOptions()
     options.log_severity_level = 3
     session = onnxruntime.InferenceSession(model_bytes, options, providers=["CPUExecutionProvider"])
-    input_name = session.get_inputs()[0].name
-    reference = session.run(None, {input_name: batch.detach().cpu().numpy().astype(np.float32)})[0]
-    with torch.no_grad():
-        ours = graph(batch.cpu()).detach().numpy()
+    reference = _run_onnxruntime(session, batch.detach().cpu().numpy().astype(np.float32), fixed_batch)
+    probe = batch.cpu()
+    if fixed_batch is not None and len(probe) == fixed_batch:  # a batch size the export never saw, as in use
+        probe = torch.cat([probe, probe[-1:]])
+    try:
+        with torch.no_grad():  # forward, not __call__: fx's __call__ prints a traceback to stderr on failure
+            ours = graph.forward(probe).detach().numpy()[:len(batch)]
+    except Exception as exc:
+        reason = f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
+        if fixed_batch is None:
+            raise ImportMismatchError(f"Imported ONNX model '{source}' fails on a batch that onnxruntime runs "
+                                      f"({reason}); the import is not faithful, please report the model.") from exc
+        raise ImportMismatchError(
+            f"Imported ONNX model '{source}' was exported with a fixed batch size of {fixed_batch} and fails at "
+            f"batch size {len(probe)} ({reason}); re-export it with a dynamic batch axis "
+            "(torch.onnx.export(..., dynamic_axes={'input': {0: 'batch'}}))."
+        ) from exc
     if ours.shape != reference.shape:
         raise ImportMismatchError(
             f"The imported graph outputs shape {tuple(ours.shape)} where onnxruntime gives {tuple(reference.shape)}."
         )
     return float(np.abs(ours - reference).max()), float(np.abs(reference).max())
+
+
+def _input_dependent(model) -> set[str]:
+    """Names of the tensors computed from the graph input."""
+    reached = {_graph_input(model).name}
+    for node in model.graph.node:  # ONNX nodes are stored in topological order
+        if any(name in reached for name in node.input):
+            reached.update(node.output)
+    return reached
+
+
+def release_fixed_batch(model, batch: int, source: str):
+    """Make a model exported at a fixed batch size N (no dynamic axes) accept any batch size.
+
+    The exporter folds ``x.size(0)`` into constant Reshape targets [N, ...]. A Reshape from [N, ...] to
+    [N, ...] rearranges each sample's contiguous block the same way, so its target becomes [-1, *rest]; a
+    Reshape that moves the batch axis cannot be freed and is refused. The input's batch dim becomes symbolic.
+    Other batch-sized constants are caught by the onnxruntime comparison, which runs the import at another size.
+    """
+    import onnx
+    from onnx import numpy_helper
+
+    inferred = onnx.shape_inference.infer_shapes(model)
+    shapes = {info.name: [d.dim_value if d.HasField("dim_value") else None for d in info.type.tensor_type.shape.dim]
+              for info in (*inferred.graph.value_info, *inferred.graph.input, *inferred.graph.output)}
+    live = _input_dependent(model)
+    for index, node in enumerate(model.graph.node):
+        if node.op_type != "Reshape" or node.input[0] not in live or node.input[1] in live:
+            continue
+        before, after = shapes.get(node.input[0]), shapes.get(node.output[0])
+        if not (before and after and before[0] == after[0] == batch and all(after[1:])):
+            raise UnsupportedLayerError(
+                f"ONNX model '{source}' was exported with a fixed batch size of {batch} and its Reshape node "
+                f"'{node.name or node.output[0]}' does not keep the batch axis; re-export it with a dynamic batch "
+                "axis (torch.onnx.export(..., dynamic_axes={'input': {0: 'batch'}}))."
+            )
+        name = f"snnconv_batch_free_reshape_{index}"
+        model.graph.initializer.append(numpy_helper.from_array(np.array([-1, *after[1:]], dtype=np.int64), name))
+        node.input[1] = name
+    for info in (_graph_input(model), *model.graph.output):
+        dims = info.type.tensor_type.shape.dim
+        if dims and dims[0].HasField("dim_value") and dims[0].dim_value == batch:
+            dims[0].dim_param = "batch"  # replaces dim_value: the two are one protobuf oneof
+    del model.graph.value_info[:]  # shapes inferred at batch N would contradict other batch sizes
+    return model
 
 
 def freeze_batch_dependent_reshapes(model, per_sample_shape: tuple[int, ...]):
@@ -266,14 +372,22 @@ def freeze_batch_dependent_reshapes(model, per_sample_shape: tuple[int, ...]):
     return model
 
 
-def import_onnx(path: Path | None, example: torch.Tensor | None, *, data: bytes | None = None, source: str | None = None,
-                tolerance: float = DEFAULT_TOLERANCE, source_format: str = "onnx", source_hash: str | None = None) -> ImportedModel:
-    """Import an ONNX model and check it against onnxruntime on ``example`` (a calibration batch)."""
+def import_onnx(path: Path | None, example: torch.Tensor | None, *, data: bytes | None = None,
+                source: str | None = None, tolerance: float = DEFAULT_TOLERANCE, source_format: str = "onnx",
+                source_hash: str | None = None, data_name: str = "The calibration data") -> ImportedModel:
+    """Import an ONNX model and check it against onnxruntime on ``example`` (a calibration batch, described
+    by ``data_name`` in errors)."""
     import hashlib
 
     source = source or str(path)
     model = load_onnx(path, data, source)
-    model_bytes = model.SerializeToString()
+    _check_finite_initializers(model, source)
+    if example is not None:
+        _check_example_fits(model, example, source, data_name)
+    model_bytes = model.SerializeToString()  # onnxruntime checks the model as the user gave it
+    fixed_batch = (_declared_dims(model) or [None])[0] or None
+    if fixed_batch is not None:
+        model = release_fixed_batch(model, fixed_batch, source)
     per_sample = _graph_input_shape(model) or (tuple(example.shape[1:]) if example is not None else None)
     if per_sample is not None:
         model = freeze_batch_dependent_reshapes(model, per_sample)
@@ -282,7 +396,7 @@ def import_onnx(path: Path | None, example: torch.Tensor | None, *, data: bytes 
         graph = onnx_to_graph(model, source)
     check: dict = {}
     if example is not None:
-        diff, scale = max_abs_difference_to_onnxruntime(model_bytes, graph, example)
+        diff, scale = max_abs_difference_to_onnxruntime(model_bytes, graph, example, source, fixed_batch)
         allowed = tolerance * max(1.0, scale)
         check = {"oracle": "onnxruntime", "samples": int(example.shape[0]), "max_abs_diff": diff,
                  "tolerance": allowed}
@@ -291,6 +405,6 @@ def import_onnx(path: Path | None, example: torch.Tensor | None, *, data: bytes 
                 f"Imported ONNX model '{source}' differs from onnxruntime by {diff:.3g} (allowed {allowed:.3g}) "
                 "on the calibration batch; the import is not faithful, please report the model."
             )
-    return ImportedModel(graph=graph, source=source, source_format=source_format,
-                         source_hash=source_hash or hashlib.sha256(model_bytes if path is None else Path(path).read_bytes()).hexdigest(),
+    source_hash = source_hash or hashlib.sha256(model_bytes if path is None else Path(path).read_bytes()).hexdigest()
+    return ImportedModel(graph=graph, source=source, source_format=source_format, source_hash=source_hash,
                          input_shape=_graph_input_shape(model), import_check=check)

@@ -8,6 +8,7 @@ import importlib.util
 import io
 import pickle
 import sys
+import warnings
 import zipfile
 from pathlib import Path
 from typing import Callable
@@ -16,7 +17,7 @@ import torch
 from torch import nn
 
 from ..errors import ModelLoadError, UnsafeModelError
-from .model import ImportedModel
+from .model import ImportedModel, require_finite
 from .tracing import trace_module
 
 
@@ -84,7 +85,31 @@ def _is_torchscript_archive(path: Path) -> bool:
         return any(name.split("/")[1:2] == ["code"] for name in archive.namelist())
 
 
+def _check_torch_file(path: Path) -> None:
+    """torch.save writes a zip archive, or (legacy format) a pickle that opens with the protocol byte 0x80.
+    Anything else is not a PyTorch file; reporting it as an unsafe pickle would invite unpickling garbage."""
+    with open(path, "rb") as handle:
+        legacy_pickle = handle.read(1) == b"\x80"
+    if not (legacy_pickle or zipfile.is_zipfile(path)):
+        raise ModelLoadError(f"'{path}' is corrupt or not a PyTorch file (neither a torch.save zip archive nor a "
+                             "legacy torch pickle); save the model again with torch.save or torch.jit.save.")
+
+
+def _first_mismatch(model: nn.Module, state: dict) -> str | None:
+    """The first difference between a state dict and an architecture, as a phrase."""
+    expected = model.state_dict()
+    for key, tensor in expected.items():
+        if key not in state:
+            return f"the architecture has '{key}' but the file does not"
+        if state[key].shape != tensor.shape:
+            return (f"'{key}' has shape {list(state[key].shape)} in the file but {list(tensor.shape)} "
+                    "in the architecture")
+    unexpected = next((key for key in state if key not in expected), None)
+    return None if unexpected is None else f"the file has '{unexpected}' but the architecture does not"
+
+
 def _load_state_dict(path: Path) -> dict:
+    _check_torch_file(path)
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
@@ -111,14 +136,22 @@ def load_torch_file(path: Path, arch: str | None, allow_pickle: bool) -> tuple[n
         try:
             model.load_state_dict(state, strict=True)
         except RuntimeError as exc:
-            first = str(exc).splitlines()[0]
-            raise ModelLoadError(f"State dict '{path}' does not fit architecture '{arch}': {first}") from exc
+            # torch's message is a header line plus one line per problem; the sentence carries the first one
+            lines = [line.strip() for line in str(exc).splitlines()[1:] if line.strip()]
+            first = _first_mismatch(model, state) or (lines[0] if lines else str(exc)).rstrip(".")
+            raise ModelLoadError(f"State dict '{path}' does not fit architecture '{arch}': {first}; "
+                                 "check --arch or the file.") from exc
         return model.eval(), "pytorch"
     if _is_torchscript_archive(path):
         try:
-            return torch.jit.load(str(path), map_location="cpu").eval(), "torchscript"
+            with warnings.catch_warnings():  # torch deprecates TorchScript on every load; the user cannot act on it
+                warnings.filterwarnings("ignore", r"`torch\.jit\.load` is deprecated", FutureWarning)
+                module = torch.jit.load(str(path), map_location="cpu").eval()
         except Exception as exc:
             raise ModelLoadError(f"TorchScript file '{path}' is corrupt: {type(exc).__name__}: {exc}.") from exc
+        require_finite(module.state_dict().items(), str(path))
+        return module, "torchscript"
+    _check_torch_file(path)
     try:
         torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError:
@@ -149,8 +182,11 @@ def torchscript_to_onnx_bytes(module: torch.jit.ScriptModule, example: torch.Ten
     """TorchScript cannot be fx-traced; its exported ONNX graph goes through the ONNX importer instead."""
     buffer = io.BytesIO()
     try:
-        torch.onnx.export(module, (example,), buffer, dynamo=False, input_names=["input"], output_names=["output"],
-                          dynamic_axes={"input": {0: "batch"}, "output": {0: "batch"}}, opset_version=17)
+        with warnings.catch_warnings():  # a ScriptMethod has no Python signature, so the exporter warns every time
+            warnings.filterwarnings("ignore", "no signature found for", UserWarning)
+            torch.onnx.export(module, (example,), buffer, dynamo=False, input_names=["input"],
+                              output_names=["output"], dynamic_axes={"input": {0: "batch"}, "output": {0: "batch"}},
+                              opset_version=17)
     except Exception as exc:
         raise ModelLoadError(f"TorchScript model '{source}' cannot be exported for import: {type(exc).__name__}: {exc}.") from exc
     return buffer.getvalue()

@@ -18,7 +18,8 @@ app = typer.Typer(add_completion=False, no_args_is_help=False, pretty_exceptions
 
 # shared option declarations ---------------------------------------------------------------
 DATA = typer.Option(None, "--data", help="Evaluation data: builtin | fashion-mnist:DIR | mnist:DIR | cifar10:DIR | "
-                                         "cifar100:DIR | imagefolder:DIR | npz:FILE (test split). Default: builtin.")
+                                         "cifar100:DIR | imagefolder:DIR | npz:FILE (test split). Default: builtin; "
+                                         "for an artifact, the data its convert run recorded.")
 CALIB = typer.Option(None, "--calib-data", help="Calibration data spec (train split). Default: the --data spec.")
 CALIB_SAMPLES = 1000
 CALIB_N = typer.Option(CALIB_SAMPLES, "--calib-samples", help="Calibration samples (a seeded random subset).")
@@ -160,8 +161,20 @@ def evaluate(
         render.console.print(f"Activity plot: [bold]{result.report_dir / 'firing_rates.png'}[/bold]")
 
 
+def _typed_options(ctx: typer.Context) -> dict[str, str]:
+    """The options given on the command line: parameter name -> the flag (of an on/off pair, the one typed)."""
+    typed = {}
+    for param in ctx.command.params:
+        source = ctx.get_parameter_source(param.name)
+        if source is not None and source.name in ("COMMANDLINE", "ENVIRONMENT"):
+            off = getattr(param, "secondary_opts", None) and ctx.params.get(param.name) is False
+            typed[param.name] = (param.secondary_opts if off else param.opts)[0]
+    return typed
+
+
 @app.command()
 def compress(
+    ctx: typer.Context,
     artifact: Path = typer.Argument(..., help="An artifact written by snnconv convert (or by compress --method teas); "
                                               "a spiking transformer from snnconv train takes --method dts."),
     method: str = typer.Option(..., "--method", help="teas (per-layer time steps from spiking activity) | dts "
@@ -257,6 +270,7 @@ def compress(
     from snnconv.compress import run_compress
 
     def job():
+        opt.refuse_foreign_options(method, _typed_options(ctx), finetune=finetune, policy=policy)
         opt.check_counts({"--limit": limit, "--calib-samples": calib_samples, "--batch-size": batch_size,
                           "--chunk-steps": chunk_steps, "--epochs": epochs, "--holdout-samples": holdout_samples})
         if holdout_data is not None and holdout is not None:

@@ -112,6 +112,54 @@ def _given(value, default):
     return default if value is None else value
 
 
+# The snnconv compress options each method reads (parameter name -> methods). An option given to a method that
+# does not read it is refused, never silently ignored; options missing here (data, output, run) apply to all.
+COMPRESS_OPTION_METHODS = {
+    **dict.fromkeys(["accuracy_budget", "holdout", "holdout_data", "holdout_samples"], ("teas", "seenn")),
+    **dict.fromkeys(["avg_t_budget", "candidates", "min_t", "noise", "timing", "retune_thresholds",
+                     "calibrated_trials", "activity_weight"], ("teas",)),
+    **dict.fromkeys(["budget_confidence", "score", "temperature", "alpha", "exit_chunk", "policy", "beta",
+                     "policy_width"], ("seenn",)),
+    **dict.fromkeys(["window", "fire_start", "tc", "percentile", "fit_epochs", "relaxation", "kernel_reg",
+                     "bn_loss"], ("ttfs",)),
+    **dict.fromkeys(["mask_weight", "groups", "mask_lr", "initial_steps"], ("dts",)),
+    "finetune": ("teas", "seenn", "ttfs"),
+    "finetune_loss": ("teas", "seenn"),
+}
+# SEENN options of one variant only: SEENN-I chooses alpha on the held-out split, SEENN-II (--policy) trains a policy.
+SEENN_I_OPTIONS = ("accuracy_budget", "budget_confidence", "score", "temperature", "alpha")
+SEENN_II_OPTIONS = ("beta", "policy_width")
+# Options that shape the --finetune training, and options of any training the method runs.
+FINETUNE_OPTIONS = ("activity_weight", "finetune_loss", "relaxation", "kernel_reg", "bn_loss")
+TRAINING_OPTIONS = ("epochs", "lr", "checkpoint", "resume")
+
+
+def refuse_foreign_options(method: str, given: dict[str, str], *, finetune: bool, policy: bool) -> None:
+    """Refuse the options in ``given`` (parameter name -> the flag as typed) that --method ``method`` would not
+    read, so that no option is silently ignored. An unknown method is left to the library."""
+    if method not in ("teas", "seenn", "ttfs", "dts"):
+        return
+    for name, flag in given.items():
+        methods = COMPRESS_OPTION_METHODS.get(name, (method,))
+        if method not in methods:
+            names = " and ".join(filter(None, [", ".join(methods[:-1]), methods[-1]]))
+            raise ConfigError(f"{flag} applies to --method {names}, not to --method {method}.")
+        if method == "seenn" and policy and name in SEENN_I_OPTIONS:
+            raise ConfigError(f"{flag} applies to SEENN-I, which --policy (SEENN-II) replaces; drop one of the two.")
+        if method == "seenn" and not policy and name in SEENN_II_OPTIONS:
+            raise ConfigError(f"{flag} applies to SEENN-II; add --policy or drop {flag}.")
+        if method == "teas" and name == "avg_t_budget" and "accuracy_budget" in given:
+            raise ConfigError("--avg-t-budget cuts without checking the accuracy, so --accuracy-budget would be "
+                              "ignored; drop one of the two.")
+        if name in FINETUNE_OPTIONS and not finetune:
+            raise ConfigError(f"{flag} shapes the --finetune training; add --finetune or drop {flag}.")
+        trains = method == "dts" or finetune or (method == "seenn" and policy)
+        if name in TRAINING_OPTIONS and not trains:
+            runs = "--finetune or --policy" if method == "seenn" else "--finetune"
+            raise ConfigError(f"{flag} sets training, which --method {method} runs only with {runs}; add "
+                              f"{runs.replace(' or ', ' / ')} or drop {flag}.")
+
+
 def compress_config(method: str, *, accuracy_budget: float | None, holdout: float | None, seed: int, avg_t_budget,
                     candidates, min_t, noise, score, temperature, alpha, exit_chunk, policy, beta, policy_width,
                     epochs, lr, finetune, activity_weight, finetune_loss=None, window=32, fire_start=None, tc=8.0,
@@ -120,14 +168,6 @@ def compress_config(method: str, *, accuracy_budget: float | None, holdout: floa
                     calibrated_trials=None, budget_confidence=None):
     """The TeasConfig, DtsConfig, SeennConfig or TTFSConfig of ``snnconv compress --method METHOD``; an unknown
     method is left to the library."""
-    if budget_confidence is not None and method != "seenn":
-        raise ConfigError(f"--budget-confidence applies to --method seenn (SEENN-I), not to --method {method}.")
-    if timing is not None and method != "teas":
-        raise ConfigError(f"--timing applies to --method teas (per-layer windows), not to --method {method}.")
-    for flag, value in (("--retune-thresholds" if retune_thresholds else "--keep-thresholds", retune_thresholds),
-                        ("--calibrated-trials" if calibrated_trials else "--uncalibrated-trials", calibrated_trials)):
-        if value is not None and method != "teas":
-            raise ConfigError(f"{flag} applies to --method teas (per-layer windows), not to --method {method}.")
     from snnconv.stages.dts import DtsConfig
     from snnconv.stages.finetune import FinetuneConfig
     from snnconv.stages.seenn import SeennConfig

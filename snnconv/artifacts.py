@@ -286,6 +286,9 @@ def _write_atomically(directory: Path, write, extra_files: dict[str, Path] | Non
     try:
         parent.mkdir(parents=True, exist_ok=True)
         staging = Path(tempfile.mkdtemp(prefix=f".{directory.name}.", dir=parent))
+        umask = os.umask(0)
+        os.umask(umask)
+        staging.chmod(0o777 & ~umask)  # as mkdir would make it: mkdtemp's private 0700 is for the staging only
     except OSError as exc:
         raise OutputError(f"Cannot write the artifact directory '{directory}': {exc.strerror}.") from None
     try:
@@ -479,7 +482,8 @@ def _read_weights(directory: Path) -> dict[str, torch.Tensor]:
     try:
         return torch.load(directory / WEIGHTS, map_location="cpu", weights_only=True)
     except FileNotFoundError:
-        raise ArtifactError(f"Artifact '{directory}' has no {WEIGHTS}.") from None
+        raise ArtifactError(f"Artifact '{directory}' has no {WEIGHTS}; it is incomplete, re-create it with "
+                            "snnconv convert.") from None
     except Exception as exc:
         raise ArtifactError(f"'{directory / WEIGHTS}' is corrupt ({type(exc).__name__}); re-create the artifact.") from None
 

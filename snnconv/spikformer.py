@@ -47,8 +47,10 @@ class SpikformerConfig(_Plain):
     attention_threshold: float = 0.5  # Spikformer's threshold of the LIF after q k^T v
 
     def __post_init__(self):
-        if self.depth <= 0 or self.dim <= 0 or self.heads <= 0 or self.mlp_ratio <= 0:
-            raise ConfigError(f"Spikformer depth, dim, heads and mlp_ratio must be positive, got {self}.")
+        for flag, value in (("--depth", self.depth), ("--dim", self.dim), ("--heads", self.heads),
+                            ("--mlp-ratio", self.mlp_ratio)):
+            if value <= 0:
+                raise ConfigError(f"{flag} must be positive, got {value}.")
         if self.dim % self.heads or self.dim % 4:
             raise ConfigError(f"Spikformer dim {self.dim} must be divisible by 4 and by heads ({self.heads}).")
         if self.image_size % 4:

@@ -36,6 +36,11 @@ class Gates:
     max_avg_t: float | None = None  # average time steps
     min_energy_ratio: float | None = None  # ANN energy / SNN energy
 
+    def __post_init__(self):  # a gate no run could pass (or none could fail) is a typo, not a gate
+        for flag, value in (("--max-avg-t", self.max_avg_t), ("--min-energy-ratio", self.min_energy_ratio)):
+            if value is not None and not value > 0:
+                raise ConfigError(f"{flag} must be positive, got {value:g}.")
+
 
 @dataclass
 class RunResult:

@@ -5,7 +5,9 @@ curve, the identical spikes in every layer and identical thresholds. Broken, new
 directories fail with ArtifactError / OutputError and are never half written or overwritten.
 """
 import json
+import os
 import re
+import stat
 
 import numpy as np
 import pytest
@@ -174,6 +176,13 @@ def test_manifest_without_schema_version_is_refused(artifact):
     _edit_manifest(artifact, lambda m: m.pop("schema_version"))
     with pytest.raises(ArtifactError, match="schema_version"):
         snnconv.load(artifact)
+
+
+def test_the_artifact_directory_gets_the_permissions_mkdir_would_give(artifact):
+    """The staging directory is private while it is written; the artifact is not."""
+    umask = os.umask(0)
+    os.umask(umask)
+    assert stat.S_IMODE(artifact.stat().st_mode) == 0o777 & ~umask
 
 
 def test_directory_without_manifest_is_not_an_artifact(tmp_path):

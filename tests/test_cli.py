@@ -307,6 +307,69 @@ def test_bad_input(case, tmp_path, model_file, default_artifact, monkeypatch):
     assert sorted(p.name for p in (tmp_path / "user-dir").iterdir()) == ["notes.txt"]
 
 
+@pytest.mark.parametrize("method, args, message", [
+    ("teas", ["--policy"], "--policy applies to --method seenn, not to --method teas"),
+    ("teas", ["--mask-weight", "5"], "--mask-weight applies to --method dts"),
+    ("ttfs", ["--alpha", "0.5"], "--alpha applies to --method seenn"),
+    ("seenn", ["--window", "4"], "--window applies to --method ttfs"),
+    ("dts", ["--finetune-loss", "distill"], "--finetune-loss applies to --method teas and seenn"),
+    ("dts", ["--finetune"], "--finetune applies to --method teas, seenn and ttfs"),
+    ("teas", ["--keep-thresholds", "--no-relaxation"], "--no-relaxation applies to --method ttfs"),
+    ("teas", ["--epochs", "2"], "--epochs sets training, which --method teas runs only with --finetune"),
+    ("ttfs", ["--kernel-reg", "0"], "--kernel-reg shapes the --finetune training; add --finetune"),
+    ("teas", ["--avg-t-budget", "8", "--acc-budget", "0.2"], "drop one of the two"),
+])
+def test_compress_refuses_options_its_method_would_not_read(tmp_path, method, args, message):
+    """No option is silently ignored: one the method does not read is refused before anything is loaded."""
+    result = invoke("compress", tmp_path, "--method", method, "-o", tmp_path / "o", *args)
+    assert result.exit_code == 3, result.output
+    assert message in " ".join(result.output.split())
+    assert not (tmp_path / "o").exists()
+
+
+def test_gates_no_run_could_pass_are_refused(default_artifact, tmp_path):
+    for gate in ("--max-avg-t", "--min-energy-ratio"):
+        result = invoke("evaluate", default_artifact, "--report-dir", tmp_path / "r", gate, "-1", "--quiet")
+        assert result.exit_code == 3 and f"{gate} must be positive" in " ".join(result.output.split())
+    assert not (tmp_path / "r").exists()
+
+
+def _convert_exit(tmp_path, *args) -> tuple[int, str]:
+    result = invoke("convert", *args, "-o", tmp_path / "out", "--limit", "50", "--calib-samples", "50", "--quiet")
+    return result.exit_code, " ".join(result.output.split())
+
+
+def test_a_pt_file_that_is_no_torch_file_is_corrupt_not_an_unsafe_pickle(tmp_path):
+    """Random bytes must not be presented as a pickle to be trusted with --allow-pickle."""
+    path = tmp_path / "corrupt.pt"
+    path.write_bytes(b"\x07" + np.random.default_rng(0).integers(0, 256, 4095, dtype=np.uint8).tobytes())
+    for extra in ([], ["--allow-pickle"]):
+        code, message = _convert_exit(tmp_path, path, *extra)
+        assert code == 4 and "corrupt or not a PyTorch file" in message and "Traceback" not in message, message
+    whole = tmp_path / "whole.pt"
+    torch.save(torch.nn.Sequential(torch.nn.Linear(2, 2)), whole)
+    code, message = _convert_exit(tmp_path, whole)
+    assert code == 5 and "--allow-pickle" in message
+    assert not (tmp_path / "out").exists()
+
+
+def test_a_state_dict_that_does_not_fit_its_arch_names_the_first_difference(tmp_path):
+    arch = tmp_path / "arch.py"
+    arch.write_text("from torch import nn\n\ndef small():\n    return nn.Sequential(nn.Conv2d(1, 4, 3, padding=1), "
+                    "nn.ReLU(), nn.Flatten(), nn.Linear(4 * 28 * 28, 10))\n")
+    fitting = {"0.weight": torch.zeros(4, 1, 3, 3), "0.bias": torch.zeros(4), "3.weight": torch.zeros(10, 3136),
+               "3.bias": torch.zeros(10)}
+    cases = {"wrong.pt": ({**fitting, "0.weight": torch.zeros(8, 1, 3, 3)},
+                          "'0.weight' has shape [8, 1, 3, 3] in the file but [4, 1, 3, 3] in the architecture"),
+             "partial.pt": ({"0.weight": fitting["0.weight"]}, "the architecture has '0.bias' but the file does not"),
+             "extra.pt": ({**fitting, "9.weight": torch.zeros(1)}, "the file has '9.weight' but the architecture")}
+    for name, (state, named) in cases.items():
+        torch.save(state, tmp_path / name)
+        code, message = _convert_exit(tmp_path, tmp_path / name, "--arch", f"{arch}:small")
+        assert code == 4 and named in message and "check --arch" in message, message
+    assert not (tmp_path / "out").exists()
+
+
 def test_debug_shows_traceback(tmp_path):
     result = invoke("convert", tmp_path / "nope.onnx", "--debug", "-o", tmp_path / "o")
     assert result.exit_code == 4

@@ -53,6 +53,13 @@ def test_alpha_zero_exits_after_one_step_and_alpha_above_one_never(setup):
         assert summarize(ev.simulation, ev.ann, load_energy_model("45nm"))["avg_time_steps"] == pytest.approx(mean_exit)
 
 
+def test_an_exit_chunk_of_t_or_more_is_refused(setup):
+    """Decisions every T steps or fewer would leave no exit before T: a typo, not a policy."""
+    network, data, _ = setup
+    with pytest.raises(ConfigError, match=f"--exit-chunk {T} leaves no exit decision before the network's T = {T}"):
+        seenn(network, data, SeennConfig(chunk_steps=T))
+
+
 @pytest.mark.parametrize("score", ["confidence", "entropy", "margin"])
 @pytest.mark.parametrize("chunk", [1, 3])
 def test_batch_compacted_exits_equal_the_offline_choice_from_a_full_run(setup, score, chunk):
@@ -485,10 +492,13 @@ def test_compress_holdout_data_bad_options(tmp_path, method, args, message):
     (["--finetune", "--finetune-loss", "nope"], "--finetune-loss must be one of"),
     (["--score", "nope"], "--score 'nope'"),
     (["--temperature", "hot"], "--temperature takes"),
-    (["--resume"], "--resume needs --checkpoint"),
+    (["--finetune", "--resume"], "--resume needs --checkpoint"),
     (["--budget-confidence", "1"], "--budget-confidence must be between 0 and 1"),
     (["--budget-confidence", "0.9", "--alpha", "0.5"], "which --alpha does not use"),
-    (["--budget-confidence", "0.9", "--policy"], "which --policy does not use"),
+    (["--budget-confidence", "0.9", "--policy"], "--budget-confidence applies to SEENN-I, which --policy"),
+    (["--alpha", "0.9", "--policy"], "--alpha applies to SEENN-I, which --policy (SEENN-II) replaces"),
+    (["--beta", "0.5"], "--beta applies to SEENN-II; add --policy"),
+    (["--epochs", "3"], "--epochs sets training, which --method seenn runs only with --finetune or --policy"),
 ])
 def test_compress_seenn_bad_options(tmp_path, args, message):
     result = CliRunner().invoke(app, ["compress", str(tmp_path), "--method", "seenn", "-o", str(tmp_path / "o"), *args])

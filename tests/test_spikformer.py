@@ -142,6 +142,10 @@ def test_direct_config_rejects_bad_groups_and_steps():
         DirectConfig(mask_optimizer="rmsprop")
     with pytest.raises(ConfigError, match="--initial-steps"):
         DirectConfig(time_steps=4, initial_steps=5)
+    with pytest.raises(ConfigError, match=r"--initial-steps must be within 1\.\.4, got 0"):
+        DirectConfig(time_steps=4, initial_steps=0)
+    with pytest.raises(ConfigError, match="^--depth must be positive, got 0.$"):
+        SpikformerConfig(depth=0)
     with pytest.raises(ConfigError, match="divisible"):
         SpikformerConfig(dim=10, heads=4)
 

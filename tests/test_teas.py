@@ -30,7 +30,13 @@ from models import build
 def test_default_candidates_halve_down_to_the_minimum():
     assert TeasConfig().steps_for(32) == [32, 16, 8, 4, 2, 1]
     assert TeasConfig(min_steps=4).steps_for(24) == [24, 12, 6]
-    assert TeasConfig(candidates=(20, 8, 3, 64)).steps_for(32) == [32, 20, 8, 3]
+    assert TeasConfig(candidates=(20, 8, 3)).steps_for(32) == [32, 20, 8, 3]
+    with pytest.raises(ConfigError, match="--candidates 64 outside 1..32"):
+        TeasConfig(candidates=(20, 64)).steps_for(32)
+    with pytest.raises(ConfigError, match="--candidates 2 outside 4..32"):
+        TeasConfig(candidates=(8, 2), min_steps=4).steps_for(32)
+    with pytest.raises(ConfigError, match="--min-t 16 exceeds the network's T = 4"):
+        TeasConfig(min_steps=16).steps_for(4)
 
 
 @pytest.mark.parametrize("bad", [dict(accuracy_budget=-1), dict(min_steps=0), dict(holdout_fraction=1.0),

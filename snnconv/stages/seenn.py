@@ -467,6 +467,9 @@ def seenn(network: SpikingNetwork, calibration: LabeledData, config: SeennConfig
     policy validated) on ``holdout`` when given, and everything of ``calibration`` is trained on; else on the
     ``config.holdout_fraction`` share of ``calibration``, and the rest is trained on."""
     note = note or (lambda _message: None)
+    if config.chunk_steps >= network.time_steps:
+        raise ConfigError(f"--exit-chunk {config.chunk_steps} leaves no exit decision before the network's T = "
+                          f"{network.time_steps}; choose fewer steps (1 = exact SEENN).")
     if holdout is None:
         holdout, training = calibration.split(config.holdout_fraction, config.seed)
     else:

@@ -83,9 +83,18 @@ class TeasConfig(_Plain):
         check_timing(self.timing)
 
     def steps_for(self, base: int) -> list[int]:
-        """Allowed T_l, descending, all <= base and >= min_steps (base itself always allowed)."""
+        """Allowed T_l, descending, all <= base and >= min_steps (base itself always allowed). A candidate or
+        --min-t above the network's T could never be used: refused rather than dropped."""
+        if self.min_steps > base:
+            raise ConfigError(f"--min-t {self.min_steps} exceeds the network's T = {base}, so no layer could be cut; "
+                              f"choose --min-t {base} or less.")
         if self.candidates:
-            values = {int(c) for c in self.candidates if self.min_steps <= int(c) <= base}
+            beyond = sorted({int(c) for c in self.candidates if not self.min_steps <= int(c) <= base})
+            if beyond:
+                listed = ",".join(map(str, beyond))
+                raise ConfigError(f"--candidates {listed} outside {self.min_steps}..{base} (--min-t to the network's "
+                                  "T); choose T_l within it.")
+            values = {int(c) for c in self.candidates}
         else:
             values, t = set(), base
             while t >= self.min_steps:

@@ -176,7 +176,8 @@ def test_fixed_batch_constant_that_fails_at_other_batch_sizes_is_one_sentence(im
 def test_onnx_with_data_of_the_wrong_shape_is_a_data_error(images, tmp_path):
     path = export(build("mlp"), images[:2], tmp_path / "mlp.onnx")
     rgb = torch.rand(8, 3, 8, 8)
-    with pytest.raises(DataError, match=r"data 'test images' has samples of shape \(3, 8, 8\).*declares \(1, 8, 8\)") as info:
+    wrong = r"data 'test images' has samples of shape \(3, 8, 8\).*declares \(1, 8, 8\)"
+    with pytest.raises(DataError, match=wrong) as info:
         snnconv.convert(path, as_data(rgb), CONFIG)
     assert info.value.exit_code == 8
 

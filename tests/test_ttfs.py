@@ -377,6 +377,22 @@ def test_compress_ttfs_through_the_cli(tmp_path):
     assert bad.exit_code != 0 and "--fire-start" in bad.output and not (tmp_path / "y").exists()
 
 
+def test_compress_ttfs_finetune_through_the_cli(tmp_path):
+    """Fine-tuning through the surrogate model end to end: the report carries its first and last epoch loss."""
+    artifact = cli_artifact(tmp_path, "--calib-samples", "200", "--calibrate", "none")
+    out = tmp_path / "ttfs-tuned"
+    result = CliRunner().invoke(app, ["compress", str(artifact), "--method", "ttfs", "-o", str(out), "--limit", "100",
+                                      "--calib-samples", "100", "--window", "8", "--fit-epochs", "1", "--finetune",
+                                      "--epochs", "2", "--quiet", "--json"])
+    assert result.exit_code == 0, result.output
+    summary = json.loads(result.output)["summary"]
+    assert summary["ttfs_finetuned"] is True and undefined_summary_keys(summary) == []
+    # two epochs on 100 images need not lower the loss (test_finetuning_recovers_accuracy... checks learning)
+    assert all(0 < summary[key] < 10 for key in ("finetune_loss_first_epoch", "finetune_loss_last_epoch"))
+    assert summary["ttfs_most_spikes_per_neuron"] == 1
+    assert "finetune_loss_last_epoch" in (out / "reports" / "summary.csv").read_text()
+
+
 @pytest.mark.parametrize("method,extra", [("teas", ["--finetune"]), ("seenn", ["--policy"]), ("ttfs", ["--finetune"])])
 @pytest.mark.parametrize("option", [["--epochs", "0"], ["--lr", "0"]])
 def test_zero_epochs_or_learning_rate_are_refused_not_replaced_by_defaults(tmp_path, method, extra, option):

@@ -93,6 +93,9 @@ def _check_artifact_output(path: Path) -> None:
     """Fail before any work if -o cannot take an artifact: saving replaces an earlier artifact there, and
     refuses a directory of other files (artifacts.save), which is better said before minutes of conversion."""
     _check_writable(path, "-o")
+    if Path.cwd().resolve().is_relative_to(path.resolve()):  # the artifact is swapped in as a whole directory
+        raise OutputError(f"-o '{path}' holds the working directory, which cannot be replaced by the artifact; "
+                          "choose a directory below it, e.g. -o snnconv-out.")
     if path.is_dir() and not artifacts.is_artifact(path) and any(path.iterdir()):
         raise OutputError(f"-o '{path}' exists and is not an snnconv artifact; choose another -o directory.")
 
@@ -261,33 +264,32 @@ def run_evaluate(target: str | None, *, arch: str | None = None, allow_pickle: b
     return result
 
 
-# What a report directory holds: report.md and summary.csv beside other tables and plots, no subdirectories.
-_REPORT_SUFFIXES = {".md", ".csv", ".png", ".json"}
-
-
 def _is_report_directory(directory: Path) -> bool:
-    entries = list(directory.iterdir())
-    names = {entry.name for entry in entries}
-    return {"report.md", "summary.csv"} <= names and all(
-        entry.is_file() and entry.suffix in _REPORT_SUFFIXES for entry in entries)
+    """An earlier snnconv report: its report.md opens with the title snnconv gives every report."""
+    try:
+        with open(directory / "report.md", encoding="utf-8") as report:
+            title = report.readline()
+    except (OSError, UnicodeDecodeError):
+        return False
+    return title.startswith("# snnconv ") and (directory / "summary.csv").is_file()
 
 
 def _check_report_directory(path: Path, option: str) -> None:
-    """Fail before any work unless ``path`` can take a report: new, empty, or an earlier snnconv report,
-    because writing the report replaces what the directory holds."""
+    """Fail before any work unless ``path`` can take a report: new, empty, or an earlier snnconv report, whose
+    files of the same names the new report replaces."""
     _check_writable(path, option)
     if path.is_dir() and any(path.iterdir()) and not _is_report_directory(path):
-        raise OutputError(f"{option} '{path}' already holds files that are not an snnconv report, and writing the "
-                          "report would replace them; choose a new or empty directory.")
+        raise OutputError(f"{option} '{path}' already holds files and no snnconv report; choose a new or empty "
+                          "directory.")
 
 
 def _replace_directory(source: Path, destination: Path) -> None:
-    """Put the files of ``source`` into ``destination`` in place of the earlier report there (checked by
-    _check_report_directory); the directory itself stays, so it may be the working directory."""
+    """Copy the report files of ``source`` into ``destination`` (checked by _check_report_directory), over
+    the files of the same names. Nothing else there is removed: the method reports that snnconv compress wrote
+    beside an artifact's report, and anything a user added, stay. The directory itself stays too, so it may
+    be the working directory."""
     destination = Path(destination)
     destination.mkdir(parents=True, exist_ok=True)
-    for old in destination.iterdir():
-        old.unlink()
     for new in Path(source).iterdir():
         shutil.copy2(new, destination / new.name)
 

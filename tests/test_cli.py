@@ -122,29 +122,36 @@ def test_evaluate_artifact_reproduces_the_curve(default_artifact, tmp_path):
     assert undefined_summary_keys(payload["summary"]) == []
 
 
-def test_report_dir_replaces_an_earlier_report_and_refuses_a_directory_of_other_files(default_artifact, tmp_path,
-                                                                                     monkeypatch):
-    """Writing a report replaces what the directory holds: only a new, empty or earlier report directory may."""
+def test_report_dir_updates_an_earlier_report_and_refuses_a_directory_of_other_files(default_artifact, tmp_path,
+                                                                                    monkeypatch):
+    """A report is written only into a new, empty or earlier report directory, over its files of the same
+    names; nothing else there is removed."""
     thesis = tmp_path / "mydocs"
     (thesis / "figures").mkdir(parents=True)
     (thesis / "thesis.tex").write_text("chapter 1")
+    (thesis / "summary.csv").write_text("a,b\n1,2\n")
+    (thesis / "report.md").write_text("# My own report\n")  # names a report uses, but not an snnconv report
     refused = invoke("evaluate", default_artifact, "--report-dir", thesis, "--limit", "50", "--quiet")
     assert refused.exit_code == 9
-    assert "--report-dir" in refused.output and "not an snnconv report" in refused.output
-    assert sorted(p.name for p in thesis.iterdir()) == ["figures", "thesis.tex"]
+    assert "--report-dir" in refused.output and "no snnconv report" in " ".join(refused.output.split())
+    assert sorted(p.name for p in thesis.iterdir()) == ["figures", "report.md", "summary.csv", "thesis.tex"]
+    assert (thesis / "report.md").read_text() == "# My own report\n"
     # an artifact is not a report directory either
     assert invoke("evaluate", default_artifact, "--report-dir", default_artifact, "--limit", "50",
                   "--quiet").exit_code == 9
     assert (default_artifact / "manifest.json").is_file()
-    # the working directory as the report directory: written in place, and rewritten in place the next time
+    # the working directory as the report directory: written in place, and updated in place the next time,
+    # keeping what else is there (a method's report beside it, the user's notes)
     here = tmp_path / "here"
     here.mkdir()
     monkeypatch.chdir(here)
-    for _ in range(2):
-        result = invoke("evaluate", default_artifact, "--report-dir", ".", "--limit", "50", "--quiet")
-        assert result.exit_code == 0, result.output
-    assert {"report.md", "summary.csv", "sweep.csv"} <= {p.name for p in here.iterdir()}
+    assert invoke("evaluate", default_artifact, "--report-dir", ".", "--limit", "40", "--quiet").exit_code == 0
+    (here / "notes.md").write_text("mine")
+    result = invoke("evaluate", default_artifact, "--report-dir", ".", "--limit", "50", "--quiet")
+    assert result.exit_code == 0, result.output
+    assert {"report.md", "summary.csv", "sweep.csv", "notes.md"} <= {p.name for p in here.iterdir()}
     assert pd.read_csv(here / "summary.csv")["samples"].item() == 50
+    assert (here / "notes.md").read_text() == "mine"
 
 
 @pytest.mark.parametrize("gate,value,code", [("--max-acc-drop", "-20", GateFailed.GATE_EXIT_CODES["max-acc-drop"]),
@@ -266,6 +273,8 @@ def bad_input_cases(tmp: Path, model_file: Path, default_artifact: Path):
         # refused before any work: the data error would come first otherwise
         "-o onto other files": (["convert", "-o", user_dir, "--data", f"npz:{tmp / 'missing.npz'}"], 9,
                                 "is not an snnconv artifact"),
+        "-o the working directory": (["convert", "-o", ".", "--data", f"npz:{tmp / 'missing.npz'}"], 9,
+                                     "holds the working directory"),
         "corrupt model": (["convert", corrupt], 4, "corrupt.onnx"),
         "unsupported node": (["convert", f"{model_file}:gelu"], 6, "gelu"),
         "no relu": (["convert", f"{model_file}:linear_only"], 6, "no ReLU"),
@@ -286,7 +295,7 @@ def bad_input_cases(tmp: Path, model_file: Path, default_artifact: Path):
     }
 
 
-CASES = ["missing model", "evaluate a plain directory", "-o onto other files", "corrupt model", "unsupported node", "no relu", "wrong shape", "nan data", "empty data",
+CASES = ["missing model", "evaluate a plain directory", "-o onto other files", "-o the working directory", "corrupt model", "unsupported node", "no relu", "wrong shape", "nan data", "empty data",
          "T <= 0", "unknown preset", "unwritable output", "pickle without opt-in", "newer schema", "unknown balance",
          "zero batch size", "zero batch size, compress", "negative TEAS noise"]
 

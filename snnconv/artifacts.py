@@ -421,9 +421,13 @@ def load(directory: str | Path) -> SpikingNetwork:
         inputs = manifest["input"]
         coverage = [CoverageRow(**row) for row in manifest["coverage"]]
         layer_entries = {entry["name"]: entry for entry in manifest["layers"]}
-        int(manifest["time_steps"])
-    except (KeyError, TypeError, ValueError) as exc:
-        raise ArtifactError(f"'{directory / MANIFEST}' lacks or mangles field {exc}; the artifact is corrupt.") from None
+        time_steps, source = int(manifest["time_steps"]), manifest["source"]
+        input_shape, num_classes = tuple(inputs["shape"]), int(inputs["num_classes"])
+    except KeyError as exc:
+        raise ArtifactError(f"'{directory / MANIFEST}' lacks field {exc}; the artifact is corrupt.") from None
+    except (TypeError, ValueError) as exc:
+        raise ArtifactError(f"'{directory / MANIFEST}' has a malformed field ({exc}); the artifact is "
+                            "corrupt.") from None
     try:
         ttfs = TTFSCoding.from_dict(manifest["ttfs"]) if manifest.get("ttfs") else None
     except (KeyError, TypeError, ValueError) as exc:
@@ -436,7 +440,7 @@ def load(directory: str | Path) -> SpikingNetwork:
                 raise ArtifactError(f"'{directory / MANIFEST}' has no entry for neuron layer '{name}' in its layers; "
                                     "the artifact is corrupt.")
             neuron.half_init = bool(entry.get("half_init", False))
-            if ttfs is None and int(entry.get("time_steps", manifest["time_steps"])) != int(manifest["time_steps"]):
+            if ttfs is None and int(entry.get("time_steps", time_steps)) != time_steps:
                 layer_time_steps[name] = int(entry["time_steps"])
             if entry.get("crossing") == "prefix":
                 layer_prefix_steps[name] = int(entry["active_steps"])
@@ -451,10 +455,9 @@ def load(directory: str | Path) -> SpikingNetwork:
     exit_policy = _load_exit_policy(directory, manifest.get("exit_policy"))
     ann_weights = _load_ann_weights(directory, manifest.get("ann_weights") or [], graph)
     return SpikingNetwork(
-        graph=graph, input_shape=tuple(inputs["shape"]), time_steps=int(manifest["time_steps"]), config=config,
-        coverage=coverage, source=manifest["source"],
+        graph=graph, input_shape=input_shape, time_steps=time_steps, config=config, coverage=coverage, source=source,
         input_normalization={k: inputs.get(k) for k in ("mean", "std") if k in inputs},
-        num_classes=int(inputs["num_classes"]), calibration_log=manifest.get("calibration", []),
+        num_classes=num_classes, calibration_log=manifest.get("calibration", []),
         notes=manifest.get("notes", {}), layer_time_steps=layer_time_steps, exit_policy=exit_policy,
         ttfs=ttfs, layer_prefix_steps=layer_prefix_steps, timing=timing, ann_weights=ann_weights,
         time_mask_parameters={k: [float(v) for v in tp] for k, tp in masks.get("parameters", {}).items()})

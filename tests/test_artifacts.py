@@ -158,10 +158,19 @@ def test_corrupt_manifest_is_refused(artifact):
         snnconv.load(artifact)
 
 
-@pytest.mark.parametrize("field", ["graph", "config", "input", "coverage", "layers", "time_steps"])
+@pytest.mark.parametrize("field", ["graph", "config", "input", "coverage", "layers", "time_steps", "source"])
 def test_manifest_missing_a_field_is_refused(artifact, field):
     _edit_manifest(artifact, lambda m: m.pop(field))
     with pytest.raises(ArtifactError, match=field):
+        snnconv.load(artifact)
+
+
+def test_manifest_with_a_malformed_field_is_refused(artifact):
+    _edit_manifest(artifact, lambda m: m["input"].pop("num_classes"))
+    with pytest.raises(ArtifactError, match="lacks field 'num_classes'"):
+        snnconv.load(artifact)
+    _edit_manifest(artifact, lambda m: m.update(time_steps="many"))
+    with pytest.raises(ArtifactError, match="malformed field .*'many'.*corrupt"):
         snnconv.load(artifact)
 
 

@@ -336,6 +336,22 @@ def test_compress_refuses_options_its_method_would_not_read(tmp_path, method, ar
     assert not (tmp_path / "o").exists()
 
 
+@pytest.mark.parametrize("method, args, message", [
+    ("teas", ["--min-t", "16"], "--min-t 16 exceeds the network's T = 8"),
+    ("teas", ["--candidates", "64,4"], "--candidates 64 outside 1..8"),
+    ("seenn", ["--exit-chunk", "8"], "--exit-chunk 8 leaves no exit decision before the network's T = 8"),
+    ("dts", ["--initial-steps", "9"], "--initial-steps 9 exceeds the network's T = 8"),
+])
+def test_compress_options_beyond_the_artifacts_t_are_refused_before_data_is_read(default_artifact, tmp_path,
+                                                                                  method, args, message):
+    """The evaluation data does not exist: the option is refused first (exit 3, not the data error 8)."""
+    result = invoke("compress", default_artifact, "--method", method, *args, "-o", tmp_path / "o",
+                    "--data", f"npz:{tmp_path / 'missing.npz'}")
+    assert result.exit_code == 3, result.output
+    assert message in " ".join(result.output.split())
+    assert not (tmp_path / "o").exists()
+
+
 def test_gates_no_run_could_pass_are_refused(default_artifact, tmp_path):
     for gate in ("--max-avg-t", "--min-energy-ratio"):
         result = invoke("evaluate", default_artifact, "--report-dir", tmp_path / "r", gate, "-1", "--quiet")

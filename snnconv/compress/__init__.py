@@ -169,6 +169,8 @@ def run_compress(artifact: str | Path, method: str, *, output: Path, config=None
         raise ConfigError(f"'{artifact}' is already TTFS-coded; compress the rate-coded artifact it was made from.")
     if network.layer_prefix_steps and method in ("teas", "dts"):
         raise ConfigError(f"'{artifact}' already has learned time masks (DTS); compress the artifact it was made from.")
+    if hasattr(config, "check_time_steps"):  # options beyond the artifact's T, before any data is read
+        config.check_time_steps(network.time_steps)
     calib_data = calib_data or recorded_data(artifact, "calib_data", "train", calib_samples)
     calib_data = _with_normalization(calib_data, network)
     if data is None:

@@ -79,6 +79,11 @@ class DtsConfig(_Plain):
         if self.histogram_bins < 2:
             raise ConfigError(f"Sensitivity histograms need at least 2 bins, got {self.histogram_bins}.")
 
+    def check_time_steps(self, steps: int) -> None:
+        """Refuse what cannot apply to a network of T = ``steps``."""
+        if self.initial_steps is not None and self.initial_steps > steps:
+            raise ConfigError(f"--initial-steps {self.initial_steps} exceeds the network's T = {steps}.")
+
 
 def penalized_layers(layers: list[str], patterns: tuple[str, ...]) -> list[str]:
     """The layers matched by any pattern, in network order; a pattern matching nothing is an error."""
@@ -206,9 +211,8 @@ def train_time_masks(network: SpikingNetwork, data: LabeledData, config: DtsConf
         raise ConfigError("This network already runs per-layer windows (TEAS); learn DTS masks on the artifact it "
                           "was made from.")
     steps = network.time_steps
+    config.check_time_steps(steps)
     initial = steps if config.initial_steps is None else config.initial_steps
-    if initial > steps:
-        raise ConfigError(f"--initial-steps {initial} exceeds the network's T = {steps}.")
     layers = [name for name, _ in network.neuron_layers()]
     penalized = penalized_layers(layers, config.groups)
     device = next(network.graph.parameters()).device

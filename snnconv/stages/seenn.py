@@ -430,6 +430,12 @@ class SeennConfig(_Plain):
             raise ConfigError("--finetune applies to SEENN-I; SEENN-II (--policy) trains its policy on the frozen "
                               "network, so drop one of the two.")
 
+    def check_time_steps(self, steps: int) -> None:
+        """Refuse what cannot apply to a network of T = ``steps``."""
+        if self.chunk_steps >= steps:
+            raise ConfigError(f"--exit-chunk {self.chunk_steps} leaves no exit decision before the network's T = "
+                              f"{steps}; choose fewer steps (1 = exact SEENN).")
+
 
 
 @dataclass
@@ -467,9 +473,7 @@ def seenn(network: SpikingNetwork, calibration: LabeledData, config: SeennConfig
     policy validated) on ``holdout`` when given, and everything of ``calibration`` is trained on; else on the
     ``config.holdout_fraction`` share of ``calibration``, and the rest is trained on."""
     note = note or (lambda _message: None)
-    if config.chunk_steps >= network.time_steps:
-        raise ConfigError(f"--exit-chunk {config.chunk_steps} leaves no exit decision before the network's T = "
-                          f"{network.time_steps}; choose fewer steps (1 = exact SEENN).")
+    config.check_time_steps(network.time_steps)
     if holdout is None:
         holdout, training = calibration.split(config.holdout_fraction, config.seed)
     else:

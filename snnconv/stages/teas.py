@@ -82,6 +82,10 @@ class TeasConfig(_Plain):
             raise ConfigError(f"--candidates must be positive step counts, got {list(self.candidates)}.")
         check_timing(self.timing)
 
+    def check_time_steps(self, steps: int) -> None:
+        """Refuse what cannot apply to a network of T = ``steps``."""
+        self.steps_for(steps)
+
     def steps_for(self, base: int) -> list[int]:
         """Allowed T_l, descending, all <= base and >= min_steps (base itself always allowed). A candidate or
         --min-t above the network's T could never be used: refused rather than dropped."""

@@ -78,6 +78,7 @@ def load_model(model: nn.Module | str | Path, *, arch: str | None = None, allow_
         if fmt == "torchscript":
             if example is None:
                 raise ConfigError(f"TorchScript model '{path}' needs calibration data to be imported (its input shape).")
+            _check_torchscript_runs_on(module, example[:2], text, example_name)
             data = torchscript_to_onnx_bytes(module, example[:2], text)
             imported = import_onnx(None, example[:IMPORT_CHECK_SAMPLES], data=data, source=text,
                                    source_format="torchscript", source_hash=file_sha256(path))
@@ -95,6 +96,19 @@ def load_model(model: nn.Module | str | Path, *, arch: str | None = None, allow_
     else:
         raise ModelLoadError(f"Model '{text}' is neither an existing file nor a factory spec (pkg.module:fn or file.py:fn).")
     return imported
+
+
+def _check_torchscript_runs_on(module, batch: torch.Tensor, source: str, data_name: str) -> None:
+    """TorchScript declares no input shape: run it once, so that data it cannot take fails as a data error
+    naming the shape, not deep inside the ONNX export."""
+    try:
+        with torch.no_grad():
+            module(batch)
+    except Exception as exc:  # TorchScript raises its own error types, with the script's traceback
+        lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+        cause = lines[-1] if lines else type(exc).__name__  # TorchScript puts the cause last
+        raise DataError(f"{data_name} has samples of shape {tuple(batch.shape[1:])}, on which TorchScript model "
+                        f"'{source}' fails ({cause}); check --data/--calib-data and --size.") from None
 
 
 def _check_data_fits(graph, data: LabeledData, what: str) -> None:

@@ -182,6 +182,17 @@ def test_onnx_with_data_of_the_wrong_shape_is_a_data_error(images, tmp_path):
     assert info.value.exit_code == 8
 
 
+def test_torchscript_with_data_of_the_wrong_shape_is_a_data_error(images, tmp_path):
+    """TorchScript declares no input shape; the data it fails on is named with the cause, not the export's trace."""
+    path = tmp_path / "model.pt"
+    with torch.no_grad():
+        torch.jit.trace(build("mlp"), images[:2]).save(str(path))
+    named = r"shape \(3, 8, 8\), on which TorchScript model .* fails \(RuntimeError"
+    with pytest.raises(DataError, match=named) as info:
+        snnconv.convert(path, as_data(torch.rand(8, 3, 8, 8)), CONFIG)
+    assert info.value.exit_code == 8 and "Traceback" not in str(info.value)
+
+
 @pytest.mark.parametrize("fmt,value", [("onnx", np.nan), ("onnx", np.inf), ("torchscript", np.nan)])
 def test_non_finite_weights_are_named_before_the_oracle(fmt, value, images, tmp_path):
     model = build("mlp")

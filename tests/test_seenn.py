@@ -3,6 +3,8 @@ artifacts and the CLI."""
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 
 import numpy as np
 import pandas as pd
@@ -51,6 +53,26 @@ def test_alpha_zero_exits_after_one_step_and_alpha_above_one_never(setup):
                               exit_policy=ConfidenceExit(alpha))
         assert float(np.mean(ev.simulation.exit_steps)) == mean_exit
         assert summarize(ev.simulation, ev.ann, load_energy_model("45nm"))["avg_time_steps"] == pytest.approx(mean_exit)
+
+
+@pytest.mark.parametrize("stride", [1, 2])
+def test_the_policys_pointwise_shortcut_is_a_1x1_convolution(stride):
+    from snnconv.stages.seenn import _Pointwise
+    torch.manual_seed(0)
+    shortcut, x = _Pointwise(8, 16, stride), torch.rand(25, 8, 15, 15)
+    expected = torch.nn.functional.conv2d(x, shortcut.weight, stride=stride)
+    assert torch.allclose(shortcut(x), expected, atol=1e-6)
+
+
+def test_policy_training_on_25_samples_completes_in_a_fresh_process(tmp_path):
+    """This command once died with SIGSEGV in oneDNN's 1x1 convolution backward (a fresh process was needed
+    to see it): the policy's shortcuts no longer use that kernel."""
+    art = cli_artifact(tmp_path, "-T", "4", "--calib-samples", "100", "--calibrate", "none")
+    run = subprocess.run([sys.executable, "-m", "snnconv", "compress", str(art), "--method", "seenn", "--policy",
+                          "--epochs", "1", "--calib-samples", "50", "--limit", "50", "-o", str(tmp_path / "p"),
+                          "--quiet"], capture_output=True, text=True)
+    assert run.returncode == 0, run.stderr[-2000:]
+    assert (tmp_path / "p" / "exit_policy.pt").is_file()
 
 
 def test_an_exit_chunk_of_t_or_more_is_refused(setup):

@@ -193,6 +193,19 @@ def test_torchscript_with_data_of_the_wrong_shape_is_a_data_error(images, tmp_pa
     assert info.value.exit_code == 8 and "Traceback" not in str(info.value)
 
 
+def test_an_onnx_operator_without_a_rule_is_named_with_its_opset(tmp_path):
+    from onnx import TensorProto, helper
+    graph = helper.make_graph([helper.make_node("Relu", ["x"], ["r"]), helper.make_node("Hardmax", ["r"], ["y"])],
+                              "hardmax", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["n", 10])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["n", 10])])
+    path = tmp_path / "hardmax.onnx"
+    path.write_bytes(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)]).SerializeToString())
+    with pytest.raises(UnsupportedLayerError, match=r"uses operator Hardmax \(opset 13\), which has no conversion "
+                                                    r"rule; .* open an issue") as info:
+        snnconv.load_model(path, example=torch.rand(4, 10))
+    assert info.value.exit_code == 6
+
+
 @pytest.mark.parametrize("fmt,value", [("onnx", np.nan), ("onnx", np.inf), ("torchscript", np.nan)])
 def test_non_finite_weights_are_named_before_the_oracle(fmt, value, images, tmp_path):
     model = build("mlp")

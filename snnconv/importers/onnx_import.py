@@ -10,6 +10,7 @@ downstream knows the model came from ONNX.
 from __future__ import annotations
 
 import operator
+import re
 import warnings
 from pathlib import Path
 
@@ -228,7 +229,12 @@ def onnx_to_graph(model, source: str) -> torch.fx.GraphModule:
                     raise
                 gm = onnx2torch.convert(onnx.version_converter.convert_version(model, FALLBACK_OPSET))
     except NotImplementedError as exc:
-        raise UnsupportedLayerError(f"ONNX model '{source}' uses an operator with no conversion rule: {exc}.") from exc
+        # onnx2torch names the operator as "operation_type='LSTM', version=7"
+        found = re.search(r"operation_type='([^']+)', version=(\d+)", str(exc))
+        what = f"operator {found[1]} (opset {found[2]})" if found else f"an operator it cannot import ({exc})"
+        raise UnsupportedLayerError(f"ONNX model '{source}' uses {what}, which has no conversion rule; snnconv "
+                                    "converts plain-ReLU CNNs, so replace it or open an issue asking for a "
+                                    "handler.") from exc
     except Exception as exc:
         raise ModelLoadError(f"ONNX model '{source}' could not be imported: {type(exc).__name__}: {exc}.") from exc
     return lower_onnx2torch_graph(gm)

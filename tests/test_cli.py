@@ -8,6 +8,7 @@ import shutil
 import struct
 import subprocess
 import sys
+import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -371,6 +372,11 @@ def test_a_pt_file_that_is_no_torch_file_is_corrupt_not_an_unsafe_pickle(tmp_pat
     for extra in ([], ["--allow-pickle"]):
         code, message = _convert_exit(tmp_path, path, *extra)
         assert code == 4 and "corrupt or not a PyTorch file" in message and "Traceback" not in message, message
+    archive = tmp_path / "notes.pt"  # a zip archive, but not one torch wrote
+    with zipfile.ZipFile(archive, "w") as handle:
+        handle.writestr("a.txt", "hello")
+    code, message = _convert_exit(tmp_path, archive)
+    assert code == 4 and "corrupt or not a PyTorch file" in message, message
     whole = tmp_path / "whole.pt"
     torch.save(torch.nn.Sequential(torch.nn.Linear(2, 2)), whole)
     code, message = _convert_exit(tmp_path, whole)

@@ -90,9 +90,17 @@ def _check_torch_file(path: Path) -> None:
     Anything else is not a PyTorch file; reporting it as an unsafe pickle would invite unpickling garbage."""
     with open(path, "rb") as handle:
         legacy_pickle = handle.read(1) == b"\x80"
-    if not (legacy_pickle or zipfile.is_zipfile(path)):
+    if not (legacy_pickle or _is_torch_archive(path)):
         raise ModelLoadError(f"'{path}' is corrupt or not a PyTorch file (neither a torch.save zip archive nor a "
                              "legacy torch pickle); save the model again with torch.save or torch.jit.save.")
+
+
+def _is_torch_archive(path: Path) -> bool:
+    """A zip archive as torch.save and torch.jit.save write it: one top folder holding data.pkl."""
+    if not zipfile.is_zipfile(path):
+        return False
+    with zipfile.ZipFile(path) as archive:
+        return any(name.split("/")[1:] == ["data.pkl"] for name in archive.namelist())
 
 
 def _first_mismatch(model: nn.Module, state: dict) -> str | None:

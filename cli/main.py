@@ -59,11 +59,14 @@ TIMING_HELP = ("How IF spikes cross between per-layer windows: linear (t' = floo
                "interpolated threshold-crossing time) | substep-vfire (the TEAS slides' x + Vth/Vfire). docs/teas.md.")
 
 
-def _run(job, debug: bool):
-    """Run a job; SnnconvErrors become one sentence on stderr and their exit code."""
+def _run(job, debug: bool, show=None):
+    """Run a job; SnnconvErrors become one sentence on stderr and their exit code. A failed gate first shows
+    the run it failed (``show(result)``: the summary, or the JSON a CI script reads), then names the gate."""
     try:
         return job()
     except GateFailed as exc:
+        if show is not None and exc.result is not None:
+            show(exc.result)
         render.errors.print(f"[bold red]{exc}[/bold red]")
         raise typer.Exit(exc.exit_code)
     except SnnconvError as exc:
@@ -154,7 +157,7 @@ def evaluate(
                                 chunk_steps=chunk_steps, device=device, seed=seed, limit=limit, progress=progress,
                                 use_exit_policy=not no_exit, timing=timing)
 
-    result = _run(job, debug)
+    result = _run(job, debug, show=lambda run: render.show(run, "snnconv evaluate", json, quiet))
     render.show(result, "snnconv evaluate", json, quiet)
     if profile and not json:
         render.console.print(render.profile_table(result))

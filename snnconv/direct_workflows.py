@@ -151,7 +151,7 @@ def run_evaluate_direct(target: Path, *, data: DataConfig | None = None, time_st
         shutil.rmtree(staging, ignore_errors=True)
     result = _run_result(network, evaluation, summary, report_dir,
                          {name: report_dir / Path(p).name for name, p in files.items()}, requested=steps)
-    check_gates(summary, gates)
+    check_gates(summary, gates, result)
     return result
 
 

@@ -73,3 +73,4 @@ class GateFailed(SnnconvError):
         super().__init__(message)
         self.gate = gate
         self.exit_code = self.GATE_EXIT_CODES[gate]
+        self.result = None  # the run whose summary failed the gate (workflows.run_evaluate), for its report

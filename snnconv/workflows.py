@@ -260,7 +260,7 @@ def run_evaluate(target: str | None, *, arch: str | None = None, allow_pickle: b
     result = RunResult(network=network, evaluation=evaluation, summary=summary, time_steps=target_t,
                        sweep={t: evaluation.simulation.accuracy_at(t) for t in sweep_steps(steps, target_t)},
                        report_dir=report_dir, files={name: report_dir / Path(p).name for name, p in files.items()})
-    check_gates(summary, gates)
+    check_gates(summary, gates, result)
     return result
 
 
@@ -294,8 +294,17 @@ def _replace_directory(source: Path, destination: Path) -> None:
         shutil.copy2(new, destination / new.name)
 
 
-def check_gates(summary: dict, gates: Gates) -> None:
-    """Raise GateFailed naming the first gate the summary does not meet (a value equal to its limit meets it)."""
+def check_gates(summary: dict, gates: Gates, result: RunResult | None = None) -> None:
+    """Raise GateFailed naming the first gate the summary does not meet (a value equal to its limit meets it);
+    it carries ``result``, so that the caller can still show the summary that failed."""
+    try:
+        _check_gates(summary, gates)
+    except GateFailed as failed:
+        failed.result = result
+        raise
+
+
+def _check_gates(summary: dict, gates: Gates) -> None:
     if gates.max_acc_drop is not None and math.isnan(summary["accuracy_drop_points"]):
         raise ConfigError("--max-acc-drop compares with the source ANN, and this model has none (it was trained "
                           "as a spiking network); gate on its accuracy report instead, or drop the option.")

@@ -168,6 +168,15 @@ def test_failed_gate_names_itself_and_exits_with_its_code(default_artifact, tmp_
     assert passing.exit_code == 0, passing.output
 
 
+def test_a_failed_gate_still_prints_the_summary_json_a_ci_script_reads(default_artifact, tmp_path):
+    run = subprocess.run([sys.executable, "-m", "snnconv", "evaluate", str(default_artifact), "--report-dir",
+                          str(tmp_path / "r"), "--limit", "50", "--max-avg-t", "2", "--json"],
+                         capture_output=True, text=True)
+    assert run.returncode == GateFailed.GATE_EXIT_CODES["max-avg-t"]
+    assert json.loads(run.stdout)["summary"]["avg_time_steps"] == 8
+    assert "Gate --max-avg-t failed" in run.stderr
+
+
 def test_a_value_equal_to_its_gate_meets_it_despite_float_rounding():
     """CI gates compare numbers computed from counts; exactly the limit must pass, one image more must not."""
     drop = 100 * 1803 / 2000 - 100 * 1801 / 2000  # exactly 0.1 points, 0.10000000000000853 in floating point
@@ -276,6 +285,8 @@ def bad_input_cases(tmp: Path, model_file: Path, default_artifact: Path):
                                 "is not an snnconv artifact"),
         "-o the working directory": (["convert", "-o", ".", "--data", f"npz:{tmp / 'missing.npz'}"], 9,
                                      "holds the working directory"),
+        "-o the artifact compressed": (["compress", default_artifact, "--method", "seenn", "-o", default_artifact],
+                                       9, "is the artifact being compressed"),
         "corrupt model": (["convert", corrupt], 4, "corrupt.onnx"),
         "unsupported node": (["convert", f"{model_file}:gelu"], 6, "gelu"),
         "no relu": (["convert", f"{model_file}:linear_only"], 6, "no ReLU"),
@@ -296,7 +307,8 @@ def bad_input_cases(tmp: Path, model_file: Path, default_artifact: Path):
     }
 
 
-CASES = ["missing model", "evaluate a plain directory", "-o onto other files", "-o the working directory", "corrupt model", "unsupported node", "no relu", "wrong shape", "nan data", "empty data",
+CASES = ["missing model", "evaluate a plain directory", "-o onto other files", "-o the working directory",
+         "-o the artifact compressed", "corrupt model", "unsupported node", "no relu", "wrong shape", "nan data", "empty data",
          "T <= 0", "unknown preset", "unwritable output", "pickle without opt-in", "newer schema", "unknown balance",
          "zero batch size", "zero batch size, compress", "negative TEAS noise"]
 

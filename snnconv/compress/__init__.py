@@ -21,7 +21,7 @@ from ..api import Evaluation, ProgressFactory, evaluate, resolve_device
 from ..config import SimulationConfig
 from ..data import DataConfig, LabeledData, load_data
 from ..direct_network import FAMILY as DIRECT_FAMILY
-from ..errors import ArtifactError, ConfigError, DataError
+from ..errors import ArtifactError, ConfigError, DataError, OutputError
 from ..metrics import load_energy_model
 from ..network import SpikingNetwork
 from ..stages.dts import DtsConfig
@@ -150,6 +150,9 @@ def run_compress(artifact: str | Path, method: str, *, output: Path, config=None
     _check_holdout_options(method, holdout_data, holdout_samples)
     if not artifacts.is_artifact(artifact):
         raise ArtifactError(f"'{artifact}' is not an snnconv artifact (no manifest.json); run snnconv convert first.")
+    if Path(output).resolve() == artifact.resolve():
+        raise OutputError(f"-o '{output}' is the artifact being compressed, which would be replaced by its compressed "
+                          "self; choose another -o directory.")
     if artifacts.family(artifact) == DIRECT_FAMILY:
         from ..direct_workflows import refuse_unless_dts
         from .dts_direct import compress_direct_dts

@@ -483,12 +483,27 @@ def _load_ann_weights(directory: Path, keys: list[str], graph: torch.fx.GraphMod
 
 def _read_weights(directory: Path) -> dict[str, torch.Tensor]:
     try:
-        return torch.load(directory / WEIGHTS, map_location="cpu", weights_only=True)
+        state = torch.load(directory / WEIGHTS, map_location="cpu", weights_only=True)
+        _check_finite(state, directory / WEIGHTS)
+        return state
     except FileNotFoundError:
         raise ArtifactError(f"Artifact '{directory}' has no {WEIGHTS}; it is incomplete, re-create it with "
                             "snnconv convert.") from None
+    except ArtifactError:
+        raise
     except Exception as exc:
         raise ArtifactError(f"'{directory / WEIGHTS}' is corrupt ({type(exc).__name__}); re-create the artifact.") from None
+
+
+def _check_finite(state: dict, path: Path) -> None:
+    """NaN anywhere, or Inf in a tensor of more than one value (a single infinite bound, as of a clamp, is
+    legitimate), means a damaged file: every spike count computed from it would be meaningless."""
+    for name, tensor in state.items():
+        if not (isinstance(tensor, torch.Tensor) and tensor.is_floating_point()):
+            continue
+        if torch.isnan(tensor).any() or (tensor.numel() > 1 and torch.isinf(tensor).any()):
+            raise ArtifactError(f"'{path}' has NaN or Inf values in '{name}'; the artifact is corrupt, re-create it "
+                                "with snnconv convert.")
 
 
 def _load_exit_policy(directory: Path, description: dict | None):

@@ -152,6 +152,15 @@ def test_corrupt_weights_are_refused(artifact):
         snnconv.load(artifact)
 
 
+def test_weights_with_nan_are_refused(artifact):
+    state = torch.load(artifact / WEIGHTS, weights_only=True)
+    name = next(k for k, v in state.items() if v.is_floating_point() and v.numel() > 1)
+    state[name].view(-1)[0] = float("nan")
+    torch.save(state, artifact / WEIGHTS)
+    with pytest.raises(ArtifactError, match=f"NaN or Inf values in '{name}'; the artifact is corrupt"):
+        snnconv.load(artifact)
+
+
 def test_corrupt_manifest_is_refused(artifact):
     (artifact / MANIFEST).write_text('{"schema_version": 1, "graph": ')
     with pytest.raises(ArtifactError, match="corrupt"):

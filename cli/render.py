@@ -122,7 +122,12 @@ def _reduction(summary: dict) -> str:
     low, high = (summary.get(f"avg_time_steps_reduction_vs_equal_accuracy_x_{end}") for end in ("p5", "p95"))
     if ratio is None or low is None:
         return ""
-    return f" ({ratio:.2f}x fewer steps on average, 90 % bootstrap interval {low:.2f}-{high:.2f}x)"
+    return f" ({_fewer_steps(ratio)} on average, 90 % bootstrap interval {low:.2f}-{high:.2f}x)"
+
+
+def _fewer_steps(ratio: float) -> str:
+    """'2.84x fewer steps', or, below 1, '1.14x more steps': a ratio under 1 is not a reduction."""
+    return f"{ratio:.2f}x fewer steps" if ratio >= 1 else f"{1 / ratio:.2f}x more steps"
 
 
 def dts_table(rows: list[dict], summary: dict) -> Table:
@@ -219,6 +224,6 @@ def seenn_table(summary: dict) -> Table:
         table.caption += (f"; fine-tuned ({summary['finetune_loss']}): the network before fine-tuning had "
                           f"{summary['converted_snn_accuracy_pct']:.2f} % at fixed T and reaches the exit accuracy "
                           f"at fixed T = {before if before else 'none'}"
-                          + (f"; against the better of the two fixed-T networks {ratio:.2f}x fewer steps" if ratio
+                          + (f"; against the better of the two fixed-T networks {_fewer_steps(ratio)}" if ratio
                              else ""))
     return table

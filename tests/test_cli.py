@@ -177,6 +177,12 @@ def test_a_failed_gate_still_prints_the_summary_json_a_ci_script_reads(default_a
     assert "Gate --max-avg-t failed" in run.stderr
 
 
+def test_a_step_ratio_below_one_is_called_more_steps_not_fewer():
+    from snnconv_cli.render import _fewer_steps
+    assert _fewer_steps(2.844) == "2.84x fewer steps"
+    assert _fewer_steps(0.88) == "1.14x more steps"
+
+
 def test_a_value_equal_to_its_gate_meets_it_despite_float_rounding():
     """CI gates compare numbers computed from counts; exactly the limit must pass, one image more must not."""
     drop = 100 * 1803 / 2000 - 100 * 1801 / 2000  # exactly 0.1 points, 0.10000000000000853 in floating point

@@ -26,7 +26,7 @@ from snnconv.stages.seenn import (ConfidenceExit, ExitTrace, PolicyExit, PolicyN
                                   threshold_exit_steps)
 from snnconv.training import TrainConfig
 from snnconv_cli.main import app
-from snnconv_cli.render import seenn_table
+from snnconv_cli.render import _fewer_steps, seenn_table
 
 from helpers import cli_artifact, confident_maxpool, convert, undefined_summary_keys
 
@@ -364,7 +364,7 @@ def test_compress_seenn_cli_end_to_end_with_gates(tmp_path):
     assert undefined_summary_keys(summary) == []
     assert summary["seenn_finetuned"] is False and summary["converted_steps_of_equal_accuracy"] is None
     caption = seenn_table(summary).caption
-    assert f"{ratio:.2f}x fewer steps on average, 90 % bootstrap interval " in caption
+    assert f"{_fewer_steps(ratio)} on average, 90 % bootstrap interval " in caption
     # the caption says when the exits lost more on the evaluation data than the budget allowed on the held-out split
     assert summary["seenn_accuracy_budget_points"] == 1.0
     overspent = {**summary, "snn_accuracy_pct": summary["fixed_snn_accuracy_pct"] - 1.5}

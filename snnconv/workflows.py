@@ -175,8 +175,8 @@ def run_convert(model: str | None, *, arch: str | None = None, allow_pickle: boo
         network.notes["ann_accuracy_before_maxpool_rewrite_pct"] = evaluation.ann_before_rewrite.accuracy
     network.notes.pop("ann_source_graph", None)
     resolved = {"model": source_label, "arch": arch, "calib_data": calib_data.to_dict(), "data": data.to_dict(),
-                "convert": config.to_dict(), "simulation": simulation.to_dict(), "energy": energy, "seed": seed,
-                "time_steps": steps}
+                "convert": network.config.to_dict(), "simulation": simulation.to_dict(), "energy": energy,
+                "seed": seed, "time_steps": steps}  # the config as resolved for T, as the network holds it
     staging = Path(tempfile.mkdtemp(prefix="snnconv-report-"))
     try:
         summary, files = _report(staging / "reports", f"snnconv convert: {source_label}", network, evaluation, energy,

@@ -104,6 +104,9 @@ def test_convert_default_writes_artifact_and_reports(default_artifact):
     assert list(sweep["time_steps"]) == list(range(1, 9))
     manifest = json.loads((default_artifact / "manifest.json").read_text())
     assert manifest["schema_version"] == 1 and manifest["input"]["shape"] == [1, 28, 28]
+    # the report and the run record the configuration as resolved for -T 8, as the network holds it
+    assert manifest["run"]["convert"]["time_steps"] == 8 and manifest["run"]["convert"]["balance"]["time_steps"] == 4
+    assert '"time_steps": 8' in (default_artifact / "reports/report.md").read_text()
     assert all(layer["time_steps"] == 8 for layer in manifest["layers"])
     # the automatic chunk: the VGG's largest layer is 32 x 28 x 28 float32 = 98 KiB per sample, so a batch of 256
     # holds 24.5 MiB per step, over the 16 MiB budget: one step per chunk

@@ -76,8 +76,9 @@ def sweep_table(result: RunResult) -> Table:
 
 
 def _json_number(value):
-    """NaN (a quantity that does not exist, e.g. the ANN accuracy of a directly trained model) is JSON null."""
-    return None if isinstance(value, float) and math.isnan(value) else value
+    """NaN (a quantity that does not exist, e.g. the ANN accuracy of a directly trained model) and infinity
+    (e.g. an energy ratio over zero SNN energy) are JSON null: strict JSON has neither."""
+    return None if isinstance(value, float) and not math.isfinite(value) else value
 
 
 def show(result: RunResult, title: str, as_json: bool, quiet: bool) -> None:

@@ -180,6 +180,13 @@ def test_a_failed_gate_still_prints_the_summary_json_a_ci_script_reads(default_a
     assert "Gate --max-avg-t failed" in run.stderr
 
 
+def test_json_numbers_that_strict_parsers_reject_become_null():
+    from snnconv_cli.render import _json_number
+    assert [_json_number(v) for v in (float("nan"), float("inf"), -float("inf"), 2.5, 3)] == [None, None, None,
+                                                                                              2.5, 3]
+    json.loads(json.dumps({"ratio": _json_number(float("inf"))}), parse_constant=pytest.fail)
+
+
 def test_a_step_ratio_below_one_is_called_more_steps_not_fewer():
     from snnconv_cli.render import _fewer_steps
     assert _fewer_steps(2.844) == "2.84x fewer steps"

@@ -71,7 +71,8 @@ def exceeds(value: float, limit: float) -> bool:
 
 def first_step_within(curve_pct: Sequence[float], accuracy_pct: float,
                       tolerance: float = EQUAL_ACCURACY_POINTS) -> int | None:
-    """Smallest t whose accuracy ``curve_pct[t - 1]`` is within ``tolerance`` points of ``accuracy_pct``.
+    """Smallest t whose accuracy ``curve_pct[t - 1]`` reaches ``accuracy_pct`` less ``tolerance`` points: the
+    first t as accurate as the target, within the tolerance, or more accurate.
 
     A gap of exactly ``tolerance`` counts as within. Accuracies are ratios of counts in floating point, where
     for example 100 * 1852 / 2000 (92.6) is below 100 * 1854 / 2000 - 0.1 (92.7 - 0.1), so the comparison

@@ -113,6 +113,9 @@ def teas_table(rows: list[dict], extra: dict) -> Table:
     low, high = extra["teas_holdout_lost_points_lower"], extra["teas_holdout_lost_points_upper"]
     table.caption += (f"; on the {extra['teas_holdout_samples']} held-out samples the allocation lost "
                       f"{extra['teas_holdout_lost_points']:.2f} points (90 % interval {low:.2f} to {high:.2f})")
+    if extra.get("teas_budget_exceeded"):
+        from snnconv.compress.teas import budget_exceeded_text
+        table.caption += ". " + budget_exceeded_text(extra)
     return table
 
 

@@ -331,3 +331,23 @@ def test_with_calibrated_trials_the_result_is_the_network_its_last_trial_measure
     # the final held-out run repeats the last accepted move's trial exactly: same thresholds, same corrections
     assert result.final_accuracy_pct == result.trace[-1].accuracy_pct
     assert result.final_ops_per_sample == result.trace[-1].synaptic_ops_per_sample
+
+
+def test_an_allocation_that_loses_more_than_its_budget_on_the_held_out_split_says_so(tmp_path):
+    """With --uncalibrated-trials the moves are measured before the calibration the result gets, and here the
+    result lost 20 points of 10 held-out images against the 0.1-point budget: the run must say so, not exit
+    quietly."""
+    runner = CliRunner()
+    art = tmp_path / "base"
+    assert runner.invoke(app, ["convert", "-T", "8", "--limit", "100", "--calib-samples", "100", "-o", str(art),
+                               "--quiet"]).exit_code == 0
+    out = tmp_path / "teas"
+    result = runner.invoke(app, ["compress", str(art), "--method", "teas", "--limit", "50", "--calib-samples", "20",
+                                 "--uncalibrated-trials", "-o", str(out), "--json"])
+    assert result.exit_code == 0, result.output
+    summary = json.loads(result.output)["summary"]
+    assert summary["teas_accuracy_budget_points"] == 0.1
+    assert summary["teas_holdout_lost_points"] == pytest.approx(20.0)
+    assert summary["teas_budget_exceeded"] is True
+    report = (out / "reports/teas.md").read_text()
+    assert "lost 20.00 points on the held-out split, more than the 0.1-point budget" in report

@@ -8,8 +8,8 @@ import numpy as np
 from ..api import Evaluation, evaluate
 from ..engine import Engine
 from ..metrics import load_energy_model, summarize
-from ..metrics.summary import (EQUAL_ACCURACY_POINTS, layer_spikes_per_sample, reduction_at_equal_accuracy,
-                               steps_of_equal_accuracy)
+from ..metrics.summary import (EQUAL_ACCURACY_POINTS, exceeds, layer_spikes_per_sample,
+                               reduction_at_equal_accuracy, steps_of_equal_accuracy)
 from ..stages.finetune import finetune
 from ..stages.teas import TeasConfig, TeasResult, consumer_synapses, teas
 from .tables import quantity_table, write_csv
@@ -55,6 +55,11 @@ def apply_teas(context, config: TeasConfig, *, checkpoint: Path | None = None, r
     rows = teas_rows(network, result, context.uniform, compressed)
     extra = {**teas_summary(result, context.uniform, compressed, rows, load_energy_model(context.energy)),
              "teas_finetuned": config.finetune, **tuned}
+    extra["teas_accuracy_budget_points"] = None if config.avg_steps_budget is not None else config.accuracy_budget
+    extra["teas_budget_exceeded"] = (extra["teas_accuracy_budget_points"] is not None
+                                     and exceeds(extra["teas_holdout_lost_points"], config.accuracy_budget))
+    if extra["teas_budget_exceeded"]:
+        context.note(budget_exceeded_text(extra))
     return MethodOutcome(network=network, evaluation=compressed, rows=rows, extra_summary=extra,
                          write_tables=lambda directory: write_teas_tables(directory, rows, extra, result),
                          details=result)
@@ -126,6 +131,15 @@ def teas_summary(result: TeasResult, uniform: Evaluation, compressed: Evaluation
     }
 
 
+def budget_exceeded_text(extra: dict) -> str:
+    """Said when the finished allocation lost more on the held-out split than the budget its moves kept to."""
+    why = (" Its moves were measured before the calibration the finished network got (--uncalibrated-trials), "
+           "which can move accuracy either way; the default calibrated trials measure them as the result runs."
+           if not extra["teas_calibrated_trials"] else "")
+    return (f"The allocated network lost {extra['teas_holdout_lost_points']:.2f} points on the held-out split, "
+            f"more than the {extra['teas_accuracy_budget_points']:g}-point budget every accepted move kept to.{why}")
+
+
 def write_teas_tables(directory: Path, rows: list[dict], extra: dict, result: TeasResult) -> dict[str, Path]:
     csv_path = write_csv(directory / "teas.csv", TEAS_COLUMNS, rows)
     md = directory / "teas.md"
@@ -138,6 +152,7 @@ def write_teas_tables(directory: Path, rows: list[dict], extra: dict, result: Te
              f"on which the allocation lost {extra['teas_holdout_lost_points']:.2f} points (90 % interval "
              f"{extra['teas_holdout_lost_points_lower']:.2f} to {extra['teas_holdout_lost_points_upper']:.2f}). "
              "Definitions: docs/teas.md.", "",
+             *([f"**{budget_exceeded_text(extra)}**", ""] if extra.get("teas_budget_exceeded") else []),
              "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for r in rows:
         lines.append("| " + " | ".join([

@@ -51,6 +51,12 @@ def resolve_device(name: str) -> torch.device:
         raise ConfigError(f"--device must be cpu, cuda, cuda:N or auto, got '{name}'.") from None
 
 
+def _require(value, kind: type, argument: str, what: str) -> None:
+    """The Python API's argument check: one sentence naming the argument, not an AttributeError deep inside."""
+    if not isinstance(value, kind):
+        raise ConfigError(f"Argument '{argument}' must be a {what}, got {type(value).__name__}.")
+
+
 def _check_finite_parameters(module: nn.Module, source: str) -> None:
     require_finite(module.state_dict().items(), source)
 
@@ -138,6 +144,8 @@ def convert(model: nn.Module | str | Path | ImportedModel, calibration: LabeledD
             *, arch: str | None = None, allow_pickle: bool = False, device: str = "cpu", batch_size: int = 256,
             chunk_steps: int = CALIBRATION_CHUNK_STEPS, progress: ProgressFactory | None = None) -> SpikingNetwork:
     """Import, normalize, observe, balance, convert and (optionally) calibrate."""
+    _require(calibration, LabeledData, "calibration", "snnconv.data.LabeledData (e.g. from snnconv.data.load_data)")
+    _require(config, ConvertConfig, "config", "snnconv.ConvertConfig")
     progress = progress or _no_progress
     # the network's config (and so its manifest) names the T the thresholds were searched for
     config = replace(config, balance=replace(config.balance, time_steps=config.balance_steps))
@@ -214,6 +222,9 @@ def evaluate(network: SpikingNetwork, data: LabeledData, simulation: SimulationC
     network's spike timing between per-layer windows (docs/teas.md, "5. Execute"). ``simulation.chunk_steps``
     None (the default) takes the network's automatic chunk for the batch size (``chunk_steps_for``).
     """
+    _require(network, SpikingNetwork, "network", "snnconv.SpikingNetwork (from snnconv.convert or snnconv.load)")
+    _require(data, LabeledData, "data", "snnconv.data.LabeledData (e.g. from snnconv.data.load_data)")
+    _require(simulation, SimulationConfig, "simulation", "snnconv.SimulationConfig")
     progress = progress or _no_progress
     dev = resolve_device(simulation.device)
     network.to(dev)

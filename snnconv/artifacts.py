@@ -265,6 +265,10 @@ def build_manifest(network: SpikingNetwork, extra: dict | None = None) -> dict:
 def save(network: SpikingNetwork, directory: str | Path, extra_files: dict[str, Path] | None = None,
          extra_manifest: dict | None = None) -> Path:
     """Write the artifact atomically; ``extra_files`` (e.g. reports) are moved in with it."""
+    if not isinstance(network, SpikingNetwork):
+        raise ConfigError(f"Argument 'network' must be a snnconv.SpikingNetwork (from snnconv.convert or "
+                          f"snnconv.load), got {type(network).__name__}.")
+
     def write(staging: Path) -> None:
         manifest = build_manifest(network, extra_manifest)
         state = {k: v.detach().cpu() for k, v in network.graph.state_dict().items()}

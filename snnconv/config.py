@@ -5,6 +5,7 @@ and ``from_dict`` give the plain data stored in artifact manifests and printed i
 """
 from __future__ import annotations
 
+import numbers
 from dataclasses import MISSING, asdict, dataclass, field, fields
 
 from .errors import ConfigError
@@ -117,8 +118,10 @@ class SimulationConfig(_Plain):
 
     def __post_init__(self):
         for name in ("time_steps", "chunk_steps", "batch_size"):
-            if getattr(self, name) is not None and getattr(self, name) <= 0:
-                raise ConfigError(f"{name.replace('_', ' ')} must be positive, got {getattr(self, name)}.")
+            value = getattr(self, name)
+            if value is not None and (isinstance(value, bool) or not isinstance(value, numbers.Integral)
+                                      or value <= 0):
+                raise ConfigError(f"{name.replace('_', ' ')} must be a positive integer, got {value!r}.")
         if self.timing is not None:
             check_timing(self.timing)
 

@@ -130,7 +130,7 @@ def run_evaluate_direct(target: Path, *, data: DataConfig | None = None, time_st
     torch.manual_seed(seed)
     target = Path(target)
     network = artifacts.load_direct(target)
-    report_dir = report_dir or target / "reports"
+    report_dir = Path(report_dir or target / "reports")
     _check_report_directory(report_dir, "--report-dir")
     if gates.max_acc_drop is not None:  # refused before any work: there is no ANN to compare with
         check_gates({"accuracy_drop_points": float("nan")}, Gates(max_acc_drop=gates.max_acc_drop))

@@ -76,6 +76,8 @@ class SimulationResult:
 
     def accuracy_at(self, t: int) -> float:
         """Top-1 accuracy in percent using the accumulated output of steps 1..t."""
+        if not 1 <= t <= len(self.correct_per_step):  # t - 1 = -1 would read the last step
+            raise ValueError(f"t = {t} is outside the simulated steps 1..{len(self.correct_per_step)}.")
         return 100.0 * float(self.correct_per_step[t - 1]) / self.samples
 
     @property

@@ -79,6 +79,7 @@ def _check_time_steps(steps: list[int]) -> list[int]:
 
 def _check_writable(path: Path, option: str) -> None:
     """Fail before any work if ``path`` cannot be created: no partial output afterwards."""
+    path = Path(path)
     parent = path.resolve().parent
     probe_dir = parent
     while not probe_dir.exists():
@@ -92,6 +93,7 @@ def _check_writable(path: Path, option: str) -> None:
 def _check_artifact_output(path: Path) -> None:
     """Fail before any work if -o cannot take an artifact: saving replaces an earlier artifact there, and
     refuses a directory of other files (artifacts.save), which is better said before minutes of conversion."""
+    path = Path(path)
     _check_writable(path, "-o")
     if Path.cwd().resolve().is_relative_to(path.resolve()):  # the artifact is swapped in as a whole directory
         raise OutputError(f"-o '{path}' holds the working directory, which cannot be replaced by the artifact; "
@@ -156,6 +158,7 @@ def run_convert(model: str | None, *, arch: str | None = None, allow_pickle: boo
                 device: str = "cpu", seed: int = 0,
                 progress: ProgressFactory | None = None) -> RunResult:
     """Convert ``model`` (the embedded default when None), evaluate it, write reports and the artifact."""
+    output = Path(output)
     steps = _check_time_steps(list(time_steps))
     load_energy_model(energy)  # an unknown preset fails before any work
     _check_artifact_output(output)
@@ -220,7 +223,7 @@ def run_evaluate(target: str | None, *, arch: str | None = None, allow_pickle: b
     torch.manual_seed(seed)
     if target is not None and artifacts.is_artifact(target):
         network = artifacts.load(target)
-        report_dir = report_dir or Path(target) / "reports"
+        report_dir = Path(report_dir or Path(target) / "reports")
         _check_report_directory(report_dir, "--report-dir")
         if data is None:
             data = replace(recorded_data(target, "data", "test"), limit=limit, seed=seed)
@@ -232,7 +235,7 @@ def run_evaluate(target: str | None, *, arch: str | None = None, allow_pickle: b
         source_label = str(target)
     else:
         steps = _check_time_steps(list(time_steps or [32]))
-        report_dir = report_dir or Path("snnconv-report")
+        report_dir = Path(report_dir or "snnconv-report")
         _check_report_directory(report_dir, "--report-dir")
         data = data or DataConfig(DEFAULT_DATA, split="test", limit=limit, seed=seed)
         calib_data = calib_data or replace(data, split="train", limit=None)
@@ -277,6 +280,7 @@ def _is_report_directory(directory: Path) -> bool:
 def _check_report_directory(path: Path, option: str) -> None:
     """Fail before any work unless ``path`` can take a report: new, empty, or an earlier snnconv report, whose
     files of the same names the new report replaces."""
+    path = Path(path)
     _check_writable(path, option)
     if path.is_dir() and any(path.iterdir()) and not _is_report_directory(path):
         raise OutputError(f"{option} '{path}' already holds files and no snnconv report; choose a new or empty "

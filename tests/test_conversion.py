@@ -152,3 +152,30 @@ def test_mse_balancing_quantizes_for_half_the_converted_t_unless_told(images):
     assert all(float(default[name].mean()) < float(explicit[32][name].mean()) for name in default)
     assert [snnconv.ConvertConfig(time_steps=t).balance_steps for t in (1, 2, 3, 64)] == [1, 1, 1, 32]
     assert snnconv.ConvertConfig(time_steps=8, balance=snnconv.BalanceConfig(time_steps=8)).balance_steps == 8
+
+
+def test_the_python_api_names_a_wrong_argument_in_one_sentence(images, tmp_path):
+    """Not an AttributeError from deep inside: a ConfigError that names the argument and what it takes."""
+    from snnconv.config import ConvertConfig, SimulationConfig
+    from snnconv.errors import ConfigError
+    model = build("vgg")
+    with pytest.raises(ConfigError, match="Argument 'calibration' must be a snnconv.data.LabeledData"):
+        snnconv.convert(model, images)
+    data = as_data(images, model)
+    with pytest.raises(ConfigError, match="Argument 'config' must be a snnconv.ConvertConfig, got dict"):
+        snnconv.convert(model, data, {"time_steps": 8})
+    network = snnconv.convert(model, data, ConvertConfig(time_steps=8))
+    with pytest.raises(ConfigError, match="Argument 'network' must be a snnconv.SpikingNetwork"):
+        snnconv.evaluate("base", data)
+    with pytest.raises(ConfigError, match="Argument 'simulation' must be a snnconv.SimulationConfig, got int"):
+        snnconv.evaluate(network, data, 8)
+    with pytest.raises(ConfigError, match="Argument 'network' must be a snnconv.SpikingNetwork"):
+        snnconv.save("x", tmp_path / "out")
+    for steps in ("8", 8.5, True):
+        with pytest.raises(ConfigError, match="time steps must be a positive integer"):
+            SimulationConfig(time_steps=steps)
+    result = snnconv.evaluate(network, data, SimulationConfig(time_steps=8))
+    assert result.simulation.accuracy_at(8) == result.simulation.accuracy_per_step[-1]
+    for t in (0, -1, 9):
+        with pytest.raises(ValueError, match=f"t = {t} is outside the simulated steps 1..8"):
+            result.simulation.accuracy_at(t)

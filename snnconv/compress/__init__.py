@@ -142,7 +142,7 @@ def run_compress(artifact: str | Path, method: str, *, output: Path, config=None
     calibration data is used: ``calib_samples`` of it when given, else as many as recorded. ``holdout_data``
     (TEAS and SEENN): the data their budget is measured on instead of a share of the calibration data, without
     any image of the evaluation or calibration data; ``holdout_samples`` of it (a seeded subset) when given."""
-    artifact = Path(artifact)
+    artifact, output = Path(artifact), Path(output)
     note = note or (lambda _message: None)
     if method in METHODS and config is None:
         config = default_config(method)

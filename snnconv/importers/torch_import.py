@@ -97,10 +97,11 @@ def _check_torch_file(path: Path) -> None:
 
 def _is_torch_archive(path: Path) -> bool:
     """A zip archive as torch.save and torch.jit.save write it: one top folder holding data.pkl."""
-    if not zipfile.is_zipfile(path):
+    try:
+        with zipfile.ZipFile(path) as archive:
+            return any(name.split("/")[1:] == ["data.pkl"] for name in archive.namelist())
+    except (zipfile.BadZipFile, OSError):
         return False
-    with zipfile.ZipFile(path) as archive:
-        return any(name.split("/")[1:] == ["data.pkl"] for name in archive.namelist())
 
 
 def _first_mismatch(model: nn.Module, state: dict) -> str | None:
@@ -109,9 +110,10 @@ def _first_mismatch(model: nn.Module, state: dict) -> str | None:
     for key, tensor in expected.items():
         if key not in state:
             return f"the architecture has '{key}' but the file does not"
-        if state[key].shape != tensor.shape:
-            return (f"'{key}' has shape {list(state[key].shape)} in the file but {list(tensor.shape)} "
-                    "in the architecture")
+        shape = getattr(state[key], "shape", None)  # a weights_only load holds tensors, but say so if not
+        if shape != tensor.shape:
+            found = list(shape) if shape is not None else type(state[key]).__name__
+            return f"'{key}' has shape {found} in the file but {list(tensor.shape)} in the architecture"
     unexpected = next((key for key in state if key not in expected), None)
     return None if unexpected is None else f"the file has '{unexpected}' but the architecture does not"
 

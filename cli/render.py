@@ -99,7 +99,7 @@ def teas_table(rows: list[dict], extra: dict) -> Table:
     table = Table(title="TEAS: per-layer time steps", header_style="bold")
     for name in ("layer", "Act (spikes/neuron/step)", "cut drop (points)", "noise drop (points)", "T_l",
                  "syn. ops/sample uniform", "syn. ops/sample TEAS"):
-        table.add_column(name, justify="left" if name == "layer" else "right")
+        table.add_column(name, **_column_style(name))
     for r in rows:
         table.add_row(r["layer"], f"{r['activity_spikes_per_neuron_per_step']:.4f}", f"{r['cut_drop_points']:+.2f}",
                       f"{r['noise_drop_points']:+.2f}", str(r["time_steps_teas"]),
@@ -134,11 +134,19 @@ def _fewer_steps(ratio: float) -> str:
     return f"{ratio:.2f}x fewer steps" if ratio >= 1 else f"{1 / ratio:.2f}x more steps"
 
 
+def _column_style(name: str) -> dict:
+    """Names left, numbers right; a layer name wraps rather than being cut to 'features…' in an 80-column CI
+    log, where the rows could no longer be told apart."""
+    if name == "layer":
+        return {"justify": "left", "overflow": "fold"}
+    return {"justify": "left" if name == "kind" else "right"}
+
+
 def dts_table(rows: list[dict], summary: dict) -> Table:
     table = Table(title="DTS: learned time steps per layer", header_style="bold")
     for name in ("layer", "input similarity (step 1 vs later)", "suggested", "penalized", "T_l",
                  "syn. ops/sample uniform", "syn. ops/sample DTS"):
-        table.add_column(name, justify="left" if name == "layer" else "right")
+        table.add_column(name, **_column_style(name))
     for r in rows:
         table.add_row(r["layer"], f"{r['input_similarity_first_vs_later']:.4f}",
                       "yes" if r["suggested_for_mask_loss"] else "no", "yes" if r["penalized"] else "no",
@@ -158,7 +166,7 @@ def profile_table(result: RunResult) -> Table:
     sim = result.evaluation.simulation
     table = Table(title="Per-layer spiking activity", header_style="bold")
     for name in ("layer", "kind", "neurons", "T_l", "spikes/neuron/step", "spikes/sample", "first spike step"):
-        table.add_column(name, justify="left" if name in ("layer", "kind") else "right")
+        table.add_column(name, **_column_style(name))
     for layer in sim.neuron_layers:
         spikes = layer_spikes_per_sample(sim, layer, sim.time_steps)
         steps = layer.time_steps if layer.active_steps is None else layer.active_steps  # DTS: the steps it ran

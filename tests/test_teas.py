@@ -9,6 +9,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
+from rich.console import Console
 from typer.testing import CliRunner
 
 import snnconv
@@ -155,6 +156,11 @@ def test_compress_cli_end_to_end(tmp_path):
     held = (f"lost {summary['teas_holdout_lost_points']:.2f} points (90 % interval "
             f"{summary['teas_holdout_lost_points_lower']:.2f} to {summary['teas_holdout_lost_points_upper']:.2f})")
     assert held in " ".join(teas_table([], summary).caption.split())
+    # in an 80-column CI log every layer name is shown whole (wrapped, not cut to "features…")
+    console = Console(width=80, record=True)
+    console.print(teas_table(table.to_dict("records"), summary))
+    shown = "".join(line.split("│")[1].strip() for line in console.export_text().splitlines() if line.count("│") > 2)
+    assert "…" not in console.export_text() and all(name in shown for name in table["layer"])
     assert held in (out / "reports" / "teas.md").read_text()
     assert set(table["time_steps_teas"]) <= {8, 4, 2}
     manifest = json.loads((out / "manifest.json").read_text())

@@ -48,9 +48,9 @@ def summary_table(result: RunResult, title: str) -> Table:
     table.add_column("unit")
     table.add_row("accuracy", _fmt(s["ann_accuracy_pct"], ".2f"), _fmt(s["snn_accuracy_pct"], ".2f"), "%")
     table.add_row("accuracy drop", "", _fmt(s["accuracy_drop_points"], ".2f"), "points")
-    table.add_row("average time steps", "1", _fmt(s["avg_time_steps"], ".1f"), "steps")
+    table.add_row("average time steps", "", _fmt(s["avg_time_steps"], ".1f"), "steps")
     table.add_row("spikes per sample", "", _fmt(s["spikes_per_sample"], ",.0f"), "spikes")
-    table.add_row("spikes per neuron", "", _fmt(s["spikes_per_neuron"], ".3f"), "spikes")
+    table.add_row("spikes per neuron", "", _fmt(s["spikes_per_neuron"], ".3f"), "spikes / neuron")
     if s.get("spike_values") == "signed":
         table.add_row("spike values (signed: both signs counted)", "", "+1 / -1", "")
     table.add_row("MACs per sample", _fmt(s["macs_per_sample_ann"], ",.0f"), _fmt(s["macs_per_sample_snn"], ",.0f"), "MAC")

@@ -187,6 +187,22 @@ def test_json_numbers_that_strict_parsers_reject_become_null():
     json.loads(json.dumps({"ratio": _json_number(float("inf"))}), parse_constant=pytest.fail)
 
 
+def test_the_console_summary_uses_the_units_docs_metrics_defines(default_artifact):
+    """The console's rows carry the units docs/metrics.md gives their keys, and the ANN column holds only what
+    the ANN has (no 'average time steps 1', a quantity defined for the SNN alone)."""
+    from types import SimpleNamespace
+    from rich.console import Console
+    from snnconv_cli.render import summary_table
+    summary = json.loads((default_artifact / "manifest.json").read_text())["summary"]
+    console = Console(width=160, record=True)
+    console.print(summary_table(SimpleNamespace(summary=summary, time_steps=8), "t"))
+    rows = {cells[0]: cells[1:] for line in console.export_text().splitlines()
+            if len(cells := [c.strip() for c in line.split("│")[1:-1]]) == 4}
+    docs = (Path(__file__).parents[1] / "docs/metrics.md").read_text()
+    assert rows["spikes per neuron"][2] == "spikes / neuron" and "| `spikes_per_neuron` | spikes / neuron |" in docs
+    assert rows["average time steps"][0] == "" and rows["average time steps"][1] == "8.0"
+
+
 def test_a_step_ratio_below_one_is_called_more_steps_not_fewer():
     from snnconv_cli.render import _fewer_steps
     assert _fewer_steps(2.844) == "2.84x fewer steps"

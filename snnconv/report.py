@@ -25,6 +25,11 @@ COVERAGE_COLUMNS = ("node", "type", "status", "reason")
 INTEGER_LAYER_COLUMNS = ("neurons", "time_steps", "macs_per_sample")
 
 
+# Every file write_report can write: the seven of every report, then the two of a run with exits.
+REPORT_FILES = ("report.md", "summary.csv", "layers.csv", "sweep.csv", "accuracy_vs_t.png", "firing_rates.png",
+                "energy.png", "exits.csv", "exit_histogram.png")
+
+
 def write_report(directory: Path, *, title: str, sim: SimulationResult, ann: AnnResult, energy_model: EnergyModel,
                  time_steps: int, sweep_steps: list[int], config: dict, environment: dict, coverage: list[dict],
                  extra_summary: dict | None = None) -> dict[str, Path]:
@@ -65,8 +70,7 @@ def write_report(directory: Path, *, title: str, sim: SimulationResult, ann: Ann
             layer_table[column] = layer_table[column].astype("Int64")
         layer_table.to_csv(staging / "layers.csv", index=False)
         pd.DataFrame(sweep, columns=list(SWEEP_COLUMNS)).to_csv(staging / "sweep.csv", index=False)
-        names = ["report.md", "summary.csv", "layers.csv", "sweep.csv", "accuracy_vs_t.png", "firing_rates.png",
-                 "energy.png"]
+        names = list(REPORT_FILES[:7])
         exit_rows = _exit_rows(sim)
         if exit_rows is not None:
             pd.DataFrame(exit_rows, columns=["exit_time_step", "samples", "samples_pct"]).to_csv(

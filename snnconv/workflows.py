@@ -23,7 +23,7 @@ from .errors import ArtifactError, ConfigError, GateFailed, OutputError
 from .metrics import load_energy_model, summarize
 from .metrics.summary import exceeds
 from .network import SpikingNetwork
-from .report import write_report
+from .report import REPORT_FILES, write_report
 
 DEFAULT_DATA = "builtin"
 
@@ -289,11 +289,14 @@ def _check_report_directory(path: Path, option: str) -> None:
 
 def _replace_directory(source: Path, destination: Path) -> None:
     """Copy the report files of ``source`` into ``destination`` (checked by _check_report_directory), over
-    the files of the same names. Nothing else there is removed: the method reports that snnconv compress wrote
-    beside an artifact's report, and anything a user added, stay. The directory itself stays too, so it may
-    be the working directory."""
+    the files of the same names, and remove the report files of an earlier run that this one did not write.
+    Nothing else there is removed: the method reports that snnconv compress wrote beside an artifact's report,
+    and anything a user added, stay. The directory itself stays too, so it may be the working directory."""
     destination = Path(destination)
     destination.mkdir(parents=True, exist_ok=True)
+    written = {new.name for new in Path(source).iterdir()}
+    for stale in set(REPORT_FILES) - written:  # e.g. an earlier run's exit histogram beside a run without exits
+        (destination / stale).unlink(missing_ok=True)
     for new in Path(source).iterdir():
         shutil.copy2(new, destination / new.name)
 

@@ -151,11 +151,13 @@ def test_report_dir_updates_an_earlier_report_and_refuses_a_directory_of_other_f
     monkeypatch.chdir(here)
     assert invoke("evaluate", default_artifact, "--report-dir", ".", "--limit", "40", "--quiet").exit_code == 0
     (here / "notes.md").write_text("mine")
+    (here / "exit_histogram.png").write_bytes(b"an earlier run's, with exits")  # this run has none: removed
     result = invoke("evaluate", default_artifact, "--report-dir", ".", "--limit", "50", "--quiet")
     assert result.exit_code == 0, result.output
     assert {"report.md", "summary.csv", "sweep.csv", "notes.md"} <= {p.name for p in here.iterdir()}
     assert pd.read_csv(here / "summary.csv")["samples"].item() == 50
     assert (here / "notes.md").read_text() == "mine"
+    assert not (here / "exit_histogram.png").exists()
 
 
 @pytest.mark.parametrize("gate,value,code", [("--max-acc-drop", "-20", GateFailed.GATE_EXIT_CODES["max-acc-drop"]),

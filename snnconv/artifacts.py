@@ -284,6 +284,12 @@ def save(network: SpikingNetwork, directory: str | Path, extra_files: dict[str, 
     return _write_atomically(Path(directory), write, extra_files)
 
 
+def refuse_foreign_directory(directory: Path) -> None:
+    """An artifact replaces an earlier artifact as a whole, so a directory of other files is never taken."""
+    if directory.is_dir() and not is_artifact(directory) and any(directory.iterdir()):
+        raise OutputError(f"'{directory}' exists and is not an snnconv artifact; choose another -o directory.")
+
+
 def _write_atomically(directory: Path, write, extra_files: dict[str, Path] | None) -> Path:
     """Fill a temporary sibling with ``write(staging)`` and the extra files, then swap it into ``directory``."""
     parent = directory.resolve().parent
@@ -300,8 +306,7 @@ def _write_atomically(directory: Path, write, extra_files: dict[str, Path] | Non
         for name, path in (extra_files or {}).items():
             shutil.copy2(path, staging / name) if Path(path).is_file() else shutil.copytree(path, staging / name)
         if directory.exists():
-            if not (directory / MANIFEST).is_file() and any(directory.iterdir()):
-                raise OutputError(f"'{directory}' exists and is not an snnconv artifact; choose another -o directory.")
+            refuse_foreign_directory(directory)
             backup = Path(tempfile.mkdtemp(prefix=f".{directory.name}.old.", dir=parent))
             os.replace(directory, backup / "old")
             os.replace(staging, directory)

@@ -25,9 +25,11 @@ COVERAGE_COLUMNS = ("node", "type", "status", "reason")
 INTEGER_LAYER_COLUMNS = ("neurons", "time_steps", "macs_per_sample")
 
 
-# Every file write_report can write: the seven of every report, then the two of a run with exits.
-REPORT_FILES = ("report.md", "summary.csv", "layers.csv", "sweep.csv", "accuracy_vs_t.png", "firing_rates.png",
-                "energy.png", "exits.csv", "exit_histogram.png")
+# The files write_report writes for every run, the two more it writes for a run with exits, and so all it can write.
+ALWAYS_REPORT_FILES = ("report.md", "summary.csv", "layers.csv", "sweep.csv", "accuracy_vs_t.png",
+                       "firing_rates.png", "energy.png")
+EXIT_REPORT_FILES = ("exits.csv", "exit_histogram.png")
+REPORT_FILES = ALWAYS_REPORT_FILES + EXIT_REPORT_FILES
 
 
 def write_report(directory: Path, *, title: str, sim: SimulationResult, ann: AnnResult, energy_model: EnergyModel,
@@ -70,13 +72,13 @@ def write_report(directory: Path, *, title: str, sim: SimulationResult, ann: Ann
             layer_table[column] = layer_table[column].astype("Int64")
         layer_table.to_csv(staging / "layers.csv", index=False)
         pd.DataFrame(sweep, columns=list(SWEEP_COLUMNS)).to_csv(staging / "sweep.csv", index=False)
-        names = list(REPORT_FILES[:7])
+        names = list(ALWAYS_REPORT_FILES)
         exit_rows = _exit_rows(sim)
         if exit_rows is not None:
             pd.DataFrame(exit_rows, columns=["exit_time_step", "samples", "samples_pct"]).to_csv(
                 staging / "exits.csv", index=False)
             plots.plot_exit_histogram(sim, staging / "exit_histogram.png")
-            names += ["exits.csv", "exit_histogram.png"]
+            names += list(EXIT_REPORT_FILES)
         plots.plot_accuracy_vs_t(sim, ann, staging / "accuracy_vs_t.png", chosen_t=t)
         plots.plot_firing_rates(sim, staging / "firing_rates.png", t=t)
         plots.plot_energy(breakdown, staging / "energy.png")

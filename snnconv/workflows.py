@@ -98,8 +98,7 @@ def _check_artifact_output(path: Path) -> None:
     if Path.cwd().resolve().is_relative_to(path.resolve()):  # the artifact is swapped in as a whole directory
         raise OutputError(f"-o '{path}' holds the working directory, which cannot be replaced by the artifact; "
                           "choose a directory below it, e.g. -o snnconv-out.")
-    if path.is_dir() and not artifacts.is_artifact(path) and any(path.iterdir()):
-        raise OutputError(f"-o '{path}' exists and is not an snnconv artifact; choose another -o directory.")
+    artifacts.refuse_foreign_directory(path)
 
 
 def _can_write(directory: Path) -> bool:

@@ -150,7 +150,7 @@ def run_compress(artifact: str | Path, method: str, *, output: Path, config=None
     _check_holdout_options(method, holdout_data, holdout_samples)
     if not artifacts.is_artifact(artifact):
         raise ArtifactError(f"'{artifact}' is not an snnconv artifact (no manifest.json); run snnconv convert first.")
-    if Path(output).resolve() == artifact.resolve():
+    if output.resolve() == artifact.resolve():
         raise OutputError(f"-o '{output}' is the artifact being compressed, which would be replaced by its compressed "
                           "self; choose another -o directory.")
     if artifacts.family(artifact) == DIRECT_FAMILY:
@@ -172,8 +172,7 @@ def run_compress(artifact: str | Path, method: str, *, output: Path, config=None
         raise ConfigError(f"'{artifact}' is already TTFS-coded; compress the rate-coded artifact it was made from.")
     if network.layer_prefix_steps and method in ("teas", "dts"):
         raise ConfigError(f"'{artifact}' already has learned time masks (DTS); compress the artifact it was made from.")
-    if hasattr(config, "check_time_steps"):  # options beyond the artifact's T, before any data is read
-        config.check_time_steps(network.time_steps)
+    config.check_time_steps(network.time_steps)  # options beyond the artifact's T, before any data is read
     calib_data = calib_data or recorded_data(artifact, "calib_data", "train", calib_samples)
     calib_data = _with_normalization(calib_data, network)
     if data is None:

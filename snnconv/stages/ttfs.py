@@ -83,6 +83,10 @@ class TTFSConfig(_Plain):
             raise ConfigError("--fit-epochs must be >= 0 and the fit batch positive.")
         BalanceConfig(method="percentile", percentile=self.percentile, granularity=self.granularity)
 
+    def check_time_steps(self, steps: int) -> None:
+        """Every method's config checks its options against the artifact's T; TTFS's windows are its own, so
+        any T will do."""
+
     @property
     def td_init(self) -> float:
         return self.tc * math.log(self.target_range)

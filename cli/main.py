@@ -157,8 +157,11 @@ def evaluate(
                                 chunk_steps=chunk_steps, device=device, seed=seed, limit=limit, progress=progress,
                                 use_exit_policy=not no_exit, timing=timing)
 
-    result = _run(job, debug, show=lambda run: render.show(run, "snnconv evaluate", json, quiet))
-    render.show(result, "snnconv evaluate", json, quiet)
+    def show(run):
+        render.show(run, "snnconv evaluate", json, quiet)
+
+    result = _run(job, debug, show=show)
+    show(result)
     if profile and not json:
         render.console.print(render.profile_table(result))
         render.console.print(f"Activity plot: [bold]{result.report_dir / 'firing_rates.png'}[/bold]")
